@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make demo` (the pipeline) and `make test` (the suite).
+# Each builds its own environment first; `make down` stops what `make demo` started.
+SHELL := /bin/bash
+.PHONY: setup demo test down lint lock bench-train
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup
+	@scripts/test.sh
+
+down:
+	@scripts/mlflow-server stop
+
+lint: setup
+	@.venv/bin/ruff check .
+
+# Re-resolve requirements/base.in and pin every version into requirements/lock.txt.
+lock:
+	@scripts/lock.sh
+
+bench-train: setup
+	@.venv/bin/python benchmarks/train_recipes.py

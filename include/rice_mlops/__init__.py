@@ -1,0 +1,3 @@
+"""rice-mlops: retrain, track, version, package and ship a rice-variety image classifier."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,72 @@
+"""Fixtures shared by every test folder: paths, real rice images, a real MLflow server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("RICE_REAL_DATA", REPO.parent / "shared" / "rice"))
+CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The read-only real images; CI sets RICE_REQUIRE_REAL_DATA so absence is a failure."""
+    if not (REAL_DATA / "train").is_dir():
+        message = f"real rice images not found at {REAL_DATA} (set RICE_REAL_DATA)"
+        if os.environ.get("RICE_REQUIRE_REAL_DATA"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return REAL_DATA
+
+
+def copy_subset(source: Path, target: Path, per_split: dict[str, int]) -> Path:
+    """A split-layout copy with the first N images per class of each split (sorted by name)."""
+    for split, count in per_split.items():
+        for cls in CLASSES:
+            out = target / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for image in sorted((source / split / cls).iterdir())[:count]:
+                shutil.copy2(image, out / image.name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_real_dataset(real_data: Path, tmp_path_factory) -> Path:
+    return copy_subset(real_data, tmp_path_factory.mktemp("tiny-rice"),
+                       {"train": 40, "val": 8, "test": 8})
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, proxied artifacts) started by the repo's script."""
+    port = free_port()
+    home = tmp_path_factory.mktemp("mlflow")
+    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_HOME": str(home)}
+    script = REPO / "scripts" / "mlflow-server"
+    subprocess.run([script, "start"], env=env, check=True, timeout=120)
+    url = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+        subprocess.run([script, "stop"], env=env, check=False, timeout=60)
