@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ SOURCE_TAGS = {
     "airflow_try_number": "rice.airflow_try_number",
 }
 FINGERPRINT_TAG = "rice.dataset_fingerprint"
+COMPLETE_TAG = "rice.complete"
+RESULT_ARTIFACT = "result.json"
 PARITY_SAMPLE = 40  # raw test images checked through TFLite; a few seconds of invokes
 
 
@@ -216,32 +219,67 @@ def train(config: TrainConfig, output_json: Path | None = None) -> dict:
             model_info = mlflow.tensorflow.log_model(
                 model, name="model", signature=_signature(len(classes)), input_example=example
             )
+            result = {
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "model_uri": model_info.model_uri,
+                "model_id": model_info.model_id,
+                "tracking_uri": mlflow.get_tracking_uri(),
+                "image_size": config.image_size,
+                "classes": classes,
+                "metrics": {key: metrics[key] for key in
+                            ("val_accuracy", "test_accuracy", "test_macro_f1",
+                             "tflite_max_abs_diff")},
+                "evaluation": evaluation,
+                "dataset_fingerprint": data_fingerprint,
+                "counts": counts,
+                "epochs_run": len(history["loss"]),
+                "train_seconds": train_seconds,
+            }
+            # Written last: a run with this tag is complete and can be reused by a retry.
+            mlflow.log_dict(result, RESULT_ARTIFACT)
+            mlflow.set_tag(COMPLETE_TAG, "true")
     finally:
         mlflow.keras.autolog(disable=True)
 
-    result = {
-        "run_id": run.info.run_id,
-        "experiment_id": run.info.experiment_id,
-        "model_uri": model_info.model_uri,
-        "model_id": model_info.model_id,
-        "tracking_uri": mlflow.get_tracking_uri(),
-        "image_size": config.image_size,
-        "classes": classes,
-        "metrics": {
-            "val_accuracy": metrics["val_accuracy"],
-            "test_accuracy": metrics["test_accuracy"],
-            "test_macro_f1": metrics["test_macro_f1"],
-            "tflite_max_abs_diff": metrics["tflite_max_abs_diff"],
-        },
-        "evaluation": evaluation,
-        "dataset_fingerprint": data_fingerprint,
-        "counts": counts,
-        "epochs_run": len(history["loss"]),
-        "train_seconds": train_seconds,
-    }
     log.info("run %s: test accuracy %.4f, macro F1 %.4f, trained in %.1fs",
              result["run_id"], metrics["test_accuracy"], metrics["test_macro_f1"], train_seconds)
+    _write_json(result, output_json)
+    return result
+
+
+def _write_json(result: dict, output_json: Path | None) -> None:
     if output_json:
         Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(output_json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+
+
+def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = None) -> dict:
+    """`train`, at most one complete MLflow run per Airflow DAG run, whatever the retries.
+
+    A retry after a complete run returns that run's result without training again; runs that an
+    earlier attempt left incomplete (crashed, or cut off from the server) are deleted first, so
+    the experiment never shows two runs for one DAG run.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{SOURCE_TAGS['airflow_dag_run_id']}` = '{dag_run_id}'",
+        )
+        for run in runs:
+            if run.data.tags.get(COMPLETE_TAG) == "true":
+                log.info("run %s already completed for DAG run %s; reusing it",
+                         run.info.run_id, dag_run_id)
+                result = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{RESULT_ARTIFACT}")
+                _write_json(result, output_json)
+                return result
+        for run in runs:
+            log.warning("deleting incomplete run %s (%s) left by an earlier attempt",
+                        run.info.run_id, run.info.status)
+            client.delete_run(run.info.run_id)
+    source = {**config.source, "airflow_dag_run_id": dag_run_id}
+    return train(replace(config, source=source), output_json)

@@ -8,6 +8,9 @@ centred on black at a uniform random angle, with the class's size, aspect and co
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +96,24 @@ def generate(out_dir: Path | str, per_class: int, seed: int = 0) -> dict[str, di
                 )
             counts[split][cls] = n
     return counts
+
+
+def ensure_synthetic(root: Path | str, per_class: int = 150, seed: int = 0) -> Path:
+    """The embedded default dataset under `root`, generated once (atomically) and reused."""
+    target = Path(root) / f"synthetic-seed{seed}-n{per_class}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        generate(partial, per_class, seed)
+        os.chmod(partial, 0o755)
+        os.rename(partial, target)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not target.is_dir():  # another worker finishing first is fine; anything else is not
+            raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,145 @@
+"""Our training recipe against the seed's, side by side on the same 5,000 real images.
+
+    make bench-train            (or: .venv/bin/python benchmarks/train_recipes.py [--data DIR])
+
+1. Ours: `rice_mlops.training.train` with its defaults, logged to a real MLflow server started
+   for the benchmark; reports test accuracy, fit time, wall time of the whole call, and the
+   time at which validation accuracy first reached 99 %.
+2. The seed's recipe as DESIGN.md describes it: legacy ImageDataGenerator (rescale 1/255,
+   rotation 20, zoom 0.2, horizontal flip) reading JPEGs every epoch, its CNN at 128 px, batch
+   32, Adam, EarlyStopping and ReduceLROnPlateau on val_loss; trained for the same wall-clock
+   budget as ours took, then evaluated on the test split.
+Results are printed as JSON and appended to benchmarks/results/train_recipes.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "train_recipes.jsonl"
+
+
+def run_ours(data: Path) -> dict:
+    import mlflow
+
+    from rice_mlops.config import TrainConfig
+    from rice_mlops.training import train
+
+    started = time.perf_counter()
+    result = train(TrainConfig(data_dir=data, experiment="bench-train-recipes"))
+    wall = time.perf_counter() - started
+    client = mlflow.MlflowClient()
+    run = client.get_run(result["run_id"])
+    history = client.get_metric_history(result["run_id"], "val_accuracy")
+    start_ms = run.info.start_time
+    reached = [(m.timestamp - start_ms) / 1000 for m in sorted(history, key=lambda m: m.step)
+               if m.value >= 0.99]
+    return {
+        "recipe": "rice-mlops default (rice_cnn, 64 px, cached tf.data, flips/rot90, cosine)",
+        "test_accuracy": result["metrics"]["test_accuracy"],
+        "val_accuracy": result["metrics"]["val_accuracy"],
+        "epochs": result["epochs_run"],
+        "fit_seconds": round(result["train_seconds"], 1),
+        "wall_seconds": round(wall, 1),
+        "seconds_to_99_val": round(reached[0], 1) if reached else None,
+    }
+
+
+def run_seed(data: Path, budget_seconds: float) -> dict:
+    import keras
+    from keras import layers
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    keras.utils.set_random_seed(42)
+    train_gen = ImageDataGenerator(rescale=1 / 255, rotation_range=20, zoom_range=0.2,
+                                   horizontal_flip=True)
+    plain = ImageDataGenerator(rescale=1 / 255)
+    flow = {"target_size": (128, 128), "batch_size": 32, "class_mode": "sparse", "seed": 42}
+    train = train_gen.flow_from_directory(data / "train", **flow)
+    val = plain.flow_from_directory(data / "val", shuffle=False, **flow)
+    test = plain.flow_from_directory(data / "test", shuffle=False, **flow)
+
+    model = keras.Sequential([keras.Input((128, 128, 3))])
+    for filters in (32, 64, 128):
+        model.add(layers.Conv2D(filters, 3, activation="relu"))
+        model.add(layers.MaxPooling2D())
+    for layer in (layers.GlobalAveragePooling2D(), layers.Dense(256, activation="relu"),
+                  layers.Dropout(0.5), layers.Dense(5, activation="softmax")):
+        model.add(layer)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    started = time.perf_counter()
+    timeline: list[tuple[float, float]] = []
+
+    class Budget(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if time.perf_counter() - started > budget_seconds:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            timeline.append((time.perf_counter() - started, float(logs.get("val_accuracy", 0))))
+            print(f"seed epoch {epoch + 1}: {logs}", flush=True)
+
+    callbacks = [Budget(),
+                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=5,
+                                               restore_best_weights=True),
+                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=3)]
+    model.fit(train, validation_data=val, epochs=1000, verbose=0, callbacks=callbacks)
+    fit_seconds = time.perf_counter() - started
+    _, test_accuracy = model.evaluate(test, verbose=0)
+    reached = [t for t, acc in timeline if acc >= 0.99]
+    return {
+        "recipe": "seed (ImageDataGenerator rescale/rotation/zoom/flip, seed CNN, 128 px, bs 32)",
+        "test_accuracy": float(test_accuracy),
+        "val_accuracy": timeline[-1][1] if timeline else None,
+        "epochs": len(timeline),
+        "fit_seconds": round(fit_seconds, 1),
+        "budget_seconds": round(budget_seconds, 1),
+        "seconds_to_99_val": round(reached[0], 1) if reached else None,
+        "val_accuracy_by_epoch": [round(a, 4) for _, a in timeline],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "rice")
+    parser.add_argument("--skip-seed", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home:
+        port = "5077"
+        env = {**os.environ, "MLFLOW_PORT": port, "MLFLOW_HOME": home}
+        subprocess.run([REPO / "scripts" / "mlflow-server", "start"], env=env, check=True)
+        os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+        try:
+            ours = run_ours(args.data)
+        finally:
+            subprocess.run([REPO / "scripts" / "mlflow-server", "stop"], env=env, check=False)
+    seed = None if args.skip_seed else run_seed(args.data, ours["wall_seconds"])
+    record = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+        "data": str(args.data),
+        "ours": ours,
+        "seed": seed,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Fetch a run's artifacts from the MLflow artifact store into a verified staging directory.
+
+Layout of `<staging_root>/<run_id>/model_artifact/` (what the pull request commits and the
+image build copies): the MLflow model files at the top (MLmodel, data/model.keras,
+requirements.txt, python_env.yaml, ...), `model.tflite`, `labels.json`, `metrics.json`,
+`confusion_matrix.png` and `MANIFEST.sha256` (`sha256sum -c` format) over all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rice_mlops.data.fingerprint import file_sha256
+
+MANIFEST = "MANIFEST.sha256"
+ARTIFACT_DIR = "model_artifact"
+# Run artifact -> file name in the staged directory.
+RUN_FILES = {
+    "tflite/model.tflite": "model.tflite",
+    "model_meta/labels.json": "labels.json",
+    "plots/confusion_matrix.png": "confusion_matrix.png",
+}
+
+
+class ManifestError(RuntimeError):
+    """A staged directory does not match its manifest."""
+
+
+def write_manifest(directory: Path) -> Path:
+    lines = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        lines.append(f"{file_sha256(path)}  {path.relative_to(directory).as_posix()}\n")
+    manifest = directory / MANIFEST
+    manifest.write_text("".join(lines))
+    return manifest
+
+
+def verify_manifest(directory: Path) -> dict[str, str]:
+    """Check every file against the manifest and that no file is missing or extra.
+
+    Returns {relative path: sha256}. Raises ManifestError naming what differs.
+    """
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest} is missing; re-run fetch_artifacts")
+    expected = {}
+    for line in manifest.read_text().splitlines():
+        digest, _, relative = line.partition("  ")
+        expected[relative] = digest
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*")
+               if p.is_file() and p.name != MANIFEST}
+    problems = [f"missing {r}" for r in sorted(set(expected) - present)]
+    problems += [f"unexpected {r}" for r in sorted(present - set(expected))]
+    problems += [f"checksum mismatch {r}" for r in sorted(set(expected) & present)
+                 if file_sha256(directory / r) != expected[r]]
+    if problems:
+        raise ManifestError(f"{directory} does not match {MANIFEST}: " + "; ".join(problems))
+    return expected
+
+
+def _metrics_document(run_id: str, model_uri: str, evaluation: dict, run_data) -> dict:
+    return {
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "dataset_fingerprint": run_data.tags.get("rice.dataset_fingerprint"),
+        "source_commit": run_data.tags.get("rice.source_commit"),
+        "test_accuracy": evaluation["accuracy"],
+        "test_macro_f1": evaluation["macro_f1"],
+        "val_accuracy": run_data.metrics.get("val_accuracy"),
+        "per_class": evaluation["per_class"],
+        "classes": evaluation["classes"],
+        "confusion_matrix": evaluation["confusion_matrix"],
+    }
+
+
+def _download(run_id: str, model_uri: str, target: Path) -> None:
+    import mlflow
+
+    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target))
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        for artifact, name in RUN_FILES.items():
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact, dst_path=scratch)
+            shutil.move(local, target / name)
+        evaluation = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/metrics.json", dst_path=scratch)).read_text())
+    run = mlflow.MlflowClient().get_run(run_id)
+    document = _metrics_document(run_id, model_uri, evaluation, run.data)
+    (target / "metrics.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def fetch(run_id: str, model_uri: str, staging_root: Path | str) -> Path:
+    """Stage the run's artifacts; returns the verified `model_artifact` directory.
+
+    Idempotent: an already staged directory that verifies is returned as it is. Downloads go to
+    a temporary sibling that is renamed into place only once complete, so a partial download
+    never looks done.
+    """
+    run_dir = Path(staging_root) / run_id
+    final = run_dir / ARTIFACT_DIR
+    if final.is_dir():
+        try:
+            verify_manifest(final)
+            return final
+        except ManifestError:
+            shutil.rmtree(final)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{ARTIFACT_DIR}.partial-", dir=run_dir))
+    try:
+        _download(run_id, model_uri, partial)
+        write_manifest(partial)
+        verify_manifest(partial)
+        os.chmod(partial, 0o755)  # mkdtemp makes 0700; the image build reads it as another user
+        os.rename(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final

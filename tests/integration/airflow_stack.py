@@ -1,0 +1,112 @@
+"""Drive the repository's real Airflow processes (scripts/airflow-stack) and its REST API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "rice_classifier_cicd"
+FINISHED = {"success", "failed"}
+
+
+@dataclass
+class AirflowStack:
+    home: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    _token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _script(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {**os.environ, **self.env, "AIRFLOW_HOME": str(self.home),
+               "AIRFLOW_PORT": str(self.port)}
+        return subprocess.run([REPO / "scripts" / "airflow-stack", command], env=env,
+                              check=True, timeout=timeout, capture_output=True, text=True)
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self) -> None:
+        self._script("stop", timeout=120)
+
+    def status(self) -> str:
+        env = {**os.environ, **self.env, "AIRFLOW_HOME": str(self.home),
+               "AIRFLOW_PORT": str(self.port)}
+        return subprocess.run([REPO / "scripts" / "airflow-stack", "status"], env=env,
+                              capture_output=True, text=True, timeout=60).stdout
+
+    @property
+    def admin_password(self) -> str:
+        return (self.home / "admin_password").read_text().strip()
+
+    def token(self) -> str:
+        if self._token is None:
+            response = httpx.post(f"{self.url}/auth/token", timeout=10,
+                                  json={"username": "admin", "password": self.admin_password})
+            assert response.status_code == 201, response.text
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, headers: dict | None = None,
+            **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token()}", **(headers or {})}
+        return httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30,
+                             **kwargs)
+
+    def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.api("GET", f"/dags/{dag_id}")
+            if response.status_code == 200:
+                return response.json()
+            time.sleep(1)
+        errors = self.api("GET", "/importErrors").json()
+        raise AssertionError(f"DAG {dag_id} not parsed after {timeout}s; import errors: {errors}")
+
+    def unpause(self, dag_id: str = DAG_ID) -> None:
+        response = self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        assert response.status_code == 200, response.text
+
+    def trigger(self, conf: dict, run_id: str, dag_id: str = DAG_ID) -> httpx.Response:
+        return self.api("POST", f"/dags/{dag_id}/dagRuns",
+                        json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        response = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for_run(self, run_id: str, timeout: float = 600, dag_id: str = DAG_ID) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id, dag_id)
+            if run["state"] in FINISHED:
+                return run
+            time.sleep(2)
+        raise AssertionError(f"run {run_id} not finished after {timeout}s: "
+                             f"{self.task_states(run_id, dag_id)}")
+
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        response = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        assert response.status_code == 200, response.text
+        return response.json()["task_instances"]
+
+    def task_states(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str]:
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(run_id, dag_id)}
+
+    def task_log(self, run_id: str, task_id: str, try_number: int = 1,
+                 dag_id: str = DAG_ID) -> str:
+        response = self.api(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            headers={"Accept": "text/plain"})
+        assert response.status_code == 200, response.text
+        return response.text

@@ -1,0 +1,98 @@
+"""The DAG on real Airflow processes and PostgreSQL, triggered through the REST API."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+
+
+def _conf(data_dir, **overrides) -> dict:
+    return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
+            "min_test_accuracy": 0.0, "max_regression": 1.0, "source_commit": SHA,
+            "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
+
+
+@pytest.fixture(scope="module")
+def shipped_run(airflow_pg, tiny_real_dataset):
+    conf = _conf(tiny_real_dataset)
+    response = airflow_pg.trigger(conf, "e2e-shipped")
+    assert response.status_code == 200, response.text
+    assert response.json()["run_type"] == "manual"
+    return conf, airflow_pg.wait_for_run("e2e-shipped")
+
+
+def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
+    conf, run = shipped_run
+    assert run["state"] == "success", airflow_pg.task_states("e2e-shipped")
+    assert run["run_type"] == "manual"
+    assert run["conf"] == conf
+    states = airflow_pg.task_states("e2e-shipped")
+    for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate", "promote"):
+        assert states[task_id] == "success", states
+    # No GitHub connection in the test stack: skipped with a reason, never a silent success.
+    assert states["open_pull_request"] == "skipped"
+    log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
+    assert "no Airflow connection 'github_default'" in log
+
+
+def test_training_log_has_one_line_per_epoch(airflow_pg, shipped_run):
+    log = airflow_pg.task_log("e2e-shipped", "train")
+    assert log.count("epoch 1/1") == 1
+    assert "━" not in log  # no progress bars
+
+
+def test_shipped_run_is_the_champion_with_gate_tags(shipped_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("rice-classifier", "champion")
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["rice.airflow_dag_run_id"] == "e2e-shipped"
+    assert run.data.tags["rice.source_commit"] == SHA
+    assert run.data.tags["rice.gate"] == "passed"
+    assert champion.tags["rice.gate"] == "passed"
+
+
+def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipped_run,
+                                                               tiny_real_dataset):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    before = client.get_model_version_by_alias("rice-classifier", "champion").version
+    response = airflow_pg.trigger(_conf(tiny_real_dataset, min_test_accuracy=1.0), "e2e-gated")
+    assert response.status_code == 200, response.text
+    run = airflow_pg.wait_for_run("e2e-gated")
+    states = airflow_pg.task_states("e2e-gated")
+    assert run["state"] == "success", states
+    assert states["quality_gate"] == "success"
+    assert states["open_pull_request"] == "skipped"
+    assert states["promote"] == "skipped"
+    gate_log = airflow_pg.task_log("e2e-gated", "quality_gate")
+    assert "NOT SHIPPED" in gate_log and "below the minimum 1.0000" in gate_log
+
+    assert client.get_model_version_by_alias("rice-classifier", "champion").version == before
+    versions = client.search_model_versions("name='rice-classifier'")
+    gated = [v for v in versions
+             if client.get_run(v.run_id).data.tags.get("rice.airflow_dag_run_id") == "e2e-gated"]
+    assert len(gated) == 1
+    assert gated[0].tags["rice.gate"] == "failed"
+    assert "below the minimum" in gated[0].tags["rice.gate_reason"]
+    assert len(versions) >= 2
+
+
+@pytest.mark.parametrize(
+    ("conf", "fragment"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": "many"}, "epochs"),
+        ({"source_commit": "not-a-sha!"}, "source_commit"),
+        ({"min_test_accuracy": 1.5}, "min_test_accuracy"),
+    ],
+)
+def test_invalid_conf_is_refused_with_a_clear_message(airflow_pg, conf, fragment):
+    response = airflow_pg.trigger(conf, f"e2e-invalid-{fragment}-{abs(hash(str(conf)))}")
+    assert response.status_code == 400, response.text
+    assert fragment in response.text
