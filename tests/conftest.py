@@ -51,22 +51,43 @@ def tiny_real_dataset(real_data: Path, tmp_path_factory) -> Path:
                        {"train": 40, "val": 8, "test": 8})
 
 
+class MlflowServer:
+    """The repository's `scripts/mlflow-server`, on its own port and directory."""
+
+    def __init__(self, home: Path):
+        self.port = free_port()
+        self.home = home
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _script(self, command: str) -> None:
+        env = {**os.environ, "MLFLOW_PORT": str(self.port), "MLFLOW_HOME": str(self.home)}
+        subprocess.run([REPO / "scripts" / "mlflow-server", command], env=env, check=True,
+                       timeout=120)
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self) -> None:
+        self._script("stop")
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` (SQLite backend, proxied artifacts) started by the repo's script."""
-    port = free_port()
-    home = tmp_path_factory.mktemp("mlflow")
-    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_HOME": str(home)}
-    script = REPO / "scripts" / "mlflow-server"
-    subprocess.run([script, "start"], env=env, check=True, timeout=120)
-    url = f"http://127.0.0.1:{port}"
+def mlflow_control(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, proxied artifacts), stoppable by tests."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
     previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = url
+    os.environ["MLFLOW_TRACKING_URI"] = server.url
     try:
-        yield url
+        yield server
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
-        subprocess.run([script, "stop"], env=env, check=False, timeout=60)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_control) -> str:
+    return mlflow_control.url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -105,8 +106,16 @@ class AirflowStack:
 
     def task_log(self, run_id: str, task_id: str, try_number: int = 1,
                  dag_id: str = DAG_ID) -> str:
+        """The task's log as text, one structured record per line (event first)."""
         response = self.api(
             "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            headers={"Accept": "text/plain"})
+            params={"full_content": "true"})
         assert response.status_code == 200, response.text
-        return response.text
+        lines = []
+        for record in response.json()["content"]:
+            if isinstance(record, dict):
+                rest = {k: v for k, v in record.items() if k != "event"}
+                lines.append(f"{record.get('event', '')} {json.dumps(rest)}")
+            else:
+                lines.append(str(record))
+        return "\n".join(lines)

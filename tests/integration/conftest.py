@@ -12,11 +12,11 @@ from tests.integration.airflow_stack import AirflowStack
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory):
+def postgres_url():
     """A real PostgreSQL server started by the repository's script."""
     port = free_port()
-    env = {**os.environ, "PGPORT": str(port),
-           "PG_HOME": str(tmp_path_factory.mktemp("pg-parent") / "pg")}
+    # The script's default home under /tmp: pytest's 0700 temp dirs are closed to `postgres`.
+    env = {**os.environ, "PGPORT": str(port)}
     script = REPO / "scripts" / "postgres"
     subprocess.run([script, "start"], env=env, check=True, timeout=600)
     try:
@@ -30,7 +30,8 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": mlflow_url,
         "RICE_SCHEDULE": "none",
         "RICE_STAGING_DIR": str(staging),
-        "RICE_RETRY_DELAY_SECONDS": "2",
+        # Long enough for a test to restart a service between two attempts of a task.
+        "RICE_RETRY_DELAY_SECONDS": "15",
         # Fail fast when MLflow is down, so a retry (not a 2-minute backoff) recovers.
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",

@@ -96,3 +96,40 @@ def test_invalid_conf_is_refused_with_a_clear_message(airflow_pg, conf, fragment
     response = airflow_pg.trigger(conf, f"e2e-invalid-{fragment}-{abs(hash(str(conf)))}")
     assert response.status_code == 400, response.text
     assert fragment in response.text
+
+
+def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
+        airflow_pg, mlflow_control, tiny_real_dataset):
+    """MLflow is down for the first attempt of `train`; the retry finds it back."""
+    import time
+
+    from mlflow import MlflowClient
+
+    mlflow_control.stop()
+    try:
+        response = airflow_pg.trigger(_conf(tiny_real_dataset), "e2e-retry")
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            train = next(ti for ti in airflow_pg.task_instances("e2e-retry")
+                         if ti["task_id"] == "train")
+            if train["state"] in ("up_for_retry", "failed", "success"):
+                break
+            time.sleep(1)
+        assert train["state"] == "up_for_retry", train
+    finally:
+        mlflow_control.start()
+    run = airflow_pg.wait_for_run("e2e-retry")
+    states = airflow_pg.task_states("e2e-retry")
+    assert run["state"] == "success", states
+    train = next(ti for ti in airflow_pg.task_instances("e2e-retry") if ti["task_id"] == "train")
+    assert train["try_number"] == 2
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("rice-classifier")
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string="tags.`rice.airflow_dag_run_id` = 'e2e-retry'")
+    assert len(runs) == 1
+    versions = [v for v in client.search_model_versions("name='rice-classifier'")
+                if v.run_id == runs[0].info.run_id]
+    assert len(versions) == 1
