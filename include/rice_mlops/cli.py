@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_image_build(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from rice_mlops import registry
+    from rice_mlops.artifacts import fetch
+    from rice_mlops.image import (
+        ImageNames,
+        build_args,
+        build_command,
+        prepare_context,
+        smoke_images,
+    )
+
+    found = registry.resolve(args.model_uri)
+    work = Path(args.work_dir)
+    staged = fetch(found["run_id"], args.model_uri, work / "staging")
+    data_dir = Path(args.data_dir or found["params"].get("data_dir", ""))
+    metadata = {"run_id": found["run_id"], "model_name": found["model_name"] or "rice-classifier",
+                "model_version": found["model_version"],
+                "source_commit": found["tags"].get("rice.source_commit"),
+                "dataset_fingerprint": found["tags"].get("rice.dataset_fingerprint"),
+                "image_size": int(found["params"].get("image_size", 0)) or None}
+    context = prepare_context(staged, work / "context", metadata=metadata,
+                              model_uri=args.model_uri, smoke_from=smoke_images(data_dir),
+                              wheel_cache=work)
+    repository, _, tag = args.tag.rpartition(":")
+    if not repository or "/" in tag:
+        raise ValueError(f"--tag must be name:tag or registry/name:tag, got {args.tag!r}")
+    names = ImageNames(repository=repository, tag=tag)
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    command = build_command(context, names, build_args(metadata, args.base_image))
+    subprocess.run(["docker", *command], check=True, env=env)
+    if not args.skip_smoke:
+        subprocess.run(["docker", "run", "--rm", "--network", "none",
+                        "-v", f"{context / 'smoke'}:/smoke:ro", "--entrypoint", "python3",
+                        names.immutable, "-m", "rice_mlops.serving.smoke",
+                        "--smoke-dir", "/smoke"], check=True)
+    print(f"built {names.immutable} and {names.latest} from run {found['run_id']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rice_mlops.config import TrainConfig
     from rice_mlops.model import ARCHITECTURES
@@ -83,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--source-ref")
     fit.add_argument("--source-repository")
     fit.set_defaults(func=_cmd_train)
+
+    image = sub.add_parser("image", help="the serving image").add_subparsers(
+        dest="image_command", required=True)
+    build = image.add_parser("build", help="build the serving image from a model in MLflow on "
+                                          "the local Docker engine, as the DAG does")
+    build.add_argument("--model-uri", required=True,
+                       help="models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>")
+    build.add_argument("--tag", required=True, help="image reference, e.g. rice-classifier:dev")
+    build.add_argument("--data-dir", type=Path,
+                       help="dataset for the smoke images (default: the run's data_dir)")
+    build.add_argument("--base-image", default=os.environ.get("RICE_BASE_IMAGE"),
+                       help="base image (default: the Dockerfile's python:3.11-slim, or "
+                            "RICE_BASE_IMAGE)")
+    build.add_argument("--work-dir", type=Path, default=Path(".build/image"))
+    build.add_argument("--skip-smoke", action="store_true",
+                       help="do not run the smoke test against the built image")
+    build.set_defaults(func=_cmd_image_build)
     return parser
 
 

@@ -121,3 +121,27 @@ def promote(version: str, tags: dict[str, str] | None = None, name: str = MODEL_
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     log.info("%s v%s is now @%s", name, version, CHAMPION_ALIAS)
+
+
+def resolve(model_uri: str) -> dict:
+    """Run id, registered name/version (when known) and tags behind a `models:/` URI."""
+    import mlflow
+
+    client = _client()
+    body = model_uri.removeprefix("models:/")
+    name = version = None
+    if body.startswith("m-"):
+        run_id = mlflow.get_logged_model(body.split("/")[0]).source_run_id
+    elif "@" in body:
+        name, alias = body.split("@", 1)
+        found = client.get_model_version_by_alias(name, alias)
+        run_id, version = found.run_id, found.version
+    elif "/" in body:
+        name, version = body.split("/", 1)
+        run_id = client.get_model_version(name, version).run_id
+    else:
+        raise ValueError(f"cannot resolve {model_uri!r}: use models:/m-<id>, "
+                         "models:/<name>/<version> or models:/<name>@<alias>")
+    run = client.get_run(run_id)
+    return {"run_id": run_id, "model_name": name, "model_version": version,
+            "tags": run.data.tags, "params": run.data.params}

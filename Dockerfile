@@ -1,0 +1,49 @@
+# The serving image: the TFLite rice classifier behind a small HTTP server that speaks MLflow's
+# scoring protocol. Built from a context prepared by `rice_mlops.image.prepare_context`
+# (wheels/, app/, model/), with no network: every dependency is a vendored wheel.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS deps
+COPY wheels/ /wheels/
+# pip runs from its own vendored wheel, so the base needs no pip; --target keeps the result in
+# one directory that the final stage copies. The pruned parts of ai-edge-litert (WebGPU
+# accelerator, AOT compiler, vendor plugins, tools) are never used by the CPU interpreter.
+RUN python3 "$(ls /wheels/pip-*.whl)/pip" install --no-index --find-links /wheels \
+        --target /opt/rice/site-packages --no-compile --disable-pip-version-check \
+        -r /wheels/requirements.txt \
+ && cd /opt/rice/site-packages \
+ && rm -rf bin ai_edge_litert/libLiteRtWebGpuAccelerator.so ai_edge_litert/aot \
+        ai_edge_litert/vendors ai_edge_litert/tools numpy/tests numpy/*/tests numpy/f2py \
+        numpy/_pyinstaller PIL/tests \
+ && PYTHONPATH=/opt/rice/site-packages python3 -c \
+        "from ai_edge_litert.interpreter import Interpreter; import numpy, PIL, orjson" \
+ && python3 -m compileall -q -j 0 /opt/rice/site-packages
+
+FROM ${BASE_IMAGE}
+ARG SOURCE_COMMIT=unknown
+ARG MLFLOW_RUN_ID=unknown
+ARG MODEL_VERSION=unknown
+ARG MODEL_NAME=rice-classifier
+LABEL org.opencontainers.image.title="rice-classifier" \
+      org.opencontainers.image.description="TFLite rice-variety classifier (MLflow scoring protocol)" \
+      org.opencontainers.image.revision="${SOURCE_COMMIT}" \
+      org.opencontainers.image.version="${MODEL_VERSION}" \
+      io.rice-mlops.mlflow.run-id="${MLFLOW_RUN_ID}" \
+      io.rice-mlops.model.name="${MODEL_NAME}" \
+      io.rice-mlops.model.version="${MODEL_VERSION}"
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rice
+COPY --from=deps /opt/rice/site-packages /opt/rice/site-packages
+COPY app/ /opt/rice/app/
+COPY model/ /opt/model/
+RUN python3 -m compileall -q /opt/rice/app
+ENV PYTHONPATH=/opt/rice/site-packages:/opt/rice/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    RICE_MODEL_DIR=/opt/model \
+    RICE_HOST=0.0.0.0 \
+    RICE_PORT=8080
+USER 10001
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['RICE_PORT'] + '/ping', timeout=2)"]
+ENTRYPOINT ["python3", "-m", "rice_mlops.serving"]

@@ -1,0 +1,195 @@
+"""The serving image: its build context (vendored wheels, server, model), names and tags.
+
+`prepare_context` lays out everything `docker build` needs so that the build itself needs no
+network; the same function serves the DAG and `rice-mlops image build`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[1]
+DEFAULT_DOCKERFILE = Path(os.environ.get("RICE_DOCKERFILE", REPO_ROOT / "Dockerfile"))
+DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "serving.txt"
+MODEL_FILES = ("model.tflite", "labels.json")
+SMOKE_PER_CLASS = 2
+_TAG_OK = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    repository: str  # registry/name, or a bare name for a local-only image
+    tag: str  # immutable: the source commit, or the MLflow run id when there is none
+
+    @property
+    def immutable(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def latest(self) -> str:
+        return f"{self.repository}:latest"
+
+
+def image_names(registry: str | None, name: str, source_commit: str | None,
+                run_id: str) -> ImageNames:
+    tag = _TAG_OK.sub("-", source_commit or f"run-{run_id}")[:128]
+    repository = f"{registry.rstrip('/')}/{name}" if registry else name
+    return ImageNames(repository=repository, tag=tag)
+
+
+def _wheel_platforms(machine: str) -> list[str]:
+    # pip's --platform does not widen to older manylinux tags by itself; list them all,
+    # newest first, down to what Debian bookworm's glibc 2.36 runs.
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(36, 16, -1)]
+    return [*tags, f"manylinux2014_{arch}"]
+
+
+def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_REQUIREMENTS,
+                  machine: str | None = None) -> list[Path]:
+    """Wheels for the image's platform (CPython 3.11, manylinux) plus pip itself.
+
+    Downloaded once per requirements file and platform into `cache_root`, then copied.
+    """
+    machine = machine or platform.machine()
+    pip_version = _pip_version()
+    key = hashlib.sha256(requirements.read_bytes() + f"{machine} pip {pip_version}".encode())
+    cache = cache_root / f"wheels-{key.hexdigest()[:16]}"
+    if not (cache / "requirements.txt").is_file():
+        partial = Path(tempfile.mkdtemp(prefix=".wheels-partial-", dir=cache_root))
+        try:
+            args = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+                    "--no-deps", "--python-version", "3.11", "--implementation", "cp",
+                    "--dest", str(partial), "-r", str(requirements), f"pip=={pip_version}"]
+            for tag in _wheel_platforms(machine):
+                args += ["--platform", tag]
+            subprocess.run(args, check=True, capture_output=True, text=True)
+            shutil.copy(requirements, partial / "requirements.txt")
+            os.chmod(partial, 0o755)
+            if cache.exists():
+                shutil.rmtree(partial)
+            else:
+                os.rename(partial, cache)
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise RuntimeError(f"could not download the serving wheels for {machine}: "
+                               f"{exc.stderr.strip()[-800:]}") from None
+    target.mkdir(parents=True, exist_ok=True)
+    for wheel in cache.iterdir():
+        shutil.copy2(wheel, target / wheel.name)
+    return sorted(target.glob("*.whl"))
+
+
+def _pip_version() -> str:
+    from importlib.metadata import version
+
+    return version("pip")
+
+
+def smoke_images(data_dir: Path, per_class: int = SMOKE_PER_CLASS) -> list[Path]:
+    """The first images of each class in the test split, in a stable order."""
+    from rice_mlops.data import discover
+
+    dataset = discover(data_dir)
+    return [path for cls in dataset.classes
+            for path in sorted(dataset.files["test"][cls])[:per_class]]
+
+
+def expected_predictions(model_uri: str, images: list[Path], classes: list[str]) -> list[dict]:
+    """What the MLflow model says about each image: the smoke test's reference."""
+    import mlflow
+    import numpy as np
+    from PIL import Image
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    results = []
+    for index, path in enumerate(images):
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[None]
+        probabilities = np.asarray(model.predict(pixels))[0]
+        results.append({"file": f"images/{index:03d}{path.suffix.lower()}", "source": path.name,
+                        "class": classes[int(np.argmax(probabilities))],
+                        "probabilities": [float(p) for p in probabilities]})
+    return results
+
+
+def prepare_context(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    metadata: dict,
+    model_uri: str,
+    smoke_from: list[Path],
+    wheel_cache: Path,
+    dockerfile: Path = DEFAULT_DOCKERFILE,
+) -> Path:
+    """Write a complete build context to `out_dir` (replaced atomically); returns it.
+
+    `model_dir` holds model.tflite and labels.json (a staged model_artifact directory).
+    `smoke/` beside the image files holds real images and the MLflow model's predictions for
+    them; .dockerignore keeps it out of the image.
+    """
+    classes = json.loads((model_dir / "labels.json").read_text())["classes"]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        shutil.copy(dockerfile, partial / "Dockerfile")
+        (partial / ".dockerignore").write_text("smoke\n")
+        app = partial / "app" / "rice_mlops"
+        shutil.copytree(PACKAGE_DIR / "serving", app / "serving",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (app / "__init__.py").write_text('"""rice-mlops serving runtime."""\n')
+        (partial / "model").mkdir()
+        for name in MODEL_FILES:
+            shutil.copy(model_dir / name, partial / "model" / name)
+        (partial / "model" / "metadata.json").write_text(
+            json.dumps({**metadata, "classes": classes}, indent=2, sort_keys=True) + "\n")
+        vendor_wheels(partial / "wheels", wheel_cache)
+        smoke = partial / "smoke" / "images"
+        smoke.mkdir(parents=True)
+        expected = expected_predictions(model_uri, smoke_from, classes)
+        for item, source in zip(expected, smoke_from, strict=True):
+            shutil.copy(source, partial / "smoke" / item["file"])
+        (partial / "smoke" / "expected.json").write_text(
+            json.dumps({"classes": classes, "model_uri": model_uri, "images": expected},
+                       indent=2) + "\n")
+        for directory in [partial, *[p for p in partial.rglob("*") if p.is_dir()]]:
+            os.chmod(directory, 0o755)  # the image runs as another user and reads smoke/
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.rename(partial, out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def build_args(metadata: dict, base_image: str | None) -> dict[str, str]:
+    args = {"SOURCE_COMMIT": metadata.get("source_commit") or "unknown",
+            "MLFLOW_RUN_ID": metadata.get("run_id") or "unknown",
+            "MODEL_VERSION": str(metadata.get("model_version") or "unknown"),
+            "MODEL_NAME": metadata.get("model_name") or "rice-classifier"}
+    if base_image:
+        args["BASE_IMAGE"] = base_image
+    return args
+
+
+def build_command(context: Path, names: ImageNames, args: dict[str, str]) -> list[str]:
+    """`docker build` arguments (after the `docker` binary) for the legacy builder."""
+    command = ["build", "--network", "none", "--pull=false"]
+    for key, value in sorted(args.items()):
+        command += ["--build-arg", f"{key}={value}"]
+    return [*command, "-t", names.immutable, "-t", names.latest, str(context)]
