@@ -12,7 +12,9 @@ commit in the run's conf. Runs never overlap: a second one queues.
 configured) → `train` logs params, per-epoch metrics, test metrics, plots, the model and its
 TFLite export to MLflow → `fetch_artifacts` stages them with a sha256 manifest →
 `quality_gate` registers a model version and compares it with the bar and the `champion` →
-publication (pull request with the artifacts) → `promote` moves the `champion` alias.
+publication (pull request with the artifacts; the serving image built, smoke-tested against
+the MLflow model's predictions and pushed with an immutable tag and `latest`) → `promote`
+moves the `champion` alias and updates the `rice_classifier_model` asset.
 
 **Reading a run:** a run whose publication tasks are *skipped* did **not ship**: the
 `quality_gate` log, and the MLflow tags `rice.gate` / `rice.gate_reason`, say why. A *failed*
@@ -26,8 +28,12 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import Asset, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
+from docker.types import Mount
+
+from rice_mlops.docker_tasks import RegistryPushOperator, registry_host
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,11 @@ _STAGING_ROOT = os.environ.get("RICE_STAGING_DIR", "/tmp/rice-mlops/staging")
 _DATA_DIR = os.environ.get("RICE_DATA_DIR", "")
 _EXPERIMENT = os.environ.get("RICE_MLFLOW_EXPERIMENT", "rice-classifier")
 _GITHUB_CONN_ID = os.environ.get("RICE_GITHUB_CONN_ID", "github_default")
+_REGISTRY_CONN_ID = os.environ.get("RICE_REGISTRY_CONN_ID", "rice_registry")
+_IMAGE_NAME = os.environ.get("RICE_IMAGE_NAME", "rice-classifier")
+_BASE_IMAGE = os.environ.get("RICE_BASE_IMAGE", "")  # empty: the Dockerfile's python:3.11-slim
+_DOCKER_CLI_IMAGE = os.environ.get("RICE_DOCKER_CLI_IMAGE", "docker:27-cli")
+_DOCKER_SOCKET = os.environ.get("RICE_DOCKER_SOCKET", "/var/run/docker.sock")
 
 RICE_MODEL = Asset(name="rice_classifier_model", uri="mlflow://registered-models/rice-classifier")
 
@@ -165,15 +176,125 @@ def rice_classifier_cicd():
                 "(add a GitHub connection with a token in its password to enable it)")
         raise NotImplementedError("pull-request publication lands with issue 4")
 
+    @task
+    def prepare_image_context(trained: dict, staged: dict, data: dict,
+                              params: dict | None = None, ti=None) -> dict:
+        """Lay out the hermetic build context: Dockerfile, server, model, wheels, smoke set."""
+        import shlex
+
+        from rice_mlops.image import (
+            build_args,
+            build_command,
+            image_names,
+            prepare_context,
+            smoke_images,
+        )
+
+        if not Path(_DOCKER_SOCKET).exists():
+            raise AirflowSkipException(f"no Docker engine at {_DOCKER_SOCKET}: image stages "
+                                       "skipped (set RICE_DOCKER_SOCKET or start an engine)")
+        gate = ti.xcom_pull(task_ids="quality_gate", key="gate")
+        registry = registry_host(_REGISTRY_CONN_ID)
+        names = image_names(registry, _IMAGE_NAME, params["source_commit"], trained["run_id"])
+        metadata = {"model_name": "rice-classifier", "model_version": gate["version"],
+                    "run_id": trained["run_id"], "source_commit": params["source_commit"] or None,
+                    "dataset_fingerprint": trained["dataset_fingerprint"],
+                    "image_size": trained["image_size"]}
+        context = prepare_context(
+            Path(staged["staging_dir"]), Path(_STAGING_ROOT) / trained["run_id"] / "image",
+            metadata=metadata, model_uri=trained["model_uri"],
+            smoke_from=smoke_images(Path(data["data_dir"])),
+            wheel_cache=Path(_STAGING_ROOT) / "wheels")
+        command = build_command(context, names, build_args(metadata, _BASE_IMAGE or None))
+        log.info("build context ready in %s for %s", context, names.immutable)
+        return {"context": str(context), "smoke_dir": str(context / "smoke"),
+                "push_script": str(context / "push.sh"), "image": names.immutable,
+                "latest": names.latest, "repository": names.repository, "registry": registry,
+                "build_command": shlex.join(["docker", *command])}
+
+    context_xcom = "ti.xcom_pull(task_ids='prepare_image_context')"
+    staging_mount = Mount(source=_STAGING_ROOT, target=_STAGING_ROOT, type="bind",
+                          read_only=True)
+    socket_mount = Mount(source=_DOCKER_SOCKET, target="/var/run/docker.sock", type="bind")
+    docker_defaults = {"docker_url": f"unix://{_DOCKER_SOCKET}", "mount_tmp_dir": False,
+                       "auto_remove": "success", "network_mode": "none"}
+
+    build_image = DockerOperator(
+        task_id="build_image",
+        doc_md="`docker build` of the top-level Dockerfile, run by a docker CLI container.",
+        image=_DOCKER_CLI_IMAGE,
+        entrypoint=["/bin/sh", "-c"],
+        command=[f"{{{{ {context_xcom}['build_command'] }}}}"],
+        environment={"DOCKER_BUILDKIT": "0"},
+        mounts=[staging_mount, socket_mount],
+        **docker_defaults,
+    )
+    smoke_test = DockerOperator(
+        task_id="smoke_test",
+        doc_md="Start the built image, wait for /ping, compare its answers on real test images "
+               "with the MLflow model's (same class, probabilities within 1e-4).",
+        image=f"{{{{ {context_xcom}['image'] }}}}",
+        entrypoint=["python3", "-m", "rice_mlops.serving.smoke"],
+        command=["--smoke-dir", f"{{{{ {context_xcom}['smoke_dir'] }}}}"],
+        mounts=[staging_mount],
+        **docker_defaults,
+    )
+
+    @task
+    def check_registry() -> str:
+        """Skip the push, with the reason, when no registry connection is configured."""
+        registry = registry_host(_REGISTRY_CONN_ID)
+        if registry is None:
+            raise AirflowSkipException(
+                f"no Airflow connection {_REGISTRY_CONN_ID!r}: image built and smoke-tested "
+                "but not pushed (add a connection with the registry host, login, password)")
+        return registry
+
+    push_image = RegistryPushOperator(
+        task_id="push_image",
+        doc_md="Push the immutable tag and `latest`; the last log line is the pushed digest.",
+        registry_conn_id=_REGISTRY_CONN_ID,
+        image=_DOCKER_CLI_IMAGE,
+        entrypoint=["/bin/sh"],
+        command=[f"{{{{ {context_xcom}['push_script'] }}}}"],
+        environment={
+            "REGISTRY": f"{{{{ {context_xcom}['registry'] }}}}",
+            "REPOSITORY": f"{{{{ {context_xcom}['repository'] }}}}",
+            "IMAGE": f"{{{{ {context_xcom}['image'] }}}}",
+            "LATEST": f"{{{{ {context_xcom}['latest'] }}}}",
+            "CONN_ID": _REGISTRY_CONN_ID,
+        },
+        mounts=[staging_mount, socket_mount],
+        **docker_defaults,
+    )
+
+    @task
+    def record_image(trained: dict, ti=None) -> dict:
+        """Record the pushed digest in MLflow (run and model version tags) and in XCom."""
+        from rice_mlops import registry
+
+        pushed = (ti.xcom_pull(task_ids="push_image") or "").strip().splitlines()[-1]
+        context = ti.xcom_pull(task_ids="prepare_image_context")
+        if "@sha256:" not in pushed:
+            raise ValueError(f"push_image did not report a digest (got {pushed!r})")
+        gate = ti.xcom_pull(task_ids="quality_gate", key="gate")
+        image = {"image": context["image"], "latest": context["latest"], "digest_ref": pushed,
+                 "digest": pushed.split("@", 1)[1]}
+        registry.tag_image(trained["run_id"], gate["version"], image)
+        log.info("pushed %s and %s as %s", context["image"], context["latest"], pushed)
+        return image
+
     @task(outlets=[RICE_MODEL], trigger_rule="none_failed")
     def promote(trained: dict, ti=None, outlet_events=None) -> dict:
         """Move the `champion` alias to this run's version, after every publication succeeded."""
         from rice_mlops import registry
 
         gate = ti.xcom_pull(task_ids="quality_gate", key="gate")
+        image = ti.xcom_pull(task_ids="record_image") or {}
         registry.promote(gate["version"], tags={"rice.promoted_by": ti.run_id})
         metadata = {"mlflow_run_id": trained["run_id"], "model_version": gate["version"],
-                    "test_accuracy": trained["metrics"]["test_accuracy"]}
+                    "test_accuracy": trained["metrics"]["test_accuracy"],
+                    "image": image.get("digest_ref"), "image_digest": image.get("digest")}
         outlet_events[RICE_MODEL].extra = metadata
         return metadata
 
@@ -182,7 +303,11 @@ def rice_classifier_cicd():
     staged = fetch_artifacts(trained)
     gate = quality_gate(trained, data, staged)
     pull_request = open_pull_request(trained, staged)
-    gate >> pull_request >> promote(trained)
+    context = prepare_image_context(trained, staged, data)
+    recorded = record_image(trained)
+    gate >> [pull_request, context]
+    context >> build_image >> smoke_test >> check_registry() >> push_image >> recorded
+    [pull_request, recorded] >> promote(trained)
 
 
 rice_classifier_cicd()

@@ -70,6 +70,7 @@ def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_R
     key = hashlib.sha256(requirements.read_bytes() + f"{machine} pip {pip_version}".encode())
     cache = cache_root / f"wheels-{key.hexdigest()[:16]}"
     if not (cache / "requirements.txt").is_file():
+        cache_root.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".wheels-partial-", dir=cache_root))
         try:
             args = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
@@ -147,10 +148,11 @@ def prepare_context(
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         shutil.copy(dockerfile, partial / "Dockerfile")
-        (partial / ".dockerignore").write_text("smoke\n")
+        (partial / ".dockerignore").write_text("smoke\npush.sh\n")
+        shutil.copy(PACKAGE_DIR / "serving" / "push.sh", partial / "push.sh")
         app = partial / "app" / "rice_mlops"
         shutil.copytree(PACKAGE_DIR / "serving", app / "serving",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.sh"))
         (app / "__init__.py").write_text('"""rice-mlops serving runtime."""\n')
         (partial / "model").mkdir()
         for name in MODEL_FILES:

@@ -145,3 +145,11 @@ def resolve(model_uri: str) -> dict:
     run = client.get_run(run_id)
     return {"run_id": run_id, "model_name": name, "model_version": version,
             "tags": run.data.tags, "params": run.data.params}
+
+
+def tag_image(run_id: str, version: str, image: dict, name: str = MODEL_NAME) -> None:
+    """Record the pushed image (reference with digest) on the run and the model version."""
+    client = _client()
+    for key, value in (("rice.image", image["digest_ref"]), ("rice.image_tag", image["image"])):
+        client.set_tag(run_id, key, value)
+        client.set_model_version_tag(name, version, key, value)

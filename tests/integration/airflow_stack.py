@@ -119,3 +119,13 @@ class AirflowStack:
             else:
                 lines.append(str(record))
         return "\n".join(lines)
+
+    def describe(self, run_id: str, dag_id: str = DAG_ID, lines: int = 25) -> str:
+        """Task states plus the log tail of every failed task: a useful assertion message."""
+        parts = [str(self.task_states(run_id, dag_id))]
+        for ti in self.task_instances(run_id, dag_id):
+            if ti["state"] == "failed":
+                log = self.task_log(run_id, ti["task_id"], max(1, ti["try_number"]), dag_id)
+                tail = "\n".join(log.splitlines()[-lines:])
+                parts.append(f"--- {ti['task_id']} (try {ti['try_number']}) ---\n{tail}")
+        return "\n".join(parts)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, copy_subset, free_port
 from tests.integration.airflow_stack import AirflowStack
 
 
@@ -25,6 +28,41 @@ def postgres_url():
         subprocess.run([script, "destroy"], env=env, check=False, timeout=120)
 
 
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The engine, an htpasswd registry on loopback and the local base and CLI images, from
+    the repository's script; what it started is stopped afterwards."""
+    state = Path(tempfile.mkdtemp(prefix="rice-docker-"))
+    env = {**os.environ, "RICE_DOCKER_STATE": str(state), "RICE_REGISTRY_PORT": str(free_port())}
+    script = REPO / "scripts" / "docker-engine"
+    subprocess.run([script, "start"], env=env, check=True, timeout=900)
+    out = subprocess.run([script, "env"], env=env, check=True, capture_output=True, text=True)
+    values = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.split("\n")
+                  if line.startswith("export "))
+    try:
+        yield values
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def staging_root():
+    """Outside pytest's 0700 temp dirs: the serving image's non-root user reads it."""
+    root = Path(tempfile.mkdtemp(prefix="rice-staging-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def small_real_dataset(real_data, tmp_path_factory):
+    """100 / 20 / 20 real images per class: enough for a model that classifies well."""
+    root = tmp_path_factory.mktemp("small-rice")
+    root.chmod(0o755)
+    return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
+
+
 def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
     return {
         "MLFLOW_TRACKING_URI": mlflow_url,
@@ -40,18 +78,46 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def airflow_pg(postgres_url, mlflow_server, tmp_path_factory):
-    """Real api-server, scheduler, dag-processor and triggerer on PostgreSQL."""
+@pytest.fixture(scope="session")
+def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_path_factory):
+    """Real api-server, scheduler, dag-processor and triggerer on PostgreSQL, with the Docker
+    engine and the registry connection (created through the REST API, as an operator would)."""
     stack = AirflowStack(
         home=tmp_path_factory.mktemp("airflow-pg"), port=free_port(),
-        env=airflow_env(mlflow_server, tmp_path_factory.mktemp("staging"),
-                        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_url),
+        env=airflow_env(mlflow_server, staging_root,
+                        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_url,
+                        RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
+                        RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"]),
     )
     stack.start()
     try:
+        host, port = docker_engine["RICE_REGISTRY"].split(":")
+        response = stack.api("POST", "/connections", json={
+            "connection_id": "rice_registry", "conn_type": "generic", "host": host,
+            "port": int(port), "login": docker_engine["RICE_REGISTRY_USER"],
+            "password": docker_engine["RICE_REGISTRY_PASSWORD"]})
+        assert response.status_code == 201, response.text
         stack.wait_for_dag()
         stack.unpause()
         yield stack
     finally:
         stack.stop()
+
+
+SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+
+
+def dag_conf(data_dir, **overrides) -> dict:
+    return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
+            "min_test_accuracy": 0.0, "max_regression": 1.0, "source_commit": SHA,
+            "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
+
+
+@pytest.fixture(scope="session")
+def shipped_run(airflow_pg, small_real_dataset):
+    """One full run through the REST API: trained, gated, built, smoke-tested, pushed."""
+    conf = dag_conf(small_real_dataset, epochs=12)
+    response = airflow_pg.trigger(conf, "e2e-shipped")
+    assert response.status_code == 200, response.text
+    assert response.json()["run_type"] == "manual"
+    return conf, airflow_pg.wait_for_run("e2e-shipped", timeout=900)

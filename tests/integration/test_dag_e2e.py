@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.conftest import SHA, dag_conf
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
-
-
-def _conf(data_dir, **overrides) -> dict:
-    return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
-            "min_test_accuracy": 0.0, "max_regression": 1.0, "source_commit": SHA,
-            "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
-
-
-@pytest.fixture(scope="module")
-def shipped_run(airflow_pg, tiny_real_dataset):
-    conf = _conf(tiny_real_dataset)
-    response = airflow_pg.trigger(conf, "e2e-shipped")
-    assert response.status_code == 200, response.text
-    assert response.json()["run_type"] == "manual"
-    return conf, airflow_pg.wait_for_run("e2e-shipped")
+_conf = dag_conf
 
 
 def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
     conf, run = shipped_run
-    assert run["state"] == "success", airflow_pg.task_states("e2e-shipped")
+    assert run["state"] == "success", airflow_pg.describe("e2e-shipped")
     assert run["run_type"] == "manual"
     assert run["conf"] == conf
     states = airflow_pg.task_states("e2e-shipped")
-    for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate", "promote"):
+    for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate",
+                    "prepare_image_context", "build_image", "smoke_test", "check_registry",
+                    "push_image", "record_image", "promote"):
         assert states[task_id] == "success", states
     # No GitHub connection in the test stack: skipped with a reason, never a silent success.
     assert states["open_pull_request"] == "skipped"
@@ -40,7 +29,8 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
 
 def test_training_log_has_one_line_per_epoch(airflow_pg, shipped_run):
     log = airflow_pg.task_log("e2e-shipped", "train")
-    assert log.count("epoch 1/1") == 1
+    assert log.count("epoch 12/12") == 1
+    assert sum(f"epoch {n}/12 " in log for n in range(1, 13)) == 12
     assert "━" not in log  # no progress bars
 
 
@@ -68,8 +58,9 @@ def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipp
     states = airflow_pg.task_states("e2e-gated")
     assert run["state"] == "success", states
     assert states["quality_gate"] == "success"
-    assert states["open_pull_request"] == "skipped"
-    assert states["promote"] == "skipped"
+    for task_id in ("open_pull_request", "prepare_image_context", "build_image", "smoke_test",
+                    "push_image", "record_image", "promote"):
+        assert states[task_id] == "skipped", states
     gate_log = airflow_pg.task_log("e2e-gated", "quality_gate")
     assert "NOT SHIPPED" in gate_log and "below the minimum 1.0000" in gate_log
 

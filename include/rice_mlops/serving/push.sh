@@ -1,0 +1,28 @@
+#!/bin/sh
+# Runs in the docker CLI container of the push_image task (docker:27-cli or the local CLI
+# image): log in with credentials that arrive only as private environment variables, push the
+# immutable tag and `latest`, print the pushed digest as the last line (the task's XCom).
+# Environment: REGISTRY, REPOSITORY, IMAGE, LATEST, CONN_ID, REGISTRY_USERNAME, REGISTRY_PASSWORD.
+set -eu
+export DOCKER_CONFIG=/tmp/docker-config  # throw-away, inside the auto-removed container
+attempt=1
+while :; do
+  if out=$(printf '%s' "$REGISTRY_PASSWORD" | docker login --username "$REGISTRY_USERNAME" \
+        --password-stdin "$REGISTRY" 2>&1); then break; fi
+  case $out in
+    *401*|*nauthorized*|*denied*)
+      echo "push: registry $REGISTRY rejected the credentials of Airflow connection $CONN_ID" \
+           "(login '$REGISTRY_USERNAME'): fix the connection's login/password" >&2
+      exit 3 ;;
+  esac
+  if [ "$attempt" -ge 3 ]; then echo "push: registry $REGISTRY unreachable: $out" >&2; exit 1; fi
+  echo "push: login attempt $attempt failed ($out); retrying" >&2
+  attempt=$((attempt + 1)); sleep 5
+done
+docker push "$IMAGE"
+docker push "$LATEST"
+docker logout "$REGISTRY" >/dev/null 2>&1 || true
+digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE" \
+         | grep "^$REPOSITORY@sha256:" | head -n 1)
+[ -n "$digest" ] || { echo "push: no digest for $IMAGE after push" >&2; exit 1; }
+echo "$digest"

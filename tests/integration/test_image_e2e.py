@@ -1,0 +1,175 @@
+"""The serving image the DAG built, smoke-tested and pushed, checked from the outside."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CLASSES, free_port
+from tests.integration.conftest import SHA
+from tests.integration.conftest import dag_conf as _conf
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def docker_login(docker_engine, tmp_path_factory):
+    """A docker CLI logged in to the test registry with its own throw-away config."""
+    config = tmp_path_factory.mktemp("docker-config")
+    env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    subprocess.run(["docker", "login", "--username", docker_engine["RICE_REGISTRY_USER"],
+                    "--password-stdin", docker_engine["RICE_REGISTRY"]],
+                   input=docker_engine["RICE_REGISTRY_PASSWORD"], text=True, env=env,
+                   check=True, capture_output=True)
+    return env
+
+
+def docker(env, *args, check=True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], env=env, check=check, capture_output=True,
+                          text=True, timeout=300)
+
+
+def registry_tags(engine: dict, repository: str = "rice-classifier") -> list[str]:
+    import httpx
+
+    response = httpx.get(f"http://{engine['RICE_REGISTRY']}/v2/{repository}/tags/list",
+                         auth=(engine["RICE_REGISTRY_USER"], engine["RICE_REGISTRY_PASSWORD"]))
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return response.json().get("tags") or []
+
+
+@pytest.fixture(scope="module")
+def pushed(airflow_pg, shipped_run):
+    _, run = shipped_run
+    assert run["state"] == "success", airflow_pg.task_states("e2e-shipped")
+    response = airflow_pg.api(
+        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/record_image/"
+               "xcomEntries/return_value")
+    assert response.status_code == 200, response.text
+    value = response.json()["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_registry_holds_the_immutable_tag_and_latest(pushed, docker_engine):
+    assert pushed["image"].endswith(f"/rice-classifier:{SHA}")
+    assert pushed["digest"].startswith("sha256:")
+    tags = registry_tags(docker_engine)
+    assert SHA in tags and "latest" in tags
+
+
+def test_digest_is_recorded_in_mlflow(pushed, shipped_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("rice-classifier", "champion")
+    assert champion.tags["rice.image"] == pushed["digest_ref"]
+    assert client.get_run(champion.run_id).data.tags["rice.image"] == pushed["digest_ref"]
+
+
+def _post_image(port: int, path: Path) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/predict", body=path.read_bytes(),
+                       headers={"Content-Type": "image/jpeg"})
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    assert response.status == 200, body
+    return body
+
+
+def test_pulled_by_digest_the_image_classifies_real_rice(pushed, docker_login, small_real_dataset,
+                                                         shipped_run):
+    import mlflow
+    from PIL import Image
+
+    env = docker_login
+    for ref in (pushed["image"], pushed["latest"]):
+        docker(env, "rmi", ref, check=False)  # the pull below must come from the registry
+    docker(env, "pull", pushed["digest_ref"])
+    port = free_port()
+    container = docker(env, "run", "-d", "--rm", "--network", "host", "-e", f"RICE_PORT={port}",
+                       pushed["digest_ref"]).stdout.strip()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/ping")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        images = [(cls, p) for cls in CLASSES
+                  for p in sorted((small_real_dataset / "test" / cls).iterdir())[:4]]
+        answers = [_post_image(port, path) for _, path in images]
+        correct = sum(answer["class"] == cls for (cls, _), answer in zip(images, answers,
+                                                                           strict=True))
+        assert correct >= 16, f"{correct}/20 correct"
+        model = mlflow.pyfunc.load_model("models:/rice-classifier@champion")
+        for (_, path), answer in zip(images, answers, strict=True):
+            pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[None]
+            expected = np.asarray(model.predict(pixels))[0]
+            served = np.array([answer["probabilities"][c] for c in CLASSES])
+            assert np.abs(served - expected).max() < 1e-4
+        labels = json.loads(docker(env, "inspect", "--format", "{{json .Config.Labels}}",
+                                   pushed["digest_ref"]).stdout)
+        assert labels["org.opencontainers.image.revision"] == shipped_run[0]["source_commit"]
+        assert labels["io.rice-mlops.mlflow.run-id"]
+        assert docker(env, "inspect", "--format", "{{.Config.User}}",
+                      pushed["digest_ref"]).stdout.strip() == "10001"
+    finally:
+        docker(env, "stop", container, check=False)
+
+
+def test_no_secret_in_image_history_layers_or_labels(pushed, docker_login, docker_engine,
+                                                     tmp_path):
+    env = docker_login
+    secret = docker_engine["RICE_REGISTRY_PASSWORD"]
+    history = docker(env, "history", "--no-trunc", pushed["digest_ref"]).stdout
+    inspect = docker(env, "inspect", pushed["digest_ref"]).stdout
+    assert secret not in history and secret not in inspect
+    archive = tmp_path / "image.tar"
+    docker(env, "save", "-o", str(archive), pushed["digest_ref"])
+    result = subprocess.run(["grep", "-a", "-c", "-F", secret, str(archive)],
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "0"  # grep -c: no line of the saved image holds it
+
+
+def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_engine,
+                                                    small_real_dataset):
+    wrong = "definitely-not-the-password"
+    response = airflow_pg.api("PATCH", "/connections/rice_registry",
+                              json={"connection_id": "rice_registry", "conn_type": "generic",
+                                    "password": wrong}, params={"update_mask": "password"})
+    assert response.status_code == 200, response.text
+    try:
+        sha = "1111111111111111111111111111111111111111"
+        assert airflow_pg.trigger(_conf(small_real_dataset, epochs=1, source_commit=sha),
+                                  "e2e-badcreds").status_code == 200
+        run = airflow_pg.wait_for_run("e2e-badcreds")
+        states = airflow_pg.task_states("e2e-badcreds")
+        assert run["state"] == "failed"
+        assert states["smoke_test"] == "success"
+        assert states["push_image"] == "failed"
+        assert states["promote"] == "upstream_failed"
+        push = next(ti for ti in airflow_pg.task_instances("e2e-badcreds")
+                    if ti["task_id"] == "push_image")
+        assert push["try_number"] == 1  # not retried: retrying cannot fix credentials
+        log = airflow_pg.task_log("e2e-badcreds", "push_image")
+        assert "rejected the credentials of Airflow connection 'rice_registry'" in log
+        assert wrong not in log
+        assert sha not in registry_tags(docker_engine)
+    finally:
+        airflow_pg.api("PATCH", "/connections/rice_registry",
+                       json={"connection_id": "rice_registry", "conn_type": "generic",
+                             "password": docker_engine["RICE_REGISTRY_PASSWORD"]},
+                       params={"update_mask": "password"})
