@@ -84,6 +84,25 @@ def test_task_graph_order(dag):
     gated = dag.get_task("quality_gate").get_flat_relative_ids(upstream=False)
     assert {"open_pull_request", "promote"} <= gated
     assert dag.get_task("train").task_type in ("_PythonDecoratedOperator", "PythonOperator")
+    # Image: built, then smoke-tested, and only pushed when the smoke test succeeded.
+    assert "build_image" in downstream("prepare_image_context")
+    assert "smoke_test" in downstream("build_image")
+    smoke_descendants = dag.get_task("smoke_test").get_flat_relative_ids(upstream=False)
+    assert {"push_image", "record_image", "promote"} <= smoke_descendants
+    assert dag.get_task("push_image").trigger_rule == "all_success"
+    assert {"prepare_image_context", "build_image", "smoke_test", "push_image"} <= gated
+    assert {"open_pull_request", "record_image"} <= set(dag.get_task("promote").upstream_task_ids)
+
+
+def test_docker_tasks_use_the_engine_socket_and_no_tmp_mount(dag):
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    docker_tasks = [t for t in dag.tasks if isinstance(t, DockerOperator)]
+    assert {t.task_id for t in docker_tasks} == {"build_image", "smoke_test", "push_image"}
+    for task in docker_tasks:
+        assert task.mount_tmp_dir is False
+        assert task.network_mode == "none"
+    assert "REGISTRY_PASSWORD" not in str(dag.get_task("push_image").environment)
 
 
 def test_params_are_typed_and_validated(dag):
