@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -135,6 +136,12 @@ class Handler(BaseHTTPRequestHandler):
     routes = {"/ping": {"GET"}, "/health": {"GET"}, "/version": {"GET"},
               "/metadata": {"GET"}, "/invocations": {"POST"}, "/predict": {"POST"}}
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in one segment below; without NODELAY, Nagle's algorithm and
+        # the client's delayed ACK add 40 ms to every keep-alive response (measured).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
         log.debug("%s " + format, self.address_string(), *args)
 
@@ -146,9 +153,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()  # one write: status line, headers and body
 
     def _error(self, error: BadRequest) -> None:
         code = "BAD_REQUEST" if error.status < 500 else "INTERNAL_ERROR"
