@@ -42,6 +42,7 @@ _SCHEDULE = os.environ.get("RICE_SCHEDULE", "0 2 * * *")
 _SCHEDULE = None if _SCHEDULE.strip().lower() in ("", "none") else _SCHEDULE
 _STAGING_ROOT = os.environ.get("RICE_STAGING_DIR", "/tmp/rice-mlops/staging")
 _DATA_DIR = os.environ.get("RICE_DATA_DIR", "")
+_DEFAULT_EPOCHS = int(os.environ.get("RICE_EPOCHS", "25"))
 _EXPERIMENT = os.environ.get("RICE_MLFLOW_EXPERIMENT", "rice-classifier")
 _GITHUB_CONN_ID = os.environ.get("RICE_GITHUB_CONN_ID", "github_default")
 _REGISTRY_CONN_ID = os.environ.get("RICE_REGISTRY_CONN_ID", "rice_registry")
@@ -70,7 +71,7 @@ _REPO_OR_EMPTY = "^([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)?$"
         "retry_delay": timedelta(seconds=int(os.environ.get("RICE_RETRY_DELAY_SECONDS", "60"))),
     },
     params={
-        "epochs": Param(25, type="integer", minimum=1, maximum=200,
+        "epochs": Param(_DEFAULT_EPOCHS, type="integer", minimum=1, maximum=200,
                         description="Training epochs."),
         "image_size": Param(64, type="integer", minimum=32, maximum=256,
                             description="Side in pixels the model resizes its input to."),

@@ -90,6 +90,19 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_webhook_send(args: argparse.Namespace) -> int:
+    from rice_mlops.webhook.send import push_payload, send
+
+    secret = args.secret or os.environ.get("GITHUB_WEBHOOK_SECRET")
+    if not secret:
+        raise ValueError("no secret: pass --secret or set GITHUB_WEBHOOK_SECRET")
+    payload = (push_payload(args.ref, args.sha, args.repository) if args.event == "push"
+               else {"zen": "Keep it logically awesome.", "hook_id": 1})
+    response = send(args.url, secret, payload, event=args.event, delivery=args.delivery)
+    print(f"{response.status_code} {response.text}")
+    return 0 if response.status_code < 400 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rice_mlops.config import TrainConfig
     from rice_mlops.model import ARCHITECTURES
@@ -142,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--skip-smoke", action="store_true",
                        help="do not run the smoke test against the built image")
     build.set_defaults(func=_cmd_image_build)
+
+    hook = sub.add_parser("webhook", help="GitHub webhook tools").add_subparsers(
+        dest="webhook_command", required=True)
+    deliver = hook.add_parser("send", help="send a correctly signed push (or ping) delivery")
+    deliver.add_argument("--url", required=True,
+                         help="e.g. http://127.0.0.1:8080/webhooks/github")
+    deliver.add_argument("--secret", help="default: GITHUB_WEBHOOK_SECRET")
+    deliver.add_argument("--ref", default="refs/heads/main")
+    deliver.add_argument("--sha", default="0" * 40, help="the pushed commit (40 hex)")
+    deliver.add_argument("--repository", default="local/rice-mlops", help="owner/name")
+    deliver.add_argument("--event", default="push", choices=("push", "ping"))
+    deliver.add_argument("--delivery", help="X-GitHub-Delivery (default: a new UUID)")
+    deliver.set_defaults(func=_cmd_webhook_send)
     return parser
 
 

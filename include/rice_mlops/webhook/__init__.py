@@ -1,0 +1,1 @@
+"""GitHub webhook receiver: verify the signature, filter the event, trigger the DAG over REST."""

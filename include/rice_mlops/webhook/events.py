@@ -1,0 +1,55 @@
+"""What a verified delivery asks for: nothing, or a DAG run with this conf."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_DELIVERY = re.compile(r"[A-Za-z0-9-]{1,100}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    trigger: bool
+    status: int
+    reason: str
+    conf: dict = field(default_factory=dict)
+
+
+def dag_run_id(delivery: str) -> str:
+    """Deterministic per delivery, so a redelivery collides (409) instead of running twice."""
+    return f"github__{delivery}"
+
+
+def valid_delivery(delivery: str | None) -> bool:
+    return bool(delivery and _DELIVERY.fullmatch(delivery))
+
+
+def decide(event: str, payload: dict, *, branch: str, allowed_repositories: frozenset[str]
+           ) -> Decision:
+    """Pure filtering of a verified, parsed delivery."""
+    if event == "ping":
+        return Decision(False, 200, "pong")
+    if event != "push":
+        return Decision(False, 202, f"event {event!r} is ignored; only push triggers")
+    ref = payload.get("ref")
+    repository = (payload.get("repository") or {}).get("full_name")
+    if not isinstance(ref, str) or not isinstance(repository, str):
+        return Decision(False, 400, "push payload lacks ref or repository.full_name")
+    if allowed_repositories and repository not in allowed_repositories:
+        return Decision(False, 202, f"repository {repository} is not in the allow-list")
+    if ref.startswith("refs/tags/"):
+        return Decision(False, 202, f"tag push {ref} is ignored")
+    if ref != f"refs/heads/{branch}":
+        return Decision(False, 202, f"push to {ref} is ignored; only refs/heads/{branch} "
+                                    "triggers")
+    if payload.get("deleted"):
+        return Decision(False, 202, f"push deleting {ref} is ignored")
+    sha = payload.get("after")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+        return Decision(False, 400, "push payload has no 40-hex commit in 'after'")
+    pusher = payload.get("pusher") or {}
+    conf = {"source_commit": sha, "source_ref": ref, "source_repository": repository,
+            "pusher": str(pusher.get("name") or pusher.get("email") or "")[:255],
+            "compare_url": str(payload.get("compare") or "")[:2048]}
+    return Decision(True, 200, "push to the watched branch", conf)

@@ -1,0 +1,244 @@
+"""The webhook plugin on the real API server, triggering the real scheduler's DAG."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rice_mlops.webhook.send import push_payload
+from rice_mlops.webhook.signature import sign
+from tests.conftest import REPO, free_port
+from tests.integration.airflow_stack import AirflowStack
+from tests.integration.conftest import airflow_env
+from tests.integration.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SECRET = "It's a Secret to Everybody"
+REPO_NAME = "acme/rice"
+SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+
+
+def _hook_env(mlflow_url, staging, data_dir, **extra) -> dict:
+    return airflow_env(mlflow_url, staging, RICE_EPOCHS="1", RICE_DATA_DIR=str(data_dir),
+                       RICE_DOCKER_SOCKET="/nonexistent/docker.sock",
+                       GITHUB_WEBHOOK_REPOSITORIES=REPO_NAME, **extra)
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    return TcpProxy(free_port(), 0)
+
+
+@pytest.fixture(scope="module")
+def hook_pg(mlflow_server, tiny_real_dataset, tmp_path_factory, staging_root, proxy):
+    """API server with the plugin, reaching its own REST API through a cuttable proxy."""
+    port = free_port()
+    proxy.target_port = port
+    proxy.start()
+    pg_port = int(os.environ.get("RICE_TEST_PG_PORT") or free_port())
+    env = {**os.environ, "PGPORT": str(pg_port), "PG_DB": "airflow_hook"}
+    subprocess.run([REPO / "scripts" / "postgres", "start"], env=env, check=True, timeout=600)
+    stack = AirflowStack(
+        home=tmp_path_factory.mktemp("airflow-hook"), port=port,
+        env=_hook_env(mlflow_server, staging_root, tiny_real_dataset,
+                      GITHUB_WEBHOOK_SECRET=SECRET,
+                      AIRFLOW_WEBHOOK_API_URL=f"http://127.0.0.1:{proxy.listen_port}",
+                      AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=(
+                          f"postgresql://postgres@127.0.0.1:{pg_port}/airflow_hook")))
+    stack.start()
+    try:
+        stack.wait_for_dag()
+        stack.unpause()
+        yield stack
+    finally:
+        stack.stop()
+        subprocess.run([REPO / "scripts" / "postgres", "destroy"], env=env, timeout=120)
+
+
+def deliver(stack, payload=None, *, event="push", delivery=None, secret=SECRET,
+            signature=None, body=None, headers=None) -> httpx.Response:
+    body = body if body is not None else json.dumps(payload or push(SHA)).encode()
+    sent = {"Content-Type": "application/json", "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature or sign(secret, body)}
+    sent.update(headers or {})
+    sent = {k: v for k, v in sent.items() if v is not None}
+    return httpx.post(f"{stack.url}/webhooks/github", content=body, headers=sent, timeout=15)
+
+
+def push(sha=SHA, ref="refs/heads/main", repository=REPO_NAME) -> dict:
+    return push_payload(ref, sha, repository, pusher="octocat")
+
+
+def run_count(stack) -> int:
+    response = stack.api("GET", "/dags/rice_classifier_cicd/dagRuns", params={"limit": 1})
+    assert response.status_code == 200, response.text
+    return response.json()["total_entries"]
+
+
+def test_signed_push_to_main_triggers_one_executed_run(hook_pg):
+    before = run_count(hook_pg)
+    delivery = str(uuid.uuid4())
+    response = deliver(hook_pg, push(), delivery=delivery)
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    assert run_id == f"github__{delivery}"
+    run = hook_pg.run(run_id)
+    assert run["run_type"] == "manual"
+    assert run["conf"] == {"source_commit": SHA, "source_ref": "refs/heads/main",
+                           "source_repository": REPO_NAME, "pusher": "octocat",
+                           "compare_url": push()["compare"]}
+    assert run_count(hook_pg) == before + 1
+    finished = hook_pg.wait_for_run(run_id, timeout=600)
+    assert finished["state"] == "success", hook_pg.describe(run_id)
+
+    again = deliver(hook_pg, push(), delivery=delivery)  # a redelivery
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["dag_run_id"] == run_id
+    assert run_count(hook_pg) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"signature": "sha256=" + "0" * 64}, 401, "does not match"),
+        ({"headers": {"X-Hub-Signature-256": None}}, 401, "missing X-Hub-Signature-256"),
+        ({"signature": "sha1=abc"}, 400, "malformed"),
+        ({"secret": "not the secret"}, 401, "does not match"),
+        ({"payload": push(ref="refs/heads/dev")}, 202, "refs/heads/dev is ignored"),
+        ({"payload": push(ref="refs/tags/v1.2.0")}, 202, "tag push"),
+        ({"payload": {**push(), "deleted": True}}, 202, "deleting"),
+        ({"event": "issues"}, 202, "'issues' is ignored"),
+        ({"payload": push(repository="evil/fork")}, 202, "not in the allow-list"),
+        ({"event": "ping", "payload": {"zen": "hi"}}, 200, "pong"),
+        ({"body": b"not json"}, 400, "not valid JSON"),
+        ({"headers": {"X-GitHub-Delivery": None}}, 400, "X-GitHub-Delivery"),
+        ({"headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415,
+         "application/json"),
+    ],
+)
+def test_everything_else_triggers_nothing(hook_pg, kwargs, status, fragment):
+    before = run_count(hook_pg)
+    response = deliver(hook_pg, **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["reason"]
+    assert run_count(hook_pg) == before
+
+
+def test_oversized_body_is_refused_without_a_run(hook_pg):
+    before = run_count(hook_pg)
+    response = httpx.post(f"{hook_pg.url}/webhooks/github", timeout=30,
+                          content=b"x" * (25 * 1024 * 1024 + 1),
+                          headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=0"})
+    assert response.status_code == 413
+    assert run_count(hook_pg) == before
+
+
+def test_api_down_answers_503_and_the_redelivery_triggers_once(hook_pg, proxy):
+    before = run_count(hook_pg)
+    delivery = str(uuid.uuid4())
+    sha = "a" * 40
+    proxy.stop()
+    try:
+        response = deliver(hook_pg, push(sha), delivery=delivery)
+        assert response.status_code == 503, response.text
+        assert "redeliver" in response.json()["reason"]
+    finally:
+        proxy.start()
+    assert run_count(hook_pg) == before
+    response = deliver(hook_pg, push(sha), delivery=delivery)
+    assert response.status_code == 200, response.text
+    assert response.json().get("duplicate") is None
+    assert run_count(hook_pg) == before + 1
+
+
+def _burst(stack, n=10) -> list[httpx.Response]:
+    shas = [f"{i:040x}" for i in range(1, n + 1)]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(lambda sha: deliver(stack, push(sha)), shas))
+
+
+def _alive(stack) -> bool:
+    status = stack.status()
+    return all(f"{name}: running" in status
+               for name in ("api-server", "scheduler", "dag-processor", "triggerer"))
+
+
+def test_burst_of_ten_on_postgres(hook_pg):
+    before = run_count(hook_pg)
+    responses = _burst(hook_pg)
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
+    assert run_count(hook_pg) == before + 10
+    assert _alive(hook_pg)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(body=st.binary(max_size=2048),
+       event=st.sampled_from(["push", "ping", "issues", "", "push\u00e9"]),
+       signature=st.one_of(st.none(), st.text(max_size=80),
+                           st.from_regex(r"sha256=[0-9a-f]{64}", fullmatch=True)),
+       delivery=st.one_of(st.none(), st.text(max_size=40)))
+def test_random_deliveries_never_5xx_never_a_run(hook_pg, body, event, signature, delivery):
+    headers = {"Content-Type": "application/json"}
+    for key, value in (("X-GitHub-Event", event), ("X-Hub-Signature-256", signature),
+                       ("X-GitHub-Delivery", delivery)):
+        if value is not None:  # any bytes a client can put on a header line
+            # h11 refuses control characters and surrounding white space on the wire.
+            headers[key] = "".join(c for c in value if c > " " and c != "\x7f").encode()
+    before = _RUNS.setdefault("before", run_count(hook_pg))
+    response = httpx.post(f"{hook_pg.url}/webhooks/github", content=body, headers=headers,
+                          timeout=15)
+    assert response.status_code < 500, response.text
+    assert response.status_code != 200 or event == "ping"
+    assert run_count(hook_pg) == before
+
+
+_RUNS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def hook_sqlite(mlflow_server, tiny_real_dataset, tmp_path_factory, staging_root):
+    """The embedded default: SQLite metadata, the webhook serializing its triggers."""
+    stack = AirflowStack(home=tmp_path_factory.mktemp("airflow-hook-sqlite"), port=free_port(),
+                         env=_hook_env(mlflow_server, staging_root, tiny_real_dataset,
+                                       GITHUB_WEBHOOK_SECRET=SECRET))
+    stack.start()
+    try:
+        stack.wait_for_dag()
+        stack.unpause()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_burst_of_ten_on_sqlite(hook_sqlite):
+    before = run_count(hook_sqlite)
+    responses = _burst(hook_sqlite)
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
+    assert run_count(hook_sqlite) == before + 10
+    assert _alive(hook_sqlite)
+
+
+def test_no_secret_configured_refuses_every_delivery(hook_sqlite):
+    hook_sqlite.stop()
+    hook_sqlite.env.pop("GITHUB_WEBHOOK_SECRET")
+    hook_sqlite.start()
+    before = run_count(hook_sqlite)
+    for secret in (SECRET, "", "anything"):
+        response = deliver(hook_sqlite, push(), secret=secret or "x")
+        assert response.status_code == 403
+        assert "secret not configured" in response.json()["reason"]
+    assert run_count(hook_sqlite) == before
+    log = (hook_sqlite.home / "logs" / "api-server.log").read_text()
+    assert "GITHUB_WEBHOOK_SECRET is not set" in log

@@ -1,0 +1,95 @@
+"""Signature verification and event filtering of the GitHub webhook receiver."""
+
+from __future__ import annotations
+
+import pytest
+
+from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
+from rice_mlops.webhook.signature import SignatureError, sign, verify
+
+GITHUB_VECTOR = ("It's a Secret to Everybody", b"Hello, World!",
+                 "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+
+
+def test_github_documented_test_vector():
+    secret, body, expected = GITHUB_VECTOR
+    assert sign(secret, body) == expected
+    verify(secret, body, expected)
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "fragment"),
+    [
+        (None, 401, "missing"),
+        ("", 401, "missing"),
+        ("sha1=757107ea", 400, "malformed"),
+        ("sha256=XYZ", 400, "malformed"),
+        ("sha256=" + "0" * 64, 401, "does not match"),
+        (GITHUB_VECTOR[2].upper().replace("SHA256", "sha256"), 400, "malformed"),
+    ],
+)
+def test_bad_signatures_are_refused(header, status, fragment):
+    secret, body, _ = GITHUB_VECTOR
+    with pytest.raises(SignatureError) as caught:
+        verify(secret, body, header)
+    assert caught.value.status == status and fragment in caught.value.reason
+
+
+def test_wrong_secret_or_changed_body_is_refused():
+    secret, body, signature = GITHUB_VECTOR
+    with pytest.raises(SignatureError):
+        verify("another secret", body, signature)
+    with pytest.raises(SignatureError):
+        verify(secret, body + b" ", signature)
+
+
+def _push(**overrides) -> dict:
+    payload = {"ref": "refs/heads/main", "after": SHA, "deleted": False,
+               "repository": {"full_name": "acme/rice"}, "pusher": {"name": "octo"},
+               "compare": "https://github.com/acme/rice/compare/abc...def"}
+    payload.update(overrides)
+    return payload
+
+
+def _decide(event="push", payload=None, repos=frozenset()):
+    return decide(event, payload if payload is not None else _push(), branch="main",
+                  allowed_repositories=repos)
+
+
+def test_push_to_main_triggers_with_conf():
+    decision = _decide()
+    assert decision.trigger and decision.status == 200
+    assert decision.conf == {"source_commit": SHA, "source_ref": "refs/heads/main",
+                             "source_repository": "acme/rice", "pusher": "octo",
+                             "compare_url": "https://github.com/acme/rice/compare/abc...def"}
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "repos", "status", "fragment"),
+    [
+        ("ping", {}, frozenset(), 200, "pong"),
+        ("issues", {}, frozenset(), 202, "'issues' is ignored"),
+        ("push", _push(ref="refs/heads/dev"), frozenset(), 202, "refs/heads/dev is ignored"),
+        ("push", _push(ref="refs/tags/v1.0"), frozenset(), 202, "tag push"),
+        ("push", _push(deleted=True, after="0" * 40), frozenset(), 202, "deleting"),
+        ("push", _push(), frozenset({"other/repo"}), 202, "not in the allow-list"),
+        ("push", _push(after="nothex"), frozenset(), 400, "40-hex"),
+        ("push", {"ref": "refs/heads/main"}, frozenset(), 400, "lacks ref or repository"),
+    ],
+)
+def test_everything_else_is_acknowledged_without_a_run(event, payload, repos, status, fragment):
+    decision = _decide(event, payload, repos)
+    assert not decision.trigger
+    assert decision.status == status and fragment in decision.reason
+
+
+def test_allow_listed_repository_triggers():
+    assert _decide(repos=frozenset({"acme/rice"})).trigger
+
+
+def test_run_id_is_deterministic_per_delivery():
+    delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert dag_run_id(delivery) == dag_run_id(delivery) == f"github__{delivery}"
+    assert valid_delivery(delivery)
+    assert not valid_delivery("../etc/passwd") and not valid_delivery(None)
