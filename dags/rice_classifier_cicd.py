@@ -12,8 +12,9 @@ commit in the run's conf. Runs never overlap: a second one queues.
 configured) → `train` logs params, per-epoch metrics, test metrics, plots, the model and its
 TFLite export to MLflow → `fetch_artifacts` stages them with a sha256 manifest →
 `quality_gate` registers a model version and compares it with the bar and the `champion` →
-publication (pull request with the artifacts; the serving image built, smoke-tested against
-the MLflow model's predictions and pushed with an immutable tag and `latest`) → `promote`
+publication (the serving image built, smoke-tested against the MLflow model's predictions and
+pushed with an immutable tag and `latest`; then a pull request that puts the artifacts into
+the repository on the fixed branch `model/latest`) → `promote`
 moves the `champion` alias and updates the `rice_classifier_model` asset.
 
 **Reading a run:** a run whose publication tasks are *skipped* did **not ship**: the
@@ -23,6 +24,7 @@ task is a crash and was retried twice first.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import datetime, timedelta
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import Asset, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from docker.types import Mount
 
 from rice_mlops.docker_tasks import RegistryPushOperator, registry_host
@@ -45,6 +47,12 @@ _DATA_DIR = os.environ.get("RICE_DATA_DIR", "")
 _DEFAULT_EPOCHS = int(os.environ.get("RICE_EPOCHS", "25"))
 _EXPERIMENT = os.environ.get("RICE_MLFLOW_EXPERIMENT", "rice-classifier")
 _GITHUB_CONN_ID = os.environ.get("RICE_GITHUB_CONN_ID", "github_default")
+_GITHUB_REPOSITORY = os.environ.get("RICE_GITHUB_REPOSITORY", "")  # when conf names none
+_PR_BASE = os.environ.get("RICE_PR_BASE", "main")
+_PR_BRANCH = os.environ.get("RICE_PR_BRANCH", "model/latest")
+_PR_PATH = os.environ.get("RICE_PR_PATH", "MLProject/model_artifact")
+_PR_AUTHOR = os.environ.get("RICE_PR_AUTHOR", "rice-mlops-bot")
+_PR_EMAIL = os.environ.get("RICE_PR_EMAIL", "rice-mlops-bot@users.noreply.github.com")
 _REGISTRY_CONN_ID = os.environ.get("RICE_REGISTRY_CONN_ID", "rice_registry")
 _IMAGE_NAME = os.environ.get("RICE_IMAGE_NAME", "rice-classifier")
 _BASE_IMAGE = os.environ.get("RICE_BASE_IMAGE", "")  # empty: the Dockerfile's python:3.11-slim
@@ -166,16 +174,49 @@ def rice_classifier_cicd():
             log.warning("gate FAILED for v%s, NOT SHIPPED: %s (%s)", version, result.reason, how)
         return result.passed
 
-    @task
-    def open_pull_request(trained: dict, staged: dict) -> dict:
+    @task(trigger_rule="none_failed")
+    def open_pull_request(trained: dict, staged: dict, params: dict | None = None,
+                          ti=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
-        from rice_mlops.publish import github_connection_configured
+        from rice_mlops import publish, registry
+        from rice_mlops.artifacts import verify_manifest
 
-        if not github_connection_configured(_GITHUB_CONN_ID):
+        if not publish.github_connection_configured(_GITHUB_CONN_ID):
             raise AirflowSkipException(
                 f"no Airflow connection {_GITHUB_CONN_ID!r}: pull request not opened "
                 "(add a GitHub connection with a token in its password to enable it)")
-        raise NotImplementedError("pull-request publication lands with issue 4")
+        repository = params["source_repository"] or _GITHUB_REPOSITORY
+        if not repository:
+            raise AirflowSkipException("no repository: the run's conf names none and "
+                                       "RICE_GITHUB_REPOSITORY is not set")
+        staged_dir = Path(staged["staging_dir"])
+        verify_manifest(staged_dir)
+        gate = ti.xcom_pull(task_ids="quality_gate", key="gate")
+        image = ti.xcom_pull(task_ids="record_image") or {}
+        champion = (registry.version_metrics(gate["champion_version"])
+                    if gate.get("champion_version") else None)
+        client = publish.client_from_connection(_GITHUB_CONN_ID)
+        target = publish.Target(repository=repository, base=_PR_BASE, branch=_PR_BRANCH,
+                                path=_PR_PATH, author_name=_PR_AUTHOR, author_email=_PR_EMAIL)
+        metrics = json.loads((staged_dir / "metrics.json").read_text())
+        run_url = (f"{trained['tracking_uri']}/#/experiments/{trained['experiment_id']}"
+                   f"/runs/{trained['run_id']}")
+        figure = (f"{publish.web_url(client.api_url)}/{repository}/blob/{_PR_BRANCH}/"
+                  f"{_PR_PATH}/confusion_matrix.png?raw=true")
+        body = publish.render_body(
+            metrics, champion, run_url=run_url, fingerprint=trained["dataset_fingerprint"],
+            source_commit=params["source_commit"] or None, image=image.get("digest_ref"),
+            confusion_matrix_url=figure, gate_reason=gate["reason"])
+        commit = params["source_commit"] or "none (nightly run)"
+        message = (f"Update rice classifier v{gate['version']} from MLflow run "
+                   f"{trained['run_id']}\n\nSource commit: {commit}\nAirflow run: {ti.run_id}")
+        try:
+            return publish.publish(
+                client, target, publish.artifact_files(staged_dir, _PR_PATH), message=message,
+                title=f"Rice classifier v{gate['version']}: test accuracy "
+                      f"{trained['metrics']['test_accuracy']:.4f}", body=body)
+        except publish.GitHubAuthError as exc:
+            raise AirflowFailException(str(exc)) from None
 
     @task
     def prepare_image_context(trained: dict, staged: dict, data: dict,
@@ -303,12 +344,11 @@ def rice_classifier_cicd():
     trained = train(data)
     staged = fetch_artifacts(trained)
     gate = quality_gate(trained, data, staged)
-    pull_request = open_pull_request(trained, staged)
     context = prepare_image_context(trained, staged, data)
     recorded = record_image(trained)
-    gate >> [pull_request, context]
-    context >> build_image >> smoke_test >> check_registry() >> push_image >> recorded
-    [pull_request, recorded] >> promote(trained)
+    gate >> context >> build_image >> smoke_test >> check_registry() >> push_image >> recorded
+    # The pull request names the pushed image, so it follows the image stages (or their skip).
+    recorded >> open_pull_request(trained, staged) >> promote(trained)
 
 
 rice_classifier_cicd()

@@ -153,3 +153,15 @@ def tag_image(run_id: str, version: str, image: dict, name: str = MODEL_NAME) ->
     for key, value in (("rice.image", image["digest_ref"]), ("rice.image_tag", image["image"])):
         client.set_tag(run_id, key, value)
         client.set_model_version_tag(name, version, key, value)
+
+
+def version_metrics(version: str, name: str = MODEL_NAME) -> dict:
+    """Test metrics of a registered version's run, for comparisons in the pull request."""
+    client = _client()
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    metrics = run.data.metrics
+    return {"version": version, "test_accuracy": metrics.get("test_accuracy"),
+            "test_macro_f1": metrics.get("test_macro_f1"),
+            "per_class_recall": {key.removeprefix("test_recall_"): value
+                                 for key, value in metrics.items()
+                                 if key.startswith("test_recall_")}}

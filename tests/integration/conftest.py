@@ -78,8 +78,22 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
     }
 
 
+GITHUB_TOKEN = "ghp_" + "e2eT0kenNeverLogged" * 2
+
+
 @pytest.fixture(scope="session")
-def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_path_factory):
+def github_double():
+    """GitHub's REST API as a strict test double over a real bare git repository."""
+    from tests.github_double import GitHubDouble
+
+    double = GitHubDouble(GITHUB_TOKEN, repository="acme/rice")
+    yield double
+    double.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_path_factory,
+               github_double):
     """Real api-server, scheduler, dag-processor and triggerer on PostgreSQL, with the Docker
     engine and the registry connection (created through the REST API, as an operator would)."""
     stack = AirflowStack(
@@ -96,6 +110,10 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
             "connection_id": "rice_registry", "conn_type": "generic", "host": host,
             "port": int(port), "login": docker_engine["RICE_REGISTRY_USER"],
             "password": docker_engine["RICE_REGISTRY_PASSWORD"]})
+        assert response.status_code == 201, response.text
+        response = stack.api("POST", "/connections", json={
+            "connection_id": "github_default", "conn_type": "github",
+            "host": github_double.url, "password": GITHUB_TOKEN})
         assert response.status_code == 201, response.text
         stack.wait_for_dag()
         stack.unpause()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.conftest import SHA, dag_conf
@@ -19,12 +21,8 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
     states = airflow_pg.task_states("e2e-shipped")
     for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate",
                     "prepare_image_context", "build_image", "smoke_test", "check_registry",
-                    "push_image", "record_image", "promote"):
+                    "push_image", "record_image", "open_pull_request", "promote"):
         assert states[task_id] == "success", states
-    # No GitHub connection in the test stack: skipped with a reason, never a silent success.
-    assert states["open_pull_request"] == "skipped"
-    log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
-    assert "no Airflow connection 'github_default'" in log
 
 
 def test_training_log_has_one_line_per_epoch(airflow_pg, shipped_run):
@@ -124,3 +122,34 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
     versions = [v for v in client.search_model_versions("name='rice-classifier'")
                 if v.run_id == runs[0].info.run_id]
     assert len(versions) == 1
+
+
+def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run,
+                                                         github_double):
+    from pathlib import Path
+
+    from rice_mlops.publish import git_blob_sha
+    from tests.integration.conftest import GITHUB_TOKEN
+
+    response = airflow_pg.api(
+        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/fetch_artifacts/"
+               "xcomEntries/return_value")
+    value = response.json()["value"]
+    staged = Path((json.loads(value) if isinstance(value, str) else value)["staging_dir"])
+    expected = {f"MLProject/model_artifact/{p.relative_to(staged).as_posix()}":
+                git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
+    on_branch = {path: sha for path, sha in github_double.branch_files("model/latest").items()
+                 if path.startswith("MLProject/")}
+    assert on_branch == expected
+    assert {"MLProject/model_artifact/MLmodel", "MLProject/model_artifact/model.tflite",
+            "MLProject/model_artifact/MANIFEST.sha256"} <= set(on_branch)
+    open_pulls = [p for p in github_double.pulls if p["state"] == "open"]
+    assert len(open_pulls) == 1
+    body = open_pulls[0]["body"]
+    assert "| test accuracy |" in body and SHA in body and "@sha256:" in body
+    assert "confusion_matrix.png" in body
+    message = github_double.git("log", "-1", "--format=%B", "model/latest")
+    assert "MLflow run" in message and SHA in message
+    log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
+    assert "opened pull request #1" in log
+    assert GITHUB_TOKEN not in log

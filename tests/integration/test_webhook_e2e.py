@@ -100,6 +100,10 @@ def test_signed_push_to_main_triggers_one_executed_run(hook_pg):
     assert run_count(hook_pg) == before + 1
     finished = hook_pg.wait_for_run(run_id, timeout=600)
     assert finished["state"] == "success", hook_pg.describe(run_id)
+    # No GitHub connection in this stack: skipped with the reason, never a silent success.
+    assert hook_pg.task_states(run_id)["open_pull_request"] == "skipped"
+    assert "no Airflow connection 'github_default'" in hook_pg.task_log(run_id,
+                                                                         "open_pull_request")
 
     again = deliver(hook_pg, push(), delivery=delivery)  # a redelivery
     assert again.status_code == 200 and again.json()["duplicate"] is True

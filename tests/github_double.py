@@ -1,0 +1,219 @@
+"""A strict stand-in for the GitHub REST endpoints the pull-request task calls.
+
+Backed by a real bare git repository: blobs, trees, commits and refs are made by git itself,
+so what a branch holds is checked with `git`. Strict like GitHub: a missing or wrong token is
+401, unknown JSON fields are 422, an unknown route or method is 404. Faults can be queued.
+Test-only: product code never imports this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+FIELDS = {
+    ("POST", "blobs"): {"content", "encoding"},
+    ("POST", "trees"): {"base_tree", "tree"},
+    ("POST", "commits"): {"message", "tree", "parents", "author", "committer"},
+    ("POST", "refs"): {"ref", "sha"},
+    ("PATCH", "ref"): {"sha", "force"},
+    ("POST", "pulls"): {"title", "head", "base", "body", "draft", "maintainer_can_modify"},
+    ("PATCH", "pull"): {"title", "body", "state", "base"},
+}
+
+
+class GitHubDouble:
+    def __init__(self, token: str, repository: str = "acme/rice"):
+        self.token = token
+        self.repository = repository
+        self.root = Path(tempfile.mkdtemp(prefix="github-double-"))
+        self.bare = self.root / "repo.git"
+        self.git("init", "--bare", "--initial-branch=main", str(self.bare), bare=False)
+        seed = self.root / "seed"
+        subprocess.run(["git", "clone", "-q", str(self.bare), str(seed)], check=True,
+                       capture_output=True)
+        (seed / "README.md").write_text("rice\n")
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+        for args in (["add", "."], ["commit", "-qm", "init"], ["push", "-q", "origin", "main"]):
+            subprocess.run(["git", *args], cwd=seed, env=env, check=True, capture_output=True)
+        self.pulls: list[dict] = []
+        self.requests: list[tuple[str, str, dict | None, dict]] = []
+        self.faults: list[tuple[int, dict]] = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+    def fail_next(self, status: int, count: int = 1, headers: dict | None = None) -> None:
+        self.faults += [(status, headers or {})] * count
+
+    def git(self, *args: str, bare: bool = True, input: bytes | None = None,
+            env: dict | None = None) -> str:
+        prefix = ["git", f"--git-dir={self.bare}"] if bare else ["git"]
+        result = subprocess.run([*prefix, *args], input=input, capture_output=True, check=True,
+                                env={**os.environ, **(env or {})})
+        return result.stdout.decode().strip()
+
+    def branch_files(self, branch: str) -> dict[str, str]:
+        """path -> blob sha on a branch, read with git itself."""
+        out = self.git("ls-tree", "-r", branch)
+        return {line.split("\t", 1)[1]: line.split()[2] for line in out.splitlines()}
+
+    def commits_on(self, branch: str) -> list[str]:
+        return self.git("rev-list", branch).splitlines()
+
+    # -- the endpoints --------------------------------------------------------------------
+    def _tree_entries(self, sha: str) -> list[dict]:
+        entries = []
+        for line in self.git("ls-tree", "-r", "-t", sha).splitlines():
+            meta, path = line.split("\t", 1)
+            mode, kind, obj = meta.split()
+            entries.append({"path": path, "mode": mode, "type": kind, "sha": obj})
+        return entries
+
+    def _commit(self, sha: str) -> dict:
+        tree = self.git("rev-parse", f"{sha}^{{tree}}")
+        parents = self.git("rev-list", "--parents", "-n", "1", sha).split()[1:]
+        message = self.git("log", "-1", "--format=%B", sha)
+        return {"sha": sha, "tree": {"sha": tree}, "parents": [{"sha": p} for p in parents],
+                "message": message}
+
+    def route(self, method: str, path: str, query: dict, body: dict | None):
+        repo = f"/repos/{self.repository}"
+        if not path.startswith(repo + "/"):
+            return 404, {"message": "Not Found"}
+        rest = path[len(repo) + 1:]
+        if method == "GET" and (m := re.fullmatch(r"branches/(.+)", rest)):
+            try:
+                sha = self.git("rev-parse", f"refs/heads/{m[1]}")
+            except subprocess.CalledProcessError:
+                return 404, {"message": "Branch not found"}
+            return 200, {"name": m[1], "commit": {"sha": sha, "commit": self._commit(sha)}}
+        if method == "GET" and (m := re.fullmatch(r"git/trees/([0-9a-f]{40})", rest)):
+            return 200, {"sha": m[1], "tree": self._tree_entries(m[1]), "truncated": False}
+        if method == "GET" and (m := re.fullmatch(r"git/commits/([0-9a-f]{40})", rest)):
+            return 200, self._commit(m[1])
+        if method == "POST" and rest == "git/blobs":
+            if body.get("encoding") != "base64":
+                return 422, {"message": "encoding must be base64 here"}
+            sha = self.git("hash-object", "-w", "--stdin",
+                           input=base64.b64decode(body["content"]))
+            return 201, {"sha": sha}
+        if method == "POST" and rest == "git/trees":
+            index = self.root / f"index-{threading.get_ident()}"
+            env = {"GIT_INDEX_FILE": str(index)}
+            self.git("read-tree", body["base_tree"], env=env)
+            for item in body["tree"]:
+                if item["sha"] is None:
+                    self.git("update-index", "--force-remove", item["path"], env=env)
+                else:
+                    self.git("update-index", "--add", "--cacheinfo",
+                             f"{item['mode']},{item['sha']},{item['path']}", env=env)
+            sha = self.git("write-tree", env=env)
+            index.unlink()
+            return 201, {"sha": sha}
+        if method == "POST" and rest == "git/commits":
+            author = body.get("author") or {}
+            env = {"GIT_AUTHOR_NAME": author.get("name", "x"),
+                   "GIT_AUTHOR_EMAIL": author.get("email", "x@x"),
+                   "GIT_COMMITTER_NAME": author.get("name", "x"),
+                   "GIT_COMMITTER_EMAIL": author.get("email", "x@x")}
+            parents = [a for p in body["parents"] for a in ("-p", p)]
+            sha = self.git("commit-tree", body["tree"], *parents, "-m", body["message"], env=env)
+            return 201, self._commit(sha)
+        if method == "GET" and (m := re.fullmatch(r"git/ref/heads/(.+)", rest)):
+            try:
+                sha = self.git("rev-parse", "--verify", f"refs/heads/{m[1]}")
+            except subprocess.CalledProcessError:
+                return 404, {"message": "Not Found"}
+            return 200, {"ref": f"refs/heads/{m[1]}", "object": {"sha": sha, "type": "commit"}}
+        if method == "POST" and rest == "git/refs":
+            self.git("update-ref", body["ref"], body["sha"], "0" * 40)
+            return 201, {"ref": body["ref"], "object": {"sha": body["sha"]}}
+        if method == "PATCH" and (m := re.fullmatch(r"git/refs/heads/(.+)", rest)):
+            self.git("update-ref", f"refs/heads/{m[1]}", body["sha"])
+            return 200, {"ref": f"refs/heads/{m[1]}", "object": {"sha": body["sha"]}}
+        if method == "GET" and rest == "pulls":
+            owner = self.repository.split("/")[0]
+            found = [p for p in self.pulls if p["state"] == query.get("state", "open")
+                     and f"{owner}:{p['head']}" == query.get("head", f"{owner}:{p['head']}")
+                     and p["base"] == query.get("base", p["base"])]
+            return 200, found
+        if method == "POST" and rest == "pulls":
+            if any(p["head"] == body["head"] and p["state"] == "open" for p in self.pulls):
+                return 422, {"message": "A pull request already exists"}
+            number = len(self.pulls) + 1
+            pull = {"number": number, "state": "open", "head": body["head"],
+                    "base": body["base"], "title": body["title"], "body": body.get("body"),
+                    "html_url": f"https://github.example/{self.repository}/pull/{number}"}
+            self.pulls.append(pull)
+            return 201, pull
+        if method == "PATCH" and (m := re.fullmatch(r"pulls/(\d+)", rest)):
+            pull = next((p for p in self.pulls if p["number"] == int(m[1])), None)
+            if pull is None:
+                return 404, {"message": "Not Found"}
+            pull.update({k: v for k, v in body.items() if k in ("title", "body", "state")})
+            return 200, pull
+        return 404, {"message": "Not Found"}
+
+    def _handler(self):
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, payload, headers: dict | None = None):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _any(self):
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                with double._lock:
+                    double.requests.append((self.command, url.path, body, dict(self.headers)))
+                    if self.headers.get("Authorization") not in (
+                            f"Bearer {double.token}", f"token {double.token}"):
+                        return self._reply(401, {"message": "Bad credentials"})
+                    if double.faults:
+                        status, headers = double.faults.pop(0)
+                        return self._reply(status, {"message": "injected fault"}, headers)
+                    kind = ("pull" if re.search(r"/pulls/\d+$", url.path) else
+                            "ref" if "/git/refs/" in url.path else url.path.rsplit("/", 1)[-1])
+                    allowed = FIELDS.get((self.command, kind))
+                    if body is not None and allowed is not None and set(body) - allowed:
+                        return self._reply(422, {"message": "Invalid request", "errors": sorted(
+                            set(body) - allowed)})
+                    try:
+                        status, payload = double.route(self.command, url.path, query, body)
+                    except (KeyError, TypeError, subprocess.CalledProcessError) as exc:
+                        status, payload = 422, {"message": f"Validation Failed: {exc}"}
+                return self._reply(status, payload)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any
+
+        return Handler
