@@ -229,6 +229,7 @@ def rice_classifier_cicd():
             build_command,
             image_names,
             prepare_context,
+            run_tag,
             smoke_images,
         )
 
@@ -247,10 +248,13 @@ def rice_classifier_cicd():
             metadata=metadata, model_uri=trained["model_uri"],
             smoke_from=smoke_images(Path(data["data_dir"])),
             wheel_cache=Path(_STAGING_ROOT) / "wheels")
-        command = build_command(context, names, build_args(metadata, _BASE_IMAGE or None))
+        local = run_tag(_IMAGE_NAME, trained["run_id"])
+        command = build_command(context, names, build_args(metadata, _BASE_IMAGE or None),
+                                extra_tags=(local,))
         log.info("build context ready in %s for %s", context, names.immutable)
         return {"context": str(context), "smoke_dir": str(context / "smoke"),
                 "push_script": str(context / "push.sh"), "image": names.immutable,
+                "local": local,
                 "latest": names.latest, "repository": names.repository, "registry": registry,
                 "build_command": shlex.join(["docker", *command])}
 
@@ -275,7 +279,7 @@ def rice_classifier_cicd():
         task_id="smoke_test",
         doc_md="Start the built image, wait for /ping, compare its answers on real test images "
                "with the MLflow model's (same class, probabilities within 1e-4).",
-        image=f"{{{{ {context_xcom}['image'] }}}}",
+        image=f"{{{{ {context_xcom}['local'] }}}}",
         entrypoint=["python3", "-m", "rice_mlops.serving.smoke"],
         command=["--smoke-dir", f"{{{{ {context_xcom}['smoke_dir'] }}}}"],
         mounts=[staging_mount],
@@ -302,6 +306,7 @@ def rice_classifier_cicd():
         environment={
             "REGISTRY": f"{{{{ {context_xcom}['registry'] }}}}",
             "REPOSITORY": f"{{{{ {context_xcom}['repository'] }}}}",
+            "LOCAL": f"{{{{ {context_xcom}['local'] }}}}",
             "IMAGE": f"{{{{ {context_xcom}['image'] }}}}",
             "LATEST": f"{{{{ {context_xcom}['latest'] }}}}",
             "CONN_ID": _REGISTRY_CONN_ID,

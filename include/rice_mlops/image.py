@@ -189,9 +189,18 @@ def build_args(metadata: dict, base_image: str | None) -> dict[str, str]:
     return args
 
 
-def build_command(context: Path, names: ImageNames, args: dict[str, str]) -> list[str]:
+def build_command(context: Path, names: ImageNames, args: dict[str, str],
+                  extra_tags: tuple[str, ...] = ()) -> list[str]:
     """`docker build` arguments (after the `docker` binary) for the legacy builder."""
     command = ["build", "--network", "none", "--pull=false"]
     for key, value in sorted(args.items()):
         command += ["--build-arg", f"{key}={value}"]
-    return [*command, "-t", names.immutable, "-t", names.latest, str(context)]
+    for tag in (names.immutable, names.latest, *extra_tags):
+        command += ["-t", tag]
+    return [*command, str(context)]
+
+
+def run_tag(name: str, run_id: str) -> str:
+    """A local tag unique to one training run: what the smoke test runs and the push re-tags,
+    so re-running an old run's push publishes that run's image, not a later build's."""
+    return f"{name}-build:{_TAG_OK.sub('-', run_id)[:128]}"

@@ -44,6 +44,51 @@ def test_shipped_run_is_the_champion_with_gate_tags(shipped_run):
     assert champion.tags["rice.gate"] == "passed"
 
 
+def test_model_asset_event_carries_run_id_and_image_digest(airflow_pg, shipped_run):
+    response = airflow_pg.api("GET", "/assets/events", params={
+        "source_dag_id": "rice_classifier_cicd", "source_run_id": "e2e-shipped"})
+    assert response.status_code == 200, response.text
+    events = response.json()["asset_events"]
+    assert len(events) == 1
+    extra = events[0]["extra"]
+    run = airflow_pg.run("e2e-shipped")
+    assert extra["mlflow_run_id"] and extra["model_version"]
+    assert extra["image_digest"].startswith("sha256:")
+    assert extra["image"].endswith(extra["image_digest"])
+    assert run["state"] == "success"
+
+
+def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run,
+                                                         github_double):
+    from pathlib import Path
+
+    from rice_mlops.publish import git_blob_sha
+    from tests.integration.conftest import GITHUB_TOKEN
+
+    response = airflow_pg.api(
+        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/fetch_artifacts/"
+               "xcomEntries/return_value")
+    value = response.json()["value"]
+    staged = Path((json.loads(value) if isinstance(value, str) else value)["staging_dir"])
+    expected = {f"MLProject/model_artifact/{p.relative_to(staged).as_posix()}":
+                git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
+    on_branch = {path: sha for path, sha in github_double.branch_files("model/latest").items()
+                 if path.startswith("MLProject/")}
+    assert on_branch == expected
+    assert {"MLProject/model_artifact/MLmodel", "MLProject/model_artifact/model.tflite",
+            "MLProject/model_artifact/MANIFEST.sha256"} <= set(on_branch)
+    open_pulls = [p for p in github_double.pulls if p["state"] == "open"]
+    assert len(open_pulls) == 1
+    body = open_pulls[0]["body"]
+    assert "| test accuracy |" in body and SHA in body and "@sha256:" in body
+    assert "confusion_matrix.png" in body
+    message = github_double.git("log", "-1", "--format=%B", "model/latest")
+    assert "MLflow run" in message and SHA in message
+    log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
+    assert "opened pull request #1" in log
+    assert GITHUB_TOKEN not in log
+
+
 def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipped_run,
                                                                tiny_real_dataset):
     from mlflow import MlflowClient
@@ -123,33 +168,3 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
                 if v.run_id == runs[0].info.run_id]
     assert len(versions) == 1
 
-
-def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run,
-                                                         github_double):
-    from pathlib import Path
-
-    from rice_mlops.publish import git_blob_sha
-    from tests.integration.conftest import GITHUB_TOKEN
-
-    response = airflow_pg.api(
-        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/fetch_artifacts/"
-               "xcomEntries/return_value")
-    value = response.json()["value"]
-    staged = Path((json.loads(value) if isinstance(value, str) else value)["staging_dir"])
-    expected = {f"MLProject/model_artifact/{p.relative_to(staged).as_posix()}":
-                git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
-    on_branch = {path: sha for path, sha in github_double.branch_files("model/latest").items()
-                 if path.startswith("MLProject/")}
-    assert on_branch == expected
-    assert {"MLProject/model_artifact/MLmodel", "MLProject/model_artifact/model.tflite",
-            "MLProject/model_artifact/MANIFEST.sha256"} <= set(on_branch)
-    open_pulls = [p for p in github_double.pulls if p["state"] == "open"]
-    assert len(open_pulls) == 1
-    body = open_pulls[0]["body"]
-    assert "| test accuracy |" in body and SHA in body and "@sha256:" in body
-    assert "confusion_matrix.png" in body
-    message = github_double.git("log", "-1", "--format=%B", "model/latest")
-    assert "MLflow run" in message and SHA in message
-    log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
-    assert "opened pull request #1" in log
-    assert GITHUB_TOKEN not in log

@@ -66,13 +66,23 @@ def test_registry_holds_the_immutable_tag_and_latest(pushed, docker_engine):
     assert SHA in tags and "latest" in tags
 
 
-def test_digest_is_recorded_in_mlflow(pushed, shipped_run):
+def shipped_version():
+    """The registry version the e2e-shipped run registered (later runs may be champion now)."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    champion = client.get_model_version_by_alias("rice-classifier", "champion")
-    assert champion.tags["rice.image"] == pushed["digest_ref"]
-    assert client.get_run(champion.run_id).data.tags["rice.image"] == pushed["digest_ref"]
+    return next(v for v in client.search_model_versions("name='rice-classifier'")
+                if client.get_run(v.run_id).data.tags.get("rice.airflow_dag_run_id")
+                == "e2e-shipped")
+
+
+def test_digest_is_recorded_in_mlflow(pushed, shipped_run):
+    from mlflow import MlflowClient
+
+    version = shipped_version()
+    assert version.tags["rice.image"] == pushed["digest_ref"]
+    assert MlflowClient().get_run(version.run_id).data.tags["rice.image"] == \
+        pushed["digest_ref"]
 
 
 def _post_image(port: int, path: Path) -> dict:
@@ -114,7 +124,7 @@ def test_pulled_by_digest_the_image_classifies_real_rice(pushed, docker_login, s
         correct = sum(answer["class"] == cls for (cls, _), answer in zip(images, answers,
                                                                            strict=True))
         assert correct >= 16, f"{correct}/20 correct"
-        model = mlflow.pyfunc.load_model("models:/rice-classifier@champion")
+        model = mlflow.pyfunc.load_model(f"models:/rice-classifier/{shipped_version().version}")
         for (_, path), answer in zip(images, answers, strict=True):
             pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[None]
             expected = np.asarray(model.predict(pixels))[0]
@@ -173,3 +183,27 @@ def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_e
                        json={"connection_id": "rice_registry", "conn_type": "generic",
                              "password": docker_engine["RICE_REGISTRY_PASSWORD"]},
                        params={"update_mask": "password"})
+
+
+def test_rerunning_the_push_pushes_the_same_tags_again(airflow_pg, pushed, docker_engine):
+    import time as _time
+
+    response = airflow_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
+        "dry_run": False, "task_ids": ["push_image"], "dag_run_id": "e2e-shipped",
+        "include_downstream": False, "include_upstream": False, "only_failed": False,
+        "reset_dag_runs": True})
+    assert response.status_code == 200, response.text
+    deadline = _time.monotonic() + 300
+    while _time.monotonic() < deadline:
+        push = next(ti for ti in airflow_pg.task_instances("e2e-shipped")
+                    if ti["task_id"] == "push_image")
+        if push["state"] in ("success", "failed") and push["try_number"] >= 2:
+            break
+        _time.sleep(2)
+    assert push["state"] == "success", airflow_pg.describe("e2e-shipped")
+    value = airflow_pg.api(
+        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/push_image/"
+               "xcomEntries/return_value").json()["value"]
+    assert str(value).strip().splitlines()[-1] == pushed["digest_ref"]
+    tags = registry_tags(docker_engine)
+    assert SHA in tags and "latest" in tags

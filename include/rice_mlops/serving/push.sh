@@ -2,7 +2,8 @@
 # Runs in the docker CLI container of the push_image task (docker:27-cli or the local CLI
 # image): log in with credentials that arrive only as private environment variables, push the
 # immutable tag and `latest`, print the pushed digest as the last line (the task's XCom).
-# Environment: REGISTRY, REPOSITORY, IMAGE, LATEST, CONN_ID, REGISTRY_USERNAME, REGISTRY_PASSWORD.
+# Environment: REGISTRY, REPOSITORY, LOCAL (this run's build), IMAGE, LATEST, CONN_ID,
+# REGISTRY_USERNAME, REGISTRY_PASSWORD.
 set -eu
 export DOCKER_CONFIG=/tmp/docker-config  # throw-away, inside the auto-removed container
 attempt=1
@@ -19,6 +20,10 @@ while :; do
   echo "push: login attempt $attempt failed ($out); retrying" >&2
   attempt=$((attempt + 1)); sleep 5
 done
+# Re-tag from this run's own build: a re-run pushes the same image again, even if a later
+# run for the same commit has built another one under the same names since.
+docker tag "$LOCAL" "$IMAGE"
+docker tag "$LOCAL" "$LATEST"
 docker push "$IMAGE"
 docker push "$LATEST"
 docker logout "$REGISTRY" >/dev/null 2>&1 || true
