@@ -20,7 +20,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,15 +27,14 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
-RESULTS = REPO / "benchmarks" / "results" / "serving.jsonl"
 
 
 def free_port() -> int:
@@ -134,6 +132,8 @@ def measure(port: int, started: float, pid_of, jpeg: bytes, json_body: bytes, n:
 
 
 def main() -> int:
+    from results_log import record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "rice")
     parser.add_argument("--requests", type=int, default=500)
@@ -217,18 +217,12 @@ def main() -> int:
             mlflow_proc.wait()
         subprocess.run([REPO / "scripts" / "mlflow-server", "stop"], env=mlflow_env)
 
-    record = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+    record("serving", {
         "ours": ours, "mlflow_models_serve": theirs,
         "p50_ratio_invocations": round(theirs["invocations_json_128"]["p50_ms"]
                                        / ours["invocations_json_128"]["p50_ms"], 1),
         "memory_ratio": round(theirs["peak_rss_mib"] / ours["peak_rss_mib"], 1),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record, indent=2))
+    })
     return 0
 
 

@@ -15,19 +15,16 @@ Results are printed as JSON and appended to benchmarks/results/train_recipes.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "train_recipes.jsonl"
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def run_ours(data: Path) -> dict:
@@ -112,6 +109,8 @@ def run_seed(data: Path, budget_seconds: float) -> dict:
 
 
 def main() -> int:
+    from results_log import record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "rice")
     parser.add_argument("--skip-seed", action="store_true")
@@ -127,17 +126,11 @@ def main() -> int:
         finally:
             subprocess.run([REPO / "scripts" / "mlflow-server", "stop"], env=env, check=False)
     seed = None if args.skip_seed else run_seed(args.data, ours["wall_seconds"])
-    record = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+    record("train_recipes", {
         "data": str(args.data),
         "ours": ours,
         "seed": seed,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record, indent=2))
+    })
     return 0
 
 

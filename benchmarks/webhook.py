@@ -13,24 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
-RESULTS = REPO / "benchmarks" / "results" / "webhook.jsonl"
 
 
 def main() -> int:
+    from results_log import record
+
     from rice_mlops.webhook.send import push_payload
     from rice_mlops.webhook.signature import sign
     from tests.conftest import free_port
@@ -76,18 +76,12 @@ def main() -> int:
         if args.database == "postgres":
             subprocess.run([REPO / "scripts" / "postgres", "destroy"], env=pg_env)
     times.sort()
-    record = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+    record("webhook", {
         "database": args.database, "deliveries": len(times), "runs_created": runs,
         "p50_ms": round(statistics.median(times), 1),
         "p99_ms": round(times[int(len(times) * 0.99) - 1], 1),
         "max_ms": round(times[-1], 1),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record, indent=2))
+    })
     return 0
 
 

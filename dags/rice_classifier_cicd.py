@@ -45,6 +45,7 @@ _SCHEDULE = None if _SCHEDULE.strip().lower() in ("", "none") else _SCHEDULE
 _STAGING_ROOT = os.environ.get("RICE_STAGING_DIR", "/tmp/rice-mlops/staging")
 _DATA_DIR = os.environ.get("RICE_DATA_DIR", "")
 _DEFAULT_EPOCHS = int(os.environ.get("RICE_EPOCHS", "25"))
+_DEFAULT_MIN_ACCURACY = float(os.environ.get("RICE_MIN_TEST_ACCURACY", "0.97"))
 _EXPERIMENT = os.environ.get("RICE_MLFLOW_EXPERIMENT", "rice-classifier")
 _GITHUB_CONN_ID = os.environ.get("RICE_GITHUB_CONN_ID", "github_default")
 _GITHUB_REPOSITORY = os.environ.get("RICE_GITHUB_REPOSITORY", "")  # when conf names none
@@ -87,7 +88,7 @@ _REPO_OR_EMPTY = "^([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)?$"
         "data_dir": Param(_DATA_DIR, type="string",
                           description="Dataset directory (split or Kaggle layout); empty for "
                                       "the synthetic default."),
-        "min_test_accuracy": Param(0.97, type="number", minimum=0, maximum=1,
+        "min_test_accuracy": Param(_DEFAULT_MIN_ACCURACY, type="number", minimum=0, maximum=1,
                                    description="The gate's absolute bar on test accuracy."),
         "max_regression": Param(0.005, type="number", minimum=0, maximum=1,
                                 description="How much worse than the champion is tolerated."),

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,17 @@ class AirflowStack:
 
     def stop(self) -> None:
         self._script("stop", timeout=120)
+
+    @contextmanager
+    def running(self, dag_id: str = DAG_ID) -> Iterator[AirflowStack]:
+        """Started, with the DAG parsed and unpaused; stopped on exit."""
+        self.start()
+        try:
+            self.wait_for_dag(dag_id)
+            self.unpause(dag_id)
+            yield self
+        finally:
+            self.stop()
 
     def status(self) -> str:
         env = {**os.environ, **self.env, "AIRFLOW_HOME": str(self.home),

@@ -103,8 +103,7 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
                         RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
                         RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"]),
     )
-    stack.start()
-    try:
+    with stack.running():
         host, port = docker_engine["RICE_REGISTRY"].split(":")
         response = stack.api("POST", "/connections", json={
             "connection_id": "rice_registry", "conn_type": "generic", "host": host,
@@ -115,11 +114,7 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
             "connection_id": "github_default", "conn_type": "github",
             "host": github_double.url, "password": GITHUB_TOKEN})
         assert response.status_code == 201, response.text
-        stack.wait_for_dag()
-        stack.unpause()
         yield stack
-    finally:
-        stack.stop()
 
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
