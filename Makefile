@@ -13,7 +13,9 @@ test: setup
 	@scripts/test.sh
 
 down:
+	@scripts/airflow-stack stop
 	@scripts/mlflow-server stop
+	@scripts/docker-engine stop
 
 lint: setup
 	@.venv/bin/ruff check .

@@ -1,38 +1,48 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: a local MLflow server, the synthetic dataset unless
-# RICE_DATA_DIR points at real images, one training run, and a summary.
+# The main job on embedded defaults: a local MLflow server, the Docker engine and a local
+# registry where the machine allows it, the synthetic dataset unless RICE_DATA_DIR points at
+# real images, Airflow on SQLite with the webhook plugin; then a signed webhook delivery for
+# the current commit, a live view of the run, and .demo/summary.json. `make down` stops it all.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-export MLFLOW_PORT=${MLFLOW_PORT:-5000}
-export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 mkdir -p .demo
+export MLFLOW_PORT=${MLFLOW_PORT:-5050}
+export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+export AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
 scripts/mlflow-server start
 
-data_dir=${RICE_DATA_DIR:-}
-if [[ -z $data_dir ]]; then
-  data_dir=$repo/.demo/synthetic
-  if [[ ! -d $data_dir/train ]]; then
-    .venv/bin/rice-mlops synth --out "$data_dir" --per-class "${RICE_SYNTH_PER_CLASS:-150}" --seed 0
+if [[ -z ${RICE_DATA_DIR:-} ]]; then
+  export RICE_DATA_DIR=$repo/.demo/synthetic
+  if [[ ! -d $RICE_DATA_DIR/train ]]; then
+    .venv/bin/rice-mlops synth --out "$RICE_DATA_DIR" --per-class "${RICE_SYNTH_PER_CLASS:-150}" --seed 0
   fi
-  echo "demo: synthetic dataset at $data_dir (set RICE_DATA_DIR to train on real images)"
+  echo "demo: synthetic dataset at $RICE_DATA_DIR (set RICE_DATA_DIR to train on real images)"
+fi
+export RICE_DATA_DIR=$(cd "$RICE_DATA_DIR" && pwd)
+
+export RICE_STAGING_DIR=${RICE_STAGING_DIR:-$repo/.demo/staging}
+mkdir -p "$RICE_STAGING_DIR" && chmod 755 "$RICE_STAGING_DIR"
+if scripts/docker-engine start; then
+  eval "$(scripts/docker-engine env)"
+  # The push task reads the registry from this connection; its password never leaves it.
+  export AIRFLOW_CONN_RICE_REGISTRY=$(.venv/bin/python -c "import json,os; print(json.dumps({
+      'conn_type': 'generic', 'host': os.environ['RICE_REGISTRY'].split(':')[0],
+      'port': int(os.environ['RICE_REGISTRY'].split(':')[1]),
+      'login': os.environ['RICE_REGISTRY_USER'], 'password': os.environ['RICE_REGISTRY_PASSWORD']}))")
+  export RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE
+else
+  echo "demo: no usable Docker engine here: the image stages will be skipped with that reason"
+  export RICE_DOCKER_SOCKET=/nonexistent/docker.sock
 fi
 
-.venv/bin/rice-mlops train --data-dir "$data_dir" --output-json .demo/train.json \
-  ${RICE_EPOCHS:+--epochs "$RICE_EPOCHS"} \
-  --source-commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+[[ -s .demo/webhook_secret ]] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(20))' >.demo/webhook_secret)
+export GITHUB_WEBHOOK_SECRET=$(cat .demo/webhook_secret)
+export RICE_SCHEDULE=${RICE_SCHEDULE:-none}  # unpausing a cron DAG would start a nightly run too
+export AIRFLOW_HOME=${AIRFLOW_HOME:-$repo/.run/airflow}
+scripts/airflow-stack start
 
-.venv/bin/python - <<'PY'
-import json
-r = json.load(open(".demo/train.json"))
-m = r["metrics"]
-url = f'{r["tracking_uri"]}/#/experiments/{r["experiment_id"]}/runs/{r["run_id"]}'
-print(f"""
-== rice-mlops demo ==
-test accuracy   {m['test_accuracy']:.4f}   (macro F1 {m['test_macro_f1']:.4f})
-trained         {r['epochs_run']} epochs in {r['train_seconds']:.1f}s on {r['counts']}
-MLflow run      {url}
-model           {r['model_uri']}
-summary         .demo/train.json     stop the server: make down
-""")
-PY
+sha=$(git rev-parse HEAD 2>/dev/null || echo 0000000000000000000000000000000000000000)
+exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \
+  --admin-password-file "$AIRFLOW_HOME/admin_password" --mlflow-url "$MLFLOW_TRACKING_URI" \
+  --secret "$GITHUB_WEBHOOK_SECRET" --sha "$sha" --summary .demo/summary.json

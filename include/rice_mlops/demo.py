@@ -1,0 +1,154 @@
+"""The main job's driver: trigger the pipeline with a signed webhook delivery, follow the run
+with a live view of task states, and write a summary (`python -m rice_mlops.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from rice_mlops.webhook.events import dag_run_id
+from rice_mlops.webhook.send import push_payload, send
+
+DAG_ID = "rice_classifier_cicd"
+FINISHED = ("success", "failed")
+
+
+class Api:
+    def __init__(self, url: str, password: str):
+        self.url = url.rstrip("/")
+        token = httpx.post(f"{self.url}/auth/token", timeout=10,
+                           json={"username": "admin", "password": password})
+        token.raise_for_status()
+        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    def get(self, path: str, **params):
+        response = httpx.get(f"{self.url}/api/v2{path}", headers=self.headers, params=params,
+                             timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def patch(self, path: str, body: dict):
+        httpx.patch(f"{self.url}/api/v2{path}", headers=self.headers, json=body,
+                    timeout=30).raise_for_status()
+
+    def xcom(self, run_id: str, task_id: str):
+        response = httpx.get(
+            f"{self.url}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/"
+            "xcomEntries/return_value", headers=self.headers, timeout=30)
+        if response.status_code != 200:
+            return None
+        value = response.json()["value"]
+        try:
+            return json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            return value
+
+
+def wait_for_dag(api: Api, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api.get(f"/dags/{DAG_ID}")
+            return
+        except httpx.HTTPStatusError:
+            time.sleep(1)
+    raise SystemExit(f"demo: DAG {DAG_ID} not parsed after {timeout:.0f}s; see the "
+                     "dag-processor log")
+
+
+def follow(api: Api, run_id: str, timeout: float) -> dict:
+    """Print each task's state as it changes, until the run finishes."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        for ti in sorted(tasks, key=lambda t: t["start_date"] or "~"):
+            state = ti["state"] or "none"
+            if seen.get(ti["task_id"]) != state:
+                seen[ti["task_id"]] = state
+                print(f"  {time.strftime('%H:%M:%S')}  {ti['task_id']:<24} {state}", flush=True)
+        if run["state"] in FINISHED:
+            return run
+        time.sleep(2)
+    raise SystemExit(f"demo: run {run_id} not finished after {timeout:.0f}s")
+
+
+def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
+    run_id = run["dag_run_id"]
+    trained = api.xcom(run_id, "train") or {}
+    image = api.xcom(run_id, "record_image") or {}
+    pull = api.xcom(run_id, "open_pull_request")
+    states = {ti["task_id"]: ti["state"] for ti in
+              api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    mlflow_run = trained.get("run_id")
+    return {
+        "dag_run_id": run_id,
+        "state": run["state"],
+        "test_accuracy": (trained.get("metrics") or {}).get("test_accuracy"),
+        "mlflow_run_id": mlflow_run,
+        "mlflow_url": mlflow_url,
+        "mlflow_run_url": (f"{mlflow_url}/#/experiments/{trained.get('experiment_id')}/runs/"
+                           f"{mlflow_run}") if mlflow_run else None,
+        "image": image.get("digest_ref"),
+        "image_tags": [t for t in (image.get("image"), image.get("latest")) if t],
+        "pull_request": (pull or {}).get("pull_request") if isinstance(pull, dict) else None,
+        "pull_request_state": states.get("open_pull_request"),
+        "task_states": states,
+        "airflow_url": f"{airflow_url}/dags/{DAG_ID}/runs/{run_id}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--airflow-url", required=True)
+    parser.add_argument("--admin-password-file", type=Path, required=True)
+    parser.add_argument("--mlflow-url", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--sha", required=True)
+    parser.add_argument("--repository", default="local/rice-mlops")
+    parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
+    parser.add_argument("--timeout", type=float, default=3600)
+    args = parser.parse_args(argv)
+
+    api = Api(args.airflow_url, args.admin_password_file.read_text().strip())
+    wait_for_dag(api)
+    api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
+    delivery = str(uuid.uuid4())
+    response = send(f"{args.airflow_url}/webhooks/github", args.secret,
+                    push_payload("refs/heads/main", args.sha, args.repository),
+                    delivery=delivery)
+    print(f"demo: webhook delivery {delivery}: {response.status_code} {response.text}")
+    if response.status_code != 200:
+        return 1
+    run = follow(api, dag_run_id(delivery), args.timeout)
+    summary = summarize(api, run, args.airflow_url, args.mlflow_url)
+    args.summary.parent.mkdir(parents=True, exist_ok=True)
+    args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    accuracy = summary["test_accuracy"]
+    states = summary["task_states"]
+    image = summary["image"] or f"not pushed (push_image {states.get('push_image')}; see its log)"
+    pull = summary["pull_request"] or (f"not opened (open_pull_request "
+                                       f"{summary['pull_request_state']}; see its log)")
+    print(f"""
+== rice-mlops demo: {summary['state'].upper()} ==
+run              {summary['dag_run_id']}
+test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
+MLflow run       {summary['mlflow_run_url'] or '-'}
+image            {image}
+pull request     {pull}
+Airflow UI       {summary['airflow_url']}
+                 log in as admin, password in {args.admin_password_file}
+summary          {args.summary}        stop everything: make down
+""")
+    return 0 if summary["state"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
