@@ -37,10 +37,10 @@ class Api:
         httpx.patch(f"{self.url}/api/v2{path}", headers=self.headers, json=body,
                     timeout=30).raise_for_status()
 
-    def xcom(self, run_id: str, task_id: str):
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value"):
         response = httpx.get(
             f"{self.url}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/"
-            "xcomEntries/return_value", headers=self.headers, timeout=30)
+            f"xcomEntries/{key}", headers=self.headers, timeout=30)
         if response.status_code != 200:
             return None
         value = response.json()["value"]
@@ -87,10 +87,13 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
     pull = api.xcom(run_id, "open_pull_request")
     states = {ti["task_id"]: ti["state"] for ti in
               api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    gate = api.xcom(run_id, "quality_gate", key="gate") or {}
     mlflow_run = trained.get("run_id")
     return {
         "dag_run_id": run_id,
         "state": run["state"],
+        "shipped": states.get("promote") == "success",
+        "gate": gate.get("reason"),
         "test_accuracy": (trained.get("metrics") or {}).get("test_accuracy"),
         "mlflow_run_id": mlflow_run,
         "mlflow_url": mlflow_url,
@@ -133,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     accuracy = summary["test_accuracy"]
     states = summary["task_states"]
+    verdict = "shipped" if summary["shipped"] else f"NOT SHIPPED ({summary['gate'] or 'failed'})"
     image = summary["image"] or f"not pushed (push_image {states.get('push_image')}; see its log)"
     pull = summary["pull_request"] or (f"not opened (open_pull_request "
                                        f"{summary['pull_request_state']}; see its log)")
     print(f"""
-== rice-mlops demo: {summary['state'].upper()} ==
+== rice-mlops demo: {summary['state'].upper()}, {verdict} ==
 run              {summary['dag_run_id']}
 test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
+quality gate     {summary['gate'] or '-'}
 MLflow run       {summary['mlflow_run_url'] or '-'}
 image            {image}
 pull request     {pull}

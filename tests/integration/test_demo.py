@@ -1,0 +1,62 @@
+"""The main job (`make demo`'s script) on a small real subset: success, and a pushed digest the
+local registry really serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_path):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    tmp_path.chmod(0o755)
+    env = {**os.environ, "RICE_DATA_DIR": str(small_real_dataset), "RICE_EPOCHS": "15",
+           # The subset is small; the bar a demo on it can pass (the default is 0.97).
+           "RICE_MIN_TEST_ACCURACY": "0.8",
+           "MLFLOW_PORT": str(free_port()), "MLFLOW_HOME": str(tmp_path / "mlflow"),
+           "AIRFLOW_PORT": str(free_port()), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "RICE_STAGING_DIR": str(staging),
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        demo = subprocess.run([REPO / "scripts" / "demo.sh"], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=1500)
+        _check_demo(demo)
+    finally:  # what `make down` does
+        for script in ("airflow-stack", "mlflow-server", "docker-engine"):
+            subprocess.run([REPO / "scripts" / script, "stop"], env=env, timeout=120)
+
+
+def _check_demo(demo: subprocess.CompletedProcess) -> None:
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "== rice-mlops demo: SUCCESS, shipped ==" in demo.stdout
+    assert "validate_data            success" in demo.stdout  # the live view
+
+    summary = json.loads((REPO / ".demo" / "summary.json").read_text())
+    for key in ("dag_run_id", "state", "test_accuracy", "mlflow_run_id", "image",
+                "pull_request", "airflow_url", "mlflow_url"):
+        assert key in summary
+    assert summary["state"] == "success", demo.stdout[-3000:]
+    assert summary["shipped"] is True, demo.stdout[-3000:]
+    assert summary["image"], demo.stdout[-3000:]
+    assert summary["test_accuracy"] > 0.8
+    repository, digest = summary["image"].split("@")
+    registry, name = repository.split("/", 1)
+    engine = subprocess.run([REPO / "scripts" / "docker-engine", "env"], capture_output=True,
+                            text=True, check=True).stdout
+    creds = dict(line.removeprefix("export ").split("=", 1) for line in engine.splitlines())
+    manifest = httpx.get(
+        f"http://{registry}/v2/{name}/manifests/{digest}",
+        auth=(creds["RICE_REGISTRY_USER"], creds["RICE_REGISTRY_PASSWORD"]),
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert manifest.status_code == 200, manifest.text
+    assert manifest.headers["Docker-Content-Digest"] == digest
