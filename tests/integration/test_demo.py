@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,13 +31,38 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
     try:
         demo = subprocess.run([REPO / "scripts" / "demo.sh"], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=1500)
-        _check_demo(demo)
+        summary = _check_demo(demo)
+        _check_web_uis(env, summary)
     finally:  # what `make down` does
         for script in ("airflow-stack", "mlflow-server", "docker-engine"):
             subprocess.run([REPO / "scripts" / script, "stop"], env=env, timeout=120)
 
 
-def _check_demo(demo: subprocess.CompletedProcess) -> None:
+def _check_web_uis(env: dict, summary: dict) -> None:
+    """Log in to the Airflow UI, open the run and see its task states; open the MLflow run
+    and see its metrics. Screenshots land in test-artifacts/."""
+    from tests.integration.browser import airflow_login, browser_page, screenshot
+
+    airflow = f"http://127.0.0.1:{env['AIRFLOW_PORT']}"
+    password = (Path(env["AIRFLOW_HOME"]) / "admin_password").read_text().strip()
+    with browser_page() as page:
+        airflow_login(page, airflow, password)
+        page.goto(f"{airflow}/dags/rice_classifier_cicd/runs/{summary['dag_run_id']}")
+        page.get_by_text("12 Task Instances").wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        for task_id in ("validate_data", "train", "quality_gate", "push_image", "promote"):
+            assert task_id in text
+        assert text.count("Success") >= 10
+        assert screenshot(page, "airflow-dag-run.png").stat().st_size > 10_000
+
+        page.goto(summary["mlflow_run_url"])
+        page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        assert "test_macro_f1" in text and "tflite_max_abs_diff" in text
+        assert screenshot(page, "mlflow-run.png").stat().st_size > 10_000
+
+
+def _check_demo(demo: subprocess.CompletedProcess) -> dict:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "== rice-mlops demo: SUCCESS, shipped ==" in demo.stdout
     assert "validate_data            success" in demo.stdout  # the live view
@@ -60,3 +86,4 @@ def _check_demo(demo: subprocess.CompletedProcess) -> None:
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
     assert manifest.status_code == 200, manifest.text
     assert manifest.headers["Docker-Content-Digest"] == digest
+    return summary
