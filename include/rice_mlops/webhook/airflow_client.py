@@ -53,7 +53,15 @@ class AirflowClient:
         self._token_lock = asyncio.Lock()
         # SQLite cannot take concurrent dagRun inserts (DESIGN.md): one trigger at a time.
         self._trigger_lock = asyncio.Lock() if serialize else None
+        self._http: httpx.AsyncClient | None = None
         self.token_requests = 0
+
+    def _client(self) -> httpx.AsyncClient:
+        # One pooled client for the server's life: keep-alive connections to the API instead
+        # of a new TCP connection per delivery. Created on first use, inside the serving loop.
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout)
+        return self._http
 
     async def _token_value(self, client: httpx.AsyncClient, force: bool = False) -> str:
         async with self._token_lock:
@@ -75,18 +83,18 @@ class AirflowClient:
     async def trigger(self, dag_id: str, run_id: str, conf: dict) -> TriggerResult:
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
         url = f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns"
+        client = self._client()
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
-                for attempt in range(2):
-                    token = await self._token_value(client, force=attempt > 0)
-                    headers = {"Authorization": f"Bearer {token}"}
-                    if self._trigger_lock is not None:
-                        async with self._trigger_lock:
-                            response = await client.post(url, json=body, headers=headers)
-                    else:
+            for attempt in range(2):
+                token = await self._token_value(client, force=attempt > 0)
+                headers = {"Authorization": f"Bearer {token}"}
+                if self._trigger_lock is not None:
+                    async with self._trigger_lock:
                         response = await client.post(url, json=body, headers=headers)
-                    if response.status_code != 401:
-                        break
+                else:
+                    response = await client.post(url, json=body, headers=headers)
+                if response.status_code != 401:
+                    break
         except httpx.HTTPError as exc:
             raise AirflowUnavailable(f"Airflow API unreachable: {exc.__class__.__name__}") \
                 from None
