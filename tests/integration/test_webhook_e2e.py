@@ -177,14 +177,6 @@ def _alive(stack) -> bool:
                for name in ("api-server", "scheduler", "dag-processor", "triggerer"))
 
 
-def test_burst_of_ten_on_postgres(hook_pg):
-    before = run_count(hook_pg)
-    responses = _burst(hook_pg)
-    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
-    assert run_count(hook_pg) == before + 10
-    assert _alive(hook_pg)
-
-
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
@@ -221,12 +213,14 @@ def hook_sqlite(mlflow_server, tiny_real_dataset, tmp_path_factory, staging_root
         yield stack
 
 
-def test_burst_of_ten_on_sqlite(hook_sqlite):
-    before = run_count(hook_sqlite)
-    responses = _burst(hook_sqlite)
+@pytest.mark.parametrize("stack_fixture", ["hook_pg", "hook_sqlite"])
+def test_burst_of_ten(request, stack_fixture):
+    stack = request.getfixturevalue(stack_fixture)
+    before = run_count(stack)
+    responses = _burst(stack)
     assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
-    assert run_count(hook_sqlite) == before + 10
-    assert _alive(hook_sqlite)
+    assert run_count(stack) == before + 10
+    assert _alive(stack)
 
 
 def test_no_secret_configured_refuses_every_delivery(hook_sqlite):
