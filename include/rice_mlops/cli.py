@@ -73,7 +73,7 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
                 "image_size": int(found["params"].get("image_size", 0)) or None}
     context = prepare_context(staged, work / "context", metadata=metadata,
                               model_uri=args.model_uri, smoke_from=smoke_images(data_dir),
-                              wheel_cache=work)
+                              wheel_cache=work, wheelhouse=args.wheelhouse)
     repository, _, tag = args.tag.rpartition(":")
     if not repository or "/" in tag:
         raise ValueError(f"--tag must be name:tag or registry/name:tag, got {args.tag!r}")
@@ -87,6 +87,15 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
                         names.immutable, "-m", "rice_mlops.serving.smoke",
                         "--smoke-dir", "/smoke"], check=True)
     print(f"built {names.immutable} and {names.latest} from run {found['run_id']}")
+    return 0
+
+
+def _cmd_image_wheels(args: argparse.Namespace) -> int:
+    from rice_mlops.image import download_wheels
+
+    wheels = download_wheels(args.dest, machine=args.machine)
+    print(f"{len(wheels)} serving wheels for {args.machine or 'this machine'} in {args.dest}; "
+          "point RICE_SERVING_WHEELHOUSE at this directory on hosts without index access")
     return 0
 
 
@@ -104,8 +113,7 @@ def _cmd_webhook_send(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.model import ARCHITECTURES
+    from rice_mlops.config import ARCHITECTURES, TrainConfig
 
     parser = argparse.ArgumentParser(prog="rice-mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--work-dir", type=Path, default=Path(".build/image"))
     build.add_argument("--skip-smoke", action="store_true",
                        help="do not run the smoke test against the built image")
+    build.add_argument("--wheelhouse", type=Path,
+                       default=os.environ.get("RICE_SERVING_WHEELHOUSE") or None,
+                       help="directory of serving wheels to use instead of the package index")
     build.set_defaults(func=_cmd_image_build)
+    wheels = image.add_parser("wheels", help="download the serving image's wheels into a "
+                              "directory, for workers that cannot reach the package index")
+    wheels.add_argument("--dest", type=Path, required=True)
+    wheels.add_argument("--machine", help="image architecture, e.g. x86_64 or aarch64 "
+                        "(default: this machine's)")
+    wheels.set_defaults(func=_cmd_image_wheels)
 
     hook = sub.add_parser("webhook", help="GitHub webhook tools").add_subparsers(
         dest="webhook_command", required=True)

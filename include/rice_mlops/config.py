@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rice_mlops.model import DEFAULT_ARCHITECTURE
+# Here rather than in model.py, so the CLI and the DAG name them without importing Keras.
+ARCHITECTURES = ("rice_cnn", "seed_cnn")
+DEFAULT_ARCHITECTURE = "rice_cnn"
 
 
 @dataclass(frozen=True)

@@ -60,45 +60,59 @@ def _wheel_platforms(machine: str) -> list[str]:
 
 
 def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_REQUIREMENTS,
-                  machine: str | None = None) -> list[Path]:
-    """Wheels for the image's platform (CPython 3.11, manylinux) plus pip itself.
+                  machine: str | None = None, wheelhouse: Path | None = None) -> list[Path]:
+    """Wheels for the image's platform (CPython 3.11, manylinux), the installer pip included.
 
-    Downloaded once per requirements file and platform into `cache_root`, then copied.
+    Downloaded once per requirements file and platform into `cache_root`, then copied. With a
+    `wheelhouse` (a directory filled by `rice-mlops image wheels` on a host with package index
+    access), pip reads only that directory: the way for workers without network.
     """
     machine = machine or platform.machine()
-    pip_version = _pip_version()
-    key = hashlib.sha256(requirements.read_bytes() + f"{machine} pip {pip_version}".encode())
+    key = hashlib.sha256(requirements.read_bytes() + machine.encode())
     cache = cache_root / f"wheels-{key.hexdigest()[:16]}"
     if not (cache / "requirements.txt").is_file():
         cache_root.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".wheels-partial-", dir=cache_root))
         try:
-            args = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-                    "--no-deps", "--python-version", "3.11", "--implementation", "cp",
-                    "--dest", str(partial), "-r", str(requirements), f"pip=={pip_version}"]
-            for tag in _wheel_platforms(machine):
-                args += ["--platform", tag]
-            subprocess.run(args, check=True, capture_output=True, text=True)
+            download_wheels(partial, requirements, machine, wheelhouse)
             shutil.copy(requirements, partial / "requirements.txt")
             os.chmod(partial, 0o755)
             if cache.exists():
                 shutil.rmtree(partial)
             else:
                 os.rename(partial, cache)
-        except subprocess.CalledProcessError as exc:
+        except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
-            raise RuntimeError(f"could not download the serving wheels for {machine}: "
-                               f"{exc.stderr.strip()[-800:]}") from None
+            raise
     target.mkdir(parents=True, exist_ok=True)
     for wheel in cache.iterdir():
         shutil.copy2(wheel, target / wheel.name)
     return sorted(target.glob("*.whl"))
 
 
-def _pip_version() -> str:
-    from importlib.metadata import version
-
-    return version("pip")
+def download_wheels(dest: Path, requirements: Path = DEFAULT_REQUIREMENTS,
+                    machine: str | None = None, wheelhouse: Path | None = None) -> list[Path]:
+    """`pip download` the serving requirements for the image platform into `dest`."""
+    machine = machine or platform.machine()
+    args = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+            "--no-deps", "--python-version", "3.11", "--implementation", "cp",
+            "--dest", str(dest), "-r", str(requirements)]
+    for tag in _wheel_platforms(machine):
+        args += ["--platform", tag]
+    if wheelhouse is not None:
+        if not wheelhouse.is_dir():
+            raise RuntimeError(f"the serving wheelhouse {wheelhouse} does not exist: create it "
+                               "with `rice-mlops image wheels --dest DIR` on a host that reaches "
+                               "the package index, or unset RICE_SERVING_WHEELHOUSE")
+        args += ["--no-index", "--find-links", str(wheelhouse)]
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(args, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        where = f" from the wheelhouse {wheelhouse}" if wheelhouse is not None else ""
+        raise RuntimeError(f"could not download the serving wheels for {machine}{where}: "
+                           f"{exc.stderr.strip()[-800:]}") from None
+    return sorted(dest.glob("*.whl"))
 
 
 def smoke_images(data_dir: Path, per_class: int = SMOKE_PER_CLASS) -> list[Path]:
@@ -135,6 +149,7 @@ def prepare_context(
     model_uri: str,
     smoke_from: list[Path],
     wheel_cache: Path,
+    wheelhouse: Path | None = None,
     dockerfile: Path = DEFAULT_DOCKERFILE,
 ) -> Path:
     """Write a complete build context to `out_dir` (replaced atomically); returns it.
@@ -159,7 +174,7 @@ def prepare_context(
             shutil.copy(model_dir / name, partial / "model" / name)
         (partial / "model" / "metadata.json").write_text(
             json.dumps({**metadata, "classes": classes}, indent=2, sort_keys=True) + "\n")
-        vendor_wheels(partial / "wheels", wheel_cache)
+        vendor_wheels(partial / "wheels", wheel_cache, wheelhouse=wheelhouse)
         smoke = partial / "smoke" / "images"
         smoke.mkdir(parents=True)
         expected = expected_predictions(model_uri, smoke_from, classes)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-ARCHITECTURES = ("rice_cnn", "seed_cnn")
-DEFAULT_ARCHITECTURE = "rice_cnn"
+from rice_mlops.config import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
 
 def _preprocess(inputs: keras.KerasTensor, image_size: int) -> keras.KerasTensor:
