@@ -5,18 +5,18 @@ Imported only by the DAG file and its tasks (it needs Airflow and the docker pro
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException
 
+from rice_mlops.connections import optional_connection
+
 
 def registry_host(conn_id: str) -> str | None:
     """`host[:port]` of the registry connection, or None when it is not configured."""
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
+    conn = optional_connection(conn_id)
+    if conn is None:
         return None
     host = (conn.host or "").removeprefix("https://").removeprefix("http://").rstrip("/")
     return f"{host}:{conn.port}" if host and conn.port else (host or None)

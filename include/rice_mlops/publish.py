@@ -45,22 +45,25 @@ class Target:
     author_email: str = "rice-mlops-bot@users.noreply.github.com"
 
 
-def github_connection_configured(conn_id: str) -> bool:
-    """True when Airflow knows the connection (from the metadata DB, env or a secret backend)."""
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.sdk import BaseHook
+def unusable_connection_reason(conn_id: str) -> str | None:
+    """Why the GitHub connection cannot open a pull request, or None when it can."""
+    from rice_mlops.connections import optional_connection
 
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return False
-    return True
+    conn = optional_connection(conn_id)
+    if conn is None:
+        return (f"no Airflow connection {conn_id!r}: pull request not opened (add a GitHub "
+                "connection with a token in its password to enable it)")
+    if not conn.password:
+        return (f"Airflow connection {conn_id!r} has no token in its password: pull request "
+                "not opened (set GITHUB_TOKEN, or the connection's password, to enable it)")
+    return None
 
 
 def client_from_connection(conn_id: str) -> GitHubClient:
     from airflow.providers.github.hooks.github import GithubHook
 
-    conn = GithubHook(github_conn_id=conn_id).get_connection(conn_id)
+    # Not GithubHook(...): its constructor raises a bare ValueError when the token is missing.
+    conn = GithubHook.get_connection(conn_id)
     if not conn.password:
         raise GitHubAuthError(f"Airflow connection {conn_id!r} has no token in its password")
     host = (conn.host or "").rstrip("/")
