@@ -59,6 +59,7 @@ _IMAGE_NAME = os.environ.get("RICE_IMAGE_NAME", "rice-classifier")
 _BASE_IMAGE = os.environ.get("RICE_BASE_IMAGE", "")  # empty: the Dockerfile's python:3.11-slim
 _DOCKER_CLI_IMAGE = os.environ.get("RICE_DOCKER_CLI_IMAGE", "docker:27-cli")
 _DOCKER_SOCKET = os.environ.get("RICE_DOCKER_SOCKET", "/var/run/docker.sock")
+_WHEELHOUSE = os.environ.get("RICE_SERVING_WHEELHOUSE", "")  # workers without package index
 
 RICE_MODEL = Asset(name="rice_classifier_model", uri="mlflow://registered-models/rice-classifier")
 
@@ -182,10 +183,8 @@ def rice_classifier_cicd():
         from rice_mlops import publish, registry
         from rice_mlops.artifacts import verify_manifest
 
-        if not publish.github_connection_configured(_GITHUB_CONN_ID):
-            raise AirflowSkipException(
-                f"no Airflow connection {_GITHUB_CONN_ID!r}: pull request not opened "
-                "(add a GitHub connection with a token in its password to enable it)")
+        if reason := publish.unusable_connection_reason(_GITHUB_CONN_ID):
+            raise AirflowSkipException(reason)
         repository = params["source_repository"] or _GITHUB_REPOSITORY
         if not repository:
             raise AirflowSkipException("no repository: the run's conf names none and "
@@ -248,7 +247,8 @@ def rice_classifier_cicd():
             Path(staged["staging_dir"]), Path(_STAGING_ROOT) / trained["run_id"] / "image",
             metadata=metadata, model_uri=trained["model_uri"],
             smoke_from=smoke_images(Path(data["data_dir"])),
-            wheel_cache=Path(_STAGING_ROOT) / "wheels")
+            wheel_cache=Path(_STAGING_ROOT) / "wheels",
+            wheelhouse=Path(_WHEELHOUSE) if _WHEELHOUSE else None)
         local = run_tag(_IMAGE_NAME, trained["run_id"])
         command = build_command(context, names, build_args(metadata, _BASE_IMAGE or None),
                                 extra_tags=(local,))

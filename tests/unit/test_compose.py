@@ -29,7 +29,8 @@ def test_the_stack_has_every_component():
     assert "--allowed-hosts" in SERVICES["mlflow"]["command"]
     assert "--artifacts-destination" in SERVICES["mlflow"]["command"]
     base = (REPO / SERVICES["airflow-scheduler"]["build"]["dockerfile"]).read_text()
-    assert "FROM apache/airflow:3.3.2-python3.11" in base
+    assert "ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11" in base
+    assert "FROM ${AIRFLOW_BASE_IMAGE}" in base
     assert "requirements/lock.txt" in base
 
 
@@ -72,6 +73,8 @@ def test_workers_reach_the_docker_socket_and_share_the_staging_path():
     assert staging and staging[0].split(":", 1)[0] == "${RICE_STAGING_DIR"
     source, target = re.findall(r"\$\{RICE_STAGING_DIR[^}]*\}", staging[0])
     assert source == target  # same path on the host and in the worker
+    data = [v for v in worker["volumes"] if v.startswith("${RICE_DATA_DIR")]
+    assert data and data[0].endswith(":" + worker["environment"]["RICE_DATA_DIR"] + ":ro")
 
 
 @pytest.mark.parametrize("secret", sorted(SECRETS))
