@@ -93,3 +93,73 @@ def test_run_id_is_deterministic_per_delivery():
     assert dag_run_id(delivery) == dag_run_id(delivery) == f"github__{delivery}"
     assert valid_delivery(delivery)
     assert not valid_delivery("../etc/passwd") and not valid_delivery(None)
+
+
+def test_previous_secret_is_accepted_during_a_rotation():
+    body = b'{"zen": "rotate"}'
+    verify(("new secret", "old secret"), body, sign("old secret", body))
+    verify(("new secret", "old secret"), body, sign("new secret", body))
+    with pytest.raises(SignatureError):
+        verify(("new secret", "old secret"), body, sign("older secret", body))
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_secret_from_a_variable_is_reread_after_its_ttl():
+    from rice_mlops.webhook.secrets import WebhookSecrets
+
+    store, clock = {"hook": "first"}, _Clock()
+    secrets = WebhookSecrets(None, "older", "hook", ttl=60, lookup=store.get, clock=clock)
+    assert secrets.configured
+    assert await secrets.current() == ("first", "older")
+    store["hook"] = "second"
+    clock.now = 59
+    assert await secrets.current() == ("first", "older")  # cached
+    clock.now = 61
+    assert await secrets.current() == ("second", "older")
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
+    from rice_mlops.webhook.secrets import SecretUnavailable, WebhookSecrets
+
+    def broken(key):
+        raise ConnectionError("backend down")
+
+    with pytest.raises(SecretUnavailable, match="'hook'"):
+        await WebhookSecrets(None, None, "hook", lookup=broken).current()
+
+    clock, calls = _Clock(), []
+
+    def flaky(key):
+        calls.append(key)
+        if len(calls) > 1:
+            raise ConnectionError("backend down")
+        return "kept"
+
+    secrets = WebhookSecrets(None, None, "hook", ttl=1, lookup=flaky, clock=clock)
+    assert await secrets.current() == ("kept",)
+    clock.now = 5
+    assert await secrets.current() == ("kept",)
+    assert len(calls) == 2
+
+
+@pytest.mark.anyio
+async def test_the_environment_secret_wins_and_nothing_configured_is_empty(monkeypatch):
+    from rice_mlops.webhook.secrets import WebhookSecrets, read_variable
+
+    monkeypatch.setenv("AIRFLOW_VAR_RICE_TEST_HOOK", "from-airflow-variable")
+    assert read_variable("rice_test_hook") == "from-airflow-variable"  # Airflow's own lookup
+    assert await WebhookSecrets("env", None, "rice_test_hook").current() == ("env",)
+    assert await WebhookSecrets(None, None, "rice_test_hook").current() == (
+        "from-airflow-variable",)
+    assert not WebhookSecrets(None, "old", None).configured
+    assert await WebhookSecrets(None, "old", None).current() == ()
+    assert await WebhookSecrets(None, None, None).current() == ()

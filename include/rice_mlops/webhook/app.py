@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from rice_mlops.webhook.airflow_client import AirflowClient, AirflowRejected, AirflowUnavailable
 from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
+from rice_mlops.webhook.secrets import SecretUnavailable, WebhookSecrets
 from rice_mlops.webhook.signature import SignatureError, verify
 
 log = logging.getLogger("rice_mlops.webhook")
@@ -33,6 +34,8 @@ class Settings:
     username: str
     password: str
     serialize: bool
+    previous_secret: str | None = None
+    secret_variable: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +52,8 @@ class Settings:
             username=env.get("AIRFLOW_WEBHOOK_USERNAME", ""),
             password=env.get("AIRFLOW_WEBHOOK_PASSWORD", ""),
             serialize=database.startswith("sqlite"),
+            previous_secret=env.get("GITHUB_WEBHOOK_SECRET_PREVIOUS") or None,
+            secret_variable=env.get("GITHUB_WEBHOOK_SECRET_VARIABLE") or None,
         )
 
 
@@ -72,8 +77,10 @@ async def _read_body(request: Request) -> bytes | None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    if not settings.secret:
-        log.warning("GITHUB_WEBHOOK_SECRET is not set: every webhook delivery will be refused")
+    secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable)
+    if not secrets.configured:
+        log.warning("neither GITHUB_WEBHOOK_SECRET nor GITHUB_WEBHOOK_SECRET_VARIABLE is set: "
+                    "every webhook delivery will be refused")
     client = AirflowClient(settings.api_url, settings.username, settings.password,
                            serialize=settings.serialize)
     app = FastAPI(title="rice-mlops GitHub webhook", docs_url=None, redoc_url=None,
@@ -82,13 +89,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/github")
     async def github(request: Request) -> JSONResponse:
-        if not settings.secret:
+        try:
+            keys = await secrets.current()
+        except SecretUnavailable as exc:
+            log.warning("delivery refused: %s", exc)
+            return _answer(503, f"{exc}; redeliver once the secrets backend answers")
+        if not keys:
             return _answer(403, "webhook secret not configured on the server; refusing")
         body = await _read_body(request)
         if body is None:
             return _answer(413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
-            verify(settings.secret, body, request.headers.get("x-hub-signature-256"))
+            verify(keys, body, request.headers.get("x-hub-signature-256"))
         except SignatureError as exc:
             return _answer(exc.status, exc.reason)
         event = request.headers.get("x-github-event")
