@@ -60,6 +60,9 @@ _BASE_IMAGE = os.environ.get("RICE_BASE_IMAGE", "")  # empty: the Dockerfile's p
 _DOCKER_CLI_IMAGE = os.environ.get("RICE_DOCKER_CLI_IMAGE", "docker:27-cli")
 _DOCKER_SOCKET = os.environ.get("RICE_DOCKER_SOCKET", "/var/run/docker.sock")
 _WHEELHOUSE = os.environ.get("RICE_SERVING_WHEELHOUSE", "")  # workers without package index
+_KEEP_BUILDS = int(os.environ.get("RICE_KEEP_BUILDS", "5"))  # runs whose staging + tags stay
+# A Celery queue for `train` alone (workers started with --queues NAME); empty: the default.
+_TRAIN_QUEUE = {"queue": q} if (q := os.environ.get("RICE_TRAIN_QUEUE", "")) else {}
 
 RICE_MODEL = Asset(name="rice_classifier_model", uri="mlflow://registered-models/rice-classifier")
 
@@ -117,7 +120,7 @@ def rice_classifier_cicd():
         return {"data_dir": data_dir, "fingerprint": fingerprint(dataset),
                 "classes": dataset.classes, "counts": counts}
 
-    @task(execution_timeout=timedelta(hours=3))
+    @task(execution_timeout=timedelta(hours=3), **_TRAIN_QUEUE)
     def train(data: dict, params: dict | None = None, dag_run=None) -> dict:
         """Train and log one MLflow run for this DAG run (a retry reuses a complete run)."""
         from rice_mlops.config import TrainConfig
@@ -332,6 +335,22 @@ def rice_classifier_cicd():
         log.info("pushed %s and %s as %s", context["image"], context["latest"], pushed)
         return image
 
+    @task
+    def prune_old_builds(trained: dict) -> dict:
+        """Drop the staging directories and local image tags of all but the newest
+        RICE_KEEP_BUILDS runs (pushed images stay in the registry)."""
+        from dataclasses import asdict
+
+        from rice_mlops.housekeeping import prune
+
+        socket = Path(_DOCKER_SOCKET)
+        report = prune(Path(_STAGING_ROOT), keep=_KEEP_BUILDS, current=trained["run_id"],
+                       image_name=_IMAGE_NAME, docker_socket=socket if socket.exists() else None)
+        log.info("kept %d runs; removed %d directories and %d local tags: %s",
+                 len(report.kept), len(report.removed_dirs), len(report.removed_tags),
+                 report.removed_dirs + report.removed_tags)
+        return asdict(report)
+
     @task(outlets=[RICE_MODEL], trigger_rule="none_failed")
     def promote(trained: dict, ti=None, outlet_events=None) -> dict:
         """Move the `champion` alias to this run's version, after every publication succeeded."""
@@ -350,6 +369,8 @@ def rice_classifier_cicd():
     trained = train(data)
     staged = fetch_artifacts(trained)
     gate = quality_gate(trained, data, staged)
+    # Outside the gate's short circuit: runs that ship nothing still tidy up older runs.
+    staged >> prune_old_builds(trained)
     context = prepare_image_context(trained, staged, data)
     recorded = record_image(trained)
     gate >> context >> build_image >> smoke_test >> check_registry() >> push_image >> recorded

@@ -94,6 +94,9 @@ def test_task_graph_order(dag):
     assert dag.get_task("push_image").trigger_rule == "all_success"
     assert {"prepare_image_context", "build_image", "smoke_test", "push_image"} <= gated
     assert "open_pull_request" in dag.get_task("promote").upstream_task_ids
+    # Housekeeping follows the staging of this run and stays outside the gate's short circuit.
+    assert "prune_old_builds" in downstream("fetch_artifacts")
+    assert "prune_old_builds" not in gated
 
 
 def test_docker_tasks_use_the_engine_socket_and_no_tmp_mount(dag):

@@ -3,8 +3,8 @@ webhook plugin, scheduler, DAG processor, triggerer, a Celery worker, MLflow and
 
 Docker Hub is out of reach here, so `scripts/compose-images` builds every image locally (the
 real software from Debian packages and PyPI) and the .env points the stack at them. A signed
-webhook delivery to the API server runs the whole pipeline on the Celery worker, and the image
-lands in the stack's own registry.
+webhook delivery to the API server runs the whole pipeline on the Celery workers (`train` on the
+training-queue profile's worker), and the image lands in the stack's own registry.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def compose_stack(docker_engine, small_real_dataset):
         "RICE_SCHEDULE": "none",
         "RICE_EPOCHS": "15",
         "RICE_MIN_TEST_ACCURACY": "0.8",  # the subset is small (the default bar is 0.97)
+        "RICE_TRAIN_QUEUE": "training",
         "RICE_BASE_IMAGE": engine["RICE_BASE_IMAGE"],
         "RICE_DOCKER_CLI_IMAGE": engine["RICE_DOCKER_CLI_IMAGE"],
         "RICE_SERVING_WHEELHOUSE": str(staging / "wheelhouse"),
@@ -115,7 +116,8 @@ def compose_stack(docker_engine, small_real_dataset):
     env_file = root / ".env"
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     stack = Stack(["docker-compose", "-p", f"rice-ci-{uuid.uuid4().hex[:8]}", "--env-file",
-                   str(env_file), "-f", str(REPO / "docker-compose.yaml")], env)
+                   str(env_file), "-f", str(REPO / "docker-compose.yaml"),
+                   "--profile", "training-queue"], env)
     try:
         up = stack.compose("up", "-d", "--no-build", timeout=900)
         assert up.returncode == 0, up.stderr[-3000:]
@@ -163,7 +165,7 @@ def _service_states(stack: Stack) -> dict[str, str]:
     return states
 
 
-def test_a_push_webhook_runs_the_pipeline_on_a_celery_worker(compose_stack):
+def test_a_push_webhook_runs_the_pipeline_on_celery_workers(compose_stack):
     from rice_mlops.demo import DAG_ID, Api, follow, summarize, wait_for_dag
     from rice_mlops.webhook.send import push_payload, send
 
@@ -194,11 +196,14 @@ def test_a_push_webhook_runs_the_pipeline_on_a_celery_worker(compose_stack):
                if task != "open_pull_request"), states
     assert run["conf"]["source_commit"] == commit
 
-    # The tasks ran on the Celery worker container, not in the scheduler.
-    worker_ids = compose_stack.compose("ps", "-q", "airflow-worker").stdout.split()
-    tis = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
-    train = next(ti for ti in tis if ti["task_id"] == "train")
-    assert any(cid.startswith(train["hostname"]) for cid in worker_ids), train["hostname"]
+    # Celery put `train` on the training-queue worker and every other task on the default one.
+    hosts = {ti["task_id"]: ti["hostname"] for ti in
+             api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    for service, tasks in (("airflow-worker-training", ["train"]),
+                           ("airflow-worker", ["validate_data", "build_image", "promote"])):
+        container = compose_stack.compose("ps", "-q", service).stdout.split()[0]
+        for task in tasks:
+            assert hosts[task] and container.startswith(hosts[task]), (service, task, hosts)
 
     # MLflow behind the stack: the run, its metrics and its proxied artifacts.
     mlflow_run = httpx.get(f"{compose_stack.mlflow}/api/2.0/mlflow/runs/get",
@@ -228,7 +233,7 @@ def _check_airflow_ui(stack: Stack, run_id: str) -> None:
     with browser_page() as page:
         airflow_login(page, stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
         page.goto(f"{stack.airflow}/dags/rice_classifier_cicd/runs/{run_id}")
-        page.get_by_text("12 Task Instances").wait_for(timeout=60_000)
+        page.get_by_text("13 Task Instances").wait_for(timeout=60_000)
         text = page.inner_text("body")
         assert "train" in text and "push_image" in text
         assert screenshot(page, "compose-airflow-dag-run.png").stat().st_size > 10_000

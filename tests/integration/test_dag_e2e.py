@@ -21,7 +21,8 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
     states = airflow_pg.task_states("e2e-shipped")
     for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate",
                     "prepare_image_context", "build_image", "smoke_test", "check_registry",
-                    "push_image", "record_image", "open_pull_request", "promote"):
+                    "push_image", "record_image", "open_pull_request", "promote",
+                    "prune_old_builds"):
         assert states[task_id] == "success", states
 
 
@@ -101,6 +102,7 @@ def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipp
     states = airflow_pg.task_states("e2e-gated")
     assert run["state"] == "success", states
     assert states["quality_gate"] == "success"
+    assert states["prune_old_builds"] == "success"  # tidying does not depend on shipping
     for task_id in ("open_pull_request", "prepare_image_context", "build_image", "smoke_test",
                     "push_image", "record_image", "promote"):
         assert states[task_id] == "skipped", states

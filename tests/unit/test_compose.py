@@ -53,7 +53,7 @@ def test_every_variable_is_documented_and_secrets_have_no_default():
     for secret in SECRETS:
         assert secret in variables
         assert ENV_EXAMPLE[secret] == "", f"{secret} must have no usable default"
-        uses = re.findall(r"\$\{" + secret + r"(:?[?-])?", TEXT)
+        uses = re.findall(r"\$\{" + secret + r"(?![A-Z0-9_])(:?[?-])?", TEXT)
         assert uses and all(use == ":?" for use in uses), secret
 
 

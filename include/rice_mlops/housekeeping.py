@@ -1,0 +1,87 @@
+"""What a long-lived pipeline host must not accumulate: one staging directory (model artifacts
+and image build context) and one set of local image tags per training run.
+
+The newest `keep` runs stay, so their tasks can still be re-run (a cleared push re-publishes
+its run's own local build); older ones go. Pushed images stay in the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow run ids name the per-run staging directories
+
+
+@dataclass
+class PruneReport:
+    kept: list[str] = field(default_factory=list)
+    removed_dirs: list[str] = field(default_factory=list)
+    removed_tags: list[str] = field(default_factory=list)
+
+
+def stale_run_dirs(staging_root: Path, keep: int, current: str | None = None) -> list[Path]:
+    """Per-run directories beyond the newest `keep` (by modification time); never `current`."""
+    runs = [p for p in staging_root.iterdir() if p.is_dir() and _RUN_ID.fullmatch(p.name)]
+    runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p for p in runs[max(keep, 0):] if p.name != current]
+
+
+def stale_tags(image_tags: list[str], build_tag: str) -> list[str]:
+    """Tags of one stale run's local image to drop: its build tag and its registry names,
+    never `latest`; only the build tag when another run's build tag shares the image."""
+    prefix = build_tag.split(":", 1)[0] + ":"
+    if any(tag.startswith(prefix) and tag != build_tag for tag in image_tags):
+        return [build_tag]
+    return [tag for tag in image_tags if tag == build_tag or not tag.endswith(":latest")]
+
+
+def prune(staging_root: Path, keep: int, current: str | None, image_name: str,
+          docker_socket: Path | None) -> PruneReport:
+    """Remove stale run directories and their local images; best effort, every step logged."""
+    from rice_mlops.image import run_tag
+
+    report = PruneReport()
+    stale = stale_run_dirs(staging_root, keep, current)
+    report.kept = sorted({p.name for p in staging_root.iterdir() if _RUN_ID.fullmatch(p.name)}
+                         - {p.name for p in stale})
+    client = _docker(docker_socket)
+    for run_dir in stale:
+        if client is not None:
+            report.removed_tags += _untag(client, run_tag(image_name, run_dir.name))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not run_dir.exists():
+            report.removed_dirs.append(run_dir.name)
+        else:
+            log.warning("could not remove %s", run_dir)
+    return report
+
+
+def _docker(socket: Path | None):
+    if socket is None or not socket.exists():
+        return None
+    import docker
+
+    return docker.DockerClient(base_url=f"unix://{socket}")
+
+
+def _untag(client, build_tag: str) -> list[str]:
+    import docker.errors
+
+    try:
+        image = client.images.get(build_tag)
+    except docker.errors.ImageNotFound:
+        return []
+    removed = []
+    for tag in stale_tags(image.tags, build_tag):
+        try:
+            client.images.remove(tag)  # untags; layers go with the last tag
+            removed.append(tag)
+        except docker.errors.APIError as exc:  # e.g. a container still uses it
+            log.warning("kept %s: %s", tag, exc.explanation or exc)
+    return removed
