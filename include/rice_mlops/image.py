@@ -25,6 +25,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
 DEFAULT_DOCKERFILE = Path(os.environ.get("RICE_DOCKERFILE", REPO_ROOT / "Dockerfile"))
 DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "serving.txt"
+# Vendored beside the wheels and run from its own wheel in the build stage; never installed.
+INSTALLER = "pip==26.3"
 MODEL_FILES = ("model.tflite", "labels.json")
 SMOKE_PER_CLASS = 2
 _TAG_OK = re.compile(r"[^A-Za-z0-9_.-]")
@@ -68,7 +70,7 @@ def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_R
     access), pip reads only that directory: the way for workers without network.
     """
     machine = machine or platform.machine()
-    key = hashlib.sha256(requirements.read_bytes() + machine.encode())
+    key = hashlib.sha256(requirements.read_bytes() + f"{machine} {INSTALLER}".encode())
     cache = cache_root / f"wheels-{key.hexdigest()[:16]}"
     if not (cache / "requirements.txt").is_file():
         cache_root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ def download_wheels(dest: Path, requirements: Path = DEFAULT_REQUIREMENTS,
     machine = machine or platform.machine()
     args = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
             "--no-deps", "--python-version", "3.11", "--implementation", "cp",
-            "--dest", str(dest), "-r", str(requirements)]
+            "--dest", str(dest), "-r", str(requirements), INSTALLER]
     for tag in _wheel_platforms(machine):
         args += ["--platform", tag]
     if wheelhouse is not None:

@@ -26,12 +26,15 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
            "MLFLOW_PORT": str(free_port()), "MLFLOW_HOME": str(tmp_path / "mlflow"),
            "AIRFLOW_PORT": str(free_port()), "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "RICE_STAGING_DIR": str(staging),
+           # Its own engine state and registry port: `stop` below then ends only what the demo
+           # started, never an engine or registry some other process owns.
+           "RICE_DOCKER_STATE": str(tmp_path / "docker"), "RICE_REGISTRY_PORT": str(free_port()),
            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
         demo = subprocess.run([REPO / "scripts" / "demo.sh"], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=1500)
-        summary = _check_demo(demo)
+        summary = _check_demo(demo, env)
         _check_web_uis(env, summary)
     finally:  # what `make down` does
         for script in ("airflow-stack", "mlflow-server", "docker-engine"):
@@ -62,7 +65,7 @@ def _check_web_uis(env: dict, summary: dict) -> None:
         assert screenshot(page, "mlflow-run.png").stat().st_size > 10_000
 
 
-def _check_demo(demo: subprocess.CompletedProcess) -> dict:
+def _check_demo(demo: subprocess.CompletedProcess, env: dict) -> dict:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "== rice-mlops demo: SUCCESS, shipped ==" in demo.stdout
     assert "validate_data            success" in demo.stdout  # the live view
@@ -78,7 +81,7 @@ def _check_demo(demo: subprocess.CompletedProcess) -> dict:
     repository, digest = summary["image"].split("@")
     registry, name = repository.split("/", 1)
     engine = subprocess.run([REPO / "scripts" / "docker-engine", "env"], capture_output=True,
-                            text=True, check=True).stdout
+                            text=True, check=True, env=env).stdout
     creds = dict(line.removeprefix("export ").split("=", 1) for line in engine.splitlines())
     manifest = httpx.get(
         f"http://{registry}/v2/{name}/manifests/{digest}",
