@@ -136,6 +136,10 @@ def test_pulled_by_digest_the_image_classifies_real_rice(pushed, docker_login, s
         assert labels["io.rice-mlops.mlflow.run-id"]
         assert docker(env, "inspect", "--format", "{{.Config.User}}",
                       pushed["digest_ref"]).stdout.strip() == "10001"
+        # Only the runtime: pip ran in the build stage and stayed there.
+        probe = docker(env, "run", "--rm", "--network", "none", "--entrypoint", "python3",
+                       pushed["digest_ref"], "-c", "import pip", check=False)
+        assert probe.returncode != 0 and "No module named 'pip'" in probe.stderr
     finally:
         docker(env, "stop", container, check=False)
 
