@@ -81,3 +81,17 @@ def test_workers_reach_the_docker_socket_and_share_the_staging_path():
 def test_no_secret_value_is_written_in_the_file(secret):
     assert not re.search(rf"{secret}\s*[:=]\s*['\"]?[A-Za-z0-9]", TEXT.replace(
         f"{secret}: ${{{secret}", ""))
+
+
+def test_each_secret_reaches_only_the_services_that_use_it():
+    def holders(variable: str) -> set[str]:
+        return {name for name, service in SERVICES.items()
+                if any(f"${{{variable}" in str(value)
+                       for value in (service.get("environment") or {}).values())}
+
+    assert holders("GITHUB_TOKEN") == {"airflow-worker", "airflow-worker-training"}
+    assert holders("REGISTRY_PASSWORD") == {"airflow-worker", "airflow-worker-training",
+                                            "registry-init"}
+    assert holders("GITHUB_WEBHOOK_SECRET") == {"airflow-apiserver"}
+    assert holders("AIRFLOW_WEBHOOK_PASSWORD") == {"airflow-apiserver", "airflow-init"}
+    assert holders("AIRFLOW_ADMIN_PASSWORD") == {"airflow-init"}
