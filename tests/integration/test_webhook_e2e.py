@@ -235,3 +235,17 @@ def test_no_secret_configured_refuses_every_delivery(hook_sqlite):
     assert run_count(hook_sqlite) == before
     log = (hook_sqlite.home / "logs" / "api-server.log").read_text()
     assert "GITHUB_WEBHOOK_SECRET is not set" in log
+
+
+def test_secret_from_an_airflow_variable_with_the_previous_one_during_rotation(hook_sqlite):
+    hook_sqlite.stop()
+    hook_sqlite.env.pop("GITHUB_WEBHOOK_SECRET", None)
+    # The Variable comes through Airflow's own secrets backends (here: the environment one).
+    hook_sqlite.env.update(GITHUB_WEBHOOK_SECRET_VARIABLE="rice_webhook_secret",
+                           AIRFLOW_VAR_RICE_WEBHOOK_SECRET="the new secret",
+                           GITHUB_WEBHOOK_SECRET_PREVIOUS=SECRET)
+    hook_sqlite.start()
+    ping = {"zen": "Keep it logically awesome.", "hook_id": 1}
+    for secret, status in (("the new secret", 200), (SECRET, 200), ("a third secret", 401)):
+        response = deliver(hook_sqlite, ping, event="ping", secret=secret)
+        assert response.status_code == status, (secret, response.text)

@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable)
     if not secrets.configured:
-        log.warning("neither GITHUB_WEBHOOK_SECRET nor GITHUB_WEBHOOK_SECRET_VARIABLE is set: "
+        log.warning("GITHUB_WEBHOOK_SECRET is not set (nor GITHUB_WEBHOOK_SECRET_VARIABLE): "
                     "every webhook delivery will be refused")
     client = AirflowClient(settings.api_url, settings.username, settings.password,
                            serialize=settings.serialize)
