@@ -1,0 +1,109 @@
+"""The production stack (docker-compose.yaml) end to end on this machine: how long its images
+take to build, how long `up` takes until every service is healthy, how long a push webhook
+takes to a shipped model on the Celery workers, and how much memory the stack holds.
+
+    scripts/docker-engine start
+    .venv/bin/python benchmarks/compose_stack.py [--data-dir ../shared/rice] [--epochs 25]
+
+Appends a record to results/compose_stack.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def _mib(usage: str) -> float:
+    """'1.234GiB / 23.4GiB' -> MiB used."""
+    value, unit = re.fullmatch(r"([\d.]+)([A-Za-z]+)", usage.split("/")[0].strip()).groups()
+    return float(value) * _UNITS[unit] / 2**20
+
+
+def _seconds(ti: dict) -> float:
+    start, end = (datetime.fromisoformat(ti[k].replace("Z", "+00:00"))
+                  for k in ("start_date", "end_date"))
+    return round((end - start).total_seconds(), 1)
+
+
+def main() -> int:
+    from results_log import record
+
+    from rice_mlops.demo import DAG_ID, Api, follow, summarize, wait_for_dag
+    from rice_mlops.webhook.send import push_payload, send
+    from tests.integration.compose_stack import build_images, compose_stack
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "rice")
+    parser.add_argument("--epochs", default="25")
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    images = build_images()
+    build_s = time.monotonic() - started
+    started = time.monotonic()
+    with compose_stack(args.data_dir.resolve(), images, RICE_EPOCHS=args.epochs) as stack:
+        waiting = stack.wait_healthy(timeout=600)
+        healthy_s = time.monotonic() - started
+        if waiting:
+            raise SystemExit(f"not healthy: {waiting}")
+        api = Api(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
+        wait_for_dag(api, timeout=300)
+        api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
+        idle = _stack_memory(stack)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=REPO).stdout.strip()
+        sent = time.monotonic()
+        answer = send(f"{stack.airflow}/webhooks/github", stack.env["GITHUB_WEBHOOK_SECRET"],
+                      push_payload("refs/heads/main", commit, "local/rice-mlops"))
+        answer.raise_for_status()
+        run = follow(api, answer.json()["dag_run_id"], timeout=3600)
+        run_s = time.monotonic() - sent
+        summary = summarize(api, run, stack.airflow, stack.mlflow)
+        tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
+        durations = {ti["task_id"]: _seconds(ti) for ti in tasks["task_instances"]
+                     if ti["start_date"] and ti["end_date"]}
+        after = _stack_memory(stack)
+    airflow_image = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}",
+                                    "rice-mlops/airflow:3.3.2"], capture_output=True,
+                                   text=True).stdout.strip()
+    record("compose_stack", {
+        "data_dir": str(args.data_dir), "epochs": int(args.epochs),
+        "images_build_s": round(build_s, 1),
+        "up_to_all_healthy_s": round(healthy_s, 1),
+        "webhook_to_finished_run_s": round(run_s, 1),
+        "state": run["state"], "test_accuracy": summary["test_accuracy"],
+        "image": summary["image"], "task_seconds": durations,
+        "stack_memory_mib_idle": idle, "stack_memory_mib_after_run": after,
+        "airflow_image_mb": round(int(airflow_image or 0) / 1e6, 1),
+    })
+    return 0 if run["state"] == "success" else 1
+
+
+def _stack_memory(stack) -> dict[str, float]:
+    ids = stack.compose("ps", "-q").stdout.split()
+    stats = subprocess.run(["docker", "stats", "--no-stream", "--format",
+                            "{{.Name}}\t{{.MemUsage}}", *ids], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    memory = {}
+    for line in stats:
+        name, usage = line.split("\t")
+        service = re.sub(r"^rice-ci-[0-9a-f]+_|_\d+$", "", name)
+        memory[service] = round(_mib(usage), 1)
+    memory["total"] = round(sum(memory.values()), 1)
+    return memory
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Drive docker-compose.yaml for real on this machine: images from scripts/compose-images,
+a generated .env with fresh secrets and free loopback ports, `up`, health, logs and `down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ONE_SHOT = ("airflow-init", "registry-init")
+
+
+@dataclass
+class ComposeStack:
+    command: list[str]
+    env: dict[str, str]
+
+    @property
+    def airflow(self) -> str:
+        return f"http://127.0.0.1:{self.env['AIRFLOW_PORT']}"
+
+    @property
+    def mlflow(self) -> str:
+        return f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.env['REGISTRY_PORT']}"
+
+    def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.command, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+
+    def service_states(self) -> dict[str, str]:
+        """Service -> health ("healthy", "starting", ...) or "exited <code>" for one-shots."""
+        ids = self.compose("ps", "-q", "-a").stdout.split()
+        inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True,
+                                              text=True, check=True).stdout)
+        states = {}
+        for container in inspected:
+            service = container["Config"]["Labels"]["com.docker.compose.service"]
+            state = container["State"]
+            if state["Status"] == "exited":
+                states[service] = f"exited {state['ExitCode']}"
+            else:
+                states[service] = state.get("Health", {}).get("Status", state["Status"])
+        return states
+
+    def wait_healthy(self, timeout: float = 300) -> dict[str, str]:
+        """Wait until every long-running service is healthy; returns what is not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.service_states()
+            waiting = {name: state for name, state in states.items()
+                       if name not in ONE_SHOT and state != "healthy"}
+            if not waiting or time.monotonic() > deadline:
+                return waiting
+            time.sleep(2)
+
+
+def build_images() -> dict[str, str]:
+    """The *_IMAGE lines scripts/compose-images prints after building every image."""
+    built = subprocess.run([REPO / "scripts" / "compose-images", "build"], capture_output=True,
+                           text=True, timeout=1800)
+    if built.returncode != 0:
+        raise RuntimeError(f"scripts/compose-images build failed: {built.stderr[-3000:]}")
+    return dict(line.split("=", 1) for line in built.stdout.split())
+
+
+def _wait(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+@contextmanager
+def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = None,
+                  profiles: tuple[str, ...] = (), **settings: str) -> Iterator[ComposeStack]:
+    """The stack up on `data_dir` with generated secrets; `settings` override .env values.
+    Everything it created (containers, volumes, pushed local tags, staging) goes on exit."""
+    from cryptography.fernet import Fernet
+
+    from rice_mlops.image import download_wheels
+
+    # Bind sources must be readable by the containers' users: outside pytest's 0700 dirs.
+    root = Path(tempfile.mkdtemp(prefix="rice-compose-"))
+    root.chmod(0o755)
+    staging = root / "staging"
+    staging.mkdir()
+    staging.chmod(0o777)  # the workers (uid 50000) write here
+    # The stack's network has no route out: the workers read the serving wheels from here.
+    download_wheels(staging / "wheelhouse")
+    engine = dict(line.removeprefix("export ").split("=", 1) for line in subprocess.run(
+        [REPO / "scripts" / "docker-engine", "env"], capture_output=True, text=True,
+        check=True).stdout.splitlines())
+    env = {
+        **images,
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
+        "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),
+        "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+        "AIRFLOW_WEBHOOK_PASSWORD": secrets.token_urlsafe(16),
+        "GITHUB_WEBHOOK_SECRET": secrets.token_urlsafe(32),
+        "GITHUB_WEBHOOK_REPOSITORIES": "local/rice-mlops",
+        "GITHUB_TOKEN": "",
+        "REGISTRY_USER": "rice",
+        "REGISTRY_PASSWORD": secrets.token_urlsafe(16),
+        "RICE_STAGING_DIR": str(staging),
+        "RICE_DATA_DIR": str(data_dir),
+        "RICE_SCHEDULE": "none",
+        "RICE_BASE_IMAGE": engine["RICE_BASE_IMAGE"],
+        "RICE_DOCKER_CLI_IMAGE": engine["RICE_DOCKER_CLI_IMAGE"],
+        "RICE_SERVING_WHEELHOUSE": str(staging / "wheelhouse"),
+        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        "AIRFLOW_PORT": str(free_port()),
+        "MLFLOW_PORT": str(free_port()),
+        "REGISTRY_PORT": str(free_port()),
+        **settings,
+    }
+    env_file = root / ".env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    command = ["docker-compose", "-p", f"rice-ci-{uuid.uuid4().hex[:8]}", "--env-file",
+               str(env_file), "-f", str(REPO / "docker-compose.yaml")]
+    for profile in profiles:
+        command += ["--profile", profile]
+    stack = ComposeStack(command, env)
+    try:
+        up = stack.compose("up", "-d", "--no-build", timeout=900)
+        if up.returncode != 0:
+            raise RuntimeError(f"docker-compose up failed: {up.stderr[-3000:]}")
+        _wait(f"{stack.airflow}/api/v2/monitor/health", 300)
+        yield stack
+    finally:
+        if logs is not None:
+            logs.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.compose("logs", "--no-color", timeout=120)
+            logs.write_text(out.stdout + out.stderr)
+        stack.compose("down", "--volumes", "--remove-orphans", timeout=300)
+        pushed = subprocess.run(["docker", "images", "-q", f"{stack.registry}/rice-classifier"],
+                                capture_output=True, text=True).stdout.split()
+        if pushed:
+            subprocess.run(["docker", "rmi", "-f", *set(pushed)], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
