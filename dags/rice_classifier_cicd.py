@@ -369,8 +369,9 @@ def rice_classifier_cicd():
     trained = train(data)
     staged = fetch_artifacts(trained)
     gate = quality_gate(trained, data, staged)
-    # Outside the gate's short circuit: runs that ship nothing still tidy up older runs.
-    staged >> prune_old_builds(trained)
+    # Before the gate: runs that ship nothing tidy up too, and no image stage of this run
+    # (a retag of the same commit) runs while older tags are removed.
+    staged >> prune_old_builds(trained) >> gate
     context = prepare_image_context(trained, staged, data)
     recorded = record_image(trained)
     gate >> context >> build_image >> smoke_test >> check_registry() >> push_image >> recorded

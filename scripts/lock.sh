@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resolve requirements/base.in in a scratch venv and write every pinned version to the lock.
 # The current lock constrains the resolution, so adding a requirement moves no other pin;
-# LOCK_UPGRADE=1 resolves everything afresh.
+# LOCK_UPGRADE=1 resolves everything afresh (needed when base.in changes a pinned version).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$(mktemp -d)

@@ -35,7 +35,7 @@ def stale_run_dirs(staging_root: Path, keep: int, current: str | None = None) ->
 def stale_tags(image_tags: list[str], build_tag: str) -> list[str]:
     """Tags of one stale run's local image to drop: its build tag and its registry names,
     never `latest`; only the build tag when another run's build tag shares the image."""
-    prefix = build_tag.split(":", 1)[0] + ":"
+    prefix = build_tag.rpartition(":")[0] + ":"
     if any(tag.startswith(prefix) and tag != build_tag for tag in image_tags):
         return [build_tag]
     return [tag for tag in image_tags if tag == build_tag or not tag.endswith(":latest")]
@@ -43,22 +43,27 @@ def stale_tags(image_tags: list[str], build_tag: str) -> list[str]:
 
 def prune(staging_root: Path, keep: int, current: str | None, image_name: str,
           docker_socket: Path | None) -> PruneReport:
-    """Remove stale run directories and their local images; best effort, every step logged."""
+    """Remove stale run directories and their local images. Best effort: an engine that is
+    down or refuses is logged and the directories still go, so tidying never fails a run."""
     from rice_mlops.image import run_tag
 
     report = PruneReport()
     stale = stale_run_dirs(staging_root, keep, current)
     report.kept = sorted({p.name for p in staging_root.iterdir() if _RUN_ID.fullmatch(p.name)}
                          - {p.name for p in stale})
-    client = _docker(docker_socket)
-    for run_dir in stale:
+    client = _docker(docker_socket) if stale else None
+    try:
+        for run_dir in stale:
+            if client is not None:
+                report.removed_tags += _untag(client, run_tag(image_name, run_dir.name))
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not run_dir.exists():
+                report.removed_dirs.append(run_dir.name)
+            else:
+                log.warning("could not remove %s", run_dir)
+    finally:
         if client is not None:
-            report.removed_tags += _untag(client, run_tag(image_name, run_dir.name))
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if not run_dir.exists():
-            report.removed_dirs.append(run_dir.name)
-        else:
-            log.warning("could not remove %s", run_dir)
+            client.close()
     return report
 
 
@@ -67,7 +72,11 @@ def _docker(socket: Path | None):
         return None
     import docker
 
-    return docker.DockerClient(base_url=f"unix://{socket}")
+    try:
+        return docker.DockerClient(base_url=f"unix://{socket}")
+    except docker.errors.DockerException as exc:  # engine down, or no permission on the socket
+        log.warning("local image tags not pruned: %s", exc)
+        return None
 
 
 def _untag(client, build_tag: str) -> list[str]:
@@ -77,11 +86,17 @@ def _untag(client, build_tag: str) -> list[str]:
         image = client.images.get(build_tag)
     except docker.errors.ImageNotFound:
         return []
+    except docker.errors.DockerException as exc:
+        log.warning("kept %s: %s", build_tag, exc)
+        return []
     removed = []
     for tag in stale_tags(image.tags, build_tag):
         try:
+            # A registry tag may have moved to a newer build of the same commit since.
+            if client.images.get(tag).id != image.id:
+                continue
             client.images.remove(tag)  # untags; layers go with the last tag
             removed.append(tag)
-        except docker.errors.APIError as exc:  # e.g. a container still uses it
-            log.warning("kept %s: %s", tag, exc.explanation or exc)
+        except docker.errors.DockerException as exc:  # e.g. a container still uses it
+            log.warning("kept %s: %s", tag, getattr(exc, "explanation", None) or exc)
     return removed

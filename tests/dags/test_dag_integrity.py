@@ -94,8 +94,9 @@ def test_task_graph_order(dag):
     assert dag.get_task("push_image").trigger_rule == "all_success"
     assert {"prepare_image_context", "build_image", "smoke_test", "push_image"} <= gated
     assert "open_pull_request" in dag.get_task("promote").upstream_task_ids
-    # Housekeeping follows the staging of this run and stays outside the gate's short circuit.
+    # Housekeeping follows the staging of this run and ends before the gate and image stages.
     assert "prune_old_builds" in downstream("fetch_artifacts")
+    assert "quality_gate" in downstream("prune_old_builds")
     assert "prune_old_builds" not in gated
 
 

@@ -138,6 +138,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         **settings,
     }
     env_file = root / ".env"
+    env_file.touch(mode=0o600)  # live secrets
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     command = ["docker-compose", "-p", f"rice-ci-{uuid.uuid4().hex[:8]}", "--env-file",
                str(env_file), "-f", str(REPO / "docker-compose.yaml")]

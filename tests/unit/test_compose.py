@@ -89,9 +89,8 @@ def test_each_secret_reaches_only_the_services_that_use_it():
                 if any(f"${{{variable}" in str(value)
                        for value in (service.get("environment") or {}).values())}
 
-    assert holders("GITHUB_TOKEN") == {"airflow-worker", "airflow-worker-training"}
-    assert holders("REGISTRY_PASSWORD") == {"airflow-worker", "airflow-worker-training",
-                                            "registry-init"}
+    assert holders("GITHUB_TOKEN") == {"airflow-worker"}
+    assert holders("REGISTRY_PASSWORD") == {"airflow-worker", "registry-init"}
     assert holders("GITHUB_WEBHOOK_SECRET") == {"airflow-apiserver"}
     assert holders("AIRFLOW_WEBHOOK_PASSWORD") == {"airflow-apiserver", "airflow-init"}
     assert holders("AIRFLOW_ADMIN_PASSWORD") == {"airflow-init"}

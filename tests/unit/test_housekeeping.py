@@ -41,3 +41,17 @@ def test_stale_tags_keep_latest_and_images_other_runs_still_use():
     assert stale_tags(tags, build) == tags[:2]
     shared = [*tags, "rice-classifier-build:" + RUNS[1]]
     assert stale_tags(shared, build) == [build]
+
+
+def test_a_registry_name_with_a_port_is_not_mistaken_for_a_build_tag():
+    build = "127.0.0.1:5000/rice-build:" + RUNS[0]
+    tags = [build, "127.0.0.1:5000/rice:abc123"]
+    assert stale_tags(tags, build) == tags
+
+
+def test_an_engine_that_does_not_answer_leaves_tags_and_still_prunes(tmp_path):
+    root = _staging(tmp_path)
+    dead = tmp_path / "dead.sock"
+    dead.touch()  # a socket path nothing listens on
+    report = prune(root, keep=4, current=None, image_name="rice-classifier", docker_socket=dead)
+    assert report.removed_dirs == [RUNS[0]] and report.removed_tags == []

@@ -116,13 +116,17 @@ async def test_secret_from_a_variable_is_reread_after_its_ttl():
     from rice_mlops.webhook.secrets import WebhookSecrets
 
     store, clock = {"hook": "first"}, _Clock()
-    secrets = WebhookSecrets(None, "older", "hook", ttl=60, lookup=store.get, clock=clock)
+    secrets = WebhookSecrets(None, "older", "hook", ttl=60, grace=3600, lookup=store.get,
+                             clock=clock)
     assert secrets.configured
     assert await secrets.current() == ("first", "older")
     store["hook"] = "second"
     clock.now = 59
     assert await secrets.current() == ("first", "older")  # cached
     clock.now = 61
+    # Rotated in the Variable: the value it replaced stays valid while GitHub catches up.
+    assert await secrets.current() == ("second", "first", "older")
+    clock.now = 61 + 3600
     assert await secrets.current() == ("second", "older")
 
 
@@ -133,8 +137,11 @@ async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
     def broken(key):
         raise ConnectionError("backend down")
 
+    never = WebhookSecrets(None, None, "hook", lookup=broken)
     with pytest.raises(SecretUnavailable, match="'hook'"):
-        await WebhookSecrets(None, None, "hook", lookup=broken).current()
+        await never.current()
+    with pytest.raises(SecretUnavailable, match="retrying soon"):
+        await never.current()
 
     clock, calls = _Clock(), []
 
@@ -148,7 +155,11 @@ async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
     assert await secrets.current() == ("kept",)
     clock.now = 5
     assert await secrets.current() == ("kept",)
+    assert await secrets.current() == ("kept",)  # backing off: the backend is not called
     assert len(calls) == 2
+    clock.now = 7
+    assert await secrets.current() == ("kept",)
+    assert len(calls) == 3
 
 
 @pytest.mark.anyio

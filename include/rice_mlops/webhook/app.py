@@ -91,9 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def github(request: Request) -> JSONResponse:
         try:
             keys = await secrets.current()
-        except SecretUnavailable as exc:
+        except SecretUnavailable as exc:  # details stay in the log, not in the answer
             log.warning("delivery refused: %s", exc)
-            return _answer(503, f"{exc}; redeliver once the secrets backend answers")
+            return _answer(503, "webhook secret unavailable; redeliver later")
         if not keys:
             return _answer(403, "webhook secret not configured on the server; refusing")
         body = await _read_body(request)
