@@ -343,9 +343,8 @@ def rice_classifier_cicd():
 
         from rice_mlops.housekeeping import prune
 
-        socket = Path(_DOCKER_SOCKET)
         report = prune(Path(_STAGING_ROOT), keep=_KEEP_BUILDS, current=trained["run_id"],
-                       image_name=_IMAGE_NAME, docker_socket=socket if socket.exists() else None)
+                       image_name=_IMAGE_NAME, docker_socket=Path(_DOCKER_SOCKET))
         log.info("kept %d runs; removed %d directories and %d local tags: %s",
                  len(report.kept), len(report.removed_dirs), len(report.removed_tags),
                  report.removed_dirs + report.removed_tags)

@@ -25,10 +25,13 @@ class PruneReport:
     removed_tags: list[str] = field(default_factory=list)
 
 
+def _run_dirs(staging_root: Path) -> list[Path]:
+    return [p for p in staging_root.iterdir() if p.is_dir() and _RUN_ID.fullmatch(p.name)]
+
+
 def stale_run_dirs(staging_root: Path, keep: int, current: str | None = None) -> list[Path]:
     """Per-run directories beyond the newest `keep` (by modification time); never `current`."""
-    runs = [p for p in staging_root.iterdir() if p.is_dir() and _RUN_ID.fullmatch(p.name)]
-    runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    runs = sorted(_run_dirs(staging_root), key=lambda p: p.stat().st_mtime, reverse=True)
     return [p for p in runs[max(keep, 0):] if p.name != current]
 
 
@@ -49,8 +52,7 @@ def prune(staging_root: Path, keep: int, current: str | None, image_name: str,
 
     report = PruneReport()
     stale = stale_run_dirs(staging_root, keep, current)
-    report.kept = sorted({p.name for p in staging_root.iterdir() if _RUN_ID.fullmatch(p.name)}
-                         - {p.name for p in stale})
+    report.kept = sorted(p.name for p in _run_dirs(staging_root) if p not in stale)
     client = _docker(docker_socket) if stale else None
     try:
         for run_dir in stale:
@@ -68,7 +70,7 @@ def prune(staging_root: Path, keep: int, current: str | None, image_name: str,
 
 
 def _docker(socket: Path | None):
-    if socket is None or not socket.exists():
+    if socket is None or not socket.exists():  # no engine on this worker: directories only
         return None
     import docker
 
