@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
+from tests.integration.conftest import docker_engine_env
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_SHOT = ("airflow-init", "registry-init")
@@ -110,9 +111,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     staging.chmod(0o777)  # the workers (uid 50000) write here
     # The stack's network has no route out: the workers read the serving wheels from here.
     download_wheels(staging / "wheelhouse")
-    engine = dict(line.removeprefix("export ").split("=", 1) for line in subprocess.run(
-        [REPO / "scripts" / "docker-engine", "env"], capture_output=True, text=True,
-        check=True).stdout.splitlines())
+    engine = docker_engine_env()
     env = {
         **images,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),

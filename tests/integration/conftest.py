@@ -28,6 +28,14 @@ def postgres_url():
         subprocess.run([script, "destroy"], env=env, check=False, timeout=120)
 
 
+def docker_engine_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """What `scripts/docker-engine env` prints (local images, registry, its credentials)."""
+    out = subprocess.run([REPO / "scripts" / "docker-engine", "env"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines()
+                if line.startswith("export "))
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """The engine, an htpasswd registry on loopback and the local base and CLI images, from
@@ -36,11 +44,8 @@ def docker_engine():
     env = {**os.environ, "RICE_DOCKER_STATE": str(state), "RICE_REGISTRY_PORT": str(free_port())}
     script = REPO / "scripts" / "docker-engine"
     subprocess.run([script, "start"], env=env, check=True, timeout=900)
-    out = subprocess.run([script, "env"], env=env, check=True, capture_output=True, text=True)
-    values = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.split("\n")
-                  if line.startswith("export "))
     try:
-        yield values
+        yield docker_engine_env(env)
     finally:
         subprocess.run([script, "stop"], env=env, check=False, timeout=120)
         shutil.rmtree(state, ignore_errors=True)

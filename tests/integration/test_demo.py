@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, free_port
+from tests.integration.conftest import docker_engine_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,9 +81,7 @@ def _check_demo(demo: subprocess.CompletedProcess, env: dict) -> dict:
     assert summary["test_accuracy"] > 0.8
     repository, digest = summary["image"].split("@")
     registry, name = repository.split("/", 1)
-    engine = subprocess.run([REPO / "scripts" / "docker-engine", "env"], capture_output=True,
-                            text=True, check=True, env=env).stdout
-    creds = dict(line.removeprefix("export ").split("=", 1) for line in engine.splitlines())
+    creds = docker_engine_env(env)
     manifest = httpx.get(
         f"http://{registry}/v2/{name}/manifests/{digest}",
         auth=(creds["RICE_REGISTRY_USER"], creds["RICE_REGISTRY_PASSWORD"]),
