@@ -15,12 +15,13 @@ import tempfile
 from pathlib import Path
 
 from rice_mlops.data.fingerprint import file_sha256
+from rice_mlops.vocabulary import FINGERPRINT_TAG, SOURCE_TAGS, TFLITE_ARTIFACT
 
 MANIFEST = "MANIFEST.sha256"
 ARTIFACT_DIR = "model_artifact"
 # Run artifact -> file name in the staged directory.
 RUN_FILES = {
-    "tflite/model.tflite": "model.tflite",
+    TFLITE_ARTIFACT: "model.tflite",
     "model_meta/labels.json": "labels.json",
     "plots/confusion_matrix.png": "confusion_matrix.png",
 }
@@ -72,8 +73,8 @@ def _metrics_document(run_id: str, model_uri: str, evaluation: dict, run_data) -
     return {
         "run_id": run_id,
         "model_uri": model_uri,
-        "dataset_fingerprint": run_data.tags.get("rice.dataset_fingerprint"),
-        "source_commit": run_data.tags.get("rice.source_commit"),
+        "dataset_fingerprint": run_data.tags.get(FINGERPRINT_TAG),
+        "source_commit": run_data.tags.get(SOURCE_TAGS["commit"]),
         "test_accuracy": evaluation["accuracy"],
         "test_macro_f1": evaluation["macro_f1"],
         "val_accuracy": run_data.metrics.get("val_accuracy"),

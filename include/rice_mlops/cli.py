@@ -58,19 +58,21 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
         ImageNames,
         build_args,
         build_command,
+        image_metadata,
         prepare_context,
         smoke_images,
     )
+    from rice_mlops.vocabulary import FINGERPRINT_TAG, MODEL_NAME, SOURCE_TAGS
 
     found = registry.resolve(args.model_uri)
     work = Path(args.work_dir)
     staged = fetch(found["run_id"], args.model_uri, work / "staging")
     data_dir = Path(args.data_dir or found["params"].get("data_dir", ""))
-    metadata = {"run_id": found["run_id"], "model_name": found["model_name"] or "rice-classifier",
-                "model_version": found["model_version"],
-                "source_commit": found["tags"].get("rice.source_commit"),
-                "dataset_fingerprint": found["tags"].get("rice.dataset_fingerprint"),
-                "image_size": int(found["params"].get("image_size", 0)) or None}
+    metadata = image_metadata(
+        model_name=found["model_name"] or MODEL_NAME, model_version=found["model_version"],
+        run_id=found["run_id"], source_commit=found["tags"].get(SOURCE_TAGS["commit"]),
+        dataset_fingerprint=found["tags"].get(FINGERPRINT_TAG),
+        image_size=int(found["params"].get("image_size", 0)) or None)
     context = prepare_context(staged, work / "context", metadata=metadata,
                               model_uri=args.model_uri, smoke_from=smoke_images(data_dir),
                               wheel_cache=work, wheelhouse=args.wheelhouse)
@@ -114,7 +116,9 @@ def _cmd_webhook_send(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from rice_mlops.config import ARCHITECTURES, TrainConfig
+    from rice_mlops.settings import PipelineSettings
 
+    settings = PipelineSettings.from_env()
     parser = argparse.ArgumentParser(prog="rice-mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -156,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", required=True, help="image reference, e.g. rice-classifier:dev")
     build.add_argument("--data-dir", type=Path,
                        help="dataset for the smoke images (default: the run's data_dir)")
-    build.add_argument("--base-image", default=os.environ.get("RICE_BASE_IMAGE"),
+    build.add_argument("--base-image", default=settings.base_image or None,
                        help="base image (default: the Dockerfile's python:3.11-slim, or "
                             "RICE_BASE_IMAGE)")
     build.add_argument("--work-dir", type=Path, default=Path(".build/image"))
     build.add_argument("--skip-smoke", action="store_true",
                        help="do not run the smoke test against the built image")
     build.add_argument("--wheelhouse", type=Path,
-                       default=os.environ.get("RICE_SERVING_WHEELHOUSE") or None,
+                       default=settings.wheelhouse or None,
                        help="directory of serving wheels to use instead of the package index")
     build.set_defaults(func=_cmd_image_build)
     wheels = image.add_parser("wheels", help="download the serving image's wheels into a "

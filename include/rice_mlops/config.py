@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rice_mlops.vocabulary import MODEL_NAME
+
 # Here rather than in model.py, so the CLI and the DAG name them without importing Keras.
 ARCHITECTURES = ("rice_cnn", "seed_cnn")
 DEFAULT_ARCHITECTURE = "rice_cnn"
@@ -21,7 +23,7 @@ class TrainConfig:
     architecture: str = DEFAULT_ARCHITECTURE
     augment: bool = True
     min_per_class: int = 5
-    experiment: str = "rice-classifier"
+    experiment: str = MODEL_NAME
     # Where the run came from: webhook conf or Airflow context; logged as tags.
     source: dict[str, str] = field(default_factory=dict)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 
-from rice_mlops.webhook.events import dag_run_id
 from rice_mlops.webhook.send import push_payload, send
 
 DAG_ID = "rice_classifier_cicd"
@@ -87,12 +86,13 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
     pull = api.xcom(run_id, "open_pull_request")
     states = {ti["task_id"]: ti["state"] for ti in
               api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
-    gate = api.xcom(run_id, "quality_gate", key="gate") or {}
+    gate = api.xcom(run_id, "quality_gate") or {}
     mlflow_run = trained.get("run_id")
     return {
         "dag_run_id": run_id,
         "state": run["state"],
-        "shipped": states.get("promote") == "success",
+        # Shipped means an image was pushed and the champion moved to it.
+        "shipped": states.get("promote") == "success" and bool(image.get("digest")),
         "gate": gate.get("reason"),
         "test_accuracy": (trained.get("metrics") or {}).get("test_accuracy"),
         "mlflow_run_id": mlflow_run,
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: webhook delivery {delivery}: {response.status_code} {response.text}")
     if response.status_code != 200:
         return 1
-    run = follow(api, dag_run_id(delivery), args.timeout)
+    run = follow(api, response.json()["dag_run_id"], args.timeout)
     summary = summarize(api, run, args.airflow_url, args.mlflow_url)
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     args.summary.write_text(json.dumps(summary, indent=2) + "\n")

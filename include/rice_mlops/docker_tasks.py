@@ -1,6 +1,10 @@
-"""Airflow glue for the image stages: the registry connection and the push operator.
+"""The Docker tasks: build, smoke-test and push the serving image of one training run.
 
-Imported only by the DAG file and its tasks (it needs Airflow and the docker provider).
+Each operator derives what its container runs (image, argv, environment, mounts) from values
+it checks itself: the training run id (32 hex characters), the run's conf through the run
+policy, the settings and the registry connection. Nothing executable is read from XCom, and
+the build context is checked against its manifest before anything runs on it. Imported only by
+the DAG file (it needs Airflow and the docker provider).
 """
 
 from __future__ import annotations
@@ -8,9 +12,13 @@ from __future__ import annotations
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from docker.types import Mount
 
 from rice_mlops.connections import optional_connection
+from rice_mlops.settings import PipelineSettings
+
+SOCKET_IN_CONTAINER = "/var/run/docker.sock"
 
 
 def registry_host(conn_id: str) -> str | None:
@@ -22,27 +30,116 @@ def registry_host(conn_id: str) -> str | None:
     return f"{host}:{conn.port}" if host and conn.port else (host or None)
 
 
-class RegistryPushOperator(DockerOperator):
-    """A DockerOperator whose registry credentials come from an Airflow connection and reach
-    the container only through `private_environment` (never templated, logged or in XCom)."""
+def _container_logs(exc: DockerContainerFailedException) -> str:
+    return "\n".join(line.decode() if isinstance(line, bytes) else str(line)
+                     for line in exc.logs or [])
 
-    def __init__(self, *, registry_conn_id: str, **kwargs):
-        super().__init__(**kwargs)
-        self.registry_conn_id = registry_conn_id
+
+class PlannedDockerOperator(DockerOperator):
+    """A DockerOperator for one training run's image plan (see `rice_mlops.image.plan_for`).
+
+    `training_run_id` is the only value taken from upstream (templated, usually an XComArg),
+    and it only selects a directory under the staging root once it is checked.
+    """
+
+    template_fields = (*DockerOperator.template_fields, "training_run_id")
+
+    def __init__(self, *, training_run_id, settings: PipelineSettings, socket: bool,
+                 **kwargs):
+        mounts = [Mount(source=str(settings.staging_root), target=str(settings.staging_root),
+                        type="bind", read_only=True)]
+        if socket:
+            mounts.append(Mount(source=settings.docker_socket, target=SOCKET_IN_CONTAINER,
+                                type="bind"))
+        kwargs.setdefault("image", settings.docker_cli_image)
+        super().__init__(docker_url=f"unix://{settings.docker_socket}", mount_tmp_dir=False,
+                         auto_remove="force", network_mode="none", mounts=mounts,
+                         **settings.queue("docker"), **kwargs)
+        self.training_run_id = training_run_id
+        self.settings = settings
+
+    def plan(self, context):
+        from rice_mlops.artifacts import ManifestError, verify_manifest
+        from rice_mlops.image import plan_for
+        from rice_mlops.run_policy import PolicyError, checked_run_id, run_request
+
+        try:
+            run_id = checked_run_id(self.training_run_id)
+            request = run_request(context["params"], self.settings)
+        except PolicyError as exc:
+            raise AirflowFailException(str(exc)) from None
+        plan = plan_for(self.settings.staging_root, self.settings.image_name, run_id,
+                        request.source_commit, registry_host(self.settings.registry_conn_id))
+        try:
+            verify_manifest(plan.context)
+        except ManifestError as exc:
+            raise AirflowFailException(f"build context of run {run_id} is not what "
+                                       f"prepare_image_context wrote: {exc}") from None
+        return plan
+
+
+class ImageBuildOperator(PlannedDockerOperator):
+    """`docker build` of the run's context by a docker CLI container (argv, no shell)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(socket=True, entrypoint=["docker"], environment={"DOCKER_BUILDKIT": "0"},
+                         **kwargs)
 
     def execute(self, context):
-        conn = BaseHook.get_connection(self.registry_conn_id)
+        plan = self.plan(context)
+        self.command = plan.build_argv(self.settings.base_image)
+        self.log.info("building %s as %s", plan.context, plan.local)
+        return super().execute(context)
+
+
+class SmokeTestOperator(PlannedDockerOperator):
+    """Run the built image on its smoke set, with no network and no socket."""
+
+    def __init__(self, **kwargs):
+        super().__init__(socket=False, entrypoint=["python3", "-m", "rice_mlops.serving.smoke"],
+                         **kwargs)
+
+    def execute(self, context):
+        plan = self.plan(context)
+        self.image = plan.local
+        self.command = ["--smoke-dir", str(plan.smoke_dir)]
+        return super().execute(context)
+
+
+class RegistryPushOperator(PlannedDockerOperator):
+    """Push the commit tag and `latest` with the context's push.sh; the last log line is the
+    pushed digest. Registry credentials come from an Airflow connection and reach the container
+    only through `private_environment` (never templated, logged or in XCom)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(socket=True, entrypoint=["/bin/sh"], **kwargs)
+
+    def execute(self, context):
+        conn_id = self.settings.registry_conn_id
+        conn = optional_connection(conn_id)
+        if conn is None:
+            raise AirflowSkipException(
+                f"no Airflow connection {conn_id!r}: image built and smoke-tested but not "
+                "pushed, so not shipped (add a connection with the registry host, login, "
+                "password)")
+        plan = self.plan(context)
+        self.command = [str(plan.push_script)]
+        self.environment = plan.push_environment(conn_id)
+        conn = BaseHook.get_connection(conn_id)
         # The provider keeps private variables in `_private_environment`, out of templates.
         self._private_environment = {"REGISTRY_USERNAME": conn.login or "",
-                                    "REGISTRY_PASSWORD": conn.password or ""}
+                                     "REGISTRY_PASSWORD": conn.password or ""}
         try:
             return super().execute(context)
         except DockerContainerFailedException as exc:
-            logs = "\n".join(line.decode() if isinstance(line, bytes) else str(line)
-                             for line in exc.logs or [])
+            logs = _container_logs(exc)
+            # Retrying cannot fix wrong credentials or a tag that names another image.
             if "rejected the credentials" in logs:
-                # Retrying cannot fix wrong credentials: fail now, with the reason.
                 raise AirflowFailException(
-                    f"registry rejected the credentials of Airflow connection "
-                    f"{self.registry_conn_id!r}: fix its login/password") from None
+                    f"registry rejected the credentials of Airflow connection {conn_id!r}: "
+                    "fix its login/password") from None
+            if "immutable tag is never moved" in logs:
+                raise AirflowFailException(
+                    f"{plan.names.immutable} already names another image in the registry; "
+                    "the tag was not moved (push a new commit to ship a new image)") from None
             raise

@@ -19,16 +19,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rice_mlops.vocabulary import MODEL_NAME
+
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
-DEFAULT_DOCKERFILE = Path(os.environ.get("RICE_DOCKERFILE", REPO_ROOT / "Dockerfile"))
+DEFAULT_DOCKERFILE = REPO_ROOT / "Dockerfile"
 DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "serving.txt"
 # Vendored beside the wheels and run from its own wheel in the build stage; never installed.
 INSTALLER = "pip==26.3"
 MODEL_FILES = ("model.tflite", "labels.json")
 SMOKE_PER_CLASS = 2
+CONTEXT_DIR = "image"  # beside model_artifact/ in a run's staging directory
 _TAG_OK = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -129,13 +132,17 @@ def smoke_images(data_dir: Path, per_class: int = SMOKE_PER_CLASS) -> list[Path]
             for path in sorted(dataset.files["test"][cls])[:per_class]]
 
 
-def expected_predictions(model_uri: str, images: list[Path], classes: list[str]) -> list[dict]:
-    """What the MLflow model says about each image: the smoke test's reference."""
+def expected_predictions(model_dir: Path, images: list[Path], classes: list[str]) -> list[dict]:
+    """What the MLflow model says about each image: the smoke test's reference.
+
+    Loaded from the staged, manifest-checked MLflow model directory (the run's own model),
+    not downloaded again.
+    """
     import mlflow
     import numpy as np
     from PIL import Image
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = mlflow.pyfunc.load_model(str(model_dir))
     results = []
     for index, path in enumerate(images):
         pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[None]
@@ -159,16 +166,19 @@ def prepare_context(
 ) -> Path:
     """Write a complete build context to `out_dir` (replaced atomically); returns it.
 
-    `model_dir` holds model.tflite and labels.json (a staged model_artifact directory).
-    `smoke/` beside the image files holds real images and the MLflow model's predictions for
-    them; .dockerignore keeps it out of the image.
+    `model_dir` is a staged, verified model_artifact directory (the MLflow model with
+    model.tflite and labels.json beside it). `smoke/` beside the image files holds real images
+    and the MLflow model's predictions for them; .dockerignore keeps it out of the image.
+    MANIFEST.sha256 lists every file, so the Docker tasks can check what they build and run.
     """
+    from rice_mlops.artifacts import MANIFEST, write_manifest
+
     classes = json.loads((model_dir / "labels.json").read_text())["classes"]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         shutil.copy(dockerfile, partial / "Dockerfile")
-        (partial / ".dockerignore").write_text("smoke\npush.sh\n")
+        (partial / ".dockerignore").write_text(f"smoke\npush.sh\n{MANIFEST}\n")
         shutil.copy(PACKAGE_DIR / "serving" / "push.sh", partial / "push.sh")
         app = partial / "app" / "rice_mlops"
         shutil.copytree(PACKAGE_DIR / "serving", app / "serving",
@@ -182,7 +192,7 @@ def prepare_context(
         vendor_wheels(partial / "wheels", wheel_cache, wheelhouse=wheelhouse)
         smoke = partial / "smoke" / "images"
         smoke.mkdir(parents=True)
-        expected = expected_predictions(model_uri, smoke_from, classes)
+        expected = expected_predictions(model_dir, smoke_from, classes)
         for item, source in zip(expected, smoke_from, strict=True):
             shutil.copy(source, partial / "smoke" / item["file"])
         (partial / "smoke" / "expected.json").write_text(
@@ -190,6 +200,7 @@ def prepare_context(
                        indent=2) + "\n")
         for directory in [partial, *[p for p in partial.rglob("*") if p.is_dir()]]:
             os.chmod(directory, 0o755)  # the image runs as another user and reads smoke/
+        write_manifest(partial)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.rename(partial, out_dir)
@@ -203,7 +214,7 @@ def build_args(metadata: dict, base_image: str | None) -> dict[str, str]:
     args = {"SOURCE_COMMIT": metadata.get("source_commit") or "unknown",
             "MLFLOW_RUN_ID": metadata.get("run_id") or "unknown",
             "MODEL_VERSION": str(metadata.get("model_version") or "unknown"),
-            "MODEL_NAME": metadata.get("model_name") or "rice-classifier"}
+            "MODEL_NAME": metadata.get("model_name") or MODEL_NAME}
     if base_image:
         args["BASE_IMAGE"] = base_image
     return args
@@ -224,3 +235,71 @@ def run_tag(name: str, run_id: str) -> str:
     """A local tag unique to one training run: what the smoke test runs and the push re-tags,
     so re-running an old run's push publishes that run's image, not a later build's."""
     return f"{name}-build:{_TAG_OK.sub('-', run_id)[:128]}"
+
+
+def image_metadata(*, model_name: str, model_version: str | None, run_id: str,
+                   source_commit: str | None, dataset_fingerprint: str | None,
+                   image_size: int | None) -> dict:
+    """What the image says about itself at /metadata and in its labels (the DAG and the CLI)."""
+    return {"model_name": model_name, "model_version": model_version, "run_id": run_id,
+            "source_commit": source_commit or None, "dataset_fingerprint": dataset_fingerprint,
+            "image_size": image_size}
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything the Docker tasks of one training run touch, derived from validated values
+    (the run id, the source commit, the configured registry and name), never read back."""
+
+    run_id: str
+    context: Path
+    names: ImageNames
+    local: str  # this run's build tag: what the smoke test runs and the push re-tags
+    registry: str | None
+
+    @property
+    def smoke_dir(self) -> Path:
+        return self.context / "smoke"
+
+    @property
+    def push_script(self) -> Path:
+        return self.context / "push.sh"
+
+    def build_argv(self, base_image: str | None) -> list[str]:
+        """`docker build` arguments; the build args come from the context's own metadata."""
+        metadata = json.loads((self.context / "model" / "metadata.json").read_text())
+        return build_command(self.context, self.names, build_args(metadata, base_image or None),
+                             extra_tags=(self.local,))
+
+    def push_environment(self, conn_id: str) -> dict[str, str]:
+        return {"REGISTRY": self.registry or "", "REPOSITORY": self.names.repository,
+                "LOCAL": self.local, "IMAGE": self.names.immutable,
+                "LATEST": self.names.latest, "CONN_ID": conn_id}
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "context": str(self.context), "image": self.names.immutable,
+                "latest": self.names.latest, "repository": self.names.repository,
+                "local": self.local, "registry": self.registry}
+
+
+def plan_for(staging_root: Path, image_name: str, run_id: str, source_commit: str | None,
+             registry: str | None) -> ImagePlan:
+    """The image plan of one run. `run_id` must already be checked (32 hex characters)."""
+    return ImagePlan(run_id=run_id, context=Path(staging_root) / run_id / CONTEXT_DIR,
+                     names=image_names(registry, image_name, source_commit, run_id),
+                     local=run_tag(image_name, run_id), registry=registry)
+
+
+class PushOutputError(ValueError):
+    """The push did not end with the digest line push.sh prints."""
+
+
+def parse_pushed_digest(output: str | None, repository: str) -> dict:
+    """{"digest_ref": repository@sha256:..., "digest": sha256:...} from push.sh's last line."""
+    lines = (output or "").strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    match = re.fullmatch(re.escape(repository) + r"@(sha256:[0-9a-f]{64})", last)
+    if not match:
+        raise PushOutputError(f"the push did not report a digest of {repository} "
+                              f"(last line {last[:200]!r})")
+    return {"digest_ref": last, "digest": match.group(1)}

@@ -220,7 +220,7 @@ def _pct(value) -> str:
 
 def render_body(new: dict, champion: dict | None, *, run_url: str, fingerprint: str,
                 source_commit: str | None, image: str | None, confusion_matrix_url: str,
-                gate_reason: str) -> str:
+                gate_reason: str, pusher: str = "", compare_url: str = "") -> str:
     """The pull request body: the new model against the champion, and where it came from."""
     champion = champion or {}
     rows = [("test accuracy", new.get("test_accuracy"), champion.get("test_accuracy")),
@@ -239,6 +239,7 @@ def render_body(new: dict, champion: dict | None, *, run_url: str, fingerprint: 
 - **MLflow run:** {run_url}
 - **Dataset fingerprint:** `{fingerprint}`
 - **Source commit:** {f"`{source_commit}`" if source_commit else "— (nightly run)"}
+- **Pushed by:** {_inline(pusher) or "—"}{f" ([changes]({compare_url}))" if compare_url else ""}
 - **Serving image:** {f"`{image}`" if image else "— (not pushed in this run)"}
 - **Quality gate:** {gate_reason}
 
@@ -246,3 +247,25 @@ def render_body(new: dict, champion: dict | None, *, run_url: str, fingerprint: 
 
 <sub>Opened by the `rice_classifier_cicd` DAG; this branch is reset on every run.</sub>
 """
+
+
+def _inline(text: str) -> str:
+    """Untrusted text (a pusher's name) as inline code that cannot break out of it."""
+    cleaned = " ".join(text.replace("`", "'").split())[:100]
+    return f"`{cleaned}`" if cleaned else ""
+
+
+def pull_request_texts(*, version: str, run_id: str, dag_run_id: str, metrics: dict,
+                       test_accuracy: float, champion: dict | None, run_url: str,
+                       fingerprint: str, source_commit: str, pusher: str, compare_url: str,
+                       image: str | None, figure_url: str, gate_reason: str) -> dict[str, str]:
+    """Title, commit message and body of the model pull request."""
+    message = (f"Update rice classifier v{version} from MLflow run {run_id}\n\n"
+               f"Source commit: {source_commit or 'none (nightly run)'}\n"
+               f"Airflow run: {dag_run_id}")
+    body = render_body(metrics, champion, run_url=run_url, fingerprint=fingerprint,
+                       source_commit=source_commit or None, image=image,
+                       confusion_matrix_url=figure_url, gate_reason=gate_reason,
+                       pusher=pusher, compare_url=compare_url)
+    return {"title": f"Rice classifier v{version}: test accuracy {test_accuracy:.4f}",
+            "message": message, "body": body}

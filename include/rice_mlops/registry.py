@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-
-from rice_mlops.training import FINGERPRINT_TAG
+from rice_mlops.vocabulary import (
+    CHAMPION_ALIAS,
+    GATE_REASON_TAG,
+    GATE_TAG,
+    IMAGE_NAME_TAG,
+    IMAGE_TAG,
+    MODEL_NAME,
+    RUN_ID_TAG,
+)
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = "rice-classifier"
-CHAMPION_ALIAS = "champion"
-GATE_TAG = "rice.gate"
-GATE_REASON_TAG = "rice.gate_reason"
-
-
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    run_id: str
-    fingerprint: str | None
-    test_accuracy: float | None
-    classes: list[str]
-
-    def model_uri(self, name: str = MODEL_NAME) -> str:
-        return f"models:/{name}/{self.version}"
 
 
 def _client():
@@ -45,65 +32,21 @@ def register(run_id: str, model_uri: str, name: str = MODEL_NAME) -> str:
         version = min(existing, key=lambda v: int(v.version)).version
         log.info("run %s is already registered as %s v%s", run_id, name, version)
         return version
-    version = mlflow.register_model(model_uri, name, tags={"rice.run_id": run_id}).version
+    version = mlflow.register_model(model_uri, name, tags={RUN_ID_TAG: run_id}).version
     log.info("registered run %s as %s v%s", run_id, name, version)
     return version
 
 
-def champion(name: str = MODEL_NAME) -> Champion | None:
+def alias_version(name: str = MODEL_NAME, alias: str = CHAMPION_ALIAS) -> str | None:
+    """The version MLflow's alias points at (untrusted: only compared with the record)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client()
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        return _client().get_model_version_by_alias(name, alias).version
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    run = client.get_run(version.run_id)
-    classes = run.data.params.get("classes", "")
-    return Champion(
-        version=version.version,
-        run_id=version.run_id,
-        fingerprint=run.data.tags.get(FINGERPRINT_TAG),
-        test_accuracy=run.data.metrics.get("test_accuracy"),
-        classes=classes.split(",") if classes else [],
-    )
-
-
-def accuracy_on_split(model_uri: str, paths: list[Path], labels: list[int], chunk: int = 64
-                      ) -> float:
-    """Accuracy of a registered model on raw images (its resizing is inside the model)."""
-    import mlflow
-    from PIL import Image
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    correct = 0
-    for start in range(0, len(paths), chunk):
-        batch = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float32)
-                 for p in paths[start:start + chunk]]
-        shapes = {b.shape for b in batch}
-        predictions = (np.concatenate([np.asarray(model.predict(b[None])) for b in batch])
-                       if len(shapes) > 1 else np.asarray(model.predict(np.stack(batch))))
-        correct += int((predictions.argmax(axis=1) == np.asarray(labels[start:start + chunk]))
-                       .sum())
-    return correct / max(1, len(paths))
-
-
-def champion_accuracy(champ: Champion, fingerprint: str, data_dir: Path,
-                      name: str = MODEL_NAME) -> tuple[float | None, str]:
-    """The champion's test accuracy on the challenger's test split, and how it was obtained."""
-    from rice_mlops.data import discover
-
-    if champ.fingerprint == fingerprint and champ.test_accuracy is not None:
-        return champ.test_accuracy, "same dataset fingerprint: champion's logged test accuracy"
-    dataset = discover(data_dir)
-    if champ.classes and champ.classes != dataset.classes:
-        return None, (f"champion classes {champ.classes} differ from {dataset.classes}: "
-                      "no comparison possible")
-    paths, labels = dataset.examples("test")
-    accuracy = accuracy_on_split(champ.model_uri(name), paths, labels)
-    return accuracy, "dataset changed: champion re-evaluated on the challenger's test split"
 
 
 def record_gate(run_id: str, version: str, passed: bool, reason: str,
@@ -150,7 +93,7 @@ def resolve(model_uri: str) -> dict:
 def tag_image(run_id: str, version: str, image: dict, name: str = MODEL_NAME) -> None:
     """Record the pushed image (reference with digest) on the run and the model version."""
     client = _client()
-    for key, value in (("rice.image", image["digest_ref"]), ("rice.image_tag", image["image"])):
+    for key, value in ((IMAGE_TAG, image["digest_ref"]), (IMAGE_NAME_TAG, image["image"])):
         client.set_tag(run_id, key, value)
         client.set_model_version_tag(name, version, key, value)
 

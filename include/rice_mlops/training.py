@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import replace
@@ -16,27 +17,31 @@ from PIL import Image
 
 from rice_mlops.config import TrainConfig
 from rice_mlops.data import Dataset, validate
-from rice_mlops.data.fingerprint import fingerprint
+from rice_mlops.data.fingerprint import file_sha256, fingerprint
 from rice_mlops.evaluation import (
     evaluate,
     flat_metrics,
     plot_confusion_matrix,
     plot_training_curves,
 )
+from rice_mlops.run_policy import RUN_ID
 from rice_mlops.tflite_export import PARITY_TOLERANCE, TFLiteParityError, export_tflite, parity
+from rice_mlops.vocabulary import (
+    COMPLETE_TAG,
+    FINGERPRINT_TAG,
+    RESULT_ARTIFACT,
+    RUN_MANIFEST_ARTIFACT,
+    SOURCE_TAGS,
+    TFLITE_ARTIFACT,
+)
 
 log = logging.getLogger(__name__)
 
-SOURCE_TAGS = {
-    "commit": "rice.source_commit",
-    "ref": "rice.source_ref",
-    "repository": "rice.source_repository",
-    "airflow_dag_run_id": "rice.airflow_dag_run_id",
-    "airflow_try_number": "rice.airflow_try_number",
-}
-FINGERPRINT_TAG = "rice.dataset_fingerprint"
-COMPLETE_TAG = "rice.complete"
-RESULT_ARTIFACT = "result.json"
+# The files a reused run must still hold, unchanged: listed with their sha256 in
+# RUN_MANIFEST_ARTIFACT, written after them and before the completion tag.
+MANIFESTED_ARTIFACTS = (TFLITE_ARTIFACT, "model_meta/labels.json", "evaluation/metrics.json",
+                        RESULT_ARTIFACT)
+_MODEL_URI = re.compile(r"models:/m-[0-9a-f]{32}")
 PARITY_SAMPLE = 40  # raw test images checked through TFLite; a few seconds of invokes
 
 
@@ -136,15 +141,21 @@ def _log_artifacts(mlflow, evaluation: dict, history: dict, classes: list[str], 
     mlflow.log_artifacts(str(tflite_dir), artifact_path="tflite")
 
 
-def train(config: TrainConfig, output_json: Path | None = None) -> dict:
+def train(config: TrainConfig, output_json: Path | None = None, *,
+          validated: tuple[Dataset, str] | None = None) -> dict:
     """Train on `config.data_dir`, log everything to the active MLflow tracking server.
 
     Returns (and optionally writes to `output_json`) the run's contract document.
-    Raises DataValidationError before any training when the dataset is unusable.
+    Raises DataValidationError before any training when the dataset is unusable. `validated`
+    is the dataset and fingerprint an earlier step already checked (the DAG's validate_data),
+    so they are not computed twice.
     """
     _quiet_tensorflow()
-    dataset: Dataset = validate(config.data_dir, min_per_class=config.min_per_class)
-    data_fingerprint = fingerprint(dataset)
+    if validated is None:
+        dataset = validate(config.data_dir, min_per_class=config.min_per_class)
+        data_fingerprint = fingerprint(dataset)
+    else:
+        dataset, data_fingerprint = validated
     classes = dataset.classes
     counts = {split: sum(by_class.values()) for split, by_class in dataset.counts().items()}
     log.info("dataset %s: %s layout, %s, classes %s, fingerprint %s",
@@ -238,6 +249,7 @@ def train(config: TrainConfig, output_json: Path | None = None) -> dict:
             }
             # Written last: a run with this tag is complete and can be reused by a retry.
             mlflow.log_dict(result, RESULT_ARTIFACT)
+            mlflow.log_text(_artifact_manifest(run.info.run_id), RUN_MANIFEST_ARTIFACT)
             mlflow.set_tag(COMPLETE_TAG, "true")
     finally:
         mlflow.keras.autolog(disable=True)
@@ -254,7 +266,52 @@ def _write_json(result: dict, output_json: Path | None) -> None:
         Path(output_json).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = None) -> dict:
+def _artifact_manifest(run_id: str) -> str:
+    """`sha256sum` lines over the run's manifested artifacts, as the server stores them."""
+    import mlflow
+
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="rice-manifest-") as scratch:
+        for artifact in MANIFESTED_ARTIFACTS:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
+                                                        dst_path=scratch)
+            lines.append(f"{file_sha256(Path(local))}  {artifact}\n")
+    return "".join(lines)
+
+
+def reusable_result(run, result: dict) -> str | None:
+    """Why a complete-looking run must not be reused (None: it may). The run and its result
+    come from MLflow, which anyone who reaches it can write: check ids and shapes."""
+    run_id = run.info.run_id
+    if not RUN_ID.fullmatch(run_id or ""):
+        return f"run id {run_id!r} is not 32 hex characters"
+    if result.get("run_id") != run_id:
+        return f"its result names run {result.get('run_id')!r}, not itself"
+    if not _MODEL_URI.fullmatch(str(result.get("model_uri"))):
+        return f"its model URI {result.get('model_uri')!r} is not models:/m-<32 hex>"
+    metrics = result.get("metrics") or {}
+    for key in ("test_accuracy", "val_accuracy", "test_macro_f1"):
+        value = metrics.get(key)
+        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            return f"metric {key} is {value!r}, not a number in [0, 1]"
+    return None
+
+
+def _manifest_matches(run_id: str) -> str | None:
+    """None when the run's artifacts match the manifest it logged; else what differs."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        recorded = mlflow.artifacts.load_text(f"runs:/{run_id}/{RUN_MANIFEST_ARTIFACT}")
+        actual = _artifact_manifest(run_id)
+    except (MlflowException, OSError) as exc:
+        return f"its artifacts cannot be read ({exc})"
+    return None if recorded == actual else "its artifacts no longer match their manifest"
+
+
+def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = None, *,
+               validated: tuple[Dataset, str] | None = None) -> dict:
     """`train`, at most one complete MLflow run per Airflow DAG run, whatever the retries.
 
     A retry after a complete run returns that run's result without training again; runs that an
@@ -271,15 +328,21 @@ def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = 
             filter_string=f"tags.`{SOURCE_TAGS['airflow_dag_run_id']}` = '{dag_run_id}'",
         )
         for run in runs:
-            if run.data.tags.get(COMPLETE_TAG) == "true":
-                log.info("run %s already completed for DAG run %s; reusing it",
-                         run.info.run_id, dag_run_id)
-                result = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{RESULT_ARTIFACT}")
-                _write_json(result, output_json)
-                return result
+            if run.data.tags.get(COMPLETE_TAG) != "true":
+                continue
+            result = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{RESULT_ARTIFACT}")
+            why = reusable_result(run, result) or _manifest_matches(run.info.run_id)
+            if why:
+                log.warning("not reusing run %s for DAG run %s: %s", run.info.run_id,
+                            dag_run_id, why)
+                continue
+            log.info("run %s already completed for DAG run %s; reusing it",
+                     run.info.run_id, dag_run_id)
+            _write_json(result, output_json)
+            return result
         for run in runs:
             log.warning("deleting incomplete run %s (%s) left by an earlier attempt",
                         run.info.run_id, run.info.status)
             client.delete_run(run.info.run_id)
     source = {**config.source, "airflow_dag_run_id": dag_run_id}
-    return train(replace(config, source=source), output_json)
+    return train(replace(config, source=source), output_json, validated=validated)

@@ -109,6 +109,44 @@ def test_docker_tasks_use_the_engine_socket_and_no_tmp_mount(dag):
         assert task.mount_tmp_dir is False
         assert task.network_mode == "none"
     assert "REGISTRY_PASSWORD" not in str(dag.get_task("push_image").environment)
+    for task in docker_tasks:  # nothing a user can patch decides what runs in the container
+        assert "xcom" not in f"{task.command} {task.image} {task.environment} {task.entrypoint}"
+        assert task.auto_remove == "force"  # a failed push container held credentials
+
+
+def test_the_dag_file_only_wires():
+    source = (REPO / "dags" / "rice_classifier_cicd.py").read_text()
+    assert len(source.splitlines()) <= 150
+    assert "xcom_pull" not in source and "{{" not in source
+    assert "os.environ" not in source and "import os" not in source
+
+
+def test_every_task_and_the_run_have_a_timeout(dag):
+    assert dag.dagrun_timeout == timedelta(minutes=360)
+    for task in dag.tasks:
+        assert task.execution_timeout is not None, task.task_id
+    assert dag.get_task("train").execution_timeout == timedelta(minutes=180)
+
+
+def test_timeouts_and_queues_come_from_settings():
+    code = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder={str(REPO / "dags")!r}).dags[{DAG_ID!r}]
+print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds()] for t in dag.tasks}}
+                 | {{"run": dag.dagrun_timeout.total_seconds()}}))
+"""
+    env = {**os.environ, "RICE_DOCKER_QUEUE": "docker", "RICE_TRAIN_QUEUE": "training",
+           "RICE_TASK_TIMEOUT_MINUTES": "7", "RICE_DAGRUN_TIMEOUT_MINUTES": "90"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    tasks = json.loads(out.stdout.strip().splitlines()[-1])
+    assert tasks.pop("run") == 90 * 60
+    socket_tasks = {"prune_old_builds", "prepare_image_context", "build_image", "smoke_test",
+                    "push_image"}
+    assert {t for t, (queue, _) in tasks.items() if queue == "docker"} == socket_tasks
+    assert tasks["train"][0] == "training"
+    assert all(seconds == 7 * 60 for t, (_, seconds) in tasks.items() if t != "train")
 
 
 def test_params_are_typed_and_validated(dag):
@@ -118,6 +156,9 @@ def test_params_are_typed_and_validated(dag):
     schema = {name: params.get_param(name).schema for name in params}
     assert schema["epochs"]["type"] == "integer"
     assert schema["min_test_accuracy"]["maximum"] == 1
+    # The deployment's bars are floors: conf may only be stricter.
+    assert schema["min_test_accuracy"]["minimum"] == 0.97
+    assert schema["max_regression"]["maximum"] == 0.005
     for name in ("source_commit", "source_ref", "source_repository", "data_dir",
                  "max_regression", "image_size", "batch_size"):
         assert name in schema

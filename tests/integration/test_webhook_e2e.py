@@ -91,7 +91,7 @@ def test_signed_push_to_main_triggers_one_executed_run(hook_pg):
     response = deliver(hook_pg, push(), delivery=delivery)
     assert response.status_code == 200, response.text
     run_id = response.json()["dag_run_id"]
-    assert run_id == f"github__{delivery}"
+    assert run_id == f"github__{REPO_NAME.replace('/', '.')}__{SHA}"
     run = hook_pg.run(run_id)
     assert run["run_type"] == "manual"
     assert run["conf"] == {"source_commit": SHA, "source_ref": "refs/heads/main",
@@ -108,6 +108,13 @@ def test_signed_push_to_main_triggers_one_executed_run(hook_pg):
     again = deliver(hook_pg, push(), delivery=delivery)  # a redelivery
     assert again.status_code == 200 and again.json()["duplicate"] is True
     assert again.json()["dag_run_id"] == run_id
+    assert run_count(hook_pg) == before + 1
+    # GitHub signs only the body: the same body replayed with fresh delivery ids is the same
+    # push, not a new one.
+    for _ in range(3):
+        replay = deliver(hook_pg, push(), delivery=str(uuid.uuid4()))
+        assert replay.status_code == 200 and replay.json()["duplicate"] is True, replay.text
+        assert replay.json()["dag_run_id"] == run_id
     assert run_count(hook_pg) == before + 1
 
 

@@ -88,10 +88,12 @@ def test_allow_listed_repository_triggers():
     assert _decide(repos=frozenset({"acme/rice"})).trigger
 
 
-def test_run_id_is_deterministic_per_delivery():
-    delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
-    assert dag_run_id(delivery) == dag_run_id(delivery) == f"github__{delivery}"
-    assert valid_delivery(delivery)
+def test_run_id_is_deterministic_per_pushed_content():
+    conf = {"source_repository": "acme/rice.ml", "source_commit": "a" * 40}
+    assert dag_run_id(conf) == dag_run_id(dict(conf)) == f"github__acme.rice.ml__{'a' * 40}"
+    assert dag_run_id({**conf, "source_commit": "b" * 40}) != dag_run_id(conf)
+    assert dag_run_id({**conf, "source_repository": "acme/other"}) != dag_run_id(conf)
+    assert valid_delivery("72d3162e-cc78-11e3-81ab-4c9367dc0958")
     assert not valid_delivery("../etc/passwd") and not valid_delivery(None)
 
 

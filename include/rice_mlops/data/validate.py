@@ -12,6 +12,9 @@ from PIL import Image, UnidentifiedImageError
 from rice_mlops.data.layout import SPLITS, Dataset, discover
 
 DEFAULT_MIN_PER_CLASS = 5
+# The real images are 250x250; 4096x4096 leaves room for any camera crop a user may add.
+MAX_PIXELS = 4096 * 4096
+SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,27 @@ class DataValidationError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def image_problem(path: Path) -> str | None:
-    """Why an image file cannot be used, or None when it decodes completely."""
+def image_problem(path: Path, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why an image file cannot be used, or None when it decodes completely.
+
+    The format is read from the content, not the name, and the pixel count from the header
+    before anything is decoded: a decompression bomb costs a header read, not gigabytes.
+    """
+    expected = SUFFIX_FORMATS.get(path.suffix.lower())
     try:
         with Image.open(path) as image:
+            if expected and image.format != expected:
+                return (f"content is {image.format or 'unknown'}, not the {expected} its name "
+                        "says")
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                return (f"{image.width}x{image.height} = {pixels:,} pixels, above the cap of "
+                        f"{max_pixels:,}")
             image.load()  # decodes every byte: a truncated file fails here, not at verify()
             if image.mode not in ("RGB", "RGBA", "L", "P", "LA"):
                 return f"unsupported colour mode {image.mode}"
+    except Image.DecompressionBombError as exc:  # not an OSError: caught on its own
+        return f"decompression bomb refused ({exc})"
     except UnidentifiedImageError:
         return "not a readable image (unknown or corrupt format)"
     except OSError as exc:  # PIL reports truncation and decoder errors as OSError
@@ -105,6 +122,7 @@ def validate(
     *,
     min_per_class: int = DEFAULT_MIN_PER_CLASS,
     check_images: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> Dataset:
     """Discover and check a dataset; return it when usable, else raise DataValidationError."""
     root = Path(data_dir)
@@ -121,7 +139,8 @@ def validate(
         images = [p for by_class in dataset.files.values() for ps in by_class.values() for p in ps]
         workers = min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for path, reason in zip(images, pool.map(image_problem, images), strict=True):
+            reasons = pool.map(lambda path: image_problem(path, max_pixels), images)
+            for path, reason in zip(images, reasons, strict=True):
                 if reason:
                     problems.append(Problem(path, reason, "replace or delete the file"))
     if problems:

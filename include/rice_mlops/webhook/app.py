@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("delivery %s (%s): %s", delivery, event, decision.reason)
         if not decision.trigger:
             return _answer(decision.status, decision.reason, delivery=delivery)
-        run_id = dag_run_id(delivery)
+        run_id = dag_run_id(decision.conf)
         try:
             result = await client.trigger(settings.dag_id, run_id, decision.conf)
         except AirflowUnavailable as exc:
@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _answer(422, f"Airflow refused the run: {exc.detail}", delivery=delivery)
         if result.created:
             return _answer(200, "DAG run triggered", delivery=delivery, dag_run_id=run_id)
-        return _answer(200, "already triggered by this delivery", delivery=delivery,
+        return _answer(200, "already triggered for this commit", delivery=delivery,
                        dag_run_id=run_id, duplicate=True)
 
     return app

@@ -16,9 +16,13 @@ class Decision:
     conf: dict = field(default_factory=dict)
 
 
-def dag_run_id(delivery: str) -> str:
-    """Deterministic per delivery, so a redelivery collides (409) instead of running twice."""
-    return f"github__{delivery}"
+def dag_run_id(conf: dict) -> str:
+    """Deterministic per pushed content (repository and `after` commit), not per delivery:
+    GitHub signs only the body, so a replayed body with a fresh X-GitHub-Delivery, a
+    redelivery and a second webhook on the same repository all collide (409) on one run."""
+    owner, name = conf["source_repository"].split("/", 1)
+    # Airflow run ids allow [A-Za-z0-9_.~:+-]; GitHub owners have no dots, so "." splits.
+    return f"github__{owner}.{name}__{conf['source_commit']}"
 
 
 def valid_delivery(delivery: str | None) -> bool:

@@ -1,0 +1,165 @@
+"""The deployment's settings: the single home of every `RICE_*` variable and its default.
+
+Read once, by `PipelineSettings.from_env()` (the DAG file calls it at parse time; tasks receive
+the values). Nothing else reads `RICE_*` variables, and no module reads the environment at
+import. These are operator settings, so they are trusted; a run's conf may only make a run
+stricter than them (see `rice_mlops.run_policy`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from rice_mlops.vocabulary import MODEL_NAME
+
+DEFAULT_SCHEDULE = "0 2 * * *"
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+class SettingsError(ValueError):
+    """A setting holds a value the pipeline cannot use; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < low:
+        raise SettingsError(f"{name}={value} must be at least {low}")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name}={value} must be between 0 and 1")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def docker_socket_from(env: Mapping[str, str]) -> str:
+    """The engine's socket: RICE_DOCKER_SOCKET, else a unix:// DOCKER_HOST (rootless Docker
+    and other engines on another socket), else Docker's default."""
+    if explicit := env.get("RICE_DOCKER_SOCKET", "").strip():
+        return explicit
+    host = env.get("DOCKER_HOST", "").strip()
+    if host.startswith("unix://"):
+        return host.removeprefix("unix://")
+    if host:
+        raise SettingsError(f"DOCKER_HOST={host!r} is not a unix socket: the Docker tasks mount "
+                            "the engine's socket; set RICE_DOCKER_SOCKET to it")
+    return DEFAULT_SOCKET
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    schedule: str | None = DEFAULT_SCHEDULE
+    staging_root: Path = Path("/tmp/rice-mlops/staging")
+    data_dir: str = ""  # empty: the synthetic default under staging_root/datasets
+    data_root: Path | None = None  # conf's data_dir must resolve under it (or the default)
+    epochs: int = 25
+    min_test_accuracy: float = 0.97  # floors: conf may raise the bar, never lower it
+    max_regression: float = 0.005
+    experiment: str = MODEL_NAME
+    github_conn_id: str = "github_default"
+    github_repository: str = ""  # where the pull request goes; conf cannot change it
+    allowed_source_repositories: frozenset[str] = frozenset()
+    pr_base: str = "main"
+    pr_branch: str = "model/latest"
+    pr_path: str = "MLProject/model_artifact"
+    pr_author: str = "rice-mlops-bot"
+    pr_email: str = "rice-mlops-bot@users.noreply.github.com"
+    registry_conn_id: str = "rice_registry"
+    image_name: str = MODEL_NAME
+    base_image: str = ""  # empty: the Dockerfile's python:3.11-slim
+    docker_cli_image: str = "docker:27-cli"
+    docker_socket: str = DEFAULT_SOCKET
+    wheelhouse: str = ""  # for workers without package index access
+    keep_builds: int = 5
+    train_queue: str = ""  # a Celery queue for `train` alone; empty: the default queue
+    docker_queue: str = ""  # the Celery queue of the only workers that hold the socket
+    retry_delay_seconds: int = 60
+    task_timeout_minutes: int = 30
+    train_timeout_minutes: int = 180
+    dagrun_timeout_minutes: int = 360
+    # May `champion` move when no image was pushed? auto: only without a registry connection.
+    promote_without_image: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
+        env = os.environ if env is None else env
+        schedule = env.get("RICE_SCHEDULE", DEFAULT_SCHEDULE).strip()
+        data_dir = env.get("RICE_DATA_DIR", "").strip()
+        data_root = env.get("RICE_DATA_ROOT", "").strip() or data_dir
+        repository = env.get("RICE_GITHUB_REPOSITORY", "").strip()
+        allowed = {r.strip() for r in env.get("RICE_ALLOWED_SOURCE_REPOSITORIES", "").split(",")}
+        return cls(
+            schedule=None if schedule.lower() in ("", "none") else schedule,
+            staging_root=Path(env.get("RICE_STAGING_DIR", "").strip() or cls.staging_root),
+            data_dir=data_dir,
+            data_root=Path(data_root) if data_root else None,
+            epochs=_int(env, "RICE_EPOCHS", cls.epochs, low=1),
+            min_test_accuracy=_fraction(env, "RICE_MIN_TEST_ACCURACY", cls.min_test_accuracy),
+            max_regression=_fraction(env, "RICE_MAX_REGRESSION", cls.max_regression),
+            experiment=env.get("RICE_MLFLOW_EXPERIMENT", "").strip() or cls.experiment,
+            github_conn_id=env.get("RICE_GITHUB_CONN_ID", "").strip() or cls.github_conn_id,
+            github_repository=repository,
+            allowed_source_repositories=frozenset(r for r in allowed | {repository} if r),
+            pr_base=env.get("RICE_PR_BASE", "").strip() or cls.pr_base,
+            pr_branch=env.get("RICE_PR_BRANCH", "").strip() or cls.pr_branch,
+            pr_path=env.get("RICE_PR_PATH", "").strip() or cls.pr_path,
+            pr_author=env.get("RICE_PR_AUTHOR", "").strip() or cls.pr_author,
+            pr_email=env.get("RICE_PR_EMAIL", "").strip() or cls.pr_email,
+            registry_conn_id=env.get("RICE_REGISTRY_CONN_ID", "").strip() or cls.registry_conn_id,
+            image_name=env.get("RICE_IMAGE_NAME", "").strip() or cls.image_name,
+            base_image=env.get("RICE_BASE_IMAGE", "").strip(),
+            docker_cli_image=env.get("RICE_DOCKER_CLI_IMAGE", "").strip() or cls.docker_cli_image,
+            docker_socket=docker_socket_from(env),
+            wheelhouse=env.get("RICE_SERVING_WHEELHOUSE", "").strip(),
+            keep_builds=_int(env, "RICE_KEEP_BUILDS", cls.keep_builds),
+            train_queue=env.get("RICE_TRAIN_QUEUE", "").strip(),
+            docker_queue=env.get("RICE_DOCKER_QUEUE", "").strip(),
+            retry_delay_seconds=_int(env, "RICE_RETRY_DELAY_SECONDS", cls.retry_delay_seconds),
+            task_timeout_minutes=_int(env, "RICE_TASK_TIMEOUT_MINUTES",
+                                      cls.task_timeout_minutes, low=1),
+            train_timeout_minutes=_int(env, "RICE_TRAIN_TIMEOUT_MINUTES",
+                                       cls.train_timeout_minutes, low=1),
+            dagrun_timeout_minutes=_int(env, "RICE_DAGRUN_TIMEOUT_MINUTES",
+                                        cls.dagrun_timeout_minutes, low=1),
+            promote_without_image=_choice(env, "RICE_PROMOTE_WITHOUT_IMAGE", "auto",
+                                          ("auto", "true", "false")),
+        )
+
+    def as_dict(self) -> dict:
+        """Plain values (for logs and tests); the settings hold no secret."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: (sorted(v) if isinstance(v, frozenset) else
+                    str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+    @property
+    def synthetic_root(self) -> Path:
+        return self.staging_root / "datasets"
+
+    def queue(self, which: str) -> dict[str, str]:
+        """Operator kwargs routing a task to its queue (`train` or `docker`), when one is set."""
+        name = {"train": self.train_queue, "docker": self.docker_queue}[which]
+        return {"queue": name} if name else {}

@@ -1,0 +1,259 @@
+"""One function per DAG task: the glue between Airflow's context and the library.
+
+Each takes the deployment's settings, the run's params (checked again by the run policy) and
+the upstream tasks' return values, and returns what the next tasks need. XCom values are data:
+ids are checked, paths are derived from settings and checked ids, and nothing read from XCom
+or conf is executed. Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rice_mlops.run_policy import PolicyError, RunRequest, checked_run_id, run_request
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.vocabulary import MODEL_NAME, PROMOTED_BY_TAG
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "rice_classifier_cicd"
+
+
+def _request(params: Mapping, settings: PipelineSettings) -> RunRequest:
+    try:
+        return run_request(params, settings)
+    except PolicyError as exc:  # a retry cannot make the conf acceptable
+        raise AirflowFailException(f"run refused by the deployment's policy: {exc}") from None
+
+
+def _dataset_dir(request: RunRequest, settings: PipelineSettings) -> Path:
+    from rice_mlops.data.synth import ensure_synthetic
+
+    return request.data_dir or ensure_synthetic(settings.synthetic_root)
+
+
+def validate_data(settings: PipelineSettings, params: Mapping) -> dict:
+    from rice_mlops.data import DataValidationError, validate
+    from rice_mlops.data.fingerprint import fingerprint
+
+    data_dir = _dataset_dir(_request(params, settings), settings)
+    try:
+        dataset = validate(data_dir)
+    except DataValidationError as exc:  # every problem at once; retrying changes nothing
+        raise AirflowFailException(str(exc)) from None
+    counts = dataset.counts()
+    log.info("dataset %s valid: %s", data_dir, counts)
+    return {"data_dir": str(data_dir), "fingerprint": fingerprint(dataset),
+            "classes": dataset.classes, "counts": counts}
+
+
+def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id: str) -> dict:
+    from rice_mlops.config import TrainConfig
+    from rice_mlops.data import discover
+    from rice_mlops.training import train_once
+
+    request = _request(params, settings)
+    # The directory comes from the policy again, not from XCom: validate_data checked it.
+    data_dir = _dataset_dir(request, settings)
+    if str(data_dir) != data["data_dir"]:
+        raise AirflowFailException(f"validate_data checked {data['data_dir']!r}, but this run "
+                                   f"resolves to {str(data_dir)!r}: clear validate_data too")
+    config = TrainConfig(data_dir=data_dir, epochs=request.epochs,
+                         image_size=request.image_size, batch_size=request.batch_size,
+                         experiment=settings.experiment, source=request.source())
+    result = train_once(config, dag_run_id, validated=(discover(data_dir), data["fingerprint"]))
+    keep = ("run_id", "model_uri", "model_id", "experiment_id", "tracking_uri",
+            "image_size", "classes", "metrics", "dataset_fingerprint", "epochs_run")
+    return {key: result[key] for key in keep}
+
+
+def fetch_artifacts(settings: PipelineSettings, trained: Mapping) -> dict:
+    from rice_mlops.artifacts import fetch, read_manifest
+
+    staged = fetch(checked_run_id(trained["run_id"]), trained["model_uri"],
+                   settings.staging_root)
+    files = read_manifest(staged)  # fetch() verified them
+    log.info("staged %d files in %s", len(files), staged)
+    return {"staging_dir": str(staged), "files": len(files),
+            "tflite_sha256": files["model.tflite"]}
+
+
+def _staged_dir(settings: PipelineSettings, trained: Mapping) -> Path:
+    from rice_mlops.artifacts import ARTIFACT_DIR, verify_manifest
+
+    staged = settings.staging_root / checked_run_id(trained["run_id"]) / ARTIFACT_DIR
+    verify_manifest(staged)
+    return staged
+
+
+def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, data: Mapping,
+                 champion_events: Iterable) -> dict:
+    from rice_mlops import registry
+    from rice_mlops.champion import ChampionMismatch, champion_accuracy, latest_record
+    from rice_mlops.data import discover
+    from rice_mlops.gate import decide
+
+    request = _request(params, settings)
+    run_id = checked_run_id(trained["run_id"])
+    _staged_dir(settings, trained)
+    version = registry.register(run_id, trained["model_uri"])
+    record = latest_record(champion_events, DAG_ID)
+    alias = registry.alias_version()
+    notes = []
+    if alias is not None and (record is None or alias != record.version):
+        notes.append(f"MLflow's @champion points at v{alias}, which this pipeline did not "
+                     f"promote{f' (it promoted v{record.version})' if record else ''}: ignored")
+        log.warning(notes[-1])
+    champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
+    if record is not None and record.version != version:
+        dataset = discover(Path(data["data_dir"]))
+        paths, labels = dataset.examples("test")
+        try:
+            accuracy, how = champion_accuracy(record, data["fingerprint"], dataset.classes,
+                                              paths, labels)
+            champion = (record.version, accuracy) if accuracy is not None else None
+        except ChampionMismatch as exc:
+            mismatch = str(exc)
+    result = decide(trained["metrics"]["test_accuracy"],
+                    min_test_accuracy=request.min_test_accuracy,
+                    max_regression=request.max_regression,
+                    champion_version=champion[0] if champion else None,
+                    champion_accuracy=champion[1] if champion else None)
+    passed, reason = result.passed and mismatch is None, result.reason
+    if mismatch:
+        reason = f"{mismatch}; {reason}"
+    registry.record_gate(run_id, version, passed, reason)
+    log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)",
+            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how)
+    return {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
+            "champion_comparison": "; ".join([how, *notes]),
+            "champion_record": record.as_dict() if record else None}
+
+
+def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: Mapping,
+                          data: Mapping, gate: Mapping) -> dict:
+    from rice_mlops.docker_tasks import registry_host
+    from rice_mlops.image import image_metadata, plan_for, prepare_context, smoke_images
+
+    if not Path(settings.docker_socket).exists():
+        raise AirflowSkipException(
+            f"no Docker engine at {settings.docker_socket}: image stages skipped, so nothing "
+            "is shipped (set DOCKER_HOST or RICE_DOCKER_SOCKET, or start an engine)")
+    request = _request(params, settings)
+    run_id = checked_run_id(trained["run_id"])
+    plan = plan_for(settings.staging_root, settings.image_name, run_id, request.source_commit,
+                    registry_host(settings.registry_conn_id))
+    metadata = image_metadata(model_name=MODEL_NAME, model_version=gate["version"],
+                              run_id=run_id, source_commit=request.source_commit,
+                              dataset_fingerprint=trained["dataset_fingerprint"],
+                              image_size=trained["image_size"])
+    prepare_context(_staged_dir(settings, trained), plan.context, metadata=metadata,
+                    model_uri=trained["model_uri"],
+                    smoke_from=smoke_images(_dataset_dir(request, settings)),
+                    wheel_cache=settings.staging_root / "wheels",
+                    wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None)
+    log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
+    return plan.as_dict()
+
+
+def record_image(trained: Mapping, gate: Mapping, plan: Mapping, pushed: str | None) -> dict:
+    from rice_mlops import registry
+    from rice_mlops.image import parse_pushed_digest
+
+    image = {"image": plan["image"], "latest": plan["latest"],
+             **parse_pushed_digest(pushed, plan["repository"])}
+    registry.tag_image(checked_run_id(trained["run_id"]), gate["version"], image)
+    log.info("pushed %s and %s as %s", image["image"], image["latest"], image["digest_ref"])
+    return image
+
+
+def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapping,
+                      gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+    import json
+
+    from rice_mlops import publish, registry
+
+    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+        raise AirflowSkipException(reason)
+    if not settings.github_repository:
+        raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY (the pull "
+                                   "request goes only to the configured repository)")
+    request = _request(params, settings)
+    staged = _staged_dir(settings, trained)
+    champion = (registry.version_metrics(gate["champion_version"])
+                if gate.get("champion_version") else None)
+    client = publish.client_from_connection(settings.github_conn_id)
+    repository = settings.github_repository
+    texts = publish.pull_request_texts(
+        version=gate["version"], run_id=trained["run_id"], dag_run_id=dag_run_id,
+        metrics=json.loads((staged / "metrics.json").read_text()),
+        test_accuracy=trained["metrics"]["test_accuracy"], champion=champion,
+        run_url=(f"{trained['tracking_uri']}/#/experiments/{trained['experiment_id']}"
+                 f"/runs/{trained['run_id']}"),
+        fingerprint=trained["dataset_fingerprint"], source_commit=request.source_commit,
+        pusher=request.pusher, compare_url=request.compare_url,
+        image=(image or {}).get("digest_ref"),
+        figure_url=(f"{publish.web_url(client.api_url)}/{repository}/blob/"
+                    f"{settings.pr_branch}/{settings.pr_path}/confusion_matrix.png?raw=true"),
+        gate_reason=gate["reason"])
+    target = publish.Target(repository=repository, base=settings.pr_base,
+                            branch=settings.pr_branch, path=settings.pr_path,
+                            author_name=settings.pr_author, author_email=settings.pr_email)
+    try:
+        return publish.publish(client, target, publish.artifact_files(staged, settings.pr_path),
+                               message=texts["message"], title=texts["title"],
+                               body=texts["body"])
+    except publish.GitHubAuthError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def may_promote_without_image(settings: PipelineSettings, registry_configured: bool) -> bool:
+    """Whether `champion` may move to a version no pushed image serves."""
+    if settings.promote_without_image == "auto":
+        return not registry_configured
+    return settings.promote_without_image == "true"
+
+
+def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged: Mapping,
+            gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+    from rice_mlops import registry
+    from rice_mlops.artifacts import read_manifest
+    from rice_mlops.docker_tasks import registry_host
+
+    if not (image or {}).get("digest"):
+        configured = registry_host(settings.registry_conn_id) is not None
+        if not may_promote_without_image(settings, configured):
+            raise AirflowSkipException(
+                "no image was pushed, so champion stays where it is (RICE_PROMOTE_WITHOUT_"
+                f"IMAGE={settings.promote_without_image}, registry connection "
+                f"{'configured' if configured else 'absent'})")
+        log.warning("promoting v%s without an image (RICE_PROMOTE_WITHOUT_IMAGE=%s)",
+                    gate["version"], settings.promote_without_image)
+    tflite_sha256 = read_manifest(_staged_dir(settings, trained))["model.tflite"]
+    if tflite_sha256 != staged["tflite_sha256"]:
+        raise AirflowFailException("the staged TFLite file changed since fetch_artifacts")
+    registry.promote(gate["version"], tags={PROMOTED_BY_TAG: dag_run_id})
+    # The trusted record of the champion: the next gate compares against this, not MLflow.
+    return {"mlflow_run_id": trained["run_id"], "model_version": gate["version"],
+            "test_accuracy": trained["metrics"]["test_accuracy"],
+            "dataset_fingerprint": data["fingerprint"], "classes": list(trained["classes"]),
+            "tflite_sha256": tflite_sha256, "image": (image or {}).get("digest_ref"),
+            "image_digest": (image or {}).get("digest")}
+
+
+def prune_old_builds(settings: PipelineSettings, trained: Mapping) -> dict:
+    from dataclasses import asdict
+
+    from rice_mlops.housekeeping import prune
+
+    report = prune(settings.staging_root, keep=settings.keep_builds,
+                   current=checked_run_id(trained["run_id"]), image_name=settings.image_name,
+                   docker_socket=Path(settings.docker_socket))
+    log.info("kept %d runs; removed %d directories and %d local tags: %s", len(report.kept),
+             len(report.removed_dirs), len(report.removed_tags),
+             report.removed_dirs + report.removed_tags)
+    return asdict(report)
