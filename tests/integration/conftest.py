@@ -82,6 +82,12 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         # Tests re-run tasks of earlier runs (a push from its own local build): housekeeping
         # must not depend on how many runs came before; test_housekeeping* cover pruning.
         "RICE_KEEP_BUILDS": "1000",
+        # The deployment's floors, low so tests can train for one epoch; conf may only raise
+        # them. Datasets live in pytest's temporary directories.
+        "RICE_MIN_TEST_ACCURACY": "0.01",
+        "RICE_MAX_REGRESSION": "1.0",
+        "RICE_DATA_ROOT": tempfile.gettempdir(),
+        "RICE_GITHUB_REPOSITORY": "acme/rice",
         **extra,
     }
 
@@ -130,7 +136,7 @@ SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 
 def dag_conf(data_dir, **overrides) -> dict:
     return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
-            "min_test_accuracy": 0.0, "max_regression": 1.0, "source_commit": SHA,
+            "min_test_accuracy": 0.01, "max_regression": 1.0, "source_commit": SHA,
             "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
 
 

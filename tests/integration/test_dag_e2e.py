@@ -20,7 +20,7 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
     assert run["conf"] == conf
     states = airflow_pg.task_states("e2e-shipped")
     for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate",
-                    "prepare_image_context", "build_image", "smoke_test", "check_registry",
+                    "prepare_image_context", "build_image", "smoke_test", "shippable",
                     "push_image", "record_image", "open_pull_request", "promote",
                     "prune_old_builds"):
         assert states[task_id] == "success", states
@@ -143,7 +143,9 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
 
     mlflow_control.stop()
     try:
-        response = airflow_pg.trigger(_conf(tiny_real_dataset), "e2e-retry")
+        # Its own commit: the commit tag of SHA already names the shipped run's image.
+        response = airflow_pg.trigger(_conf(tiny_real_dataset, source_commit="2" * 40),
+                                      "e2e-retry")
         assert response.status_code == 200, response.text
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

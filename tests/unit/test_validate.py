@@ -122,3 +122,31 @@ def test_empty_root_has_no_classes(tmp_path):
 def test_real_dataset_validates(real_data):
     dataset = validate(real_data)
     assert sum(dataset.counts()["test"].values()) == 1000
+
+
+def test_bombs_oversize_images_and_lying_names_are_reported_together(tmp_path):
+    root = _good(tmp_path, per=3)
+    bomb = root / "train" / "Arborio" / "bomb.png"  # 210 megapixels in ~200 KB
+    Image.new("L", (15000, 14000)).save(bomb)
+    big = root / "train" / "Basmati" / "big.jpg"
+    Image.new("RGB", (300, 300)).save(big)
+    gif = root / "val" / "Arborio" / "gif.png"
+    Image.new("RGB", (30, 30)).save(gif, format="GIF")
+    problems = _problems(root, min_per_class=3, max_pixels=250 * 250)
+    assert any(p.startswith(f"{bomb}|decompression bomb refused") or
+               p.startswith(f"{bomb}|15000x14000") for p in problems), problems
+    assert any(p.startswith(f"{big}|300x300 = 90,000 pixels, above the cap of 62,500")
+               for p in problems), problems
+    assert any(p.startswith(f"{gif}|content is GIF, not the PNG its name says")
+               for p in problems), problems
+    assert len(problems) == 3
+
+
+def test_a_bomb_is_refused_by_pillow_even_under_a_high_cap(tmp_path):
+    root = _good(tmp_path, per=3)
+    bomb = root / "test" / "Basmati" / "bomb.png"
+    Image.new("L", (15000, 14000)).save(bomb)
+    problems = _problems(root, min_per_class=3, max_pixels=10**9)
+    assert problems == [f"{bomb}|decompression bomb refused (Image size (210000000 pixels) "
+                        "exceeds limit of 178956970 pixels, could be decompression bomb DOS "
+                        "attack.)|replace or delete the file"]

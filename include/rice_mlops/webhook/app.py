@@ -75,14 +75,16 @@ async def _read_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, client: AirflowClient | None = None
+               ) -> FastAPI:
+    """The webhook app; `client` (tests pass a recording double) triggers the DAG runs."""
     settings = settings or Settings.from_env()
     secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable)
     if not secrets.configured:
         log.warning("GITHUB_WEBHOOK_SECRET is not set (nor GITHUB_WEBHOOK_SECRET_VARIABLE): "
                     "every webhook delivery will be refused")
-    client = AirflowClient(settings.api_url, settings.username, settings.password,
-                           serialize=settings.serialize)
+    client = client or AirflowClient(settings.api_url, settings.username, settings.password,
+                                     serialize=settings.serialize)
     app = FastAPI(title="rice-mlops GitHub webhook", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.client = client
