@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +33,7 @@ def _hook_env(mlflow_url, staging, data_dir, **extra) -> dict:
     # Webhook conf carries no training params: defaults from the environment make a quick run
     # that passes the gate, so the run goes through every stage that applies.
     return airflow_env(mlflow_url, staging, RICE_EPOCHS="1", RICE_DATA_DIR=str(data_dir),
-                       RICE_MIN_TEST_ACCURACY="0",
+                       RICE_MIN_TEST_ACCURACY="0", RICE_TASK_TIMEOUT_MINUTES="1",
                        RICE_DOCKER_SOCKET="/nonexistent/docker.sock",
                        GITHUB_WEBHOOK_REPOSITORIES=REPO_NAME, **extra)
 
@@ -170,6 +172,38 @@ def test_api_down_answers_503_and_the_redelivery_triggers_once(hook_pg, proxy):
     assert response.status_code == 200, response.text
     assert response.json().get("duplicate") is None
     assert run_count(hook_pg) == before + 1
+
+
+def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
+    """GitHub accepts the connection and never answers: the pull request task is cut off by
+    its execution_timeout (1 minute here) instead of holding the only active run slot."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # handshakes complete in the backlog; nothing is ever read or answered
+    port = hole.getsockname()[1]
+    created = hook_pg.api("POST", "/connections", json={
+        "connection_id": "github_default", "conn_type": "github",
+        "host": f"http://127.0.0.1:{port}", "password": "ghp_hangs"})
+    assert created.status_code == 201, created.text
+    try:
+        hung = deliver(hook_pg, push("c" * 40)).json()["dag_run_id"]
+        queued = deliver(hook_pg, push("d" * 40)).json()["dag_run_id"]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            pull = next(t for t in hook_pg.task_instances(hung)
+                        if t["task_id"] == "open_pull_request")
+            if pull["state"] in ("up_for_retry", "failed"):
+                break
+            time.sleep(2)
+        assert pull["state"] in ("up_for_retry", "failed"), hook_pg.describe(hung)
+        log = hook_pg.task_log(hung, "open_pull_request")
+        assert "Timeout" in log, log[-2000:]
+    finally:
+        hook_pg.api("DELETE", "/connections/github_default")
+        hole.close()
+    # The retry finds no connection and skips; the queued run gets the slot and finishes.
+    assert hook_pg.wait_for_run(hung, timeout=600)["state"] == "success"
+    assert hook_pg.wait_for_run(queued, timeout=600)["state"] == "success"
 
 
 def _burst(stack, n=10) -> list[httpx.Response]:

@@ -150,3 +150,13 @@ def test_a_bomb_is_refused_by_pillow_even_under_a_high_cap(tmp_path):
     assert problems == [f"{bomb}|decompression bomb refused (Image size (210000000 pixels) "
                         "exceeds limit of 178956970 pixels, could be decompression bomb DOS "
                         "attack.)|replace or delete the file"]
+
+
+def test_a_named_pipe_is_reported_instead_of_blocking(tmp_path):
+    import os
+
+    root = _good(tmp_path, per=3)
+    fifo = root / "train" / "Arborio" / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert _problems(root, min_per_class=3) == [
+        f"{fifo}|not a regular file (a pipe, socket or device)|replace or delete the file"]

@@ -45,6 +45,8 @@ def image_problem(path: Path, max_pixels: int = MAX_PIXELS) -> str | None:
     before anything is decoded: a decompression bomb costs a header read, not gigabytes.
     """
     expected = SUFFIX_FORMATS.get(path.suffix.lower())
+    if not path.is_file():  # opening a named pipe would block the task until its timeout
+        return "not a regular file (a pipe, socket or device)"
     try:
         with Image.open(path) as image:
             if expected and image.format != expected:
