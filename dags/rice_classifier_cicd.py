@@ -5,22 +5,21 @@ Retrains the rice-variety classifier (Arborio, Basmati, Ipsala, Jasmine, Karacad
 run in MLflow, and ships it only when it is good enough.
 
 **When it runs:** nightly at 02:00 UTC (`RICE_SCHEDULE`) and on every push to `main` through
-the GitHub webhook, which triggers it through the REST API with the commit in the run's conf
-(one run per pushed commit). Runs never overlap: a second one queues.
+the GitHub webhook (one run per pushed commit). Runs never overlap: a second one queues.
 
-**What it does:** `validate_data` checks every image → `train` logs params, metrics, plots,
-the model and its TFLite export to MLflow → `fetch_artifacts` stages them with a sha256
-manifest → `quality_gate` registers a version and compares it with the bar and the champion
-this pipeline last promoted → `shippable` → the serving image built, smoke-tested and pushed
-(an immutable commit tag, never moved, and `latest`) → a pull request with the artifacts →
-`promote` moves `champion` and records it in the `rice_classifier_model` asset.
+**What it does:** `admit` (pending on the commit; a push superseded by a newer one stops)
+→ `validate_data` → `check_changed` (same data and training code as the champion: stop)
+→ `train` (MLflow) → `fetch_artifacts` (sha256 manifest) → `quality_gate` (the bar and the
+champion this pipeline last promoted) → the serving image built, smoke-tested and pushed (an
+immutable commit tag and `latest`) → a pull request with the artifacts → `promote` moves
+`champion` and records it in the `rice_classifier_model` asset → `report` writes the outcome
+as the run note, the commit status and, for a crash or a refusal, an e-mail.
 
-**Reading a run:** *skipped* publication tasks mean **not shipped**: the `quality_gate`
-result and log, and the MLflow tags `rice.gate` / `rice.gate_reason`, say why. A *failed*
-task is a crash (retried first) or a refusal that no retry can change.
+**Reading a run:** the run note says it in one line: shipped vN / NOT SHIPPED: reason /
+superseded / unchanged / FAILED.
 
-**Conf** may make a run stricter, never looser: the deployment's `RICE_MIN_TEST_ACCURACY`
-and `RICE_MAX_REGRESSION` bound the bars, `data_dir` must lie under `RICE_DATA_ROOT`.
+**Conf** may make a run stricter, never looser (`RICE_MIN_TEST_ACCURACY`,
+`RICE_MAX_REGRESSION` and `RICE_DATA_ROOT` bound it).
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, task
 
 from rice_mlops import tasks
-from rice_mlops.docker_tasks import ImageBuildOperator, RegistryPushOperator, SmokeTestOperator
+from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.vocabulary import MODEL_NAME
@@ -43,25 +42,35 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 @dag(
     dag_id=tasks.DAG_ID,
     schedule=SETTINGS.schedule,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
+    start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
     dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
     doc_md=__doc__,
     tags=["mlops", "rice", "training", "mlflow"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
-        "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes),
-    },
+    default_args={"owner": "ml-platform", "retries": 2,
+                  "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
+                  "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes)},
     params={name: Param(**schema) for name, schema in param_schemas(SETTINGS).items()},
 )
 def rice_classifier_cicd():
     @task
+    def admit(params=None, run_id=None) -> dict:
+        """Post `pending`; stop a queued push that a newer push to its branch superseded."""
+        return tasks.admit(SETTINGS, params, run_id)
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def proceed(decision: dict, key: str) -> bool:
+        """Skip what follows when the decision says stop (the report still runs)."""
+        return decision[key]
+
+    @task
     def validate_data(params=None) -> dict:
         """Check every image of the dataset and compute its fingerprint."""
         return tasks.validate_data(SETTINGS, params)
+
+    @task(inlets=[RICE_MODEL])
+    def check_changed(data: dict, params=None, inlet_events=None) -> dict:
+        """Stop when data and training code equal the champion's (conf `force` retrains)."""
+        return tasks.check_changed(SETTINGS, params, data, inlet_events[RICE_MODEL])
 
     @task(execution_timeout=timedelta(minutes=SETTINGS.train_timeout_minutes),
           **SETTINGS.queue("train"))
@@ -75,15 +84,10 @@ def rice_classifier_cicd():
         return tasks.fetch_artifacts(SETTINGS, trained)
 
     @task(inlets=[RICE_MODEL])
-    def quality_gate(trained: dict, data: dict, staged: dict, params=None,
-                     inlet_events=None) -> dict:
+    def quality_gate(trained: dict, data: dict, staged: dict, params=None, inlet_events=None
+                     ) -> dict:
         """Register a version; decide against the bar and the recorded champion."""
         return tasks.quality_gate(SETTINGS, params, trained, data, inlet_events[RICE_MODEL])
-
-    @task.short_circuit
-    def shippable(gate: dict) -> bool:
-        """Skip every publication task when the gate failed."""
-        return gate["passed"]
 
     @task(**_DOCKER)
     def prune_old_builds(trained: dict) -> dict:
@@ -100,13 +104,13 @@ def rice_classifier_cicd():
         """Record the pushed digest on the MLflow run and model version."""
         return tasks.record_image(trained, gate, plan, pushed)
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed_min_one_success")
     def open_pull_request(trained: dict, gate: dict, image: dict | None, params=None,
                           run_id=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
         return tasks.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
-    @task(outlets=[RICE_MODEL], trigger_rule="none_failed")
+    @task(outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success")
     def promote(trained: dict, data: dict, staged: dict, gate: dict, image: dict | None,
                 run_id=None, outlet_events=None) -> dict:
         """Move `champion` to this version once its image is pushed; record it in Airflow."""
@@ -114,26 +118,33 @@ def rice_classifier_cicd():
         outlet_events[RICE_MODEL].extra = record
         return record
 
+    @task
+    def report(admission: dict, freshness, gate, promoted, params=None, ti=None) -> dict:
+        """Write the outcome: run note, commit status, e-mail (a teardown: always runs)."""
+        return tasks.report(SETTINGS, params, ti, admission, freshness, gate, promoted)
+
+    admission = admit()
     data = validate_data()
+    proceed.override(task_id="admitted")(admission, "proceed") >> data
+    freshness = check_changed(data)
     trained = train(data)
     staged = fetch_artifacts(trained)
     gate = quality_gate(trained, data, staged)
-    # Before the gate: runs that ship nothing tidy up too, and no image stage of this run
-    # (a retag of the same commit) runs while older tags are removed.
+    # Before the gate: runs that ship nothing tidy up too, and no retag races the pruning.
     staged >> prune_old_builds(trained) >> gate
     plan = prepare_image_context(trained, data, gate)
-    shippable(gate) >> plan
-    build = ImageBuildOperator(task_id="build_image", training_run_id=trained["run_id"],
-                               settings=SETTINGS)
-    smoke = SmokeTestOperator(task_id="smoke_test", training_run_id=trained["run_id"],
-                              settings=SETTINGS)
-    push = RegistryPushOperator(task_id="push_image", training_run_id=trained["run_id"],
-                                settings=SETTINGS)
+    ship = proceed.override(task_id="shippable")(gate, "passed")
+    build, smoke, push = image_stages(trained["run_id"], SETTINGS)
     plan >> build >> smoke >> push
     image = record_image(trained, gate, plan, push.output)
     # The pull request names the pushed image, so it follows the image stages (or their skip).
     pull = open_pull_request(trained, gate, image)
-    pull >> promote(trained, data, staged, gate, image)
+    promoted = promote(trained, data, staged, gate, image)
+    pull >> promoted
+    # Direct downstream of a short-circuit are skipped; the rest follow their trigger rules.
+    proceed.override(task_id="changed")(freshness, "train") >> [trained, pull, promoted]
+    ship >> [plan, pull, promoted]
+    report(admission, freshness, gate, promoted).as_teardown(setups=admission)
 
 
 rice_classifier_cicd()

@@ -38,6 +38,7 @@ class ChampionRecord:
     test_accuracy: float
     dataset_fingerprint: str
     classes: tuple[str, ...]
+    code_digest: str | None = None  # absent from records written before it was recorded
 
     @classmethod
     def from_extra(cls, extra: Mapping) -> ChampionRecord | None:
@@ -48,7 +49,8 @@ class ChampionRecord:
                          tflite_sha256=str(extra["tflite_sha256"]),
                          test_accuracy=float(extra["test_accuracy"]),
                          dataset_fingerprint=str(extra["dataset_fingerprint"]),
-                         classes=tuple(extra["classes"]))
+                         classes=tuple(extra["classes"]),
+                         code_digest=extra.get("code_digest"))
         except (KeyError, TypeError, ValueError):
             return None
         digest = record.tflite_sha256

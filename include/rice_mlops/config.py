@@ -39,6 +39,12 @@ class TrainConfig:
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 
+    def model_params(self) -> dict[str, str | int | float | bool]:
+        """What decides the trained weights besides data and code (the code digest's part)."""
+        return {"epochs": self.epochs, "image_size": self.image_size,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "seed": self.seed, "architecture": self.architecture, "augment": self.augment}
+
     def params(self) -> dict[str, str | int | float | bool]:
         values = asdict(self)
         values.pop("source")

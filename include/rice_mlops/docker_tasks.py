@@ -143,3 +143,13 @@ class RegistryPushOperator(PlannedDockerOperator):
                     f"{plan.names.immutable} already names another image in the registry; "
                     "the tag was not moved (push a new commit to ship a new image)") from None
             raise
+
+
+def image_stages(training_run_id, settings: PipelineSettings) -> tuple[DockerOperator, ...]:
+    """The build, smoke-test and push tasks of one DAG, in that order."""
+    return (ImageBuildOperator(task_id="build_image", training_run_id=training_run_id,
+                               settings=settings),
+            SmokeTestOperator(task_id="smoke_test", training_run_id=training_run_id,
+                              settings=settings),
+            RegistryPushOperator(task_id="push_image", training_run_id=training_run_id,
+                                 settings=settings))

@@ -66,6 +66,9 @@ def param_schemas(settings: PipelineSettings) -> dict:
                               "description": "owner/name pushed to; must be allowed."},
         "pusher": {"default": "", "type": "string", "maxLength": 255,
                    "description": "Who pushed (named in the pull request)."},
+        "force": {"default": False, "type": "boolean",
+                  "description": "Retrain even when data and training code equal the "
+                                 "champion's."},
         "compare_url": {"default": "", "type": "string", "maxLength": 2048,
                         "pattern": r"^$|^https://[^\s()<>\[\]]+$",
                         "description": "GitHub's compare link (named in the pull request)."},
@@ -87,6 +90,7 @@ class RunRequest:
     source_repository: str
     pusher: str
     compare_url: str
+    force: bool = False
 
     def source(self) -> dict[str, str]:
         values = {"commit": self.source_commit, "ref": self.source_ref,
@@ -145,7 +149,7 @@ def run_request(params: Mapping, settings: PipelineSettings) -> RunRequest:
         max_regression=float(params["max_regression"]),
         source_commit=params.get("source_commit") or "", source_ref=params.get("source_ref") or "",
         source_repository=repository, pusher=params.get("pusher") or "",
-        compare_url=params.get("compare_url") or "",
+        compare_url=params.get("compare_url") or "", force=bool(params.get("force")),
     )
 
 

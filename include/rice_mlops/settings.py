@@ -103,6 +103,11 @@ class PipelineSettings:
     dagrun_timeout_minutes: int = 360
     # May `champion` move when no image was pushed? auto: only without a registry connection.
     promote_without_image: str = "auto"
+    airflow_api_conn_id: str = "rice_airflow_api"  # run notes, the newer-push check
+    airflow_url: str = "http://127.0.0.1:8080"  # the UI people open from a commit status
+    notify_emails: tuple[str, ...] = ()  # nothing is sent when empty
+    notify_from: str = "rice-mlops@localhost"
+    smtp_conn_id: str = "smtp_default"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -147,6 +152,15 @@ class PipelineSettings:
                                         cls.dagrun_timeout_minutes, low=1),
             promote_without_image=_choice(env, "RICE_PROMOTE_WITHOUT_IMAGE", "auto",
                                           ("auto", "true", "false")),
+            airflow_api_conn_id=(env.get("RICE_AIRFLOW_API_CONN_ID", "").strip()
+                                 or cls.airflow_api_conn_id),
+            airflow_url=(env.get("RICE_AIRFLOW_URL", "").strip()
+                         or env.get("AIRFLOW__API__BASE_URL", "").strip()
+                         or cls.airflow_url).rstrip("/"),
+            notify_emails=tuple(e.strip() for e in env.get("RICE_NOTIFY_EMAILS", "").split(",")
+                                if e.strip()),
+            notify_from=env.get("RICE_NOTIFY_FROM", "").strip() or cls.notify_from,
+            smtp_conn_id=env.get("RICE_SMTP_CONN_ID", "").strip() or cls.smtp_conn_id,
         )
 
     def as_dict(self) -> dict:

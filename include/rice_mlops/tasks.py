@@ -67,7 +67,8 @@ def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id
                          experiment=settings.experiment, source=request.source())
     result = train_once(config, dag_run_id, validated=(discover(data_dir), data["fingerprint"]))
     keep = ("run_id", "model_uri", "model_id", "experiment_id", "tracking_uri",
-            "image_size", "classes", "metrics", "dataset_fingerprint", "epochs_run")
+            "image_size", "classes", "metrics", "dataset_fingerprint", "epochs_run",
+            "code_digest")
     return {key: result[key] for key in keep}
 
 
@@ -241,7 +242,8 @@ def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged:
     return {"mlflow_run_id": trained["run_id"], "model_version": gate["version"],
             "test_accuracy": trained["metrics"]["test_accuracy"],
             "dataset_fingerprint": data["fingerprint"], "classes": list(trained["classes"]),
-            "tflite_sha256": tflite_sha256, "image": (image or {}).get("digest_ref"),
+            "tflite_sha256": tflite_sha256, "code_digest": trained.get("code_digest"),
+            "image": (image or {}).get("digest_ref"),
             "image_digest": (image or {}).get("digest")}
 
 
@@ -257,3 +259,132 @@ def prune_old_builds(settings: PipelineSettings, trained: Mapping) -> dict:
              len(report.removed_dirs), len(report.removed_tags),
              report.removed_dirs + report.removed_tags)
     return asdict(report)
+
+
+def _run_url(settings: PipelineSettings, dag_run_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"{settings.airflow_url}/dags/{DAG_ID}/runs/{quote(dag_run_id, safe='')}"
+
+
+def _commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: str,
+                   state: str, description: str) -> None:
+    """Post the run's state on its commit; nightly runs have none. Best effort: a status
+    that cannot be posted is logged with the reason and never fails the run."""
+    from rice_mlops import publish
+    from rice_mlops.commit_status import post_status
+
+    if not request.source_commit or len(request.source_commit) != 40:
+        return
+    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+        log.info("commit status not posted: %s", reason)
+        return
+    repository = request.source_repository or settings.github_repository
+    try:
+        post_status(publish.client_from_connection(settings.github_conn_id), repository,
+                    request.source_commit, state, description, _run_url(settings, dag_run_id))
+        log.info("commit %s of %s: %s (%s)", request.source_commit[:12], repository, state,
+                 description)
+    except Exception as exc:  # noqa: BLE001 - the answer must not decide the run
+        log.warning("commit status %s not posted on %s: %s", state, repository, exc)
+
+
+def admit(settings: PipelineSettings, params: Mapping, dag_run_id: str) -> dict:
+    """Pending on the commit; a queued push superseded by a newer one to its branch stops."""
+    from rice_mlops.airflow_api import AirflowApi, newer_push
+
+    try:
+        request = _request(params, settings)
+    except AirflowFailException as exc:  # validate_data fails the run with the reason
+        log.warning("%s", exc)
+        return {"proceed": True}
+    _commit_status(settings, request, dag_run_id, "pending", "training and gating")
+    if not request.source_commit:
+        return {"proceed": True}
+    api = AirflowApi.from_connection(settings.airflow_api_conn_id)
+    if api is None:
+        log.info("no Airflow connection %r: superseded pushes are not detected",
+                 settings.airflow_api_conn_id)
+        return {"proceed": True}
+    newer = newer_push(api.run(DAG_ID, dag_run_id), api.recent_runs(DAG_ID))
+    if newer:
+        log.warning("superseded by %s, a newer push to %s: not trained", newer,
+                    request.source_ref)
+        return {"proceed": False, "superseded_by": newer}
+    return {"proceed": True}
+
+
+def check_changed(settings: PipelineSettings, params: Mapping, data: Mapping,
+                  champion_events: Iterable) -> dict:
+    """Whether training could change anything: not when the dataset fingerprint and the
+    training code digest equal the recorded champion's (unless `force`)."""
+    from rice_mlops.champion import latest_record
+    from rice_mlops.code_digest import training_code_digest
+    from rice_mlops.config import TrainConfig
+
+    request = _request(params, settings)
+    config = TrainConfig(data_dir=Path(data["data_dir"]), epochs=request.epochs,
+                         image_size=request.image_size, batch_size=request.batch_size)
+    digest = training_code_digest(config.model_params())
+    record = latest_record(champion_events, DAG_ID)
+    same = (record is not None and record.dataset_fingerprint == data["fingerprint"]
+            and record.code_digest == digest)
+    if same and not request.force:
+        reason = f"same dataset and training code as champion v{record.version}"
+        log.info("not training: %s (conf force=true retrains)", reason)
+        return {"train": False, "code_digest": digest, "reason": reason}
+    return {"train": True, "code_digest": digest,
+            "reason": "forced" if same else "dataset or training code changed"}
+
+
+def report(settings: PipelineSettings, params: Mapping, ti, admission: Mapping | None,
+           freshness: Mapping | None, gate: Mapping | None, promoted: Mapping | None) -> dict:
+    """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
+    from rice_mlops.airflow_api import AirflowApi
+    from rice_mlops.outcome import decide_outcome
+
+    dag_run_id = ti.run_id
+    states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
+    failed = [task for task, state in states.items() if state == "failed"]
+    outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
+                             promoted=promoted, failed_tasks=failed)
+    log.info("outcome: %s", outcome.note)
+    try:
+        api = AirflowApi.from_connection(settings.airflow_api_conn_id)
+        if api is None:
+            log.info("no Airflow connection %r: run note not written",
+                     settings.airflow_api_conn_id)
+        else:
+            api.set_note(DAG_ID, dag_run_id, outcome.note)
+    except Exception as exc:  # noqa: BLE001 - reporting must not hide the outcome
+        log.warning("run note not written: %s", exc)
+    try:
+        request = _request(params, settings)
+    except AirflowFailException:
+        request = None
+    if request is not None:
+        _commit_status(settings, request, dag_run_id, outcome.state, outcome.description)
+    if outcome.notify and settings.notify_emails:
+        _notify(settings, dag_run_id, outcome)
+    return outcome.as_dict()
+
+
+def _notify(settings: PipelineSettings, dag_run_id: str, outcome) -> None:
+    """One e-mail through Airflow's SMTP notifier; its texts are set here, so nothing of the
+    run (a reason, a path) is ever rendered as a template."""
+    import html
+
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    from airflow.sdk import get_current_context
+
+    url = _run_url(settings, dag_run_id)
+    body = (f"<p>{html.escape(outcome.note)}</p><p>Airflow run: <a href=\"{html.escape(url)}\">"
+            f"{html.escape(dag_run_id)}</a></p>")
+    notifier = SmtpNotifier(to=list(settings.notify_emails), from_email=settings.notify_from,
+                            subject=f"[rice-mlops] {outcome.kind}: {dag_run_id}"[:200],
+                            html_content=body, smtp_conn_id=settings.smtp_conn_id)
+    try:
+        notifier.notify(get_current_context())
+        log.info("notified %s", ", ".join(settings.notify_emails))
+    except Exception as exc:  # noqa: BLE001 - a mail server down must not hide the outcome
+        log.warning("notification not sent: %s", exc)

@@ -27,6 +27,7 @@ from rice_mlops.evaluation import (
 from rice_mlops.run_policy import RUN_ID
 from rice_mlops.tflite_export import PARITY_TOLERANCE, TFLiteParityError, export_tflite, parity
 from rice_mlops.vocabulary import (
+    CODE_DIGEST_TAG,
     COMPLETE_TAG,
     FINGERPRINT_TAG,
     RESULT_ARTIFACT,
@@ -156,6 +157,9 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
         data_fingerprint = fingerprint(dataset)
     else:
         dataset, data_fingerprint = validated
+    from rice_mlops.code_digest import training_code_digest
+
+    code_digest = training_code_digest(config.model_params())
     classes = dataset.classes
     counts = {split: sum(by_class.values()) for split, by_class in dataset.counts().items()}
     log.info("dataset %s: %s layout, %s, classes %s, fingerprint %s",
@@ -189,6 +193,7 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
             mlflow.set_tags({SOURCE_TAGS[k]: v for k, v in config.source.items()
                              if k in SOURCE_TAGS and v})
             mlflow.set_tag(FINGERPRINT_TAG, data_fingerprint)
+            mlflow.set_tag(CODE_DIGEST_TAG, code_digest)
             mlflow.log_params(_run_params(config, classes, dataset.layout))
             mlflow.log_metrics({f"n_{split}": n for split, n in counts.items()})
 
@@ -243,6 +248,7 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
                              "tflite_max_abs_diff")},
                 "evaluation": evaluation,
                 "dataset_fingerprint": data_fingerprint,
+                "code_digest": code_digest,
                 "counts": counts,
                 "epochs_run": len(history["loss"]),
                 "train_seconds": train_seconds,

@@ -14,6 +14,7 @@ SOURCE_TAGS = {
     "airflow_try_number": "rice.airflow_try_number",
 }
 FINGERPRINT_TAG = "rice.dataset_fingerprint"
+CODE_DIGEST_TAG = "rice.code_digest"
 COMPLETE_TAG = "rice.complete"
 GATE_TAG = "rice.gate"
 GATE_REASON_TAG = "rice.gate_reason"

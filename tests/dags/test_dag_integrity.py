@@ -80,7 +80,20 @@ def test_task_graph_order(dag):
     assert "quality_gate" in downstream("fetch_artifacts")
     assert "prepare_image_context" in downstream("quality_gate")
     assert "open_pull_request" in downstream("record_image")
-    assert dag.get_task("open_pull_request").trigger_rule == "none_failed"
+    # They run when the image stages were skipped (no engine), never after a stop decision:
+    # every stop decision has them as direct downstream, so they are skipped with it.
+    assert dag.get_task("open_pull_request").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
+    assert {"prepare_image_context", "open_pull_request", "promote"} <= downstream("shippable")
+    assert {"train", "open_pull_request", "promote"} <= downstream("changed")
+    assert downstream("admitted") == {"validate_data"}
+    for name in ("admitted", "changed", "shippable"):
+        assert dag.get_task(name).ignore_downstream_trigger_rules is False
+    # The report is a teardown after everything: it runs whatever happened and its own
+    # outcome does not decide the run's state.
+    report = dag.get_task("report")
+    assert report.is_teardown and "admit" in report.upstream_task_ids
+    assert set(dag.task_ids) - {"report"} <= report.get_flat_relative_ids(upstream=True)
     assert "promote" in downstream("open_pull_request")
     # Nothing is published or promoted without passing the gate first.
     gated = dag.get_task("quality_gate").get_flat_relative_ids(upstream=False)

@@ -1,0 +1,68 @@
+"""What a run came to, in one line: for the run note, the commit status and the e-mail.
+
+A pure function of the hand-offs the `report` task receives (the admission and freshness
+decisions, the gate's result, the pushed image, the champion record) and the states of the
+run's tasks, so every outcome is tested without Airflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+STATUS_CONTEXT = "rice-mlops/pipeline"
+_DESCRIPTION_MAX = 140  # GitHub refuses longer status descriptions
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # shipped | not_shipped | superseded | unchanged | crashed
+    note: str  # one line for the Airflow grid
+    state: str  # commit status: success | failure | error
+    notify: bool  # worth an e-mail: a crash or a release refused
+
+    @property
+    def description(self) -> str:
+        text = self.note
+        return text if len(text) <= _DESCRIPTION_MAX else text[:_DESCRIPTION_MAX - 1] + "…"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "description": self.description}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def _shipped(gate: Mapping, promoted: Mapping) -> str:
+    accuracy = promoted.get("test_accuracy")
+    line = f"shipped v{promoted['model_version']}: test accuracy {_pct(accuracy)}"
+    champion = gate.get("champion_accuracy")
+    if champion is not None and accuracy is not None:
+        line += (f" ({100 * (accuracy - champion):+.2f} points vs "
+                 f"v{gate.get('champion_version')})")
+    return line
+
+
+def decide_outcome(*, admission: Mapping | None, freshness: Mapping | None,
+                   gate: Mapping | None, promoted: Mapping | None,
+                   failed_tasks: list[str]) -> Outcome:
+    """The run's outcome; a crash outranks everything, then the earliest decision."""
+    if failed_tasks:
+        return Outcome("crashed", f"FAILED: {', '.join(sorted(failed_tasks))} failed; "
+                       "nothing shipped (see the task logs)", "error", True)
+    if admission is not None and not admission.get("proceed", True):
+        return Outcome("superseded", f"superseded by {admission.get('superseded_by', '?')[:12]}: "
+                       "not trained (the newer push is built instead)", "error", False)
+    if freshness is not None and not freshness.get("train", True):
+        return Outcome("unchanged", f"unchanged: {freshness.get('reason', '')}", "success", False)
+    if gate is not None and not gate.get("passed"):
+        return Outcome("not_shipped", f"NOT SHIPPED: {gate.get('reason', 'gate failed')}",
+                       "failure", True)
+    if gate is not None and promoted and promoted.get("image_digest"):
+        return Outcome("shipped", _shipped(gate, promoted), "success", False)
+    if gate is not None and promoted:
+        return Outcome("shipped", _shipped(gate, promoted) + " (no image: no registry)",
+                       "success", False)
+    return Outcome("not_shipped", "NOT SHIPPED: the gate passed but no image was pushed "
+                   "(see the image tasks)", "failure", True)

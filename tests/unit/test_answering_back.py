@@ -1,0 +1,113 @@
+"""The run's answer: its outcome line and commit state, the newer-push check, the code digest,
+and the unchanged decision."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from rice_mlops.airflow_api import newer_push
+from rice_mlops.code_digest import training_code_digest
+from rice_mlops.commit_status import status_body
+from rice_mlops.outcome import decide_outcome
+from rice_mlops.run_policy import param_schemas
+from rice_mlops.settings import PipelineSettings
+
+SHIPPED = {"model_version": "5", "test_accuracy": 0.996, "image_digest": "sha256:ab"}
+PASSED = {"passed": True, "reason": "ok", "champion_accuracy": 0.994, "champion_version": "4"}
+
+
+def _outcome(**kwargs):
+    values = {"admission": {"proceed": True}, "freshness": {"train": True}, "gate": PASSED,
+              "promoted": SHIPPED, "failed_tasks": []}
+    return decide_outcome(**{**values, **kwargs})
+
+
+def test_shipped_names_version_accuracy_and_change():
+    outcome = _outcome()
+    assert (outcome.kind, outcome.state, outcome.notify) == ("shipped", "success", False)
+    assert outcome.note == "shipped v5: test accuracy 99.60 % (+0.20 points vs v4)"
+
+
+def test_every_other_outcome():
+    cases = {
+        "crashed": _outcome(failed_tasks=["push_image"]),
+        "not_shipped": _outcome(gate={"passed": False, "reason": "below the minimum"},
+                                promoted=None),
+        "superseded": _outcome(admission={"proceed": False, "superseded_by": "c" * 40},
+                               freshness=None, gate=None, promoted=None),
+        "unchanged": _outcome(freshness={"train": False, "reason": "same as v4"}, gate=None,
+                              promoted=None),
+    }
+    assert {k: (o.kind, o.state, o.notify) for k, o in cases.items()} == {
+        "crashed": ("crashed", "error", True), "not_shipped": ("not_shipped", "failure", True),
+        "superseded": ("superseded", "error", False),
+        "unchanged": ("unchanged", "success", False)}
+    assert cases["not_shipped"].note == "NOT SHIPPED: below the minimum"
+    assert cases["superseded"].note.startswith("superseded by cccccccccccc")
+    assert "push_image" in cases["crashed"].note
+    assert _outcome(promoted=None).kind == "not_shipped"  # passed, but nothing was pushed
+
+
+def test_a_long_reason_fits_githubs_description_limit():
+    outcome = _outcome(gate={"passed": False, "reason": "x" * 500}, promoted=None)
+    assert len(outcome.description) == 140
+    body = status_body(outcome.state, outcome.description, "http://airflow/run")
+    assert set(body) == {"state", "description", "target_url", "context"}
+    assert body["context"] == "rice-mlops/pipeline"
+    with pytest.raises(ValueError):
+        status_body("cancelled", "x", "http://airflow/run")
+
+
+def _run(run_id, sha, after, ref="refs/heads/main", repo="acme/rice"):
+    return {"dag_run_id": run_id, "run_after": after,
+            "conf": {"source_commit": sha, "source_ref": ref, "source_repository": repo}}
+
+
+def test_a_newer_push_to_the_same_branch_supersedes():
+    mine = _run("b", "b" * 40, "2026-11-27T10:00:01Z")
+    runs = [_run("a", "a" * 40, "2026-11-27T10:00:00Z"), mine,
+            _run("c", "c" * 40, "2026-11-27T10:00:02Z"),
+            _run("d", "d" * 40, "2026-11-27T10:00:03Z")]
+    assert newer_push(mine, runs) == "d" * 40
+    assert newer_push(runs[-1], runs) is None  # the newest is never superseded
+    others = [_run("x", "x" * 40, "2026-11-27T11:00:00Z", ref="refs/heads/dev"),
+              _run("y", "y" * 40, "2026-11-27T11:00:00Z", repo="acme/other"),
+              _run("z", "b" * 40, "2026-11-27T11:00:00Z")]  # the same commit again
+    assert newer_push(mine, [mine, *others]) is None
+    nightly = {"dag_run_id": "n", "run_after": "2026-11-27T02:00:00Z", "conf": {}}
+    assert newer_push(nightly, runs) is None
+
+
+def test_code_digest_follows_params_and_packages():
+    params = {"epochs": 25, "image_size": 64}
+    base = training_code_digest(params, packages=["numpy==2.0.0"])
+    assert base == training_code_digest(dict(reversed(params.items())), ["numpy==2.0.0"])
+    assert base != training_code_digest({**params, "epochs": 26}, ["numpy==2.0.0"])
+    assert base != training_code_digest(params, ["numpy==2.0.1"])
+    assert training_code_digest(params).startswith("sha256:")
+
+
+def test_unchanged_only_when_data_and_code_equal_the_recorded_champion(tmp_path):
+    pytest.importorskip("airflow")
+    from rice_mlops.code_digest import training_code_digest as digest_of
+    from rice_mlops.config import TrainConfig
+    from rice_mlops.tasks import check_changed
+
+    settings = PipelineSettings(data_root=tmp_path)
+    params = {name: schema["default"] for name, schema in param_schemas(settings).items()}
+    config = TrainConfig(data_dir=tmp_path, epochs=params["epochs"],
+                         image_size=params["image_size"], batch_size=params["batch_size"])
+    extra = {"model_version": "4", "mlflow_run_id": "a" * 32, "tflite_sha256": "b" * 64,
+             "test_accuracy": 0.99, "dataset_fingerprint": "sha256:data", "classes": ["A"],
+             "code_digest": digest_of(config.model_params())}
+    events = [SimpleNamespace(extra=extra, source_dag_id="rice_classifier_cicd",
+                              source_task_id="promote")]
+    data = {"data_dir": str(tmp_path), "fingerprint": "sha256:data"}
+    assert check_changed(settings, params, data, events)["train"] is False
+    assert check_changed(settings, {**params, "force": True}, data, events)["train"] is True
+    assert check_changed(settings, {**params, "epochs": 3}, data, events)["train"] is True
+    other = {**data, "fingerprint": "sha256:other"}
+    assert check_changed(settings, params, other, events)["train"] is True
+    assert check_changed(settings, params, data, [])["train"] is True
