@@ -53,9 +53,9 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 )
 def rice_classifier_cicd():
     @task
-    def admit(params=None, run_id=None) -> dict:
+    def admit(params=None, ti=None) -> dict:
         """Post `pending`; stop a queued push that a newer push to its branch superseded."""
-        return tasks.admit(SETTINGS, params, run_id)
+        return tasks.admit(SETTINGS, params, ti)
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def proceed(decision: dict, key: str) -> bool:

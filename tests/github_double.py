@@ -27,7 +27,9 @@ FIELDS = {
     ("PATCH", "ref"): {"sha", "force"},
     ("POST", "pulls"): {"title", "head", "base", "body", "draft", "maintainer_can_modify"},
     ("PATCH", "pull"): {"title", "body", "state", "base"},
+    ("POST", "status"): {"state", "target_url", "description", "context"},
 }
+STATUS_STATES = {"error", "failure", "pending", "success"}
 
 
 class GitHubDouble:
@@ -46,6 +48,7 @@ class GitHubDouble:
         for args in (["add", "."], ["commit", "-qm", "init"], ["push", "-q", "origin", "main"]):
             subprocess.run(["git", *args], cwd=seed, env=env, check=True, capture_output=True)
         self.pulls: list[dict] = []
+        self.statuses: list[dict] = []  # {"sha", "state", "target_url", "description", ...}
         self.requests: list[tuple[str, str, dict | None, dict]] = []
         self.faults: list[tuple[int, dict]] = []
         self._lock = threading.Lock()
@@ -163,6 +166,15 @@ class GitHubDouble:
                     "html_url": f"https://github.example/{self.repository}/pull/{number}"}
             self.pulls.append(pull)
             return 201, pull
+        if method == "POST" and (m := re.fullmatch(r"statuses/([0-9a-f]{40})", rest)):
+            # GitHub: 422 for an unknown state or a description over 140 characters.
+            if body.get("state") not in STATUS_STATES:
+                return 422, {"message": "Validation Failed", "errors": ["state"]}
+            if len(body.get("description") or "") > 140:
+                return 422, {"message": "Validation Failed", "errors": ["description"]}
+            status = {"sha": m[1], "context": "default", **body}
+            self.statuses.append(status)
+            return 201, {"id": len(self.statuses), **status}
         if method == "PATCH" and (m := re.fullmatch(r"pulls/(\d+)", rest)):
             pull = next((p for p in self.pulls if p["number"] == int(m[1])), None)
             if pull is None:
@@ -203,6 +215,7 @@ class GitHubDouble:
                         status, headers = double.faults.pop(0)
                         return self._reply(status, {"message": "injected fault"}, headers)
                     kind = ("pull" if re.search(r"/pulls/\d+$", url.path) else
+                            "status" if "/statuses/" in url.path else
                             "ref" if "/git/refs/" in url.path else url.path.rsplit("/", 1)[-1])
                     allowed = FIELDS.get((self.command, kind))
                     if body is not None and allowed is not None and set(body) - allowed:

@@ -289,9 +289,17 @@ def _commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: 
         log.warning("commit status %s not posted on %s: %s", state, repository, exc)
 
 
-def admit(settings: PipelineSettings, params: Mapping, dag_run_id: str) -> dict:
-    """Pending on the commit; a queued push superseded by a newer one to its branch stops."""
+def admit(settings: PipelineSettings, params: Mapping, ti) -> dict:
+    """Pending on the commit; a queued push superseded by a newer one to its branch stops.
+
+    Clearing any task of a run re-runs this setup task too: a run that has already gone past
+    it (a task after it holds a state) is a re-run, never superseded after the fact.
+    """
     from rice_mlops.airflow_api import AirflowApi, newer_push
+
+    dag_run_id = ti.run_id
+    states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
+    rerun = any(state for task, state in states.items() if task not in ("admit", "report"))
 
     try:
         request = _request(params, settings)
@@ -299,7 +307,7 @@ def admit(settings: PipelineSettings, params: Mapping, dag_run_id: str) -> dict:
         log.warning("%s", exc)
         return {"proceed": True}
     _commit_status(settings, request, dag_run_id, "pending", "training and gating")
-    if not request.source_commit:
+    if not request.source_commit or rerun:
         return {"proceed": True}
     api = AirflowApi.from_connection(settings.airflow_api_conn_id)
     if api is None:

@@ -76,6 +76,18 @@ class AirflowStack:
         return httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30,
                              **kwargs)
 
+    def add_pipeline_connection(self) -> None:
+        """The DAG's own service account (role user) as the `rice_airflow_api` connection,
+        created through the REST API as an operator would."""
+        password = (self.home / "pipeline_password").read_text().strip()
+        response = self.api("POST", "/connections", json={
+            "connection_id": "rice_airflow_api", "conn_type": "http", "host": "127.0.0.1",
+            "port": self.port, "login": "pipeline", "password": password})
+        assert response.status_code == 201, response.text
+
+    def note(self, run_id: str, dag_id: str = DAG_ID) -> str | None:
+        return self.run(run_id, dag_id).get("note")
+
     def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

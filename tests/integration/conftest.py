@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,9 +106,45 @@ def github_double():
     double.close()
 
 
+class Mailbox:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        mailbox = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                from email import message_from_bytes
+                from email.policy import default
+
+                mailbox.messages.append((list(envelope.rcpt_tos),
+                                         message_from_bytes(envelope.content, policy=default)))
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+        self.controller.start()
+        self.port = self.controller.port
+
+    def to(self, address: str) -> list:
+        return [message for recipients, message in self.messages if address in recipients]
+
+
+@pytest.fixture(scope="session")
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.controller.stop()
+
+
+NOTIFY = "ml-oncall@example.com"
+
+
 @pytest.fixture(scope="session")
 def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_path_factory,
-               github_double):
+               github_double, mailbox):
     """Real api-server, scheduler, dag-processor and triggerer on PostgreSQL, with the Docker
     engine and the registry connection (created through the REST API, as an operator would)."""
     stack = AirflowStack(
@@ -115,7 +152,8 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
         env=airflow_env(mlflow_server, staging_root,
                         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_url,
                         RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
-                        RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"]),
+                        RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"],
+                        RICE_NOTIFY_EMAILS=NOTIFY),
     )
     with stack.running():
         host, port = docker_engine["RICE_REGISTRY"].split(":")
@@ -128,6 +166,12 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
             "connection_id": "github_default", "conn_type": "github",
             "host": github_double.url, "password": GITHUB_TOKEN})
         assert response.status_code == 201, response.text
+        response = stack.api("POST", "/connections", json={
+            "connection_id": "smtp_default", "conn_type": "smtp", "host": "127.0.0.1",
+            "port": mailbox.port, "extra": json.dumps({"disable_tls": True,
+                                                       "disable_ssl": True})})
+        assert response.status_code == 201, response.text
+        stack.add_pipeline_connection()
         yield stack
 
 

@@ -19,7 +19,8 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
     assert run["run_type"] == "manual"
     assert run["conf"] == conf
     states = airflow_pg.task_states("e2e-shipped")
-    for task_id in ("validate_data", "train", "fetch_artifacts", "quality_gate",
+    for task_id in ("admit", "admitted", "check_changed", "changed", "report",
+                    "validate_data", "train", "fetch_artifacts", "quality_gate",
                     "prepare_image_context", "build_image", "smoke_test", "shippable",
                     "push_image", "record_image", "open_pull_request", "promote",
                     "prune_old_builds"):

@@ -186,8 +186,13 @@ def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
         "host": f"http://127.0.0.1:{port}", "password": "ghp_hangs"})
     assert created.status_code == 201, created.text
     try:
-        hung = deliver(hook_pg, push("c" * 40)).json()["dag_run_id"]
-        queued = deliver(hook_pg, push("d" * 40)).json()["dag_run_id"]
+        # Through the REST API with `force`: the same data and code as the champion would
+        # otherwise end as unchanged before reaching GitHub.
+        hung, queued = "hang-1", "hang-2"
+        for run_id, sha in ((hung, "c" * 40), (queued, "d" * 40)):
+            conf = {"force": True, "source_commit": sha, "source_ref": "refs/heads/main",
+                    "source_repository": REPO_NAME}
+            assert hook_pg.trigger(conf, run_id).status_code == 200
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             pull = next(t for t in hook_pg.task_instances(hung)

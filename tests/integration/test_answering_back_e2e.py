@@ -1,0 +1,102 @@
+"""The pipeline answers back: commit statuses on the GitHub double, run notes through the REST
+API, e-mail to a real SMTP server, superseded and unchanged runs (real Airflow, PostgreSQL,
+MLflow, Docker engine and registry)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.conftest import NOTIFY, SHA, dag_conf
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _statuses(double, sha: str, run_id: str) -> list[dict]:
+    return [s for s in double.statuses if s["sha"] == sha and s["target_url"].endswith(
+        f"/runs/{run_id}")]
+
+
+def _mlflow_runs(dag_run_id: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("rice-classifier")
+    return client.search_runs([experiment.experiment_id], filter_string=(
+        f"tags.`rice.airflow_dag_run_id` = '{dag_run_id}'"))
+
+
+def test_a_shipped_run_answers_on_its_commit_and_in_its_note(airflow_pg, shipped_run,
+                                                             github_double):
+    statuses = _statuses(github_double, SHA, "e2e-shipped")
+    assert [s["state"] for s in statuses][0] == "pending"
+    final = statuses[-1]
+    assert final["state"] == "success", statuses
+    assert final["context"] == "rice-mlops/pipeline"
+    assert final["target_url"] == f"{airflow_pg.url}/dags/rice_classifier_cicd/runs/e2e-shipped"
+    assert final["description"].startswith("shipped v")
+    assert airflow_pg.note("e2e-shipped") == final["description"]
+    assert airflow_pg.task_states("e2e-shipped")["report"] == "success"
+
+
+def test_same_data_and_code_ends_unchanged_and_force_retrains(airflow_pg, shipped_run,
+                                                              github_double, mailbox):
+    conf, _ = shipped_run
+    unchanged = {**conf, "source_commit": "3" * 40}
+    assert airflow_pg.trigger(unchanged, "answer-unchanged").status_code == 200
+    run = airflow_pg.wait_for_run("answer-unchanged", timeout=600)
+    states = airflow_pg.task_states("answer-unchanged")
+    assert run["state"] == "success", states
+    assert states["check_changed"] == "success" and states["train"] == "skipped", states
+    assert states["promote"] == "skipped" and states["open_pull_request"] == "skipped"
+    assert airflow_pg.note("answer-unchanged").startswith(
+        "unchanged: same dataset and training code as champion v")
+    assert _mlflow_runs("answer-unchanged") == []
+    assert _statuses(github_double, "3" * 40, "answer-unchanged")[-1]["state"] == "success"
+
+    # force retrains; a bar of 1.0 then refuses it: NOT SHIPPED, told by e-mail.
+    forced = {**unchanged, "source_commit": "4" * 40, "force": True, "min_test_accuracy": 1.0}
+    assert airflow_pg.trigger(forced, "answer-forced").status_code == 200
+    run = airflow_pg.wait_for_run("answer-forced", timeout=900)
+    assert airflow_pg.task_states("answer-forced")["train"] == "success"
+    assert len(_mlflow_runs("answer-forced")) == 1
+    note = airflow_pg.note("answer-forced")
+    assert note.startswith("NOT SHIPPED: test accuracy") and "below the minimum 1.0000" in note
+    final = _statuses(github_double, "4" * 40, "answer-forced")[-1]
+    assert final["state"] == "failure" and final["description"] == note[:140]
+    mails = [m for m in mailbox.to(NOTIFY) if "answer-forced" in m["Subject"]]
+    assert len(mails) == 1
+    body = mails[0].get_body().get_content()
+    assert "below the minimum 1.0000" in body
+    assert f"{airflow_pg.url}/dags/rice_classifier_cicd/runs/answer-forced" in body
+
+
+def _train_state(stack, run_id: str) -> str | None:
+    return next((t["state"] for t in stack.task_instances(run_id) if t["task_id"] == "train"),
+                None)
+
+
+def test_of_three_quick_pushes_the_middle_one_is_superseded(airflow_pg, shipped_run,
+                                                            tiny_real_dataset, github_double):
+    base = dag_conf(tiny_real_dataset, force=True, min_test_accuracy=1.0)
+    shas = ("5" * 40, "6" * 40, "7" * 40)
+    assert airflow_pg.trigger({**base, "source_commit": shas[0]}, "answer-push-0"
+                              ).status_code == 200
+    deadline = time.monotonic() + 600
+    while _train_state(airflow_pg, "answer-push-0") != "running":
+        assert time.monotonic() < deadline, airflow_pg.describe("answer-push-0")
+        time.sleep(1)
+    for index, sha in enumerate(shas[1:], start=1):  # both queue behind the training run
+        assert airflow_pg.trigger({**base, "source_commit": sha}, f"answer-push-{index}"
+                                  ).status_code == 200
+    runs = [airflow_pg.wait_for_run(f"answer-push-{i}", timeout=900) for i in range(3)]
+    assert [r["state"] for r in runs] == ["success"] * 3
+    middle = airflow_pg.task_states("answer-push-1")
+    assert middle["admit"] == "success" and middle["validate_data"] == "skipped", middle
+    assert middle["train"] == "skipped"
+    assert airflow_pg.note("answer-push-1").startswith(f"superseded by {shas[2][:12]}")
+    assert _statuses(github_double, shas[1], "answer-push-1")[-1]["state"] == "error"
+    assert _mlflow_runs("answer-push-1") == []
+    for index in (0, 2):
+        assert airflow_pg.task_states(f"answer-push-{index}")["train"] == "success"
