@@ -7,13 +7,11 @@ run in MLflow, and ships it only when it is good enough.
 **When it runs:** nightly at 02:00 UTC (`RICE_SCHEDULE`) and on every push to `main` through
 the GitHub webhook (one run per pushed commit). Runs never overlap: a second one queues.
 
-**What it does:** `admit` (pending on the commit; a push superseded by a newer one stops)
-→ `validate_data` → `check_changed` (same data and training code as the champion: stop)
-→ `train` (MLflow) → `fetch_artifacts` (sha256 manifest) → `quality_gate` (the bar and the
-champion this pipeline last promoted) → the serving image built, smoke-tested and pushed (an
-immutable commit tag and `latest`) → a pull request with the artifacts → `promote` moves
-`champion` and records it in the `rice_classifier_model` asset → `report` writes the outcome
-as the run note, the commit status and, for a crash or a refusal, an e-mail.
+**What it does:** `admit` (pending on the commit; stop if a newer push superseded it) →
+`validate_data` → `check_changed` (stop if data and code equal the champion's) → `train` →
+`fetch_artifacts` → `quality_gate` (vs the champion this pipeline promoted) →
+`approve_release` (a person, when risky) → image built, smoke-tested, pushed → pull request →
+`promote` → `report` (run note, commit status, e-mail on a crash or a refusal).
 
 **Reading a run:** the run note says it in one line: shipped vN / NOT SHIPPED: reason /
 superseded / unchanged / FAILED.
@@ -29,6 +27,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, task
 
 from rice_mlops import tasks
+from rice_mlops.approval import ReleaseApproval
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
@@ -119,9 +118,9 @@ def rice_classifier_cicd():
         return record
 
     @task
-    def report(admission: dict, freshness, gate, promoted, params=None, ti=None) -> dict:
+    def report(*stages, params=None, ti=None) -> dict:
         """Write the outcome: run note, commit status, e-mail (a teardown: always runs)."""
-        return tasks.report(SETTINGS, params, ti, admission, freshness, gate, promoted)
+        return tasks.report(SETTINGS, params, ti, *stages)
 
     admission = admit()
     data = validate_data()
@@ -134,17 +133,18 @@ def rice_classifier_cicd():
     staged >> prune_old_builds(trained) >> gate
     plan = prepare_image_context(trained, data, gate)
     ship = proceed.override(task_id="shippable")(gate, "passed")
+    approval = ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
     build, smoke, push = image_stages(trained["run_id"], SETTINGS)
     plan >> build >> smoke >> push
     image = record_image(trained, gate, plan, push.output)
-    # The pull request names the pushed image, so it follows the image stages (or their skip).
-    pull = open_pull_request(trained, gate, image)
+    pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
     promoted = promote(trained, data, staged, gate, image)
     pull >> promoted
     # Direct downstream of a short-circuit are skipped; the rest follow their trigger rules.
     proceed.override(task_id="changed")(freshness, "train") >> [trained, pull, promoted]
-    ship >> [plan, pull, promoted]
-    report(admission, freshness, gate, promoted).as_teardown(setups=admission)
+    ship >> [approval, plan, pull, promoted]  # a stop skips every publication task
+    approval >> [plan, pull, promoted]
+    report(admission, freshness, gate, promoted, approval.output).as_teardown(setups=admission)
 
 
 rice_classifier_cicd()

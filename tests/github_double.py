@@ -49,6 +49,9 @@ class GitHubDouble:
             subprocess.run(["git", *args], cwd=seed, env=env, check=True, capture_output=True)
         self.pulls: list[dict] = []
         self.statuses: list[dict] = []  # {"sha", "state", "target_url", "description", ...}
+        self.hooks: dict[int, dict] = {}  # id -> {"url", "secret"}
+        self.deliveries: list[dict] = []  # GitHub's delivery records, newest last
+        self._bodies: dict[str, tuple[str, bytes]] = {}  # guid -> (event, body)
         self.requests: list[tuple[str, str, dict | None, dict]] = []
         self.faults: list[tuple[int, dict]] = []
         self._lock = threading.Lock()
@@ -79,6 +82,45 @@ class GitHubDouble:
 
     def commits_on(self, branch: str) -> list[str]:
         return self.git("rev-list", branch).splitlines()
+
+    # -- webhooks: deliveries as GitHub makes them, and redeliveries ----------------------
+    def add_hook(self, url: str, secret: str) -> int:
+        hook_id = 1000 + len(self.hooks)
+        self.hooks[hook_id] = {"url": url, "secret": secret}
+        return hook_id
+
+    def deliver(self, hook_id: int, event: str, payload: dict, guid: str | None = None,
+                redelivery: bool = False) -> dict:
+        """POST a signed delivery to the hook's URL and record what GitHub would record."""
+        import datetime
+        import hashlib
+        import hmac
+        import urllib.error
+        import urllib.request
+        import uuid
+
+        hook = self.hooks[hook_id]
+        guid = guid or str(uuid.uuid4())
+        event, body = self._bodies.setdefault(guid, (event, json.dumps(payload).encode()))
+        signature = "sha256=" + hmac.new(hook["secret"].encode(), body,
+                                         hashlib.sha256).hexdigest()
+        request = urllib.request.Request(hook["url"], data=body, method="POST", headers={
+            "Content-Type": "application/json", "X-GitHub-Event": event,
+            "X-GitHub-Delivery": guid, "X-Hub-Signature-256": signature})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                code = response.status
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+        except OSError:
+            code = 0  # no answer: GitHub records a failed delivery without a status code
+        record = {"id": len(self.deliveries) + 1, "guid": guid, "event": event,
+                  "status_code": code, "redelivery": redelivery, "action": None,
+                  "delivered_at": datetime.datetime.now(datetime.UTC).isoformat(),
+                  "status": "OK" if 200 <= code < 300 else "failed", "hook_id": hook_id}
+        with self._lock:
+            self.deliveries.append(record)
+        return record
 
     # -- the endpoints --------------------------------------------------------------------
     def _tree_entries(self, sha: str) -> list[dict]:
@@ -175,6 +217,25 @@ class GitHubDouble:
             status = {"sha": m[1], "context": "default", **body}
             self.statuses.append(status)
             return 201, {"id": len(self.statuses), **status}
+        if method == "GET" and rest == "hooks":
+            return 200, [{"id": i, "active": True, "events": ["push"],
+                          "config": {"url": h["url"], "content_type": "json"}}
+                         for i, h in self.hooks.items()]
+        if method == "GET" and (m := re.fullmatch(r"hooks/(\d+)/deliveries", rest)):
+            if int(m[1]) not in self.hooks:
+                return 404, {"message": "Not Found"}
+            found = [d for d in self.deliveries if d["hook_id"] == int(m[1])]
+            return 200, list(reversed(found))[:int(query.get("per_page", 30))]
+        if method == "POST" and (m := re.fullmatch(r"hooks/(\d+)/deliveries/(\d+)/attempts",
+                                                   rest)):
+            original = next((d for d in self.deliveries if d["id"] == int(m[2])
+                             and d["hook_id"] == int(m[1])), None)
+            if original is None:
+                return 404, {"message": "Not Found"}
+            # Redelivered after this answer, as GitHub does (and outside the request lock).
+            threading.Thread(target=self.deliver, daemon=True, args=(
+                int(m[1]), original["event"], None, original["guid"], True)).start()
+            return 202, {}
         if method == "PATCH" and (m := re.fullmatch(r"pulls/(\d+)", rest)):
             pull = next((p for p in self.pulls if p["number"] == int(m[1])), None)
             if pull is None:

@@ -46,7 +46,7 @@ def _shipped(gate: Mapping, promoted: Mapping) -> str:
 
 def decide_outcome(*, admission: Mapping | None, freshness: Mapping | None,
                    gate: Mapping | None, promoted: Mapping | None,
-                   failed_tasks: list[str]) -> Outcome:
+                   failed_tasks: list[str], approval: Mapping | None = None) -> Outcome:
     """The run's outcome; a crash outranks everything, then the earliest decision."""
     if failed_tasks:
         return Outcome("crashed", f"FAILED: {', '.join(sorted(failed_tasks))} failed; "
@@ -59,6 +59,10 @@ def decide_outcome(*, admission: Mapping | None, freshness: Mapping | None,
     if gate is not None and not gate.get("passed"):
         return Outcome("not_shipped", f"NOT SHIPPED: {gate.get('reason', 'gate failed')}",
                        "failure", True)
+    if approval is not None and approval.get("required") and not approval.get("approved"):
+        who = approval.get("by")
+        why = f"release rejected by {who}" if who else "nobody approved the release in time"
+        return Outcome("not_shipped", f"NOT SHIPPED: {why}", "failure", True)
     if gate is not None and promoted and promoted.get("image_digest"):
         return Outcome("shipped", _shipped(gate, promoted), "success", False)
     if gate is not None and promoted:

@@ -59,7 +59,8 @@ def unusable_connection_reason(conn_id: str) -> str | None:
     return None
 
 
-def client_from_connection(conn_id: str) -> GitHubClient:
+def client_from_connection(conn_id: str, **limits) -> GitHubClient:
+    """A client from the connection; `limits` (timeout, attempts) bound what it may hold."""
     from airflow.providers.github.hooks.github import GithubHook
 
     # Not GithubHook(...): its constructor raises a bare ValueError when the token is missing.
@@ -68,7 +69,7 @@ def client_from_connection(conn_id: str) -> GitHubClient:
         raise GitHubAuthError(f"Airflow connection {conn_id!r} has no token in its password")
     host = (conn.host or "").rstrip("/")
     api_url = host if host.startswith("http") else (f"https://{host}" if host else DEFAULT_API_URL)
-    return GitHubClient(api_url, conn.password, conn_id)
+    return GitHubClient(api_url, conn.password, conn_id, **limits)
 
 
 def web_url(api_url: str) -> str:
@@ -80,12 +81,14 @@ def web_url(api_url: str) -> str:
 
 class GitHubClient:
     def __init__(self, api_url: str, token: str, conn_id: str,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, *, timeout: float = 30,
+                 attempts: int = MAX_ATTEMPTS):
         self.api_url = api_url.rstrip("/")
         self.conn_id = conn_id
         self._sleep = sleep
+        self._attempts = attempts
         self._http = httpx.Client(
-            base_url=self.api_url, timeout=30,
+            base_url=self.api_url, timeout=timeout,
             headers={"Authorization": f"Bearer {token}",
                      "Accept": "application/vnd.github+json",
                      "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "rice-mlops"})
@@ -104,7 +107,7 @@ class GitHubClient:
         return None
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in range(self._attempts):
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
@@ -124,12 +127,12 @@ class GitHubClient:
                             "Pull requests: write on the repository")
                     return response
                 what = f"HTTP {response.status_code}"
-            if attempt == MAX_ATTEMPTS - 1:
+            if attempt == self._attempts - 1:
                 break
             wait = min(wait, MAX_WAIT_SECONDS)
             log.warning("GitHub %s %s: %s; retrying in %.0fs", method, path, what, wait)
             self._sleep(wait)
-        raise GitHubUnavailable(f"GitHub {method} {path} still failing after {MAX_ATTEMPTS} "
+        raise GitHubUnavailable(f"GitHub {method} {path} still failing after {self._attempts} "
                                 f"attempts ({what})")
 
     def json(self, method: str, path: str, expect: tuple[int, ...] = (200, 201), **kwargs):

@@ -58,6 +58,12 @@ def record_gate(run_id: str, version: str, passed: bool, reason: str,
         client.set_model_version_tag(name, version, key, value)
 
 
+def tag_version(version: str, tags: dict[str, str], name: str = MODEL_NAME) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
 def promote(version: str, tags: dict[str, str] | None = None, name: str = MODEL_NAME) -> None:
     client = _client()
     for key, value in (tags or {}).items():

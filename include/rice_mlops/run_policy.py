@@ -66,6 +66,11 @@ def param_schemas(settings: PipelineSettings) -> dict:
                               "description": "owner/name pushed to; must be allowed."},
         "pusher": {"default": "", "type": "string", "maxLength": 255,
                    "description": "Who pushed (named in the pull request)."},
+        "require_approval": {
+            "default": settings.require_approval, "type": "boolean",
+            **({"enum": [True]} if settings.require_approval else {}),
+            "description": "A person approves the release before it is published (the "
+                           "deployment's RICE_REQUIRE_APPROVAL cannot be turned off here)."},
         "force": {"default": False, "type": "boolean",
                   "description": "Retrain even when data and training code equal the "
                                  "champion's."},
@@ -91,6 +96,7 @@ class RunRequest:
     pusher: str
     compare_url: str
     force: bool = False
+    require_approval: bool = False
 
     def source(self) -> dict[str, str]:
         values = {"commit": self.source_commit, "ref": self.source_ref,
@@ -150,6 +156,7 @@ def run_request(params: Mapping, settings: PipelineSettings) -> RunRequest:
         source_commit=params.get("source_commit") or "", source_ref=params.get("source_ref") or "",
         source_repository=repository, pusher=params.get("pusher") or "",
         compare_url=params.get("compare_url") or "", force=bool(params.get("force")),
+        require_approval=bool(params.get("require_approval")) or settings.require_approval,
     )
 
 

@@ -56,6 +56,11 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
+    value = env.get(name, default).strip()
+    return None if value.lower() in ("", "none") else value
+
+
 def docker_socket_from(env: Mapping[str, str]) -> str:
     """The engine's socket: RICE_DOCKER_SOCKET, else a unix:// DOCKER_HOST (rootless Docker
     and other engines on another socket), else Docker's default."""
@@ -108,17 +113,20 @@ class PipelineSettings:
     notify_emails: tuple[str, ...] = ()  # nothing is sent when empty
     notify_from: str = "rice-mlops@localhost"
     smtp_conn_id: str = "smtp_default"
+    redelivery_schedule: str | None = "*/15 * * * *"  # the webhook redelivery DAG
+    github_hook_id: str = ""  # empty: the repository webhook whose URL ends /webhooks/github
+    require_approval: bool = False  # a person approves every release, not only close calls
+    approval_timeout_minutes: int = 24 * 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if env is None else env
-        schedule = env.get("RICE_SCHEDULE", DEFAULT_SCHEDULE).strip()
         data_dir = env.get("RICE_DATA_DIR", "").strip()
         data_root = env.get("RICE_DATA_ROOT", "").strip() or data_dir
         repository = env.get("RICE_GITHUB_REPOSITORY", "").strip()
         allowed = {r.strip() for r in env.get("RICE_ALLOWED_SOURCE_REPOSITORIES", "").split(",")}
         return cls(
-            schedule=None if schedule.lower() in ("", "none") else schedule,
+            schedule=_schedule(env, "RICE_SCHEDULE", DEFAULT_SCHEDULE),
             staging_root=Path(env.get("RICE_STAGING_DIR", "").strip() or cls.staging_root),
             data_dir=data_dir,
             data_root=Path(data_root) if data_root else None,
@@ -161,6 +169,12 @@ class PipelineSettings:
                                 if e.strip()),
             notify_from=env.get("RICE_NOTIFY_FROM", "").strip() or cls.notify_from,
             smtp_conn_id=env.get("RICE_SMTP_CONN_ID", "").strip() or cls.smtp_conn_id,
+            redelivery_schedule=_schedule(env, "RICE_REDELIVERY_SCHEDULE", "*/15 * * * *"),
+            github_hook_id=env.get("RICE_GITHUB_HOOK_ID", "").strip(),
+            require_approval=_choice(env, "RICE_REQUIRE_APPROVAL", "false",
+                                     ("true", "false")) == "true",
+            approval_timeout_minutes=_int(env, "RICE_APPROVAL_TIMEOUT_MINUTES",
+                                          cls.approval_timeout_minutes, low=1),
         )
 
     def as_dict(self) -> dict:

@@ -281,7 +281,10 @@ def _commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: 
         return
     repository = request.source_repository or settings.github_repository
     try:
-        post_status(publish.client_from_connection(settings.github_conn_id), repository,
+        # Bounded well inside the task's timeout: a slow GitHub must not hold the run.
+        client = publish.client_from_connection(settings.github_conn_id, timeout=10,
+                                                attempts=2)
+        post_status(client, repository,
                     request.source_commit, state, description, _run_url(settings, dag_run_id))
         log.info("commit %s of %s: %s (%s)", request.source_commit[:12], repository, state,
                  description)
@@ -346,7 +349,8 @@ def check_changed(settings: PipelineSettings, params: Mapping, data: Mapping,
 
 
 def report(settings: PipelineSettings, params: Mapping, ti, admission: Mapping | None,
-           freshness: Mapping | None, gate: Mapping | None, promoted: Mapping | None) -> dict:
+           freshness: Mapping | None, gate: Mapping | None, promoted: Mapping | None,
+           approval: Mapping | None = None) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
     from rice_mlops.airflow_api import AirflowApi
     from rice_mlops.outcome import decide_outcome
@@ -355,7 +359,7 @@ def report(settings: PipelineSettings, params: Mapping, ti, admission: Mapping |
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
     failed = [task for task, state in states.items() if state == "failed"]
     outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
-                             promoted=promoted, failed_tasks=failed)
+                             promoted=promoted, failed_tasks=failed, approval=approval)
     log.info("outcome: %s", outcome.note)
     try:
         api = AirflowApi.from_connection(settings.airflow_api_conn_id)
@@ -396,3 +400,19 @@ def _notify(settings: PipelineSettings, dag_run_id: str, outcome) -> None:
         log.info("notified %s", ", ".join(settings.notify_emails))
     except Exception as exc:  # noqa: BLE001 - a mail server down must not hide the outcome
         log.warning("notification not sent: %s", exc)
+
+
+def redeliver_failed_pushes(settings: PipelineSettings) -> list[int]:
+    from rice_mlops import publish
+    from rice_mlops.redelivery import find_hook, redeliver_failed
+
+    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+        raise AirflowSkipException(reason)
+    if not settings.github_repository:
+        raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY")
+    client = publish.client_from_connection(settings.github_conn_id)
+    hook = find_hook(client, settings.github_repository, settings.github_hook_id)
+    if hook is None:
+        raise AirflowSkipException(f"no webhook of {settings.github_repository} points at "
+                                   "/webhooks/github (or set RICE_GITHUB_HOOK_ID)")
+    return redeliver_failed(client, settings.github_repository, hook)

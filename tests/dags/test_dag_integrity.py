@@ -87,7 +87,10 @@ def test_task_graph_order(dag):
     assert {"prepare_image_context", "open_pull_request", "promote"} <= downstream("shippable")
     assert {"train", "open_pull_request", "promote"} <= downstream("changed")
     assert downstream("admitted") == {"validate_data"}
-    for name in ("admitted", "changed", "shippable"):
+    assert {"prepare_image_context", "open_pull_request", "promote"} <= downstream(
+        "approve_release")
+    assert "approve_release" in downstream("shippable")
+    for name in ("admitted", "changed", "shippable", "approve_release"):
         assert dag.get_task(name).ignore_downstream_trigger_rules is False
     # The report is a teardown after everything: it runs whatever happened and its own
     # outcome does not decide the run's state.

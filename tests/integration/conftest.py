@@ -73,6 +73,7 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
     return {
         "MLFLOW_TRACKING_URI": mlflow_url,
         "RICE_SCHEDULE": "none",
+        "RICE_REDELIVERY_SCHEDULE": "none",
         "RICE_STAGING_DIR": str(staging),
         # Long enough for a test to restart a service between two attempts of a task.
         "RICE_RETRY_DELAY_SECONDS": "15",

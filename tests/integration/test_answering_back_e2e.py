@@ -100,3 +100,46 @@ def test_of_three_quick_pushes_the_middle_one_is_superseded(airflow_pg, shipped_
     assert _mlflow_runs("answer-push-1") == []
     for index in (0, 2):
         assert airflow_pg.task_states(f"answer-push-{index}")["train"] == "success"
+
+
+def _respond(stack, run_id: str, option: str) -> None:
+    deadline = time.monotonic() + 600
+    while True:
+        ti = next((t for t in stack.task_instances(run_id) if t["task_id"] == "approve_release"),
+                  {})
+        if ti.get("state") in ("awaiting_input", "deferred"):
+            break
+        assert time.monotonic() < deadline and ti.get("state") not in (
+            "success", "skipped", "failed"), stack.describe(run_id)
+        time.sleep(1)
+    response = stack.api(
+        "PATCH", f"/dags/rice_classifier_cicd/dagRuns/{run_id}/taskInstances/approve_release/-1"
+                 "/hitlDetails", json={"chosen_options": [option]})
+    assert response.status_code == 200, response.text
+
+
+def test_a_release_that_needs_approval_waits_for_a_person(airflow_pg, shipped_run,
+                                                         small_real_dataset):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    outcomes = {}
+    for run_id, sha, option in (("answer-rejected", "8" * 40, "Reject"),
+                                ("answer-approved", "9" * 40, "Approve")):
+        conf = dag_conf(small_real_dataset, epochs=3, source_commit=sha, require_approval=True)
+        assert airflow_pg.trigger(conf, run_id).status_code == 200
+        _respond(airflow_pg, run_id, option)
+        assert airflow_pg.wait_for_run(run_id, timeout=900)["state"] == "success"
+        outcomes[run_id] = airflow_pg.task_states(run_id)
+        version = next(v for v in client.search_model_versions("name='rice-classifier'")
+                       if client.get_run(v.run_id).data.tags.get("rice.airflow_dag_run_id")
+                       == run_id)
+        assert version.tags["rice.approval_by"] == "admin"
+        assert version.tags["rice.approval"] == ("approved" if option == "Approve"
+                                                 else "rejected")
+    rejected, approved = outcomes["answer-rejected"], outcomes["answer-approved"]
+    for task_id in ("prepare_image_context", "push_image", "open_pull_request", "promote"):
+        assert rejected[task_id] == "skipped", rejected
+        assert approved[task_id] == "success", approved
+    assert airflow_pg.note("answer-rejected") == "NOT SHIPPED: release rejected by admin"
+    assert airflow_pg.note("answer-approved").startswith("shipped v")

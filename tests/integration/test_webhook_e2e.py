@@ -211,6 +211,49 @@ def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
     assert hook_pg.wait_for_run(queued, timeout=600)["state"] == "success"
 
 
+def test_a_push_that_met_a_503_is_redelivered_by_the_recovery_dag(hook_pg, proxy,
+                                                                  github_double):
+    """GitHub never retries by itself: the recovery DAG asks it to, once Airflow is back."""
+    from tests.integration.conftest import GITHUB_TOKEN
+
+    hook = github_double.add_hook(f"{hook_pg.url}/webhooks/github", SECRET)
+    sha = "e" * 40
+    proxy.stop()  # the webhook cannot reach the REST API: it answers 503
+    try:
+        first = github_double.deliver(hook, "push", push(sha))
+    finally:
+        proxy.start()
+    assert first["status_code"] == 503
+    run_id = f"github__{REPO_NAME.replace('/', '.')}__{sha}"
+    assert hook_pg.api("GET", f"/dags/rice_classifier_cicd/dagRuns/{run_id}").status_code == 404
+    created = hook_pg.api("POST", "/connections", json={
+        "connection_id": "github_default", "conn_type": "github",
+        "host": github_double.url, "password": GITHUB_TOKEN})
+    assert created.status_code == 201, created.text
+    try:
+        hook_pg.wait_for_dag("rice_webhook_redelivery")
+        hook_pg.unpause("rice_webhook_redelivery")
+        for attempt in ("redelivery-1", "redelivery-2"):  # the second finds nothing to do
+            response = hook_pg.trigger({}, attempt, dag_id="rice_webhook_redelivery")
+            assert response.status_code == 200, response.text
+            assert hook_pg.wait_for_run(attempt, dag_id="rice_webhook_redelivery",
+                                        timeout=300)["state"] == "success"
+            deadline = time.monotonic() + 60
+            while not any(d["redelivery"] for d in github_double.deliveries
+                          if d["guid"] == first["guid"]):
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+    finally:
+        hook_pg.api("DELETE", "/connections/github_default")
+    attempts = [d for d in github_double.deliveries if d["guid"] == first["guid"]]
+    assert [(d["redelivery"], d["status_code"]) for d in attempts] == [(False, 503),
+                                                                       (True, 200)]
+    assert hook_pg.wait_for_run(run_id, timeout=600)["state"] == "success"
+    runs = hook_pg.api("GET", "/dags/rice_classifier_cicd/dagRuns",
+                       params={"limit": 100}).json()["dag_runs"]
+    assert [r["dag_run_id"] for r in runs].count(run_id) == 1
+
+
 def _burst(stack, n=10) -> list[httpx.Response]:
     shas = [f"{i:040x}" for i in range(1, n + 1)]
     with ThreadPoolExecutor(max_workers=n) as pool:

@@ -111,3 +111,29 @@ def test_unchanged_only_when_data_and_code_equal_the_recorded_champion(tmp_path)
     other = {**data, "fingerprint": "sha256:other"}
     assert check_changed(settings, params, other, events)["train"] is True
     assert check_changed(settings, params, data, [])["train"] is True
+
+
+def test_approval_is_asked_only_when_risky():
+    pytest.importorskip("airflow")
+    from rice_mlops.approval import approval_body, approval_reason
+
+    passed = {"passed": True, "version": "6", "test_accuracy": 0.995, "champion_version": "5",
+              "champion_accuracy": 0.994, "reason": "ok"}
+    assert approval_reason(passed, require_approval=False) is None
+    assert "requires approval" in approval_reason(passed, require_approval=True)
+    close = {**passed, "significant": False}
+    assert "not statistically significant" in approval_reason(close, require_approval=False)
+    assert approval_reason({**close, "passed": False}, require_approval=True) is None
+    body = approval_body(close, "a reason")
+    assert "| challenger v6 | 99.50 % |" in body and "| champion v5 | 99.40 % |" in body
+
+
+def test_a_rejected_or_unanswered_release_is_not_shipped():
+    rejected = _outcome(approval={"required": True, "approved": False, "by": "alice"},
+                        promoted=None)
+    assert rejected.note == "NOT SHIPPED: release rejected by alice"
+    assert rejected.state == "failure"
+    timed_out = _outcome(approval={"required": True, "approved": False, "by": None},
+                         promoted=None)
+    assert timed_out.note == "NOT SHIPPED: nobody approved the release in time"
+    assert _outcome(approval={"required": True, "approved": True, "by": "bob"}).kind == "shipped"

@@ -1,0 +1,78 @@
+"""People asked when it is risky: a human approves a release before anything is published.
+
+Approval is asked when the deployment requires it (RICE_REQUIRE_APPROVAL) or when the gate
+says the challenger's lead over the champion is within the noise (`significant: false`).
+Otherwise the task answers at once. Approve → publication; Reject or no answer before
+RICE_APPROVAL_TIMEOUT_MINUTES → every publication task is skipped: not shipped. Who answered
+is recorded on the MLflow model version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from rice_mlops.settings import PipelineSettings
+
+
+def approval_reason(gate: Mapping, require_approval: bool) -> str | None:
+    """Why a person must approve this release, or None when nobody needs to."""
+    if not gate.get("passed"):
+        return None  # nothing will be published anyway
+    if require_approval:
+        return "this deployment requires approval for every release (RICE_REQUIRE_APPROVAL)"
+    if gate.get("significant") is False:
+        return "the challenger's lead over the champion is not statistically significant"
+    return None
+
+
+def approval_body(gate: Mapping, reason: str) -> str:
+    def pct(value):
+        return "—" if value is None else f"{100 * value:.2f} %"
+
+    return (f"**Why you are asked:** {reason}.\n\n"
+            "| | test accuracy |\n|---|---|\n"
+            f"| challenger v{gate.get('version')} | {pct(gate.get('test_accuracy'))} |\n"
+            f"| champion v{gate.get('champion_version') or '—'} | "
+            f"{pct(gate.get('champion_accuracy'))} |\n\n"
+            f"**Gate:** {gate.get('reason', '')}\n\n"
+            "Approve to build, push and promote it; Reject (or no answer in time) ships nothing.")
+
+
+class ReleaseApproval(ApprovalOperator):
+    """Asks only when `approval_reason` says so; a rejection skips its direct downstream."""
+
+    template_fields = (*ApprovalOperator.template_fields, "gate")
+
+    def __init__(self, *, gate, settings: PipelineSettings, **kwargs):
+        super().__init__(subject="Ship the rice classifier?", defaults="Reject",
+                         response_timeout=timedelta(minutes=settings.approval_timeout_minutes),
+                         **kwargs)
+        self.gate = gate
+        self.settings = settings
+
+    def execute(self, context):
+        from rice_mlops.run_policy import run_request
+
+        required = run_request(context["params"], self.settings).require_approval
+        reason = approval_reason(self.gate, required)
+        if reason is None:
+            self.log.info("no approval needed for this release")
+            return {"required": False, "approved": True}
+        self.subject = f"Ship rice classifier v{self.gate['version']}?"
+        self.body = approval_body(self.gate, reason)
+        return super().execute(context)
+
+    def execute_complete(self, context, event):
+        from rice_mlops import registry
+
+        result = super().execute_complete(context=context, event=event)
+        approved = result["chosen_options"] == [self.APPROVE]
+        user = result.get("responded_by_user") or {}
+        responder = (user.get("name") or user.get("id")) if isinstance(user, Mapping) else user
+        registry.tag_version(self.gate["version"], {
+            "rice.approval": "approved" if approved else "rejected",
+            "rice.approval_by": str(responder or "nobody (timed out)")})
+        return {"required": True, "approved": approved, "by": responder}
