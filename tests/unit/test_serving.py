@@ -5,7 +5,9 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,17 +40,36 @@ def model_dir(keras_model, tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="module")
-def server(model_dir):
-    from rice_mlops.serving.app import make_server
-    from rice_mlops.serving.classifier import Classifier
+def run_server(model_dir, **overrides):
+    """A real uvicorn server on the bounded protocol, in a thread; yields its port."""
+    from rice_mlops.serving.server import make_server
+    from rice_mlops.serving.settings import Settings
 
-    httpd = make_server(Classifier(model_dir, workers=2), "127.0.0.1", 0, max_body_bytes=400_000)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    settings = Settings(**{"model_dir": str(model_dir), "host": "127.0.0.1", "port": 0,
+                           "inference_slots": 2, **overrides})
+    server, app = make_server(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    yield sock.getsockname()[1], app
+    server.should_exit = True
+    thread.join(timeout=20)
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def served(model_dir):
+    yield from run_server(model_dir, max_body_bytes=400_000)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 def request(port, method, path, body=b"", headers=None):
