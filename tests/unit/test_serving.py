@@ -310,7 +310,8 @@ def test_metrics_count_what_was_sent(server):
 @pytest.fixture(scope="module")
 def tight(model_dir):
     yield from run_server(model_dir, max_requests=2, max_connections=40, header_timeout=0.5,
-                          body_timeout=0.5, keep_alive_timeout=0.5, max_header_bytes=4096)
+                          body_timeout=0.5, keep_alive_timeout=0.5, max_header_bytes=4096,
+                          max_buffered_bytes=1000)
 
 
 def test_slow_clients_are_cut_off_by_the_server(tight):
@@ -349,6 +350,20 @@ def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):
     finally:
         for sock in holders:
             sock.close()
+
+
+def test_bodies_over_the_buffer_budget_get_503(tight):
+    port, _ = tight
+    with socket.create_connection(("127.0.0.1", port)) as holder:
+        holder.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: 900\r\n\r\n")
+        time.sleep(0.1)
+        status, body, response = request(port, "POST", "/predict", b"x" * 200,
+                                          {"Content-Type": "image/png"})
+    assert status == 503 and response.getheader("Retry-After") == "1"
+    assert "RICE_SERVING_MAX_BUFFERED_BYTES" in body["message"]
+    time.sleep(0.1)  # the holder's bytes are released with its connection
+    assert request(port, "POST", "/predict", b"x" * 200, {"Content-Type": "image/png"})[0] == 400
 
 
 def test_connections_over_the_cap_are_closed_at_once(tight):

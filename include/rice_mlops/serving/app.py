@@ -37,9 +37,11 @@ ROUTES = {"/ping": "GET", "/health": "GET", "/version": "GET", "/metadata": "GET
           "/metrics": "GET", "/invocations": "POST", "/predict": "POST"}
 _JSON = [(b"content-type", b"application/json")]
 # A 2048x2048 image costs about 90 MB while it is decoded and classified (pixels, then the
-# interpreter's float32 input): larger than this, images take their turn one at a time, so
-# memory stays near base + 90 MB + (slots - 1) x 22 MB instead of slots x 90 MB.
+# interpreter's float32 input), an 8 MiB JSON document up to about 70 MB of Python numbers:
+# larger than these, requests take their turn one at a time, so memory stays near
+# base + 90 MB + (slots - 1) x 22 MB instead of slots x 90 MB.
 LARGE_IMAGE_PIXELS = 1024 * 1024
+LARGE_JSON_BYTES = 1024 * 1024
 
 
 class ServingApp:
@@ -51,8 +53,9 @@ class ServingApp:
         self._executor = ThreadPoolExecutor(settings.inference_slots,
                                             thread_name_prefix="inference")
         self._slots = asyncio.Semaphore(settings.inference_slots)
-        self._one_large_image = threading.Lock()
+        self._one_large = threading.Lock()
         self._admitted = 0
+        self._buffered = 0  # body bytes held by admitted requests
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -90,6 +93,7 @@ class ServingApp:
                               close=True)
         finally:
             self._admitted -= 1
+            self._buffered -= reply.held
             self.metrics.in_flight.dec()
             if reply.status:
                 self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
@@ -117,14 +121,14 @@ class ServingApp:
                                  "application/json with instances or inputs")
         else:
             decode.check_image_content_type(content_type)
-        body = await self._read_body(headers, receive)
+        body = await self._read_body(headers, receive, reply)
         reply.body_read = True
         if path == "/invocations":
             await self._invocations(reply, body)
         else:
             await self._predict(reply, body, content_type)
 
-    async def _read_body(self, headers: dict[bytes, bytes], receive) -> bytes:
+    async def _read_body(self, headers: dict[bytes, bytes], receive, reply: _Reply) -> bytes:
         limit = self.settings.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is None and b"transfer-encoding" not in headers:
@@ -135,6 +139,8 @@ class ServingApp:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"body of {int(declared)} bytes exceeds the limit of {limit} bytes "
                              "(RICE_SERVING_MAX_BODY_BYTES)")
+        if declared is not None:
+            self._hold(reply, int(declared))
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -146,9 +152,22 @@ class ServingApp:
                 raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                  f"body exceeds the limit of {limit} bytes "
                                  "(RICE_SERVING_MAX_BODY_BYTES)")
+            if declared is None:
+                self._hold(reply, len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    def _hold(self, reply: _Reply, size: int) -> None:
+        """Count body bytes against the budget of all requests together, or refuse (503)."""
+        budget = self.settings.max_buffered_bytes
+        if self._buffered + size > budget:
+            raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE,
+                             f"{self._buffered} body bytes are already held, up to {budget} "
+                             "(RICE_SERVING_MAX_BUFFERED_BYTES); retry later",
+                             {"retry-after": str(self.settings.retry_after_seconds)})
+        self._buffered += size
+        reply.held += size
 
     async def _in_slot(self, work, *args):
         async with self._slots:
@@ -193,14 +212,15 @@ class ServingApp:
         })
 
     def _classify_json(self, body: bytes) -> np.ndarray:
-        return self._classify(decode.pixels_from_json(body))
+        with self._one_large if len(body) > LARGE_JSON_BYTES else nullcontext():
+            return self._classify(decode.pixels_from_json(body))
 
     def _classify_image(self, body: bytes, content_type: str) -> np.ndarray:
         settings = self.settings
         data = decode.image_bytes_from_request(content_type, body, settings.multipart_max_parts,
                                                settings.multipart_max_header_bytes)
         large = decode.image_pixel_count(data, settings.max_pixels) > LARGE_IMAGE_PIXELS
-        with self._one_large_image if large else nullcontext():
+        with self._one_large if large else nullcontext():
             return self._classify(decode.pixels_from_image(data, settings.max_pixels))
 
     def _classify(self, pixels: np.ndarray) -> np.ndarray:
@@ -232,6 +252,7 @@ class _Reply:
         self._head = scope["method"] == "HEAD"
         self.status = 0
         self.body_read = False
+        self.held = 0  # body bytes counted against the server's budget
 
     async def send(self, status: int, body: bytes, headers: list, close: bool = False) -> None:
         self.status = int(status)

@@ -24,6 +24,8 @@ class Settings:
     max_connections: int = 512
     retry_after_seconds: int = 1
     max_body_bytes: int = 8 * 1024 * 1024
+    # Body bytes held by all requests together (read, or waiting for a slot); over it, 503.
+    max_buffered_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     max_pixels: int = 2048 * 2048
     multipart_max_parts: int = 8
