@@ -332,6 +332,14 @@ def test_headers_over_the_cap_close_the_connection(tight):
     assert (statuses, closed) == ([], True)
 
 
+@pytest.mark.parametrize("data", [b"GET /ping HTTP/1.1\r\n" + b"X-Many: y\r\n" * 600 + b"\r\n",
+                                  b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_complete_headers_over_the_cap_are_refused(tight, data):
+    port, _ = tight
+    statuses, closed = exchange(port, data, idle=5)
+    assert (statuses, closed) == ([400], True)
+
+
 def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):
     port, _ = tight
     holders = []

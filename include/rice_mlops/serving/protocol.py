@@ -25,6 +25,10 @@ def bounded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
     return BoundedHttpToolsProtocol
 
 
+class HeadersTooLarge(Exception):
+    pass
+
+
 class _Bounded(HttpToolsProtocol):
     _settings: Settings
 
@@ -32,7 +36,8 @@ class _Bounded(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._reading_headers = True
-        self._header_bytes = 0
+        self._header_bytes = 0  # received while the headers are incomplete
+        self._parsed_header_bytes = 0
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -61,8 +66,25 @@ class _Bounded(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading_headers = True
+        self._parsed_header_bytes = 0
         if self._deadline is None:
             self._arm(self._settings.header_timeout, "headers")
+
+    # Counted as llhttp hands them over: headers that arrive in one read are capped as well.
+    # Raising here makes httptools fail the parse, and uvicorn answers 400 and closes.
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._parsed_header_bytes += size
+        if self._parsed_header_bytes > self._settings.max_header_bytes:
+            raise HeadersTooLarge(f"request line and headers over "
+                                  f"{self._settings.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False
