@@ -108,7 +108,6 @@ class ServingApp:
                              f"{method} is not allowed on {path}; use {allowed}",
                              {"allow": allowed})
         if method == "GET":
-            reply.body_read = _declares_no_body(scope)
             await getattr(self, "_" + path.strip("/"))(reply)
             return
         headers = _headers(scope)
@@ -237,11 +236,6 @@ class _ClientGone(BadRequest):
 
 def _headers(scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
-
-
-def _declares_no_body(scope) -> bool:
-    headers = _headers(scope)
-    return b"transfer-encoding" not in headers and headers.get(b"content-length", b"0") == b"0"
 
 
 class _Reply:
