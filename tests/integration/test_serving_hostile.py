@@ -267,13 +267,23 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_0(serving_image):
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(call, port, "POST", "/predict", png,
                                    {"Content-Type": "image/png"}, timeout=60) for _ in range(8)]
-            time.sleep(0.3)  # all eight are in flight: one decodes, the others wait their turn
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # all eight admitted (a few may be answered)
+                samples = metric_samples(port)
+                admitted = samples[("rice_serving_requests_in_flight", ())] + samples.get(
+                    ("rice_serving_requests_total", (("endpoint", "/predict"),
+                                                     ("status", "200"))), 0)
+                if admitted == 8:
+                    break
+                time.sleep(0.02)
+            in_flight = samples[("rice_serving_requests_in_flight", ())]
             docker("kill", "--signal", "TERM", container)
             statuses = [future.result()[0] for future in futures]
         exit_code = docker("wait", container, timeout=60).stdout.strip()
         logs = docker("logs", container).stderr
     finally:
         docker("rm", "-f", container, check=False)
+    assert in_flight >= 2  # large images take turns: most of them were still waiting
     assert statuses == [200] * 8
     assert exit_code == "0", logs[-2000:]
     assert "stopped by SIGTERM" in logs
