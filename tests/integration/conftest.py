@@ -193,3 +193,41 @@ def shipped_run(airflow_pg, small_real_dataset):
     assert response.status_code == 200, response.text
     assert response.json()["run_type"] == "manual"
     return conf, airflow_pg.wait_for_run("e2e-shipped", timeout=900)
+
+
+@pytest.fixture(scope="session")
+def docker_login(docker_engine, tmp_path_factory):
+    """A docker CLI logged in to the test registry with its own throw-away config."""
+    config = tmp_path_factory.mktemp("docker-config")
+    env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    subprocess.run(["docker", "login", "--username", docker_engine["RICE_REGISTRY_USER"],
+                    "--password-stdin", docker_engine["RICE_REGISTRY"]],
+                   input=docker_engine["RICE_REGISTRY_PASSWORD"], text=True, env=env,
+                   check=True, capture_output=True)
+    return env
+
+
+@pytest.fixture(scope="session")
+def pushed(airflow_pg, shipped_run):
+    """What the e2e-shipped run pushed: the one serving image a test session builds."""
+    _, run = shipped_run
+    assert run["state"] == "success", airflow_pg.task_states("e2e-shipped")
+    response = airflow_pg.api(
+        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/record_image/"
+               "xcomEntries/return_value")
+    assert response.status_code == 200, response.text
+    value = response.json()["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@pytest.fixture(scope="session")
+def serving_image(request) -> str:
+    """The serving image the pipeline built, pulled by digest; RICE_TEST_SERVING_IMAGE names a
+    ready local image instead (only for iterating on the server: CI leaves it unset)."""
+    ready = os.environ.get("RICE_TEST_SERVING_IMAGE")
+    if ready:
+        return ready
+    ref = request.getfixturevalue("pushed")["digest_ref"]
+    subprocess.run(["docker", "pull", ref], env=request.getfixturevalue("docker_login"),
+                   check=True, capture_output=True, timeout=300)
+    return ref

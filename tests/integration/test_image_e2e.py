@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,18 +16,6 @@ from tests.integration.conftest import SHA
 from tests.integration.conftest import dag_conf as _conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def docker_login(docker_engine, tmp_path_factory):
-    """A docker CLI logged in to the test registry with its own throw-away config."""
-    config = tmp_path_factory.mktemp("docker-config")
-    env = {**os.environ, "DOCKER_CONFIG": str(config)}
-    subprocess.run(["docker", "login", "--username", docker_engine["RICE_REGISTRY_USER"],
-                    "--password-stdin", docker_engine["RICE_REGISTRY"]],
-                   input=docker_engine["RICE_REGISTRY_PASSWORD"], text=True, env=env,
-                   check=True, capture_output=True)
-    return env
 
 
 def docker(env, *args, check=True) -> subprocess.CompletedProcess:
@@ -45,18 +32,6 @@ def registry_tags(engine: dict, repository: str = "rice-classifier") -> list[str
         return []
     assert response.status_code == 200, response.text
     return response.json().get("tags") or []
-
-
-@pytest.fixture(scope="module")
-def pushed(airflow_pg, shipped_run):
-    _, run = shipped_run
-    assert run["state"] == "success", airflow_pg.task_states("e2e-shipped")
-    response = airflow_pg.api(
-        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/record_image/"
-               "xcomEntries/return_value")
-    assert response.status_code == 200, response.text
-    value = response.json()["value"]
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_registry_holds_the_immutable_tag_and_latest(pushed, docker_engine):

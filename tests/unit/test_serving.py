@@ -5,12 +5,16 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.serving_traffic import SMUGGLED, SMUGGLING, exchange, multipart, png_claiming
 
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
 
@@ -38,17 +42,36 @@ def model_dir(keras_model, tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="module")
-def server(model_dir):
-    from rice_mlops.serving.app import make_server
-    from rice_mlops.serving.classifier import Classifier
+def run_server(model_dir, **overrides):
+    """A real uvicorn server on the bounded protocol, in a thread; yields its port."""
+    from rice_mlops.serving.server import make_server
+    from rice_mlops.serving.settings import Settings
 
-    httpd = make_server(Classifier(model_dir, workers=2), "127.0.0.1", 0, max_body_bytes=400_000)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    settings = Settings(**{"model_dir": str(model_dir), "host": "127.0.0.1", "port": 0,
+                           "inference_slots": 2, **overrides})
+    server, app = make_server(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    yield sock.getsockname()[1], app
+    server.should_exit = True
+    thread.join(timeout=20)
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def served(model_dir):
+    yield from run_server(model_dir, max_body_bytes=400_000)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 def request(port, method, path, body=b"", headers=None):
@@ -204,3 +227,177 @@ def test_concurrent_clients_get_their_own_answers(server, keras_model):
     for i, (status, body, _) in enumerate(results):
         assert status == 200
         assert np.abs(np.asarray(body["predictions"][0]) - expected[i]).max() < 1e-5
+
+
+# --- bounds: framing, limits, deadlines, admission, metrics ------------------------------------
+
+
+@pytest.mark.parametrize("shape", sorted(SMUGGLING))
+def test_a_smuggled_request_is_never_answered(server, shape):
+    statuses, _ = exchange(server, SMUGGLING[shape])
+    assert len(statuses) == 1, statuses
+    assert statuses[0] < 500 or statuses[0] == 501
+
+
+def test_pipelined_requests_are_each_answered_in_order(server):
+    statuses, _ = exchange(server, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLED)
+    assert statuses == [200, 200]
+
+
+def test_hostile_images_and_multipart_bodies_are_4xx(server):
+    jpeg = jpeg_bytes(rng_images(1, size=60)[0])
+    cases = {
+        "bomb": (png_claiming(30000, 30000), {"Content-Type": "image/png"}, 413, "pixels"),
+        "over the pixel cap": (png_claiming(2048, 4096), {"Content-Type": "image/png"}, 413,
+                               "RICE_SERVING_MAX_PIXELS"),
+        "truncated jpeg": (jpeg[: len(jpeg) // 2], {"Content-Type": "image/jpeg"}, 400,
+                           "truncated or corrupt"),
+        "thousands of parts": (*multipart([(f"f{i}", None, b"x") for i in range(3000)]), 400,
+                               "more than 8 parts"),
+        "two files": (*multipart([("file", "a.jpg", jpeg), ("file", "b.jpg", jpeg)]), 400,
+                      "exactly one"),
+        "no file part": (*multipart([("note", None, b"hello")]), 400, "no file part"),
+        "huge part header": (*multipart([("file", "a" * 10_000 + ".jpg", jpeg)]), 400,
+                             "malformed multipart"),
+        "no closing boundary": (multipart([("file", "a.jpg", jpeg)])[0][:-14],
+                                multipart([])[1], 400, "incomplete"),
+        "no boundary": (b"x", {"Content-Type": "multipart/form-data"}, 400, "boundary"),
+    }
+    for name, (body, headers, status, fragment) in cases.items():
+        got, answer, _ = request(server, "POST", "/predict", body, headers)
+        assert (got, fragment in answer["message"]) == (status, True), (name, answer)
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+    connection.request("POST", "/predict", body=iter([b"0" * 100_000] * 5), encode_chunked=True,
+                       headers={"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    assert response.status == 413
+    assert "exceeds the limit of 400000 bytes" in json.loads(response.read())["message"]
+
+
+def metric(port, name, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text, response = request(port, "GET", "/metrics")
+    assert status == 200 and response.getheader("Content-Type").startswith("text/plain")
+    return sum(sample.value for family in text_string_to_metric_families(text.decode())
+               for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
+def test_metrics_count_what_was_sent(server):
+    before = {key: metric(server, "rice_serving_requests_total", endpoint="/predict", status=key)
+              for key in ("200", "400")}
+    predicted = metric(server, "rice_serving_predictions_total")
+    for _ in range(3):
+        request(server, "POST", "/predict", jpeg_bytes(rng_images(1)[0]),
+                {"Content-Type": "image/jpeg"})
+    request(server, "POST", "/predict", b"junk", {"Content-Type": "image/jpeg"})
+    post_json(server, "/invocations", {"instances": rng_images(2).tolist()})
+    assert metric(server, "rice_serving_requests_total", endpoint="/predict",
+                  status="200") == before["200"] + 3
+    assert metric(server, "rice_serving_requests_total", endpoint="/predict",
+                  status="400") == before["400"] + 1
+    assert metric(server, "rice_serving_predictions_total") == predicted + 5
+    assert metric(server, "rice_serving_request_duration_seconds_count",
+                  endpoint="/predict") >= 4
+    assert metric(server, "rice_serving_model_info", model_version="7", run_id="abc123") == 1
+    assert metric(server, "rice_serving_requests_in_flight") == 0
+
+
+@pytest.fixture(scope="module")
+def tight(model_dir):
+    yield from run_server(model_dir, max_requests=2, max_connections=40, header_timeout=0.5,
+                          body_timeout=0.5, keep_alive_timeout=0.5, max_header_bytes=4096,
+                          max_buffered_bytes=1000)
+
+
+def test_slow_clients_are_cut_off_by_the_server(tight):
+    port, _ = tight
+    started = time.monotonic()
+    for data in (b"", b"GET /ping HTTP/1.1\r\nHo",
+                 b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 9\r\n\r\n"):
+        statuses, closed = exchange(port, data, idle=5)
+        assert (statuses, closed) == ([], True), data
+    assert time.monotonic() - started < 6
+    statuses, closed = exchange(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", idle=5)
+    assert (statuses, closed) == ([200], True)  # closed by keep-alive timeout
+
+
+def test_headers_over_the_cap_close_the_connection(tight):
+    port, _ = tight
+    statuses, closed = exchange(port, b"GET /ping HTTP/1.1\r\nX-Pad: " + b"a" * 8000, idle=5)
+    assert (statuses, closed) == ([], True)
+
+
+@pytest.mark.parametrize("data", [b"GET /ping HTTP/1.1\r\n" + b"X-Many: y\r\n" * 600 + b"\r\n",
+                                  b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_complete_headers_over_the_cap_are_refused(tight, data):
+    port, _ = tight
+    statuses, closed = exchange(port, data, idle=5)
+    assert (statuses, closed) == ([400], True)
+
+
+def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):
+    port, _ = tight
+    holders = []
+    for _ in range(2):  # admitted, then waiting for a body that does not come
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 9\r\n\r\n")
+        holders.append(sock)
+    time.sleep(0.1)
+    try:
+        status, body, response = request(port, "POST", "/predict", b"x",
+                                          {"Content-Type": "image/png"})
+        assert status == 503 and response.getheader("Retry-After") == "1"
+        assert "RICE_SERVING_MAX_REQUESTS" in body["message"]
+        assert request(port, "GET", "/ping")[0] == 200
+    finally:
+        for sock in holders:
+            sock.close()
+
+
+def test_bodies_over_the_buffer_budget_get_503(tight):
+    port, _ = tight
+    with socket.create_connection(("127.0.0.1", port)) as holder:
+        holder.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: 900\r\n\r\n")
+        time.sleep(0.1)
+        status, body, response = request(port, "POST", "/predict", b"x" * 200,
+                                          {"Content-Type": "image/png"})
+    assert status == 503 and response.getheader("Retry-After") == "1"
+    assert "RICE_SERVING_MAX_BUFFERED_BYTES" in body["message"]
+    time.sleep(0.1)  # the holder's bytes are released with its connection
+    assert request(port, "POST", "/predict", b"x" * 200, {"Content-Type": "image/png"})[0] == 400
+
+
+def test_connections_over_the_cap_are_closed_at_once(tight):
+    port, _ = tight
+    time.sleep(0.6)  # earlier tests' connections are gone
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    try:
+        time.sleep(0.1)
+        statuses, closed = exchange(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", idle=2)
+        assert (statuses, closed) == ([], True)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_settings_are_read_once_from_the_environment():
+    from rice_mlops.serving.settings import Settings
+
+    settings = Settings.from_env({"RICE_PORT": "9000", "RICE_SERVING_MAX_BODY_BYTES": "1000",
+                                  "RICE_SERVING_HEADER_TIMEOUT": "2.5",
+                                  "RICE_SERVING_INFERENCE_SLOTS": "3"})
+    assert (settings.port, settings.max_body_bytes, settings.header_timeout,
+            settings.inference_slots) == (9000, 1000, 2.5, 3)
+    with pytest.raises(ValueError, match="RICE_SERVING_MAX_REQUESTS='lots'"):
+        Settings.from_env({"RICE_SERVING_MAX_REQUESTS": "lots"})
+    with pytest.raises(ValueError, match="must be positive"):
+        Settings.from_env({"RICE_SERVING_BODY_TIMEOUT": "0"})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]

@@ -1,5 +1,5 @@
 """The HTTP server inside the serving image.
 
-Self-contained on purpose: it imports only the standard library, numpy, Pillow, ai-edge-litert
-and (when present) orjson, so the image carries neither TensorFlow nor MLflow.
+Self-contained on purpose: uvicorn (httptools), python-multipart, prometheus-client, numpy,
+Pillow, ai-edge-litert and orjson, so the image carries neither TensorFlow nor MLflow.
 """

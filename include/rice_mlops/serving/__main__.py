@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 
-from rice_mlops.serving.app import serve
+from rice_mlops.serving.server import serve
+from rice_mlops.serving.settings import Settings
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("RICE_LOG_LEVEL", "INFO"),
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"rice-serving: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # `docker stop` sends SIGTERM; exit promptly instead of waiting for the kill.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(
-        model_dir=os.environ.get("RICE_MODEL_DIR", "/opt/model"),
-        host=os.environ.get("RICE_HOST", "0.0.0.0"),
-        port=int(os.environ.get("RICE_PORT", "8080")),
-        max_body_bytes=int(os.environ.get("RICE_MAX_BODY_BYTES", str(10 * 1024 * 1024))),
-        workers=int(os.environ.get("RICE_WORKERS", str(os.cpu_count() or 1))),
-    )
+    serve(settings)
     return 0
 
 

@@ -1,215 +1,191 @@
-"""HTTP endpoints: MLflow's scoring protocol, image upload, metadata; clear 4xx on bad input.
+"""HTTP endpoints as a plain ASGI application: MLflow's scoring protocol, image upload,
+metadata, Prometheus metrics; a clear 4xx on bad input.
 
-GET  /ping /health /version /metadata
+GET  /ping /health /version /metadata /metrics
 POST /invocations   {"instances": [...]} or {"inputs": [...]}: raw RGB pixels (N, H, W, 3)
 POST /predict       a JPEG or PNG, as the body (image/jpeg, image/png) or a multipart file
+
+Work is admitted before it is done: a POST over `max_requests` gets 503 at once (GETs are cheap
+and always answered), the body is refused from its Content-Length (413) before it is read, and
+parsing or decoding starts only once an inference slot is free, so memory is bounded by the
+slot count.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import logging
-import socket
+import threading
 import time
-from email.parser import BytesParser
-from email.policy import HTTP
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-try:  # orjson parses the pixel arrays of /invocations about 1.5x faster than json
-    import orjson as _json
-
-    def _loads(data: bytes):
-        return _json.loads(data)
-
-    def _dumps(value) -> bytes:
-        return _json.dumps(value, option=_json.OPT_SERIALIZE_NUMPY)
-except ImportError:  # pragma: no cover - the image always has orjson
-    import json as _stdjson
-
-    def _loads(data: bytes):
-        return _stdjson.loads(data)
-
-    def _dumps(value) -> bytes:
-        return _stdjson.dumps(value, default=lambda o: o.tolist()).encode()
-
+from rice_mlops.serving import decode
 from rice_mlops.serving.classifier import Classifier
+from rice_mlops.serving.decode import BadRequest
+from rice_mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rice_mlops.serving.metrics import Metrics
+from rice_mlops.serving.settings import Settings
 
 log = logging.getLogger("rice_mlops.serving")
 
-MAX_SIDE = 2048
-MAX_BATCH = 64
-SERVER_VERSION = "rice-serving/1"
+SERVER_VERSION = "rice-serving/2"
+ROUTES = {"/ping": "GET", "/health": "GET", "/version": "GET", "/metadata": "GET",
+          "/metrics": "GET", "/invocations": "POST", "/predict": "POST"}
+_JSON = [(b"content-type", b"application/json")]
+# A 2048x2048 image costs about 90 MB while it is decoded and classified (pixels, then the
+# interpreter's float32 input), an 8 MiB JSON document up to about 70 MB of Python numbers:
+# larger than these, requests take their turn one at a time, so memory stays near
+# base + 90 MB + (slots - 1) x 22 MB instead of slots x 90 MB.
+LARGE_IMAGE_PIXELS = 1024 * 1024
+LARGE_JSON_BYTES = 1024 * 1024
 
 
-class BadRequest(Exception):
-    def __init__(self, status: HTTPStatus, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+class ServingApp:
+    def __init__(self, classifier: Classifier, settings: Settings):
+        self.classifier = classifier
+        self.settings = settings
+        self.metrics = Metrics(classifier.metadata, classifier.classes, [*ROUTES, "other"])
+        # One thread per slot; the semaphore is what a request waits on before decoding.
+        self._executor = ThreadPoolExecutor(settings.inference_slots,
+                                            thread_name_prefix="inference")
+        self._slots = asyncio.Semaphore(settings.inference_slots)
+        self._one_large = threading.Lock()
+        self._admitted = 0
+        self._buffered = 0  # body bytes held by admitted requests
 
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
 
-def pixels_from_json(body: bytes) -> np.ndarray:
-    try:
-        document = _loads(body)
-    except ValueError as exc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         'expected a JSON object {"instances": [...]} or {"inputs": [...]}')
-    keys = [k for k in ("instances", "inputs") if k in document]
-    if len(keys) != 1:
-        other = ", ".join(sorted(document)) or "none"
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         'expected exactly one of "instances" or "inputs" holding raw RGB '
-                         f"pixels shaped (N, H, W, 3); got keys: {other}")
-    try:
-        pixels = np.asarray(document[keys[0]], dtype=np.float32)
-    except (ValueError, TypeError):
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         f'"{keys[0]}" must be a rectangular array of numbers shaped '
-                         "(N, H, W, 3)") from None
-    return check_pixels(pixels)
-
-
-def check_pixels(pixels: np.ndarray) -> np.ndarray:
-    if pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         f"expected raw RGB pixels shaped (N, H, W, 3), got shape "
-                         f"{list(pixels.shape)} (wrap a single image in a list)")
-    n, height, width, _ = pixels.shape
-    if not 1 <= n <= MAX_BATCH:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"batch size must be 1 to {MAX_BATCH}, got {n}")
-    if not (8 <= height <= MAX_SIDE and 8 <= width <= MAX_SIDE):
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         f"image sides must be 8 to {MAX_SIDE} pixels, got {height}x{width}")
-    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         "pixel values must be raw RGB numbers in [0, 255] (not normalised)")
-    return pixels
-
-
-def image_bytes_from_request(content_type: str, body: bytes) -> bytes:
-    kind = content_type.split(";")[0].strip().lower()
-    if kind in ("image/jpeg", "image/png", "application/octet-stream"):
-        return body
-    if kind == "multipart/form-data":
-        message = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-        for part in message.iter_parts() if message.is_multipart() else []:
-            if part.get_filename() or part.get_param("name", header="content-disposition") in (
-                    "file", "image"):
-                return part.get_payload(decode=True) or b""
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         'multipart body has no file part; send the image as field "file"')
-    raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                     f"unsupported Content-Type {kind or '(none)'}: send image/jpeg, image/png "
-                     "or multipart/form-data with a file field")
-
-
-def pixels_from_image(data: bytes) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("JPEG", "PNG"):
-                raise BadRequest(HTTPStatus.BAD_REQUEST,
-                                 f"expected a JPEG or PNG image, got {image.format}")
-            if max(image.size) > MAX_SIDE:
-                raise BadRequest(HTTPStatus.BAD_REQUEST,
-                                 f"image is {image.size[0]}x{image.size[1]}; sides up to "
-                                 f"{MAX_SIDE} pixels are accepted")
-            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise BadRequest(HTTPStatus.BAD_REQUEST,
-                         "body is not a readable JPEG or PNG image") from None
-    return check_pixels(pixels[None])
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
-    server_version = SERVER_VERSION
-    classifier: Classifier
-    max_body_bytes: int
-    routes = {"/ping": {"GET"}, "/health": {"GET"}, "/version": {"GET"},
-              "/metadata": {"GET"}, "/invocations": {"POST"}, "/predict": {"POST"}}
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in one segment below; without NODELAY, Nagle's algorithm and
-        # the client's delayed ACK add 40 ms to every keep-alive response (measured).
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: HTTPStatus, payload=None, headers: dict | None = None) -> None:
-        body = b"" if payload is None else _dumps(payload)
-        self.send_response(status)
-        if payload is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self._headers_buffer.append(b"\r\n")
-        if self.command != "HEAD":
-            self._headers_buffer.append(body)
-        self.flush_headers()  # one write: status line, headers and body
-
-    def _error(self, error: BadRequest) -> None:
-        code = "BAD_REQUEST" if error.status < 500 else "INTERNAL_ERROR"
-        self._send(error.status, {"error_code": code, "message": error.message}, error.headers)
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunks")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length header required")
-        if int(length) > self.max_body_bytes:
-            self.close_connection = True  # the unread body must not be parsed as a request
-            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                             f"body of {int(length)} bytes exceeds the limit of "
-                             f"{self.max_body_bytes} bytes (RICE_MAX_BODY_BYTES)")
-        return self.rfile.read(int(length))
-
-    def _dispatch(self) -> None:
-        path = self.path.split("?", 1)[0]
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        endpoint = path if path in ROUTES else "other"
+        started = time.perf_counter()
+        reply = _Reply(send, scope)
+        if method == "GET":  # cheap and always answered, even when predictions are saturated
+            try:
+                await self._dispatch(scope, receive, reply, path, method)
+            except BadRequest as error:
+                await reply.error(error)
+            self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
+            return
+        if self._admitted >= self.settings.max_requests:
+            await reply.error(BadRequest(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{self._admitted} requests in progress (RICE_SERVING_MAX_REQUESTS); retry later",
+                {"retry-after": str(self.settings.retry_after_seconds)}), close=True)
+            self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
+            return
+        self._admitted += 1
+        self.metrics.in_flight.inc()
         try:
-            allowed = self.routes.get(path)
-            if allowed is None:
-                raise BadRequest(HTTPStatus.NOT_FOUND,
-                                 f"no route {path}; routes: {', '.join(sorted(self.routes))}")
-            if self.command not in allowed:
-                self.close_connection = self.command == "POST"
-                raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED,
-                                 f"{self.command} is not allowed on {path}; use "
-                                 f"{', '.join(sorted(allowed))}", {"Allow": ", ".join(allowed)})
-            getattr(self, "_" + path.strip("/"))()
+            await self._dispatch(scope, receive, reply, path, method)
         except BadRequest as error:
-            self._error(error)
-        except Exception:  # a bug must answer 500, not drop the connection
-            log.exception("unhandled error on %s %s", self.command, path)
-            self._error(BadRequest(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error"))
+            await reply.error(error, close=not reply.body_read)
+        except Exception:  # a bug answers 500 without details; the log has the traceback
+            log.exception("unhandled error on %s %s", method, path)
+            await reply.error(BadRequest(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error"),
+                              close=True)
+        finally:
+            self._admitted -= 1
+            self._buffered -= reply.held
+            self.metrics.in_flight.dec()
+            if reply.status:
+                self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch  # noqa: N815
+    async def _dispatch(self, scope, receive, reply: _Reply, path: str, method: str) -> None:
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            raise BadRequest(HTTPStatus.NOT_FOUND,
+                             f"no route {path}; routes: {', '.join(sorted(ROUTES))}")
+        if method != allowed:
+            raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED,
+                             f"{method} is not allowed on {path}; use {allowed}",
+                             {"allow": allowed})
+        if method == "GET":
+            await getattr(self, "_" + path.strip("/"))(reply)
+            return
+        headers = _headers(scope)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if path == "/invocations":
+            kind = decode.media_type(content_type)
+            if kind != "application/json":
+                raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                 f"unsupported Content-Type {kind or '(none)'}: send "
+                                 "application/json with instances or inputs")
+        else:
+            decode.check_image_content_type(content_type)
+        body = await self._read_body(headers, receive, reply)
+        reply.body_read = True
+        if path == "/invocations":
+            await self._invocations(reply, body)
+        else:
+            await self._predict(reply, body, content_type)
 
-    def _ping(self) -> None:
-        self._send(HTTPStatus.OK)
+    async def _read_body(self, headers: dict[bytes, bytes], receive, reply: _Reply) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED,
+                             "a body is required: send Content-Length (or chunked encoding)")
+        # llhttp has already refused a malformed or ambiguous length (400), so this is a number.
+        if declared is not None and int(declared) > limit:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                             f"body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+                             "(RICE_SERVING_MAX_BODY_BYTES)")
+        if declared is not None:
+            self._hold(reply, int(declared))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # chunked bodies declare no length: count them as they come
+                raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                 f"body exceeds the limit of {limit} bytes "
+                                 "(RICE_SERVING_MAX_BODY_BYTES)")
+            if declared is None:
+                self._hold(reply, len(chunk))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-    def _health(self) -> None:
-        self._send(HTTPStatus.OK, {"status": "ok"})
+    def _hold(self, reply: _Reply, size: int) -> None:
+        """Count body bytes against the budget of all requests together, or refuse (503)."""
+        budget = self.settings.max_buffered_bytes
+        if self._buffered + size > budget:
+            raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE,
+                             f"{self._buffered} body bytes are already held, up to {budget} "
+                             "(RICE_SERVING_MAX_BUFFERED_BYTES); retry later",
+                             {"retry-after": str(self.settings.retry_after_seconds)})
+        self._buffered += size
+        reply.held += size
 
-    def _version(self) -> None:
+    async def _in_slot(self, work, *args):
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
+    async def _ping(self, reply: _Reply) -> None:
+        await reply.send(HTTPStatus.OK, b"", [])
+
+    async def _health(self, reply: _Reply) -> None:
+        await reply.json(HTTPStatus.OK, {"status": "ok"})
+
+    async def _version(self, reply: _Reply) -> None:
+        await reply.json(HTTPStatus.OK, {"server": SERVER_VERSION,
+                                         "model_version": self.classifier.metadata.get(
+                                             "model_version")})
+
+    async def _metadata(self, reply: _Reply) -> None:
         meta = self.classifier.metadata
-        self._send(HTTPStatus.OK, {"server": SERVER_VERSION,
-                                   "model_version": meta.get("model_version")})
-
-    def _metadata(self) -> None:
-        meta = self.classifier.metadata
-        self._send(HTTPStatus.OK, {
+        await reply.json(HTTPStatus.OK, {
             "classes": self.classifier.classes,
             "input": {"dtype": "float32", "shape": [-1, -1, -1, 3],
                       "description": "raw RGB pixels 0-255, any size; resized in the model",
@@ -218,43 +194,79 @@ class Handler(BaseHTTPRequestHandler):
                                               "source_commit", "dataset_fingerprint")},
         })
 
-    def _invocations(self) -> None:
-        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if kind != "application/json":
-            raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                             f"unsupported Content-Type {kind or '(none)'}: send "
-                             "application/json with instances or inputs")
-        pixels = pixels_from_json(self._body())
-        self._send(HTTPStatus.OK, {"predictions": self.classifier.predict(pixels)})
+    async def _metrics(self, reply: _Reply) -> None:
+        await reply.send(HTTPStatus.OK, self.metrics.render(),
+                         [(b"content-type", METRICS_CONTENT_TYPE.encode())])
 
-    def _predict(self) -> None:
-        data = image_bytes_from_request(self.headers.get("Content-Type", ""), self._body())
-        probabilities = self.classifier.predict(pixels_from_image(data))[0]
+    async def _invocations(self, reply: _Reply, body: bytes) -> None:
+        probabilities = await self._in_slot(self._classify_json, body)
+        await reply.json(HTTPStatus.OK, {"predictions": probabilities})
+
+    async def _predict(self, reply: _Reply, body: bytes, content_type: str) -> None:
+        probabilities = (await self._in_slot(self._classify_image, body, content_type))[0]
         classes = self.classifier.classes
-        self._send(HTTPStatus.OK, {
+        await reply.json(HTTPStatus.OK, {
             "class": classes[int(np.argmax(probabilities))],
             "probabilities": {c: float(p) for c, p in zip(classes, probabilities, strict=True)},
         })
 
+    def _classify_json(self, body: bytes) -> np.ndarray:
+        with self._one_large if len(body) > LARGE_JSON_BYTES else nullcontext():
+            return self._classify(decode.pixels_from_json(body))
 
-def make_server(classifier: Classifier, host: str, port: int,
-                max_body_bytes: int) -> ThreadingHTTPServer:
-    handler = type("BoundHandler", (Handler,), {"classifier": classifier,
-                                                "max_body_bytes": max_body_bytes})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    def _classify_image(self, body: bytes, content_type: str) -> np.ndarray:
+        settings = self.settings
+        data = decode.image_bytes_from_request(content_type, body, settings.multipart_max_parts,
+                                               settings.multipart_max_header_bytes)
+        large = decode.image_pixel_count(data, settings.max_pixels) > LARGE_IMAGE_PIXELS
+        with self._one_large if large else nullcontext():
+            return self._classify(decode.pixels_from_image(data, settings.max_pixels))
+
+    def _classify(self, pixels: np.ndarray) -> np.ndarray:
+        probabilities = self.classifier.predict(pixels)
+        classes = self.classifier.classes
+        self.metrics.predicted([classes[i] for i in np.argmax(probabilities, axis=1)])
+        return probabilities
 
 
-def serve(model_dir: str, host: str, port: int, max_body_bytes: int, workers: int) -> None:
-    started = time.perf_counter()
-    classifier = Classifier(model_dir, workers=workers)
-    server = make_server(classifier, host, port, max_body_bytes)
-    log.info("serving %s v%s on %s:%d (%d interpreters, ready in %.2fs)",
-             classifier.metadata.get("model_name", "model"),
-             classifier.metadata.get("model_version", "?"), host, port, workers,
-             time.perf_counter() - started)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+class _ClientGone(BadRequest):
+    def __init__(self):
+        super().__init__(HTTPStatus.BAD_REQUEST, "client disconnected")
+
+
+def _headers(scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+class _Reply:
+    """One response: status, headers with Content-Length, body in a single write."""
+
+    def __init__(self, send, scope):
+        self._send = send
+        self._head = scope["method"] == "HEAD"
+        self.status = 0
+        self.body_read = False
+        self.held = 0  # body bytes counted against the server's budget
+
+    async def send(self, status: int, body: bytes, headers: list, close: bool = False) -> None:
+        self.status = int(status)
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        if close:
+            # An unread body is skipped by the parser, but a client may send megabytes of it:
+            # closing is cheaper than reading them.
+            headers.append((b"connection", b"close"))
+        await self._send({"type": "http.response.start", "status": self.status,
+                          "headers": headers})
+        await self._send({"type": "http.response.body", "body": b"" if self._head else body})
+
+    async def json(self, status: int, payload) -> None:
+        await self.send(status, decode.dumps(payload), _JSON)
+
+    async def error(self, error: BadRequest, close: bool = False) -> None:
+        if isinstance(error, _ClientGone):
+            return
+        code = "BAD_REQUEST" if error.status < 500 else (
+            "SERVICE_UNAVAILABLE" if error.status == 503 else "INTERNAL_ERROR")
+        headers = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
+        await self.send(error.status, decode.dumps({"error_code": code,
+                                                    "message": error.message}), headers, close)

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Inputs up to this many float32 values (a batch of 8 rice images, or one 1024x1024 image)
+# keep their interpreter; larger ones get a fresh one afterwards.
+_KEEP_INPUT_VALUES = 1024 * 1024 * 3
+
 
 @dataclass
 class _Slot:
@@ -22,7 +26,7 @@ class _Slot:
 
 @dataclass
 class Classifier:
-    """Probabilities for raw RGB float32 pixels (N, H, W, 3), any H and W."""
+    """Probabilities for raw RGB pixels (N, H, W, 3), float32 or uint8, any H and W."""
 
     model_dir: Path
     workers: int = 2
@@ -30,20 +34,23 @@ class Classifier:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.model_dir = Path(self.model_dir)
         self.classes = json.loads((self.model_dir / "labels.json").read_text())["classes"]
         metadata_file = self.model_dir / "metadata.json"
         self.metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
         self._slots: queue.Queue[_Slot] = queue.Queue()
-        model_path = str(self.model_dir / "model.tflite")
+        self._model_path = str(self.model_dir / "model.tflite")
         for _ in range(max(1, self.workers)):
-            interpreter = Interpreter(model_path=model_path, num_threads=1)
-            self._slots.put(_Slot(interpreter, interpreter.get_input_details()[0]["index"],
-                                  interpreter.get_output_details()[0]["index"]))
+            self._slots.put(self._new_slot())
         # Warm one shape so the first request does not pay for allocation.
         self.predict(np.zeros((1, 250, 250, 3), dtype=np.float32))
+
+    def _new_slot(self) -> _Slot:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=self._model_path, num_threads=1)
+        return _Slot(interpreter, interpreter.get_input_details()[0]["index"],
+                     interpreter.get_output_details()[0]["index"])
 
     @contextmanager
     def _slot(self) -> Iterator[_Slot]:
@@ -51,6 +58,10 @@ class Classifier:
         try:
             yield slot
         finally:
+            if slot.shape is not None and np.prod(slot.shape) > _KEEP_INPUT_VALUES:
+                # An interpreter's arena never shrinks: after one 2048x2048 image it would hold
+                # 48 MB for good. A fresh one costs about a millisecond.
+                slot = self._new_slot()
             self._slots.put(slot)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -59,6 +70,8 @@ class Classifier:
                 slot.interpreter.resize_tensor_input(slot.input_index, images.shape, strict=False)
                 slot.interpreter.allocate_tensors()
                 slot.shape = images.shape
-            slot.interpreter.set_tensor(slot.input_index, images)
+            # Written through a view of the input tensor, so uint8 pixels are converted while
+            # copied: no float32 copy of a large image besides the interpreter's own.
+            slot.interpreter.tensor(slot.input_index)()[...] = images
             slot.interpreter.invoke()
             return slot.interpreter.get_tensor(slot.output_index).copy()

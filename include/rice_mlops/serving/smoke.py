@@ -1,5 +1,6 @@
 """Smoke test run inside the built image: start the server, wait for /ping, classify real
-images and compare with the MLflow model's predictions recorded in `expected.json`.
+images and compare with the MLflow model's predictions recorded in `expected.json`, then check
+that /metrics answers and counted exactly those requests.
 
     python3 -m rice_mlops.serving.smoke --smoke-dir DIR [--tolerance 1e-4]
 
@@ -47,12 +48,14 @@ def check(port: int, smoke_dir: Path, tolerance: float) -> list[str]:
     expected = json.loads((smoke_dir / "expected.json").read_text())
     classes = expected["classes"]
     failures = []
+    answered = 0
     for item in expected["images"]:
         data = (smoke_dir / item["file"]).read_bytes()
         status, body = _request(port, "POST", "/predict", data, {"Content-Type": "image/jpeg"})
         if status != 200:
             failures.append(f"{item['file']}: HTTP {status} {body[:200]!r}")
             continue
+        answered += 1
         answer = json.loads(body)
         worst = max(abs(answer["probabilities"][c] - p)
                     for c, p in zip(classes, item["probabilities"], strict=True))
@@ -62,6 +65,33 @@ def check(port: int, smoke_dir: Path, tolerance: float) -> list[str]:
         if verdict != "ok":
             failures.append(f"{item['file']}: served {answer['class']} vs MLflow {item['class']}, "
                             f"max probability difference {worst:.2e} > {tolerance:.0e}")
+    return failures + check_metrics(port, answered)
+
+
+def check_metrics(port: int, answered: int) -> list[str]:
+    """/metrics answers in Prometheus format and counted the smoke requests, no more."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = _request(port, "GET", "/metrics")
+    if status != 200:
+        return [f"/metrics: HTTP {status} {body[:200]!r}"]
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    counted = samples.get(("rice_serving_requests_total",
+                           (("endpoint", "/predict"), ("status", "200"))), 0)
+    predicted = sum(value for (name, _), value in samples.items()
+                    if name == "rice_serving_predictions_total")
+    info = [labels for name, labels in samples if name == "rice_serving_model_info"]
+    print(f"smoke: /metrics counted {counted:.0f} /predict 200s and {predicted:.0f} "
+          f"predictions for {answered} answered requests", flush=True)
+    failures = []
+    if counted != answered or predicted != answered:
+        failures.append(f"/metrics counted {counted:.0f} /predict 200s and {predicted:.0f} "
+                        f"predictions, but {answered} requests were answered")
+    if not info:
+        failures.append("/metrics has no rice_serving_model_info")
     return failures
 
 
