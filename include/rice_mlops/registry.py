@@ -6,8 +6,13 @@ import logging
 
 from rice_mlops.vocabulary import (
     CHAMPION_ALIAS,
+    GATE_ARTIFACT,
+    GATE_DIFFERENCE_TAG,
+    GATE_P_VALUE_TAG,
     GATE_REASON_TAG,
+    GATE_SIGNIFICANT_TAG,
     GATE_TAG,
+    GATE_VERDICT_TAG,
     IMAGE_NAME_TAG,
     IMAGE_TAG,
     MODEL_NAME,
@@ -49,13 +54,29 @@ def alias_version(name: str = MODEL_NAME, alias: str = CHAMPION_ALIAS) -> str | 
         raise
 
 
+def gate_tags(passed: bool, reason: str, details: dict | None) -> dict[str, str]:
+    """The gate's decision and numbers as tag values (MLflow tags are strings)."""
+    tags = {GATE_TAG: "passed" if passed else "failed", GATE_REASON_TAG: reason[:5000]}
+    if details:
+        significant = details.get("significant")
+        tags[GATE_VERDICT_TAG] = str(details.get("verdict"))
+        tags[GATE_SIGNIFICANT_TAG] = "none" if significant is None else str(significant).lower()
+        if comparison := details.get("comparison"):
+            low, high = comparison["interval"]
+            tags[GATE_P_VALUE_TAG] = f"{comparison['p_value']:.6g}"
+            tags[GATE_DIFFERENCE_TAG] = (f"{comparison['difference']:+.6f} "
+                                         f"[{low:+.6f}, {high:+.6f}]")
+    return tags
+
+
 def record_gate(run_id: str, version: str, passed: bool, reason: str,
-                name: str = MODEL_NAME) -> None:
+                name: str = MODEL_NAME, details: dict | None = None) -> None:
     client = _client()
-    verdict = "passed" if passed else "failed"
-    for key, value in ((GATE_TAG, verdict), (GATE_REASON_TAG, reason[:5000])):
+    for key, value in gate_tags(passed, reason, details).items():
         client.set_tag(run_id, key, value)
         client.set_model_version_tag(name, version, key, value)
+    if details:
+        client.log_dict(run_id, details, GATE_ARTIFACT)
 
 
 def promote(version: str, tags: dict[str, str] | None = None, name: str = MODEL_NAME) -> None:

@@ -93,13 +93,18 @@ def _staged_dir(settings: PipelineSettings, trained: Mapping) -> Path:
 def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, data: Mapping,
                  champion_events: Iterable) -> dict:
     from rice_mlops import registry
-    from rice_mlops.champion import ChampionMismatch, champion_accuracy, latest_record
+    from rice_mlops.champion import (
+        ChampionMismatch,
+        champion_predictions,
+        latest_record,
+        tflite_predictions,
+    )
     from rice_mlops.data import discover
     from rice_mlops.gate import decide
 
     request = _request(params, settings)
     run_id = checked_run_id(trained["run_id"])
-    _staged_dir(settings, trained)
+    staged = _staged_dir(settings, trained)
     version = registry.register(run_id, trained["model_uri"])
     record = latest_record(champion_events, DAG_ID)
     alias = registry.alias_version()
@@ -108,30 +113,36 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
         notes.append(f"MLflow's @champion points at v{alias}, which this pipeline did not "
                      f"promote{f' (it promoted v{record.version})' if record else ''}: ignored")
         log.warning(notes[-1])
+    # Both models answer the same test images through the same interpreter: the challenger
+    # from its staged (manifest-checked) TFLite file, the one that ships.
+    dataset = discover(Path(data["data_dir"]))
+    paths, labels = dataset.examples("test")
+    predictions = tflite_predictions(staged / "model.tflite", paths)
     champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
     if record is not None and record.version != version:
-        dataset = discover(Path(data["data_dir"]))
-        paths, labels = dataset.examples("test")
         try:
-            accuracy, how = champion_accuracy(record, data["fingerprint"], dataset.classes,
-                                              paths, labels)
-            champion = (record.version, accuracy) if accuracy is not None else None
+            champion, how = champion_predictions(record, data["fingerprint"], dataset.classes,
+                                                 paths)
         except ChampionMismatch as exc:
             mismatch = str(exc)
     result = decide(trained["metrics"]["test_accuracy"],
                     min_test_accuracy=request.min_test_accuracy,
                     max_regression=request.max_regression,
-                    champion_version=champion[0] if champion else None,
-                    champion_accuracy=champion[1] if champion else None)
+                    champion_version=record.version if champion is not None else None,
+                    classes=dataset.classes, labels=labels, predictions=predictions,
+                    champion_predictions=champion, min_class_recall=settings.min_class_recall,
+                    alpha=settings.gate_alpha, confidence=settings.gate_confidence)
     passed, reason = result.passed and mismatch is None, result.reason
     if mismatch:
         reason = f"{mismatch}; {reason}"
-    registry.record_gate(run_id, version, passed, reason)
-    log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)",
-            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how)
-    return {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
-            "champion_comparison": "; ".join([how, *notes]),
-            "champion_record": record.as_dict() if record else None}
+    document = {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
+                "champion_comparison": "; ".join([how, *notes]),
+                "champion_record": record.as_dict() if record else None}
+    registry.record_gate(run_id, version, passed, reason, details=document)
+    log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
+            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
+            document["table"])
+    return document
 
 
 def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: Mapping,
@@ -199,7 +210,7 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapp
         image=(image or {}).get("digest_ref"),
         figure_url=(f"{publish.web_url(client.api_url)}/{repository}/blob/"
                     f"{settings.pr_branch}/{settings.pr_path}/confusion_matrix.png?raw=true"),
-        gate_reason=gate["reason"])
+        gate_reason=gate["reason"], gate_table=gate.get("table", ""))
     target = publish.Target(repository=repository, base=settings.pr_base,
                             branch=settings.pr_branch, path=settings.pr_path,
                             author_name=settings.pr_author, author_email=settings.pr_email)

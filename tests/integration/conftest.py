@@ -86,6 +86,7 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         # them. Datasets live in pytest's temporary directories.
         "RICE_MIN_TEST_ACCURACY": "0.01",
         "RICE_MAX_REGRESSION": "1.0",
+        "RICE_MIN_CLASS_RECALL": "0.0",
         "RICE_DATA_ROOT": tempfile.gettempdir(),
         "RICE_GITHUB_REPOSITORY": "acme/rice",
         **extra,
