@@ -15,8 +15,12 @@ from rice_mlops.vocabulary import (
     GATE_VERDICT_TAG,
     IMAGE_NAME_TAG,
     IMAGE_TAG,
+    MODEL_CARD_ARTIFACT,
+    MODEL_CARD_TAG,
     MODEL_NAME,
     RUN_ID_TAG,
+    SBOM_ARTIFACT,
+    SBOM_DIGEST_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -129,3 +133,25 @@ def version_metrics(version: str, name: str = MODEL_NAME) -> dict:
             "per_class_recall": {key.removeprefix("test_recall_"): value
                                  for key, value in metrics.items()
                                  if key.startswith("test_recall_")}}
+
+
+def _tag_both(run_id: str, version: str, key: str, value: str, name: str = MODEL_NAME) -> None:
+    client = _client()
+    client.set_tag(run_id, key, value)
+    client.set_model_version_tag(name, version, key, value)
+
+
+def log_model_card(run_id: str, version: str, text: str, sha256: str) -> None:
+    """MODEL_CARD.md as a run artifact; its sha256 on the run and the version."""
+    _client().log_text(run_id, text, MODEL_CARD_ARTIFACT)
+    _tag_both(run_id, version, MODEL_CARD_TAG, f"{MODEL_CARD_ARTIFACT} sha256:{sha256}")
+
+
+def log_sbom(run_id: str, version: str, path) -> None:
+    """The image's SBOM as a run artifact; its sha256 on the run and the version."""
+    import hashlib
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    _client().log_artifact(run_id, str(path), SBOM_ARTIFACT.rsplit("/", 1)[0])
+    _tag_both(run_id, version, SBOM_DIGEST_TAG, hashlib.sha256(data).hexdigest())

@@ -139,16 +139,61 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
                 "champion_comparison": "; ".join([how, *notes]),
                 "champion_record": record.as_dict() if record else None}
     registry.record_gate(run_id, version, passed, reason, details=document)
+    document["model_card_sha256"] = _model_card(settings, request, trained, data, staged,
+                                                document)
     log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
             "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
             document["table"])
     return document
 
 
+def _evidence_dir(settings: PipelineSettings, trained: Mapping) -> Path:
+    return settings.staging_root / checked_run_id(trained["run_id"]) / "evidence"
+
+
+def _model_card(settings: PipelineSettings, request: RunRequest, trained: Mapping,
+                data: Mapping, staged: Path, gate: Mapping) -> str:
+    """Render this version's MODEL_CARD.md beside its staged artifacts and log it to MLflow."""
+    import hashlib
+    import json
+
+    from rice_mlops import model_card, registry
+
+    text = model_card.render(
+        model_name=MODEL_NAME, version=gate["version"], run_id=trained["run_id"],
+        source_commit=request.source_commit, fingerprint=data["fingerprint"],
+        counts=data["counts"], metrics=json.loads((staged / "metrics.json").read_text()),
+        gate=gate, confidence=settings.gate_confidence)
+    target = _evidence_dir(settings, trained) / model_card.FILE_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    registry.log_model_card(trained["run_id"], gate["version"], text, digest)
+    return digest
+
+
+def _signing_key(settings: PipelineSettings):
+    from rice_mlops.signing import SigningKeyError, signing_key
+
+    try:
+        return signing_key(settings.signing_conn_id, settings.signing_key_file)
+    except SigningKeyError as exc:  # no retry creates a key
+        raise AirflowFailException(str(exc)) from None
+
+
 def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: Mapping,
                           data: Mapping, gate: Mapping) -> dict:
+    from rice_mlops import registry
     from rice_mlops.docker_tasks import registry_host
-    from rice_mlops.image import image_metadata, plan_for, prepare_context, smoke_images
+    from rice_mlops.image import (
+        DEFAULT_BASE_IMAGE,
+        image_metadata,
+        plan_for,
+        prepare_context,
+        smoke_images,
+    )
+    from rice_mlops.model_card import FILE_NAME
+    from rice_mlops.sbom import debian_components, read_base_image
 
     if not Path(settings.docker_socket).exists():
         raise AirflowSkipException(
@@ -162,11 +207,17 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: 
                               run_id=run_id, source_commit=request.source_commit,
                               dataset_fingerprint=trained["dataset_fingerprint"],
                               image_size=trained["image_size"])
+    base = settings.base_image or DEFAULT_BASE_IMAGE
+    dpkg_status, base_id = read_base_image(settings.docker_socket, base)
     prepare_context(_staged_dir(settings, trained), plan.context, metadata=metadata,
                     model_uri=trained["model_uri"],
                     smoke_from=smoke_images(_dataset_dir(request, settings)),
                     wheel_cache=settings.staging_root / "wheels",
-                    wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None)
+                    wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None,
+                    signing_key=_signing_key(settings),
+                    model_card=(_evidence_dir(settings, trained) / FILE_NAME).read_text(),
+                    base_image=(base, base_id), base_packages=debian_components(dpkg_status))
+    registry.log_sbom(run_id, gate["version"], plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
     return plan.as_dict()
 
@@ -215,7 +266,10 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapp
                             branch=settings.pr_branch, path=settings.pr_path,
                             author_name=settings.pr_author, author_email=settings.pr_email)
     try:
-        return publish.publish(client, target, publish.artifact_files(staged, settings.pr_path),
+        files = publish.artifact_files(staged, settings.pr_path)
+        card = _evidence_dir(settings, trained) / "MODEL_CARD.md"
+        files[f"{settings.pr_path}/{card.name}"] = card.read_bytes()  # what the image holds
+        return publish.publish(client, target, files,
                                message=texts["message"], title=texts["title"],
                                body=texts["body"])
     except publish.GitHubAuthError as exc:
