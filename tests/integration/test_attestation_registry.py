@@ -1,0 +1,145 @@
+"""Attachments on a real registry (the repository's htpasswd `docker-registry`), without a
+training: sign, attach, verify; then hostile cases (another key, another image under the same
+tag, a signature copied onto another digest, a swapped SBOM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+pytestmark = [pytest.mark.integration]
+
+NAME = "attest-test"
+
+
+def _docker(env, *args, **kwargs):
+    return subprocess.run(["docker", *args], env=env, check=True, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def registry_env(docker_engine, tmp_path_factory):
+    config = tmp_path_factory.mktemp("docker-config-attest")
+    env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    _docker(env, "login", "--username", docker_engine["RICE_REGISTRY_USER"], "--password-stdin",
+            docker_engine["RICE_REGISTRY"], input=docker_engine["RICE_REGISTRY_PASSWORD"])
+    return env
+
+
+def _push(env, engine, source: str, tag: str) -> str:
+    from rice_mlops.oci import Registry
+
+    target = f"{engine['RICE_REGISTRY']}/{NAME}:{tag}"
+    _docker(env, "tag", source, target)
+    try:
+        _docker(env, "push", target)
+    finally:
+        _docker(env, "rmi", target)
+    with Registry(engine["RICE_REGISTRY"], engine["RICE_REGISTRY_USER"],
+                  engine["RICE_REGISTRY_PASSWORD"]) as registry:
+        return registry.manifest(NAME, tag)[2]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    from rice_mlops.signing import generate_keypair, load_private_key, load_public_key
+
+    ours = generate_keypair(tmp_path_factory.mktemp("ours"))
+    theirs = generate_keypair(tmp_path_factory.mktemp("theirs"))
+    return {"private": load_private_key(ours[0].read_bytes()),
+            "public": load_public_key(ours[1].read_bytes()),
+            "their_private": load_private_key(theirs[0].read_bytes()),
+            "their_public": load_public_key(theirs[1].read_bytes())}
+
+
+@pytest.fixture(scope="module")
+def attached(docker_engine, registry_env, keys):
+    from rice_mlops.attestation import attach_evidence, provenance
+    from rice_mlops.oci import Registry
+
+    digest = _push(registry_env, docker_engine, docker_engine["RICE_BASE_IMAGE"], "abc123")
+    statement = provenance(
+        repository=f"{docker_engine['RICE_REGISTRY']}/{NAME}", image_digest=digest,
+        source_commit="a" * 40, source_repository="acme/rice", dataset_fingerprint="sha256:"
+        + "d" * 64, mlflow_run_id="e" * 32, tracking_uri="http://mlflow", tflite_sha256="f" * 64,
+        lock_files={"requirements/lock.txt": "1" * 64}, base_image="base:1",
+        base_image_id="sha256:" + "2" * 64, dag_id="rice_classifier_cicd", dag_run_id="r1",
+        model_version="3")
+    sbom = json.dumps({"bomFormat": "CycloneDX", "components": [
+        {"purl": "pkg:pypi/numpy@2.4.6", "version": "2.4.6"}]}).encode()
+    registry = Registry(docker_engine["RICE_REGISTRY"], docker_engine["RICE_REGISTRY_USER"],
+                        docker_engine["RICE_REGISTRY_PASSWORD"])
+    result = attach_evidence(registry, NAME, digest, provenance_statement=statement, sbom=sbom,
+                             model_signature=b"{}", private_key=keys["private"])
+    yield registry, digest, result
+    registry.close()
+
+
+def test_attachments_verify_with_our_key_and_say_where_the_image_came_from(attached, keys):
+    from rice_mlops.attestation import verify_image
+    from rice_mlops.oci import attachment_tag
+
+    registry, digest, result = attached
+    assert result["signature"]["tag"] == attachment_tag(digest, "signature")
+    assert result["signature"]["tag"].endswith(".sig")
+    report = verify_image(registry, NAME, digest, keys["public"])
+    assert report["source_commit"] == "a" * 40 and report["mlflow_run_id"] == "e" * 32
+    assert report["sbom"]["pkg:pypi/numpy"] == "2.4.6"
+    names = {m["name"] for m in report["materials"]}
+    assert {"source", "dataset", "mlflow-run", "requirements/lock.txt", "base-image"} <= names
+
+
+def test_another_key_fails(attached, keys):
+    from rice_mlops.attestation import VerificationError, verify_image
+
+    registry, digest, _ = attached
+    with pytest.raises(VerificationError, match="no signature in the envelope verifies"):
+        verify_image(registry, NAME, digest, keys["their_public"])
+
+
+def test_an_image_pushed_under_the_tag_by_someone_else_fails(attached, keys, docker_engine,
+                                                             registry_env, tmp_path):
+    from rice_mlops.attestation import VerificationError, attach_evidence, verify_image
+    from rice_mlops.oci import attachment_tag
+
+    registry, digest, _ = attached
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_engine['RICE_BASE_IMAGE']}\n"
+                                         "LABEL evil=yes\n")
+    local = "rice-attest-test-evil:local"
+    _docker({**registry_env, "DOCKER_BUILDKIT": "0"}, "build", "--network", "none", "-t",
+            local, str(tmp_path))
+    try:
+        evil = _push(registry_env, docker_engine, local, "abc123")  # the same tag, moved
+    finally:
+        _docker(registry_env, "rmi", local)
+    assert evil != digest
+    with pytest.raises(VerificationError, match="not in the registry"):
+        verify_image(registry, NAME, evil, keys["public"])
+    # Our signature copied onto their digest: its subject still names ours.
+    raw, _, _ = registry.manifest(NAME, attachment_tag(digest, "signature"))
+    registry.push_manifest(NAME, attachment_tag(evil, "signature"), json.loads(raw))
+    with pytest.raises(VerificationError, match="names subject"):
+        verify_image(registry, NAME, evil, keys["public"])
+    # Attachments they sign themselves: valid DSSE, wrong key.
+    attach_evidence(registry, NAME, evil, provenance_statement=b"{}", sbom=b"{}",
+                    model_signature=b"{}", private_key=keys["their_private"])
+    with pytest.raises(VerificationError, match="no signature"):
+        verify_image(registry, NAME, evil, keys["public"])
+    verify_image(registry, NAME, digest, keys["public"])  # ours is untouched
+
+
+def test_a_swapped_sbom_fails(attached, keys):
+    from rice_mlops.attestation import SBOM_MEDIA_TYPE, VerificationError, verify_image
+
+    registry, digest, _ = attached
+    original, _ = registry.attachment(NAME, digest, "sbom")
+    registry.attach(NAME, digest, "sbom", SBOM_MEDIA_TYPE, b'{"components": []}')
+    try:
+        with pytest.raises(VerificationError, match="SBOM attached is not the one"):
+            verify_image(registry, NAME, digest, keys["public"])
+    finally:
+        registry.attach(NAME, digest, "sbom", SBOM_MEDIA_TYPE, original)
+    verify_image(registry, NAME, digest, keys["public"])
