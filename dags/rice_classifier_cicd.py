@@ -100,17 +100,22 @@ def rice_classifier_cicd():
         """Record the pushed digest on the MLflow run and model version."""
         return tasks.record_image(trained, gate, plan, pushed)
 
+    @task(**_DOCKER)
+    def attest_image(trained: dict, image: dict, params=None, run_id=None) -> dict:
+        """Sign the pushed digest; attach provenance, SBOM and signature to it."""
+        return tasks.attest_image(SETTINGS, params, trained, image, run_id)
+
     @task(trigger_rule="none_failed")
     def open_pull_request(trained: dict, gate: dict, image: dict | None, params=None,
                           run_id=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
         return tasks.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
-    @task(outlets=[RICE_MODEL], trigger_rule="none_failed")
+    @task(outlets=[RICE_MODEL], trigger_rule="none_failed", **_DOCKER)
     def promote(trained: dict, data: dict, staged: dict, gate: dict, image: dict | None,
-                run_id=None, outlet_events=None) -> dict:
-        """Move `champion` to this version once its image is pushed; record it in Airflow."""
-        record = tasks.promote(SETTINGS, trained, data, staged, gate, image, run_id)
+                run_id=None, outlet_events=None, params=None) -> dict:
+        """Verify the pushed image's attachments, then move `champion`; record it in Airflow."""
+        record = tasks.promote(SETTINGS, trained, data, staged, gate, image, run_id, params)
         outlet_events[RICE_MODEL].extra = record
         return record
 
@@ -130,7 +135,7 @@ def rice_classifier_cicd():
     push = RegistryPushOperator(task_id="push_image", training_run_id=trained["run_id"],
                                 settings=SETTINGS)
     plan >> build >> smoke >> push
-    image = record_image(trained, gate, plan, push.output)
+    image = attest_image(trained, record_image(trained, gate, plan, push.output))
     # The pull request names the pushed image, so it follows the image stages (or their skip).
     pull = open_pull_request(trained, gate, image)
     pull >> promote(trained, data, staged, gate, image)

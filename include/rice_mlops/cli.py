@@ -107,6 +107,28 @@ def _cmd_image_wheels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_image_verify(args: argparse.Namespace) -> int:
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.oci import Registry, split_reference
+    from rice_mlops.signing import load_public_key
+
+    host, name, digest = split_reference(args.image)
+    key = load_public_key(args.key.read_bytes())
+    # Credentials from the environment only: never on the command line (ps, shell history).
+    with Registry(host, os.environ.get("REGISTRY_USERNAME", ""),
+                  os.environ.get("REGISTRY_PASSWORD", "")) as registry:
+        try:
+            report = verify_image(registry, name, digest, key)
+        except VerificationError as exc:
+            print(f"NOT VERIFIED {args.image}: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(report, indent=2, sort_keys=True))
+    print(f"VERIFIED {args.image}: signed by key {args.key}, built from MLflow run "
+          f"{report['mlflow_run_id']} at commit {report['source_commit'] or '(none)'}",
+          file=sys.stderr)
+    return 0
+
+
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     from rice_mlops.signing import PRIVATE_KEY_FILE, generate_keypair
 
@@ -192,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Ed25519 PEM private key that signs the model files (default: "
                             "RICE_SIGNING_KEY_FILE)")
     build.set_defaults(func=_cmd_image_build)
+    verify = image.add_parser("verify", help="check the signature, provenance and SBOM attached "
+                             "to an image digest and print them (registry credentials from "
+                             "REGISTRY_USERNAME / REGISTRY_PASSWORD)")
+    verify.add_argument("image", help="REGISTRY/NAME@sha256:<digest> (a digest, never a tag)")
+    verify.add_argument("--key", type=Path, required=True, help="the pipeline's public key (PEM)")
+    verify.set_defaults(func=_cmd_image_verify)
     wheels = image.add_parser("wheels", help="download the serving image's wheels into a "
                               "directory, for workers that cannot reach the package index")
     wheels.add_argument("--dest", type=Path, required=True)

@@ -18,9 +18,11 @@ from rice_mlops.vocabulary import (
     MODEL_CARD_ARTIFACT,
     MODEL_CARD_TAG,
     MODEL_NAME,
+    PROVENANCE_ARTIFACT,
     RUN_ID_TAG,
     SBOM_ARTIFACT,
     SBOM_DIGEST_TAG,
+    SIGNATURE_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -155,3 +157,11 @@ def log_sbom(run_id: str, version: str, path) -> None:
     data = Path(path).read_bytes()
     _client().log_artifact(run_id, str(path), SBOM_ARTIFACT.rsplit("/", 1)[0])
     _tag_both(run_id, version, SBOM_DIGEST_TAG, hashlib.sha256(data).hexdigest())
+
+
+def log_attestation(run_id: str, version: str, envelope: str, tags: dict[str, str]) -> None:
+    """The signed provenance as a run artifact; the registry tags of the attachments."""
+    import json
+
+    _client().log_text(run_id, envelope, PROVENANCE_ARTIFACT)
+    _tag_both(run_id, version, SIGNATURE_TAG, json.dumps(tags, sort_keys=True))

@@ -276,6 +276,115 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapp
         raise AirflowFailException(str(exc)) from None
 
 
+def _registry(settings: PipelineSettings):
+    """A registry client with the connection's credentials (kept in memory, never logged)."""
+    from airflow.sdk import BaseHook
+
+    from rice_mlops.docker_tasks import registry_host
+    from rice_mlops.oci import Registry
+
+    host = registry_host(settings.registry_conn_id)
+    if host is None:
+        raise AirflowSkipException(f"no Airflow connection {settings.registry_conn_id!r}")
+    conn = BaseHook.get_connection(settings.registry_conn_id)
+    return host, Registry(host, conn.login or "", conn.password or "")
+
+
+def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
+                 image: Mapping | None, dag_run_id: str) -> dict:
+    """Sign the pushed digest and attach provenance, SBOM and signature to it.
+
+    Only a digest whose image config is this run's own smoke-tested build (the local build
+    tag's image id) is signed: a digest patched into XCom, or an image that replaced ours
+    under the commit tag, is refused.
+    """
+    import json
+
+    import docker
+    from rice_mlops import registry as mlflow_registry
+    from rice_mlops.attestation import attach_evidence, lock_digests, provenance
+    from rice_mlops.image import REPO_ROOT, plan_for
+    from rice_mlops.oci import RegistryError
+
+    if not (image or {}).get("digest"):
+        raise AirflowSkipException("no image was pushed: nothing to attest")
+    request = _request(params, settings)
+    run_id = checked_run_id(trained["run_id"])
+    host, client = _registry(settings)
+    plan = plan_for(settings.staging_root, settings.image_name, run_id, request.source_commit,
+                    host)
+    from rice_mlops.artifacts import verify_manifest
+
+    verify_manifest(plan.context)
+    with client:
+        try:
+            raw, _, digest = client.manifest(settings.image_name, plan.names.tag)
+        except RegistryError as exc:
+            raise AirflowFailException(f"cannot read {plan.names.immutable}: {exc}") from None
+        engine = docker.APIClient(base_url=f"unix://{settings.docker_socket}", timeout=60)
+        try:
+            local_id = engine.inspect_image(plan.local)["Id"]
+        finally:
+            engine.close()
+        if digest != image["digest"] or json.loads(raw)["config"]["digest"] != local_id:
+            raise AirflowFailException(
+                f"{plan.names.immutable} resolves to {digest} (config "
+                f"{json.loads(raw)['config']['digest']}), not to this run's build {local_id} "
+                f"pushed as {image['digest']}: not signing it")
+        metadata = json.loads((plan.context / "model" / "metadata.json").read_text())
+        sbom = (plan.context / "evidence" / "sbom.cdx.json").read_bytes()
+        base = {p["name"]: p["value"] for p in json.loads(sbom)["metadata"]["properties"]}
+        statement = provenance(
+            repository=plan.names.repository, image_digest=digest,
+            source_commit=request.source_commit, source_repository=request.source_repository,
+            dataset_fingerprint=metadata["dataset_fingerprint"], mlflow_run_id=run_id,
+            tracking_uri=trained["tracking_uri"],
+            tflite_sha256=verify_manifest(plan.context)["model/model.tflite"],
+            lock_files=lock_digests(REPO_ROOT), base_image=base["rice-mlops:base-image"],
+            base_image_id=base.get("rice-mlops:base-image-id"), dag_id=DAG_ID,
+            dag_run_id=dag_run_id, model_version=str(metadata["model_version"]))
+        result = attach_evidence(
+            client, settings.image_name, digest, provenance_statement=statement, sbom=sbom,
+            model_signature=(plan.context / "model" / "model.sig.json").read_bytes(),
+            private_key=_signing_key(settings))
+    tags = {kind: result[kind]["tag"] for kind in ("signature", "provenance", "sbom")}
+    mlflow_registry.log_attestation(run_id, metadata["model_version"],
+                                    result["provenance_envelope"], tags)
+    log.info("attached to %s@%s: %s", plan.names.repository, digest, tags)
+    return {**image, "attachments": tags}
+
+
+def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
+                  image: Mapping) -> dict:
+    """The checks of `rice-mlops image verify`, plus: the digest is this run's (provenance)
+    and the commit tag still names it. Raises AirflowFailException when any fails."""
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.image import image_names
+    from rice_mlops.oci import RegistryError, split_reference
+    from rice_mlops.signing import load_public_key, public_pem
+
+    host, client = _registry(settings)
+    where, name, digest = split_reference(image["digest_ref"])
+    if (where, name) != (host, settings.image_name) or image.get("digest") != digest:
+        raise AirflowFailException(f"{image['digest_ref']!r} is not an image of "
+                                   f"{host}/{settings.image_name}")
+    public = load_public_key(public_pem(_signing_key(settings)))
+    tag = image_names(host, settings.image_name, request.source_commit, run_id).tag
+    with client:
+        try:
+            report = verify_image(client, name, digest, public)
+            current = client.manifest(name, tag)[2]
+        except (VerificationError, RegistryError) as exc:
+            raise AirflowFailException(f"{image['digest_ref']} does not verify: {exc}") from None
+    if report["mlflow_run_id"] != run_id:
+        raise AirflowFailException(f"{image['digest_ref']} was built from MLflow run "
+                                   f"{report['mlflow_run_id']}, not {run_id}")
+    if current != digest:
+        raise AirflowFailException(f"{image['image']} now names {current}, not the verified "
+                                   f"{digest}: someone moved the tag; champion stays")
+    return report
+
+
 def may_promote_without_image(settings: PipelineSettings, registry_configured: bool) -> bool:
     """Whether `champion` may move to a version no pushed image serves."""
     if settings.promote_without_image == "auto":
@@ -284,7 +393,8 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
 
 
 def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged: Mapping,
-            gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+            gate: Mapping, image: Mapping | None, dag_run_id: str,
+            params: Mapping | None = None) -> dict:
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
     from rice_mlops.docker_tasks import registry_host
@@ -298,6 +408,11 @@ def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged:
                 f"{'configured' if configured else 'absent'})")
         log.warning("promoting v%s without an image (RICE_PROMOTE_WITHOUT_IMAGE=%s)",
                     gate["version"], settings.promote_without_image)
+    else:
+        report = verify_pushed(settings, _request(params, settings),
+                               checked_run_id(trained["run_id"]), image)
+        log.info("verified %s: signature, provenance (run %s, commit %s) and SBOM",
+                 image["digest_ref"], report["mlflow_run_id"], report["source_commit"])
     tflite_sha256 = read_manifest(_staged_dir(settings, trained))["model.tflite"]
     if tflite_sha256 != staged["tflite_sha256"]:
         raise AirflowFailException("the staged TFLite file changed since fetch_artifacts")

@@ -143,3 +143,34 @@ def test_a_swapped_sbom_fails(attached, keys):
     finally:
         registry.attach(NAME, digest, "sbom", SBOM_MEDIA_TYPE, original)
     verify_image(registry, NAME, digest, keys["public"])
+
+
+def test_cli_verify_prints_what_is_attached_and_fails_with_another_key(attached, keys,
+                                                                        docker_engine, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from rice_mlops.signing import generate_keypair, public_pem
+
+    registry, digest, _ = attached
+    reference = f"{docker_engine['RICE_REGISTRY']}/{NAME}@{digest}"
+    env = {**os.environ, "REGISTRY_USERNAME": docker_engine["RICE_REGISTRY_USER"],
+           "REGISTRY_PASSWORD": docker_engine["RICE_REGISTRY_PASSWORD"]}
+    cli = [sys.executable, "-m", "rice_mlops.cli", "image", "verify", reference, "--key"]
+    ours = tmp_path / "ours.pub"
+    ours.write_bytes(public_pem(keys["private"]))
+    good = subprocess.run([*cli, str(ours)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert report["mlflow_run_id"] == "e" * 32 and report["sbom"]["pkg:pypi/numpy"] == "2.4.6"
+    assert "VERIFIED" in good.stderr
+    _, other = generate_keypair(tmp_path / "other")
+    bad = subprocess.run([*cli, str(other)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and "NOT VERIFIED" in bad.stderr
+    assert docker_engine["RICE_REGISTRY_PASSWORD"] not in bad.stderr + good.stdout
+    tag = subprocess.run([*cli[:-2], reference.split("@")[0] + ":abc123", "--key", str(ours)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert tag.returncode == 2 and "never a tag" in tag.stderr
+    assert Path(ours).exists()
