@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from rice_mlops.vocabulary import (
+    BUDGET_TAG,
     CHAMPION_ALIAS,
     GATE_ARTIFACT,
     GATE_DIFFERENCE_TAG,
@@ -165,3 +166,11 @@ def log_attestation(run_id: str, version: str, envelope: str, tags: dict[str, st
 
     _client().log_text(run_id, envelope, PROVENANCE_ARTIFACT)
     _tag_both(run_id, version, SIGNATURE_TAG, json.dumps(tags, sort_keys=True))
+
+
+def record_budget(run_id: str, result: dict) -> None:
+    """The smoke test's budget decision and numbers on the run (tag and budget/budget.json)."""
+    client = _client()
+    verdict = "passed" if result["passed"] else "failed"
+    client.set_tag(run_id, BUDGET_TAG, f"{verdict}: {result['reason']}"[:5000])
+    client.log_dict(run_id, result, "budget/budget.json")

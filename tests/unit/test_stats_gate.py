@@ -130,3 +130,21 @@ def test_per_class_recall_and_paired_counts_agree():
     assert math.isclose(paired.difference, 0.25)
     with pytest.raises(ValueError, match="same images"):
         compare_paired(labels, [0], [0], 0.95)
+
+
+def test_smoke_budgets_refuse_an_image_too_large_or_too_slow():
+    from rice_mlops.budgets import BudgetError, check, parse_probe
+
+    fine = check(size_bytes=231_000_000, latencies_ms=[3.0, 4.0, 5.0], max_image_mb=400,
+                 max_p50_ms=250)
+    assert fine["passed"] and fine["p50_ms"] == 4.0 and fine["image_mb"] == 231.0
+    big = check(size_bytes=401_000_000, latencies_ms=[3.0], max_image_mb=400, max_p50_ms=250)
+    assert not big["passed"] and "image size 401.0 MB is over the budget 400.0 MB" in big["reason"]
+    slow = check(size_bytes=1, latencies_ms=[10.0, 300.0, 301.0], max_image_mb=400,
+                 max_p50_ms=250)
+    assert not slow["passed"] and "p50 latency 300.00 ms is over the budget" in slow["reason"]
+    output = 'INFO server up\n{"latencies_ms": [1.5, 2.5]}\nINFO stopping\n'
+    assert parse_probe(output) == [1.5, 2.5]
+    for bad in ("", "no json", '{"latencies_ms": []}', '{"latencies_ms": [-1]}'):
+        with pytest.raises(BudgetError):
+            parse_probe(bad)
