@@ -151,6 +151,14 @@ class Registry:
                                 f"{response.text[:300]}")
         return digest_of(raw)
 
+    def retag(self, name: str, digest: str, tag: str) -> None:
+        """Point `tag` at the manifest `digest` (its bytes unchanged, so its digest too)."""
+        raw, media_type, _ = self.manifest(name, digest)
+        response = self._request("PUT", f"/v2/{name}/manifests/{tag}", content=raw,
+                                 headers={"Content-Type": media_type})
+        if response.status_code != 201:
+            raise RegistryError(f"PUT manifest {name}:{tag}: {response.status_code}")
+
     def attach(self, name: str, image_digest: str, kind: str, artifact_type: str,
                data: bytes) -> dict:
         """Push `data` as an artifact whose subject is the image; returns its descriptor."""

@@ -87,6 +87,9 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         "RICE_MIN_TEST_ACCURACY": "0.01",
         "RICE_MAX_REGRESSION": "1.0",
         "RICE_MIN_CLASS_RECALL": "0.0",
+        # One-epoch challengers against a 12-epoch champion are significantly worse; these
+        # tests exercise the stages after the gate (tests/unit/test_stats_gate.py the gate).
+        "RICE_GATE_ALPHA": "0.0",
         "RICE_DATA_ROOT": tempfile.gettempdir(),
         "RICE_GITHUB_REPOSITORY": "acme/rice",
         **extra,
@@ -107,8 +110,17 @@ def github_double():
 
 
 @pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict[str, Path]:
+    """The pipeline's key pair, as `make demo` makes one (private 0600)."""
+    from rice_mlops.signing import generate_keypair
+
+    private, public = generate_keypair(tmp_path_factory.mktemp("signing"))
+    return {"private": private, "public": public}
+
+
+@pytest.fixture(scope="session")
 def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_path_factory,
-               github_double):
+               github_double, signing_keys):
     """Real api-server, scheduler, dag-processor and triggerer on PostgreSQL, with the Docker
     engine and the registry connection (created through the REST API, as an operator would)."""
     stack = AirflowStack(
@@ -116,7 +128,8 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
         env=airflow_env(mlflow_server, staging_root,
                         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_url,
                         RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
-                        RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"]),
+                        RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"],
+                        RICE_SIGNING_KEY_FILE=str(signing_keys["private"])),
     )
     with stack.running():
         host, port = docker_engine["RICE_REGISTRY"].split(":")
