@@ -207,3 +207,21 @@ def test_model_card_holds_the_runs_numbers_and_parses_back():
     assert "[0.9016, 0.9843] (Wilson)" in text  # 96/100 at 95 %
     assert "Gate PASSED" in text and "## Limits" in text and "## Intended use" in text
     json.dumps(text)
+
+
+def test_a_symlink_swapped_in_for_a_signed_file_is_refused(model_dir, keys, tmp_path):
+    outside = tmp_path / "outside.tflite"
+    outside.write_bytes((model_dir / "model.tflite").read_bytes())  # same bytes, elsewhere
+    (model_dir / "model.tflite").unlink()
+    (model_dir / "model.tflite").symlink_to(outside)
+    with pytest.raises(ModelSignatureError, match="symbolic link"):
+        verify_model_dir(model_dir, keys[1])
+
+
+def test_an_envelope_that_is_not_json_or_huge_is_refused(model_dir, keys):
+    (model_dir / SIGNATURE_FILE).write_text("{not json")
+    with pytest.raises(ModelSignatureError, match="not JSON"):
+        verify_model_dir(model_dir, keys[1])
+    (model_dir / SIGNATURE_FILE).write_bytes(b" " * (2 << 20))
+    with pytest.raises(ModelSignatureError, match="larger than"):
+        verify_model_dir(model_dir, keys[1])
