@@ -10,10 +10,12 @@ the GitHub webhook, which triggers it through the REST API with the commit in th
 
 **What it does:** `validate_data` checks every image → `train` logs params, metrics, plots,
 the model and its TFLite export to MLflow → `fetch_artifacts` stages them with a sha256
-manifest → `quality_gate` registers a version and compares it with the bar and the champion
-this pipeline last promoted → `shippable` → the serving image built, smoke-tested and pushed
-(an immutable commit tag, never moved, and `latest`) → a pull request with the artifacts →
-`promote` moves `champion` and records it in the `rice_classifier_model` asset.
+manifest → `quality_gate` registers a version, tests it against the bar, the class-recall floor
+and (paired, McNemar) the champion this pipeline last promoted, and writes its model card →
+`shippable` → the serving image built (signed model, SBOM), smoke-tested within its size and
+latency budgets, pushed (an immutable commit tag, never moved, and `latest`) and attested
+(signature, provenance, SBOM on its digest) → a pull request with the artifacts and the card →
+`promote` verifies the attestations, moves `champion` and records it in the asset.
 
 **Reading a run:** *skipped* publication tasks mean **not shipped**: the `quality_gate`
 result and log, and the MLflow tags `rice.gate` / `rice.gate_reason`, say why. A *failed*
