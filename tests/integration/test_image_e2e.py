@@ -158,6 +158,19 @@ def test_no_secret_in_image_history_layers_or_labels(pushed, docker_login, docke
     assert result.stdout.strip() == "0"  # grep -c: no line of the saved image holds it
 
 
+
+def test_the_signing_key_is_in_no_layer_and_no_log(pushed, docker_login, signing_keys,
+                                                   airflow_pg, tmp_path):
+    key_body = signing_keys["private"].read_text().splitlines()[1]  # the base64 line
+    archive = tmp_path / "image.tar"
+    docker(docker_login, "save", "-o", str(archive), pushed["digest_ref"])
+    result = subprocess.run(["grep", "-a", "-c", "-F", key_body, str(archive)],
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "0"
+    for task_id in ("prepare_image_context", "attest_image", "promote"):
+        assert key_body not in airflow_pg.task_log("e2e-shipped", task_id)
+
+
 def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_engine,
                                                     small_real_dataset):
     wrong = "definitely-not-the-password"
