@@ -21,8 +21,10 @@ from pathlib import Path
 
 from rice_mlops.oci import Registry, RegistryError, digest_of
 from rice_mlops.serving.model_signature import (
+    SIGNATURE_FILE,
     ModelSignatureError,
     verify_envelope,
+    verify_model_dir,
 )
 from rice_mlops.signing import sign_envelope, statement
 
@@ -121,10 +123,68 @@ def _signed_statement(blob: bytes, public_key, image_digest: str, predicate_type
     return document
 
 
+MODEL_DIR_IN_IMAGE = "opt/model/"
+MAX_LAYER_BYTES = 64 << 20  # the model's layer is small; site-packages layers are skipped
+
+
+def image_model_files(registry: Registry, name: str, image_digest: str) -> dict[str, bytes]:
+    """The files under /opt/model in the image, read from its small layers, top layer first
+    (a file in a higher layer hides the same path below)."""
+    import gzip
+    import io
+    import tarfile
+
+    manifest = json.loads(registry.manifest(name, image_digest)[0])
+    files: dict[str, bytes] = {}
+    for layer in reversed(manifest.get("layers") or []):
+        if int(layer.get("size", 0)) > MAX_LAYER_BYTES:
+            continue
+        data = registry.blob(name, layer["digest"], limit=MAX_LAYER_BYTES)
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                path = member.name.removeprefix("./")
+                relative = path.removeprefix(MODEL_DIR_IN_IMAGE)
+                if not path.startswith(MODEL_DIR_IN_IMAGE) or relative in files or \
+                        member.isdir():
+                    continue
+                if "/" in relative or relative.startswith(".wh.") or not member.isfile():
+                    raise VerificationError(f"/{path} in the image is not a plain model file")
+                files[relative] = tar.extractfile(member).read()
+    return files
+
+
+def _verify_model_in_image(files: dict[str, bytes], public_key, pinned: str | None) -> list[str]:
+    import tempfile
+
+    from cryptography.hazmat.primitives import serialization
+
+    if SIGNATURE_FILE not in files:
+        raise VerificationError(f"the image has no /{MODEL_DIR_IN_IMAGE}{SIGNATURE_FILE}")
+    if hashlib.sha256(files[SIGNATURE_FILE]).hexdigest() != pinned:
+        raise VerificationError("the model signature in the image is not the one the image "
+                                "signature pins")
+    with tempfile.TemporaryDirectory(prefix="rice-verify-") as scratch:
+        root = Path(scratch)
+        (root / "key.pub").write_bytes(public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        (root / "model").mkdir()
+        for relative, data in files.items():
+            (root / "model" / relative).write_bytes(data)
+        try:
+            verify_model_dir(root / "model", root / "key.pub")
+        except ModelSignatureError as exc:
+            raise VerificationError(f"model files in the image: {exc}") from None
+    return sorted(files)
+
+
 def verify_image(registry: Registry, name: str, image_digest: str, public_key) -> dict:
     """Check the signature, provenance and SBOM attached to `name@image_digest`.
 
-    Returns what they say (materials, SBOM components); raises VerificationError otherwise.
+    Then reads /opt/model from the image's layers and checks it against the model signature
+    (which the image signature pins). Returns what they say (materials, SBOM components, model
+    files); raises VerificationError otherwise.
     """
     from rice_mlops.sbom import components_of
 
@@ -135,6 +195,7 @@ def verify_image(registry: Registry, name: str, image_digest: str, public_key) -
                                  IMAGE_SIGNATURE)["predicate"]
         provenance_blob, _ = registry.attachment(name, image_digest, "provenance")
         sbom_blob, _ = registry.attachment(name, image_digest, "sbom")
+        model_files = image_model_files(registry, name, image_digest)
     except RegistryError as exc:
         raise VerificationError(str(exc)) from None
     if hashlib.sha256(provenance_blob).hexdigest() != pins.get("provenance_sha256"):
@@ -142,6 +203,8 @@ def verify_image(registry: Registry, name: str, image_digest: str, public_key) -
     if hashlib.sha256(sbom_blob).hexdigest() != pins.get("sbom_sha256"):
         raise VerificationError("the SBOM attached is not the one the signature pins")
     document = _signed_statement(provenance_blob, public_key, image_digest, SLSA_PROVENANCE)
+    verified_files = _verify_model_in_image(model_files, public_key,
+                                            pins.get("model_signature_sha256"))
     definition = document["predicate"]["buildDefinition"]
     materials = {d.get("name"): d for d in definition["resolvedDependencies"]}
     run = materials.get("mlflow-run", {}).get("annotations", {}).get("mlflow_run_id")
@@ -152,4 +215,5 @@ def verify_image(registry: Registry, name: str, image_digest: str, public_key) -
             "materials": definition["resolvedDependencies"],
             "builder": document["predicate"]["runDetails"],
             "sbom": components_of(json.loads(sbom_blob)), "pins": pins,
+            "model_files": verified_files,
             "signature_manifest": digest_of(signature_blob)}

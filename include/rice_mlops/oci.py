@@ -112,16 +112,18 @@ class Registry:
             raise RegistryError(f"the registry answered {digest} for {reference}")
         return raw, response.headers.get("content-type", "").split(";")[0], digest
 
-    def blob(self, name: str, digest: str) -> bytes:
+    def blob(self, name: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes:
         with self._http.stream("GET", f"/v2/{name}/blobs/{digest}",
                                follow_redirects=True) as response:
             if response.status_code != 200:
                 raise RegistryError(f"GET blob {name}@{digest}: {response.status_code}")
-            data = b""
+            chunks, size = [], 0
             for chunk in response.iter_bytes():
-                data += chunk
-                if len(data) > MAX_BLOB_BYTES:
-                    raise RegistryError(f"blob {digest} is larger than {MAX_BLOB_BYTES} bytes")
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise RegistryError(f"blob {digest} is larger than {limit} bytes")
+            data = b"".join(chunks)
         if digest_of(data) != digest:
             raise RegistryError(f"blob {digest} does not match its digest")
         return data

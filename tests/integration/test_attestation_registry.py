@@ -55,14 +55,28 @@ def keys(tmp_path_factory):
             "their_public": load_public_key(theirs[1].read_bytes())}
 
 
-@pytest.fixture(scope="module")
-def attached(docker_engine, registry_env, keys):
-    from rice_mlops.attestation import attach_evidence, provenance
-    from rice_mlops.oci import Registry
+def _model_image(env, engine, keys, root, tag: str, tamper: bool = False) -> str:
+    """A local image FROM the base with a model directory signed by our key at /opt/model
+    (changed after signing when `tamper`)."""
+    from rice_mlops.signing import sign_model_dir
 
-    digest = _push(registry_env, docker_engine, docker_engine["RICE_BASE_IMAGE"], "abc123")
+    model = root / "model"
+    model.mkdir(parents=True)
+    (model / "model.tflite").write_bytes(b"TFL3" + os.urandom(256))
+    (model / "labels.json").write_text('{"classes": ["a", "b"]}')
+    sign_model_dir(model, keys["private"], {"run_id": "e" * 32})
+    if tamper:
+        (model / "labels.json").write_text('{"classes": ["b", "a"]}')
+    (root / "Dockerfile").write_text(f"FROM {engine['RICE_BASE_IMAGE']}\nCOPY model/ /opt/model/\n")
+    _docker({**env, "DOCKER_BUILDKIT": "0"}, "build", "--network", "none", "-t", tag, str(root))
+    return tag
+
+
+def _attach(registry, engine, digest, keys, model_signature: bytes):
+    from rice_mlops.attestation import attach_evidence, provenance
+
     statement = provenance(
-        repository=f"{docker_engine['RICE_REGISTRY']}/{NAME}", image_digest=digest,
+        repository=f"{engine['RICE_REGISTRY']}/{NAME}", image_digest=digest,
         source_commit="a" * 40, source_repository="acme/rice", dataset_fingerprint="sha256:"
         + "d" * 64, mlflow_run_id="e" * 32, tracking_uri="http://mlflow", tflite_sha256="f" * 64,
         lock_files={"requirements/lock.txt": "1" * 64}, base_image="base:1",
@@ -70,10 +84,24 @@ def attached(docker_engine, registry_env, keys):
         model_version="3")
     sbom = json.dumps({"bomFormat": "CycloneDX", "components": [
         {"purl": "pkg:pypi/numpy@2.4.6", "version": "2.4.6"}]}).encode()
+    return attach_evidence(registry, NAME, digest, provenance_statement=statement, sbom=sbom,
+                           model_signature=model_signature, private_key=keys["private"])
+
+
+@pytest.fixture(scope="module")
+def attached(docker_engine, registry_env, keys, tmp_path_factory):
+    from rice_mlops.oci import Registry
+
+    root = tmp_path_factory.mktemp("good-image")
+    local = _model_image(registry_env, docker_engine, keys, root, "rice-attest-test-good:local")
+    try:
+        digest = _push(registry_env, docker_engine, local, "abc123")
+    finally:
+        _docker(registry_env, "rmi", local)
     registry = Registry(docker_engine["RICE_REGISTRY"], docker_engine["RICE_REGISTRY_USER"],
                         docker_engine["RICE_REGISTRY_PASSWORD"])
-    result = attach_evidence(registry, NAME, digest, provenance_statement=statement, sbom=sbom,
-                             model_signature=b"{}", private_key=keys["private"])
+    result = _attach(registry, docker_engine, digest, keys,
+                     (root / "model" / "model.sig.json").read_bytes())
     yield registry, digest, result
     registry.close()
 
@@ -88,6 +116,7 @@ def test_attachments_verify_with_our_key_and_say_where_the_image_came_from(attac
     report = verify_image(registry, NAME, digest, keys["public"])
     assert report["source_commit"] == "a" * 40 and report["mlflow_run_id"] == "e" * 32
     assert report["sbom"]["pkg:pypi/numpy"] == "2.4.6"
+    assert report["model_files"] == ["labels.json", "model.sig.json", "model.tflite"]
     names = {m["name"] for m in report["materials"]}
     assert {"source", "dataset", "mlflow-run", "requirements/lock.txt", "base-image"} <= names
 
@@ -174,3 +203,22 @@ def test_cli_verify_prints_what_is_attached_and_fails_with_another_key(attached,
                          env=env, capture_output=True, text=True, timeout=120)
     assert tag.returncode == 2 and "never a tag" in tag.stderr
     assert Path(ours).exists()
+
+
+def test_a_model_changed_after_signing_fails_even_with_valid_attachments(docker_engine,
+                                                                        registry_env, keys,
+                                                                        attached, tmp_path):
+    """The pipeline tricked into attesting an image whose model was changed after signing."""
+    from rice_mlops.attestation import VerificationError, verify_image
+
+    registry, _, _ = attached
+    local = _model_image(registry_env, docker_engine, keys, tmp_path, "rice-attest-test-bad:local",
+                         tamper=True)
+    try:
+        digest = _push(registry_env, docker_engine, local, "tampered")
+    finally:
+        _docker(registry_env, "rmi", local)
+    _attach(registry, docker_engine, digest, keys,
+            (tmp_path / "model" / "model.sig.json").read_bytes())
+    with pytest.raises(VerificationError, match="changed labels.json"):
+        verify_image(registry, NAME, digest, keys["public"])
