@@ -16,7 +16,7 @@ RUN python3 "$(ls /wheels/pip-*.whl)/pip" install --no-index --find-links /wheel
         ai_edge_litert/vendors ai_edge_litert/tools numpy/tests numpy/*/tests numpy/f2py \
         numpy/_pyinstaller PIL/tests \
  && PYTHONPATH=/opt/rice/site-packages python3 -c \
-        "from ai_edge_litert.interpreter import Interpreter; import numpy, PIL, orjson, uvicorn, httptools, python_multipart, prometheus_client" \
+        "from ai_edge_litert.interpreter import Interpreter; import numpy, PIL, orjson, uvicorn, httptools, python_multipart, prometheus_client; from cryptography.hazmat.primitives.asymmetric import ed25519" \
  && python3 -m compileall -q -j 0 /opt/rice/site-packages
 
 FROM ${BASE_IMAGE}
@@ -35,6 +35,8 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rice
 COPY --from=deps /opt/rice/site-packages /opt/rice/site-packages
 COPY app/ /opt/rice/app/
 COPY model/ /opt/model/
+# The SBOM and the public key the server checks model/model.sig.json with (before serving).
+COPY evidence/ /opt/rice/evidence/
 RUN python3 -m compileall -q /opt/rice/app
 # MALLOC_MMAP_THRESHOLD_: buffers over 1 MiB (a decoded large image, an interpreter's input)
 # get their own mapping, returned to the system when freed; with glibc's default the threads'
@@ -44,6 +46,7 @@ ENV PYTHONPATH=/opt/rice/site-packages:/opt/rice/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RICE_MODEL_DIR=/opt/model \
+    RICE_MODEL_PUBLIC_KEY=/opt/rice/evidence/model-signing.pub \
     RICE_HOST=0.0.0.0 \
     RICE_PORT=8080
 USER 10001

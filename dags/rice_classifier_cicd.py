@@ -1,23 +1,17 @@
 """
 ### Rice classifier CI/CD
 
-Retrains the rice-variety classifier (Arborio, Basmati, Ipsala, Jasmine, Karacadag), tracks the
-run in MLflow, and ships it only when it is good enough.
+Retrains the rice-variety classifier, tracks it in MLflow, ships it only when it is good enough.
+Nightly at 02:00 UTC (`RICE_SCHEDULE`) and on every push to `main` (one run per commit, through
+the GitHub webhook); runs never overlap. Conf may make a run stricter, never looser.
 
-**When it runs:** nightly at 02:00 UTC (`RICE_SCHEDULE`) and on every push to `main` through
-the GitHub webhook (one run per pushed commit). Runs never overlap: a second one queues.
-
-**What it does:** `admit` (pending on the commit; stop if a newer push superseded it) →
-`validate_data` → `check_changed` (stop if data and code equal the champion's) → `train` →
-`fetch_artifacts` → `quality_gate` (vs the champion this pipeline promoted) →
-`approve_release` (a person, when risky) → image built, smoke-tested, pushed → pull request →
-`promote` → `report` (run note, commit status, e-mail on a crash or a refusal).
-
-**Reading a run:** the run note says it in one line: shipped vN / NOT SHIPPED: reason /
-superseded / unchanged / FAILED.
-
-**Conf** may make a run stricter, never looser (`RICE_MIN_TEST_ACCURACY`,
-`RICE_MAX_REGRESSION` and `RICE_DATA_ROOT` bound it).
+`admit` (pending on the commit; stop if a newer push superseded it) → `validate_data` →
+`check_changed` (stop if data and code equal the champion's) → `train` → `fetch_artifacts` →
+`quality_gate` (bar, class-recall floor, McNemar against the champion this pipeline promoted;
+model card) → `approve_release` (a person, when risky) → image built (signed model, SBOM),
+smoke-tested within budgets, pushed and attested → pull request → `promote` (verifies the
+attestations) → `report`: the run note says it in one line (shipped vN / NOT SHIPPED: reason /
+superseded / unchanged / FAILED), with a commit status and an e-mail on a crash or refusal.
 """
 
 from __future__ import annotations
@@ -103,17 +97,22 @@ def rice_classifier_cicd():
         """Record the pushed digest on the MLflow run and model version."""
         return tasks.record_image(trained, gate, plan, pushed)
 
+    @task(**_DOCKER)
+    def attest_image(trained: dict, image: dict, params=None, run_id=None) -> dict:
+        """Sign the pushed digest; attach provenance, SBOM and signature to it."""
+        return tasks.attest_image(SETTINGS, params, trained, image, run_id)
+
     @task(trigger_rule="none_failed_min_one_success")
     def open_pull_request(trained: dict, gate: dict, image: dict | None, params=None,
                           run_id=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
         return tasks.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
-    @task(outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success")
+    @task(outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success", **_DOCKER)
     def promote(trained: dict, data: dict, staged: dict, gate: dict, image: dict | None,
-                run_id=None, outlet_events=None) -> dict:
-        """Move `champion` to this version once its image is pushed; record it in Airflow."""
-        record = tasks.promote(SETTINGS, trained, data, staged, gate, image, run_id)
+                run_id=None, outlet_events=None, params=None) -> dict:
+        """Verify the pushed image's attachments, then move `champion`; record it in Airflow."""
+        record = tasks.promote(SETTINGS, trained, data, staged, gate, image, run_id, params)
         outlet_events[RICE_MODEL].extra = record
         return record
 
@@ -136,7 +135,7 @@ def rice_classifier_cicd():
     approval = ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
     build, smoke, push = image_stages(trained["run_id"], SETTINGS)
     plan >> build >> smoke >> push
-    image = record_image(trained, gate, plan, push.output)
+    image = attest_image(trained, record_image(trained, gate, plan, push.output))
     pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
     promoted = promote(trained, data, staged, gate, image)
     pull >> promoted

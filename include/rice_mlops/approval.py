@@ -17,13 +17,16 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from rice_mlops.settings import PipelineSettings
 
 
-def approval_reason(gate: Mapping, require_approval: bool) -> str | None:
-    """Why a person must approve this release, or None when nobody needs to."""
+def approval_reason(gate: Mapping, require_approval: bool, not_significant: bool = True
+                    ) -> str | None:
+    """Why a person must approve this release, or None when nobody needs to.
+
+    `not_significant`: ask when the gate says the lead over the champion may be noise."""
     if not gate.get("passed"):
         return None  # nothing will be published anyway
     if require_approval:
         return "this deployment requires approval for every release (RICE_REQUIRE_APPROVAL)"
-    if gate.get("significant") is False:
+    if not_significant and gate.get("significant") is False:
         return "the challenger's lead over the champion is not statistically significant"
     return None
 
@@ -57,7 +60,8 @@ class ReleaseApproval(ApprovalOperator):
         from rice_mlops.run_policy import run_request
 
         required = run_request(context["params"], self.settings).require_approval
-        reason = approval_reason(self.gate, required)
+        reason = approval_reason(self.gate, required,
+                                 self.settings.approve_not_significant)
         if reason is None:
             self.log.info("no approval needed for this release")
             return {"required": False, "approved": True}

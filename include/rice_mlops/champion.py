@@ -84,16 +84,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tflite_accuracy(model_path: Path, paths: list[Path], labels: list[int]) -> float:
-    """Accuracy of a TFLite file on raw images (resizing and scaling are inside the model)."""
+def tflite_predictions(model_path: Path, paths: list[Path]) -> list[int]:
+    """The class index a TFLite file predicts for each raw image (resizing and scaling are
+    inside the model)."""
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
     interpreter = Interpreter(model_path=str(model_path), num_threads=1)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
-    shape, correct = None, 0
-    for path, label in zip(paths, labels, strict=True):
+    shape, predicted = None, []
+    for path in paths:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"), dtype=np.float32)[None]
         if pixels.shape != shape:
@@ -102,8 +103,14 @@ def tflite_accuracy(model_path: Path, paths: list[Path], labels: list[int]) -> f
             shape = pixels.shape
         interpreter.set_tensor(input_index, pixels)
         interpreter.invoke()
-        correct += int(np.argmax(interpreter.get_tensor(output_index)[0]) == label)
-    return correct / max(1, len(paths))
+        predicted.append(int(np.argmax(interpreter.get_tensor(output_index)[0])))
+    return predicted
+
+
+def tflite_accuracy(model_path: Path, paths: list[Path], labels: list[int]) -> float:
+    """Accuracy of a TFLite file on raw images."""
+    predicted = tflite_predictions(model_path, paths)
+    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / max(1, len(paths))
 
 
 def fetch_tflite(record: ChampionRecord, target_dir: Path) -> Path:
@@ -123,16 +130,20 @@ def fetch_tflite(record: ChampionRecord, target_dir: Path) -> Path:
     return local
 
 
-def champion_accuracy(record: ChampionRecord, fingerprint: str, classes: list[str],
-                      test_paths: list[Path], test_labels: list[int]) -> tuple[float | None, str]:
-    """The champion's accuracy on the challenger's test split, and how it was obtained."""
-    if record.dataset_fingerprint == fingerprint:
-        return record.test_accuracy, "same dataset fingerprint: accuracy recorded at promotion"
+def champion_predictions(record: ChampionRecord, fingerprint: str, classes: list[str],
+                         test_paths: list[Path]) -> tuple[list[int] | None, str]:
+    """The champion's predictions on the challenger's test images, and how they were obtained.
+
+    Always re-scored from its verified TFLite file: a paired test needs per-image answers on
+    these very images, which no recorded accuracy can give.
+    """
     if list(record.classes) != list(classes):
         return None, (f"champion classes {list(record.classes)} differ from {classes}: "
                       "no comparison possible")
     with tempfile.TemporaryDirectory(prefix="rice-champion-") as scratch:
         model = fetch_tflite(record, Path(scratch))
-        accuracy = tflite_accuracy(model, test_paths, test_labels)
-    return accuracy, ("dataset changed: champion re-evaluated from its verified TFLite file on "
-                      "the challenger's test split")
+        predicted = tflite_predictions(model, test_paths)
+    data = ("same dataset" if record.dataset_fingerprint == fingerprint
+            else "dataset changed since its promotion")
+    return predicted, (f"champion v{record.version} re-scored from its verified TFLite file on "
+                       f"the challenger's {len(test_paths)} test images ({data})")

@@ -62,6 +62,7 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
         prepare_context,
         smoke_images,
     )
+    from rice_mlops.signing import load_private_key
     from rice_mlops.vocabulary import FINGERPRINT_TAG, MODEL_NAME, SOURCE_TAGS
 
     found = registry.resolve(args.model_uri)
@@ -73,9 +74,14 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
         run_id=found["run_id"], source_commit=found["tags"].get(SOURCE_TAGS["commit"]),
         dataset_fingerprint=found["tags"].get(FINGERPRINT_TAG),
         image_size=int(found["params"].get("image_size", 0)) or None)
+    key_file = args.signing_key
+    if not key_file:
+        raise ValueError("no signing key: pass --signing-key or set RICE_SIGNING_KEY_FILE (the "
+                         "server refuses an unsigned model; `rice-mlops keys generate` makes one)")
     context = prepare_context(staged, work / "context", metadata=metadata,
                               model_uri=args.model_uri, smoke_from=smoke_images(data_dir),
-                              wheel_cache=work, wheelhouse=args.wheelhouse)
+                              wheel_cache=work, wheelhouse=args.wheelhouse,
+                              signing_key=load_private_key(Path(key_file).read_bytes()))
     repository, _, tag = args.tag.rpartition(":")
     if not repository or "/" in tag:
         raise ValueError(f"--tag must be name:tag or registry/name:tag, got {args.tag!r}")
@@ -98,6 +104,41 @@ def _cmd_image_wheels(args: argparse.Namespace) -> int:
     wheels = download_wheels(args.dest, machine=args.machine)
     print(f"{len(wheels)} serving wheels for {args.machine or 'this machine'} in {args.dest}; "
           "point RICE_SERVING_WHEELHOUSE at this directory on hosts without index access")
+    return 0
+
+
+def _cmd_image_verify(args: argparse.Namespace) -> int:
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.oci import Registry, split_reference
+    from rice_mlops.signing import load_public_key
+
+    host, name, digest = split_reference(args.image)
+    key = load_public_key(args.key.read_bytes())
+    # Credentials from the environment only: never on the command line (ps, shell history).
+    with Registry(host, os.environ.get("REGISTRY_USERNAME", ""),
+                  os.environ.get("REGISTRY_PASSWORD", "")) as registry:
+        try:
+            report = verify_image(registry, name, digest, key)
+        except VerificationError as exc:
+            print(f"NOT VERIFIED {args.image}: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(report, indent=2, sort_keys=True))
+    print(f"VERIFIED {args.image}: signed by key {args.key}, built from MLflow run "
+          f"{report['mlflow_run_id']} at commit {report['source_commit'] or '(none)'}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    from rice_mlops.signing import PRIVATE_KEY_FILE, generate_keypair
+
+    if (args.dir / PRIVATE_KEY_FILE).exists():
+        print(f"{args.dir / PRIVATE_KEY_FILE} exists: kept (a key that signed released images "
+              "is never replaced here)")
+        return 0 if args.if_missing else 1
+    private, public = generate_keypair(args.dir)
+    print(f"private key {private} (0600: point RICE_SIGNING_KEY_FILE at it, or put it in the "
+          f"password of the rice_signing connection); public key {public} (for `image verify`)")
     return 0
 
 
@@ -169,13 +210,31 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--wheelhouse", type=Path,
                        default=settings.wheelhouse or None,
                        help="directory of serving wheels to use instead of the package index")
+    build.add_argument("--signing-key", type=Path, default=settings.signing_key_file or None,
+                       help="Ed25519 PEM private key that signs the model files (default: "
+                            "RICE_SIGNING_KEY_FILE)")
     build.set_defaults(func=_cmd_image_build)
+    verify = image.add_parser("verify", help="check the signature, provenance and SBOM attached "
+                             "to an image digest and print them (registry credentials from "
+                             "REGISTRY_USERNAME / REGISTRY_PASSWORD)")
+    verify.add_argument("image", help="REGISTRY/NAME@sha256:<digest> (a digest, never a tag)")
+    verify.add_argument("--key", type=Path, required=True, help="the pipeline's public key (PEM)")
+    verify.set_defaults(func=_cmd_image_verify)
     wheels = image.add_parser("wheels", help="download the serving image's wheels into a "
                               "directory, for workers that cannot reach the package index")
     wheels.add_argument("--dest", type=Path, required=True)
     wheels.add_argument("--machine", help="image architecture, e.g. x86_64 or aarch64 "
                         "(default: this machine's)")
     wheels.set_defaults(func=_cmd_image_wheels)
+
+    keys = sub.add_parser("keys", help="the pipeline's signing key").add_subparsers(
+        dest="keys_command", required=True)
+    generate = keys.add_parser("generate", help="a new Ed25519 pair: DIR/signing.key (0600, "
+                               "never overwritten) and DIR/signing.pub")
+    generate.add_argument("--dir", type=Path, required=True)
+    generate.add_argument("--if-missing", action="store_true",
+                          help="exit 0 when DIR already holds a key (for scripts)")
+    generate.set_defaults(func=_cmd_keys_generate)
 
     hook = sub.add_parser("webhook", help="GitHub webhook tools").add_subparsers(
         dest="webhook_command", required=True)

@@ -103,7 +103,29 @@ class SmokeTestOperator(PlannedDockerOperator):
         plan = self.plan(context)
         self.image = plan.local
         self.command = ["--smoke-dir", str(plan.smoke_dir)]
-        return super().execute(context)
+        super().execute(context)
+        return self.check_budgets(context, plan)
+
+    def check_budgets(self, context, plan) -> dict:
+        """Image size from the engine, p50 latency from a second run of the same image with
+        the constant probe (no network); over either budget the image is not pushed."""
+        from rice_mlops import budgets, registry
+
+        self.entrypoint, self.command = ["python3", "-c", budgets.PROBE], \
+            [str(plan.smoke_dir), str(budgets.ROUNDS)]
+        self.xcom_all = True
+        output = super().execute(context)
+        lines = output if isinstance(output, list) else [output]
+        result = budgets.check(
+            size_bytes=int(self.cli.inspect_image(plan.local)["Size"]),
+            latencies_ms=budgets.parse_probe("\n".join(str(line) for line in lines)),
+            max_image_mb=self.settings.max_image_mb, max_p50_ms=self.settings.max_p50_ms)
+        registry.record_budget(plan.run_id, result)
+        self.log.info("budgets %s: %s", "met" if result["passed"] else "EXCEEDED",
+                      result["reason"])
+        if not result["passed"]:  # no retry makes the image smaller or faster
+            raise AirflowFailException(f"not shipped: {result['reason']}")
+        return result
 
 
 class RegistryPushOperator(PlannedDockerOperator):

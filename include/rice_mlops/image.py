@@ -30,6 +30,7 @@ DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "serving.txt"
 # Vendored beside the wheels and run from its own wheel in the build stage; never installed.
 INSTALLER = "pip==26.3"
 MODEL_FILES = ("model.tflite", "labels.json")
+DEFAULT_BASE_IMAGE = "python:3.11-slim"  # the Dockerfile's ARG BASE_IMAGE
 SMOKE_PER_CLASS = 2
 CONTEXT_DIR = "image"  # beside model_artifact/ in a run's staging directory
 _TAG_OK = re.compile(r"[^A-Za-z0-9_.-]")
@@ -163,6 +164,10 @@ def prepare_context(
     wheel_cache: Path,
     wheelhouse: Path | None = None,
     dockerfile: Path = DEFAULT_DOCKERFILE,
+    signing_key=None,
+    model_card: str | None = None,
+    base_image: tuple[str, str | None] = ("", None),
+    base_packages: list[dict] | None = None,
 ) -> Path:
     """Write a complete build context to `out_dir` (replaced atomically); returns it.
 
@@ -170,6 +175,8 @@ def prepare_context(
     model.tflite and labels.json beside it). `smoke/` beside the image files holds real images
     and the MLflow model's predictions for them; .dockerignore keeps it out of the image.
     MANIFEST.sha256 lists every file, so the Docker tasks can check what they build and run.
+    Release evidence (see `_add_evidence`): MODEL_CARD.md in model/, the SBOM and the public
+    key in evidence/, and model/model.sig.json over every model file, signed last.
     """
     from rice_mlops.artifacts import MANIFEST, write_manifest
 
@@ -187,9 +194,13 @@ def prepare_context(
         (partial / "model").mkdir()
         for name in MODEL_FILES:
             shutil.copy(model_dir / name, partial / "model" / name)
+        if model_card is not None:
+            (partial / "model" / "MODEL_CARD.md").write_text(model_card)
+            metadata = {**metadata, "model_card": "MODEL_CARD.md"}
         (partial / "model" / "metadata.json").write_text(
             json.dumps({**metadata, "classes": classes}, indent=2, sort_keys=True) + "\n")
         vendor_wheels(partial / "wheels", wheel_cache, wheelhouse=wheelhouse)
+        _add_evidence(partial, metadata, signing_key, base_image, base_packages)
         smoke = partial / "smoke" / "images"
         smoke.mkdir(parents=True)
         expected = expected_predictions(model_dir, smoke_from, classes)
@@ -208,6 +219,28 @@ def prepare_context(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out_dir
+
+
+def _add_evidence(context: Path, metadata: dict, signing_key, base_image: tuple[str, str | None],
+                  base_packages: list[dict] | None) -> None:
+    """evidence/sbom.cdx.json (the wheels and the base image's Debian packages),
+    evidence/model-signing.pub, and model/model.sig.json over every model file."""
+    from rice_mlops.sbom import cyclonedx, python_components
+    from rice_mlops.signing import public_pem, sign_model_dir
+
+    evidence = context / "evidence"
+    evidence.mkdir()
+    document = cyclonedx(image_name=metadata.get("model_name") or MODEL_NAME,
+                         image_version=str(metadata.get("model_version") or "unknown"),
+                         python=python_components((context / "wheels").glob("*.whl")),
+                         debian=base_packages or [], base_image=base_image[0] or "(Dockerfile)",
+                         base_image_id=base_image[1])
+    (evidence / "sbom.cdx.json").write_text(json.dumps(document, indent=2) + "\n")
+    if signing_key is not None:
+        (evidence / "model-signing.pub").write_bytes(public_pem(signing_key))
+        sign_model_dir(context / "model", signing_key, {
+            key: metadata.get(key) for key in ("model_name", "model_version", "run_id",
+                                               "source_commit", "dataset_fingerprint")})
 
 
 def build_args(metadata: dict, base_image: str | None) -> dict[str, str]:

@@ -223,7 +223,8 @@ def _pct(value) -> str:
 
 def render_body(new: dict, champion: dict | None, *, run_url: str, fingerprint: str,
                 source_commit: str | None, image: str | None, confusion_matrix_url: str,
-                gate_reason: str, pusher: str = "", compare_url: str = "") -> str:
+                gate_reason: str, pusher: str = "", compare_url: str = "",
+                gate_table: str = "", evidence: str = "") -> str:
     """The pull request body: the new model against the champion, and where it came from."""
     champion = champion or {}
     rows = [("test accuracy", new.get("test_accuracy"), champion.get("test_accuracy")),
@@ -246,6 +247,8 @@ def render_body(new: dict, champion: dict | None, *, run_url: str, fingerprint: 
 - **Serving image:** {f"`{image}`" if image else "— (not pushed in this run)"}
 - **Quality gate:** {gate_reason}
 
+{f"### Quality gate{chr(10)}{chr(10)}{gate_table}{chr(10)}" if gate_table else ""}
+{evidence}
 ![confusion matrix]({confusion_matrix_url})
 
 <sub>Opened by the `rice_classifier_cicd` DAG; this branch is reset on every run.</sub>
@@ -261,7 +264,8 @@ def _inline(text: str) -> str:
 def pull_request_texts(*, version: str, run_id: str, dag_run_id: str, metrics: dict,
                        test_accuracy: float, champion: dict | None, run_url: str,
                        fingerprint: str, source_commit: str, pusher: str, compare_url: str,
-                       image: str | None, figure_url: str, gate_reason: str) -> dict[str, str]:
+                       image: str | None, figure_url: str, gate_reason: str,
+                       gate_table: str = "", evidence: str = "") -> dict[str, str]:
     """Title, commit message and body of the model pull request."""
     message = (f"Update rice classifier v{version} from MLflow run {run_id}\n\n"
                f"Source commit: {source_commit or 'none (nightly run)'}\n"
@@ -269,6 +273,7 @@ def pull_request_texts(*, version: str, run_id: str, dag_run_id: str, metrics: d
     body = render_body(metrics, champion, run_url=run_url, fingerprint=fingerprint,
                        source_commit=source_commit or None, image=image,
                        confusion_matrix_url=figure_url, gate_reason=gate_reason,
-                       pusher=pusher, compare_url=compare_url)
+                       pusher=pusher, compare_url=compare_url, gate_table=gate_table,
+                       evidence=evidence)
     return {"title": f"Rice classifier v{version}: test accuracy {test_accuracy:.4f}",
             "message": message, "body": body}

@@ -5,13 +5,25 @@ from __future__ import annotations
 import logging
 
 from rice_mlops.vocabulary import (
+    BUDGET_TAG,
     CHAMPION_ALIAS,
+    GATE_ARTIFACT,
+    GATE_DIFFERENCE_TAG,
+    GATE_P_VALUE_TAG,
     GATE_REASON_TAG,
+    GATE_SIGNIFICANT_TAG,
     GATE_TAG,
+    GATE_VERDICT_TAG,
     IMAGE_NAME_TAG,
     IMAGE_TAG,
+    MODEL_CARD_ARTIFACT,
+    MODEL_CARD_TAG,
     MODEL_NAME,
+    PROVENANCE_ARTIFACT,
     RUN_ID_TAG,
+    SBOM_ARTIFACT,
+    SBOM_DIGEST_TAG,
+    SIGNATURE_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -49,13 +61,29 @@ def alias_version(name: str = MODEL_NAME, alias: str = CHAMPION_ALIAS) -> str | 
         raise
 
 
+def gate_tags(passed: bool, reason: str, details: dict | None) -> dict[str, str]:
+    """The gate's decision and numbers as tag values (MLflow tags are strings)."""
+    tags = {GATE_TAG: "passed" if passed else "failed", GATE_REASON_TAG: reason[:5000]}
+    if details:
+        significant = details.get("significant")
+        tags[GATE_VERDICT_TAG] = str(details.get("verdict"))
+        tags[GATE_SIGNIFICANT_TAG] = "none" if significant is None else str(significant).lower()
+        if comparison := details.get("comparison"):
+            low, high = comparison["interval"]
+            tags[GATE_P_VALUE_TAG] = f"{comparison['p_value']:.6g}"
+            tags[GATE_DIFFERENCE_TAG] = (f"{comparison['difference']:+.6f} "
+                                         f"[{low:+.6f}, {high:+.6f}]")
+    return tags
+
+
 def record_gate(run_id: str, version: str, passed: bool, reason: str,
-                name: str = MODEL_NAME) -> None:
+                name: str = MODEL_NAME, details: dict | None = None) -> None:
     client = _client()
-    verdict = "passed" if passed else "failed"
-    for key, value in ((GATE_TAG, verdict), (GATE_REASON_TAG, reason[:5000])):
+    for key, value in gate_tags(passed, reason, details).items():
         client.set_tag(run_id, key, value)
         client.set_model_version_tag(name, version, key, value)
+    if details:
+        client.log_dict(run_id, details, GATE_ARTIFACT)
 
 
 def tag_version(version: str, tags: dict[str, str], name: str = MODEL_NAME) -> None:
@@ -114,3 +142,41 @@ def version_metrics(version: str, name: str = MODEL_NAME) -> dict:
             "per_class_recall": {key.removeprefix("test_recall_"): value
                                  for key, value in metrics.items()
                                  if key.startswith("test_recall_")}}
+
+
+def _tag_both(run_id: str, version: str, key: str, value: str, name: str = MODEL_NAME) -> None:
+    client = _client()
+    client.set_tag(run_id, key, value)
+    client.set_model_version_tag(name, version, key, value)
+
+
+def log_model_card(run_id: str, version: str, text: str, sha256: str) -> None:
+    """MODEL_CARD.md as a run artifact; its sha256 on the run and the version."""
+    _client().log_text(run_id, text, MODEL_CARD_ARTIFACT)
+    _tag_both(run_id, version, MODEL_CARD_TAG, f"{MODEL_CARD_ARTIFACT} sha256:{sha256}")
+
+
+def log_sbom(run_id: str, version: str, path) -> None:
+    """The image's SBOM as a run artifact; its sha256 on the run and the version."""
+    import hashlib
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    _client().log_artifact(run_id, str(path), SBOM_ARTIFACT.rsplit("/", 1)[0])
+    _tag_both(run_id, version, SBOM_DIGEST_TAG, hashlib.sha256(data).hexdigest())
+
+
+def log_attestation(run_id: str, version: str, envelope: str, tags: dict[str, str]) -> None:
+    """The signed provenance as a run artifact; the registry tags of the attachments."""
+    import json
+
+    _client().log_text(run_id, envelope, PROVENANCE_ARTIFACT)
+    _tag_both(run_id, version, SIGNATURE_TAG, json.dumps(tags, sort_keys=True))
+
+
+def record_budget(run_id: str, result: dict) -> None:
+    """The smoke test's budget decision and numbers on the run (tag and budget/budget.json)."""
+    client = _client()
+    verdict = "passed" if result["passed"] else "failed"
+    client.set_tag(run_id, BUDGET_TAG, f"{verdict}: {result['reason']}"[:5000])
+    client.log_dict(run_id, result, "budget/budget.json")

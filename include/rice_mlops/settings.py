@@ -49,6 +49,19 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _number(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not value >= low:  # also refuses nan
+        raise SettingsError(f"{name}={value} must be at least {low}")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name, "").strip().lower() or default
     if value not in allowed:
@@ -59,6 +72,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
 def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
     value = env.get(name, default).strip()
     return None if value.lower() in ("", "none") else value
+
+
+def _confidence(env: Mapping[str, str]) -> float:
+    value = _fraction(env, "RICE_GATE_CONFIDENCE", PipelineSettings.gate_confidence)
+    if value in (0.0, 1.0):
+        raise SettingsError(f"RICE_GATE_CONFIDENCE={value} must lie strictly between 0 and 1")
+    return value
 
 
 def docker_socket_from(env: Mapping[str, str]) -> str:
@@ -84,6 +104,14 @@ class PipelineSettings:
     epochs: int = 25
     min_test_accuracy: float = 0.97  # floors: conf may raise the bar, never lower it
     max_regression: float = 0.005
+    min_class_recall: float = 0.90  # every class's test recall; a floor like the others
+    gate_alpha: float = 0.05  # McNemar's significance level
+    gate_confidence: float = 0.95  # of the intervals in the gate's result and model card
+    max_image_mb: float = 400.0  # the smoke test's budgets: over either, not shipped
+    max_p50_ms: float = 250.0
+    # The pipeline's Ed25519 key (PEM): an Airflow connection's password, else a file.
+    signing_conn_id: str = "rice_signing"
+    signing_key_file: str = ""
     experiment: str = MODEL_NAME
     github_conn_id: str = "github_default"
     github_repository: str = ""  # where the pull request goes; conf cannot change it
@@ -116,6 +144,7 @@ class PipelineSettings:
     redelivery_schedule: str | None = "*/15 * * * *"  # the webhook redelivery DAG
     github_hook_id: str = ""  # empty: the repository webhook whose URL ends /webhooks/github
     require_approval: bool = False  # a person approves every release, not only close calls
+    approve_not_significant: bool = True  # ask a person when the lead may be noise
     approval_timeout_minutes: int = 24 * 60
 
     @classmethod
@@ -133,6 +162,13 @@ class PipelineSettings:
             epochs=_int(env, "RICE_EPOCHS", cls.epochs, low=1),
             min_test_accuracy=_fraction(env, "RICE_MIN_TEST_ACCURACY", cls.min_test_accuracy),
             max_regression=_fraction(env, "RICE_MAX_REGRESSION", cls.max_regression),
+            min_class_recall=_fraction(env, "RICE_MIN_CLASS_RECALL", cls.min_class_recall),
+            gate_alpha=_fraction(env, "RICE_GATE_ALPHA", cls.gate_alpha),
+            gate_confidence=_confidence(env),
+            max_image_mb=_number(env, "RICE_MAX_IMAGE_MB", cls.max_image_mb, low=1.0),
+            max_p50_ms=_number(env, "RICE_MAX_P50_MS", cls.max_p50_ms, low=0.1),
+            signing_conn_id=env.get("RICE_SIGNING_CONN_ID", "").strip() or cls.signing_conn_id,
+            signing_key_file=env.get("RICE_SIGNING_KEY_FILE", "").strip(),
             experiment=env.get("RICE_MLFLOW_EXPERIMENT", "").strip() or cls.experiment,
             github_conn_id=env.get("RICE_GITHUB_CONN_ID", "").strip() or cls.github_conn_id,
             github_repository=repository,
@@ -173,6 +209,8 @@ class PipelineSettings:
             github_hook_id=env.get("RICE_GITHUB_HOOK_ID", "").strip(),
             require_approval=_choice(env, "RICE_REQUIRE_APPROVAL", "false",
                                      ("true", "false")) == "true",
+            approve_not_significant=_choice(env, "RICE_APPROVE_NOT_SIGNIFICANT", "true",
+                                            ("true", "false")) == "true",
             approval_timeout_minutes=_int(env, "RICE_APPROVAL_TIMEOUT_MINUTES",
                                           cls.approval_timeout_minutes, low=1),
         )

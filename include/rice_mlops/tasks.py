@@ -94,13 +94,18 @@ def _staged_dir(settings: PipelineSettings, trained: Mapping) -> Path:
 def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, data: Mapping,
                  champion_events: Iterable) -> dict:
     from rice_mlops import registry
-    from rice_mlops.champion import ChampionMismatch, champion_accuracy, latest_record
+    from rice_mlops.champion import (
+        ChampionMismatch,
+        champion_predictions,
+        latest_record,
+        tflite_predictions,
+    )
     from rice_mlops.data import discover
     from rice_mlops.gate import decide
 
     request = _request(params, settings)
     run_id = checked_run_id(trained["run_id"])
-    _staged_dir(settings, trained)
+    staged = _staged_dir(settings, trained)
     version = registry.register(run_id, trained["model_uri"])
     record = latest_record(champion_events, DAG_ID)
     alias = registry.alias_version()
@@ -109,36 +114,87 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
         notes.append(f"MLflow's @champion points at v{alias}, which this pipeline did not "
                      f"promote{f' (it promoted v{record.version})' if record else ''}: ignored")
         log.warning(notes[-1])
+    # Both models answer the same test images through the same interpreter: the challenger
+    # from its staged (manifest-checked) TFLite file, the one that ships.
+    dataset = discover(Path(data["data_dir"]))
+    paths, labels = dataset.examples("test")
+    predictions = tflite_predictions(staged / "model.tflite", paths)
     champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
     if record is not None and record.version != version:
-        dataset = discover(Path(data["data_dir"]))
-        paths, labels = dataset.examples("test")
         try:
-            accuracy, how = champion_accuracy(record, data["fingerprint"], dataset.classes,
-                                              paths, labels)
-            champion = (record.version, accuracy) if accuracy is not None else None
+            champion, how = champion_predictions(record, data["fingerprint"], dataset.classes,
+                                                 paths)
         except ChampionMismatch as exc:
             mismatch = str(exc)
     result = decide(trained["metrics"]["test_accuracy"],
                     min_test_accuracy=request.min_test_accuracy,
                     max_regression=request.max_regression,
-                    champion_version=champion[0] if champion else None,
-                    champion_accuracy=champion[1] if champion else None)
+                    champion_version=record.version if champion is not None else None,
+                    classes=dataset.classes, labels=labels, predictions=predictions,
+                    champion_predictions=champion, min_class_recall=settings.min_class_recall,
+                    alpha=settings.gate_alpha, confidence=settings.gate_confidence)
     passed, reason = result.passed and mismatch is None, result.reason
     if mismatch:
         reason = f"{mismatch}; {reason}"
-    registry.record_gate(run_id, version, passed, reason)
-    log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)",
-            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how)
-    return {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
-            "champion_comparison": "; ".join([how, *notes]),
-            "champion_record": record.as_dict() if record else None}
+    document = {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
+                "champion_comparison": "; ".join([how, *notes]),
+                "champion_record": record.as_dict() if record else None}
+    registry.record_gate(run_id, version, passed, reason, details=document)
+    document["model_card_sha256"] = _model_card(settings, request, trained, data, staged,
+                                                document)
+    log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
+            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
+            document["table"])
+    return document
+
+
+def _evidence_dir(settings: PipelineSettings, trained: Mapping) -> Path:
+    return settings.staging_root / checked_run_id(trained["run_id"]) / "evidence"
+
+
+def _model_card(settings: PipelineSettings, request: RunRequest, trained: Mapping,
+                data: Mapping, staged: Path, gate: Mapping) -> str:
+    """Render this version's MODEL_CARD.md beside its staged artifacts and log it to MLflow."""
+    import hashlib
+    import json
+
+    from rice_mlops import model_card, registry
+
+    text = model_card.render(
+        model_name=MODEL_NAME, version=gate["version"], run_id=trained["run_id"],
+        source_commit=request.source_commit, fingerprint=data["fingerprint"],
+        counts=data["counts"], metrics=json.loads((staged / "metrics.json").read_text()),
+        gate=gate, confidence=settings.gate_confidence)
+    target = _evidence_dir(settings, trained) / model_card.FILE_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    registry.log_model_card(trained["run_id"], gate["version"], text, digest)
+    return digest
+
+
+def _signing_key(settings: PipelineSettings):
+    from rice_mlops.signing import SigningKeyError, signing_key
+
+    try:
+        return signing_key(settings.signing_conn_id, settings.signing_key_file)
+    except SigningKeyError as exc:  # no retry creates a key
+        raise AirflowFailException(str(exc)) from None
 
 
 def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: Mapping,
                           data: Mapping, gate: Mapping) -> dict:
+    from rice_mlops import registry
     from rice_mlops.docker_tasks import registry_host
-    from rice_mlops.image import image_metadata, plan_for, prepare_context, smoke_images
+    from rice_mlops.image import (
+        DEFAULT_BASE_IMAGE,
+        image_metadata,
+        plan_for,
+        prepare_context,
+        smoke_images,
+    )
+    from rice_mlops.model_card import FILE_NAME
+    from rice_mlops.sbom import debian_components, read_base_image
 
     if not Path(settings.docker_socket).exists():
         raise AirflowSkipException(
@@ -152,11 +208,17 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: 
                               run_id=run_id, source_commit=request.source_commit,
                               dataset_fingerprint=trained["dataset_fingerprint"],
                               image_size=trained["image_size"])
+    base = settings.base_image or DEFAULT_BASE_IMAGE
+    dpkg_status, base_id = read_base_image(settings.docker_socket, base)
     prepare_context(_staged_dir(settings, trained), plan.context, metadata=metadata,
                     model_uri=trained["model_uri"],
                     smoke_from=smoke_images(_dataset_dir(request, settings)),
                     wheel_cache=settings.staging_root / "wheels",
-                    wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None)
+                    wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None,
+                    signing_key=_signing_key(settings),
+                    model_card=(_evidence_dir(settings, trained) / FILE_NAME).read_text(),
+                    base_image=(base, base_id), base_packages=debian_components(dpkg_status))
+    registry.log_sbom(run_id, gate["version"], plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
     return plan.as_dict()
 
@@ -200,16 +262,128 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapp
         image=(image or {}).get("digest_ref"),
         figure_url=(f"{publish.web_url(client.api_url)}/{repository}/blob/"
                     f"{settings.pr_branch}/{settings.pr_path}/confusion_matrix.png?raw=true"),
-        gate_reason=gate["reason"])
+        gate_reason=gate["reason"], gate_table=gate.get("table", ""))
     target = publish.Target(repository=repository, base=settings.pr_base,
                             branch=settings.pr_branch, path=settings.pr_path,
                             author_name=settings.pr_author, author_email=settings.pr_email)
     try:
-        return publish.publish(client, target, publish.artifact_files(staged, settings.pr_path),
+        files = publish.artifact_files(staged, settings.pr_path)
+        card = _evidence_dir(settings, trained) / "MODEL_CARD.md"
+        files[f"{settings.pr_path}/{card.name}"] = card.read_bytes()  # what the image holds
+        return publish.publish(client, target, files,
                                message=texts["message"], title=texts["title"],
                                body=texts["body"])
     except publish.GitHubAuthError as exc:
         raise AirflowFailException(str(exc)) from None
+
+
+def _registry(settings: PipelineSettings):
+    """A registry client with the connection's credentials (kept in memory, never logged)."""
+    from airflow.sdk import BaseHook
+
+    from rice_mlops.docker_tasks import registry_host
+    from rice_mlops.oci import Registry
+
+    host = registry_host(settings.registry_conn_id)
+    if host is None:
+        raise AirflowSkipException(f"no Airflow connection {settings.registry_conn_id!r}")
+    conn = BaseHook.get_connection(settings.registry_conn_id)
+    return host, Registry(host, conn.login or "", conn.password or "")
+
+
+def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
+                 image: Mapping | None, dag_run_id: str) -> dict:
+    """Sign the pushed digest and attach provenance, SBOM and signature to it.
+
+    Only a digest whose image config is this run's own smoke-tested build (the local build
+    tag's image id) is signed: a digest patched into XCom, or an image that replaced ours
+    under the commit tag, is refused.
+    """
+    import json
+
+    import docker
+    from rice_mlops import registry as mlflow_registry
+    from rice_mlops.attestation import attach_evidence, lock_digests, provenance
+    from rice_mlops.image import REPO_ROOT, plan_for
+    from rice_mlops.oci import RegistryError
+
+    if not (image or {}).get("digest"):
+        raise AirflowSkipException("no image was pushed: nothing to attest")
+    request = _request(params, settings)
+    run_id = checked_run_id(trained["run_id"])
+    host, client = _registry(settings)
+    plan = plan_for(settings.staging_root, settings.image_name, run_id, request.source_commit,
+                    host)
+    from rice_mlops.artifacts import verify_manifest
+
+    verify_manifest(plan.context)
+    with client:
+        try:
+            raw, _, digest = client.manifest(settings.image_name, plan.names.tag)
+        except RegistryError as exc:
+            raise AirflowFailException(f"cannot read {plan.names.immutable}: {exc}") from None
+        engine = docker.APIClient(base_url=f"unix://{settings.docker_socket}", timeout=60)
+        try:
+            local_id = engine.inspect_image(plan.local)["Id"]
+        finally:
+            engine.close()
+        if digest != image["digest"] or json.loads(raw)["config"]["digest"] != local_id:
+            raise AirflowFailException(
+                f"{plan.names.immutable} resolves to {digest} (config "
+                f"{json.loads(raw)['config']['digest']}), not to this run's build {local_id} "
+                f"pushed as {image['digest']}: not signing it")
+        metadata = json.loads((plan.context / "model" / "metadata.json").read_text())
+        sbom = (plan.context / "evidence" / "sbom.cdx.json").read_bytes()
+        base = {p["name"]: p["value"] for p in json.loads(sbom)["metadata"]["properties"]}
+        statement = provenance(
+            repository=plan.names.repository, image_digest=digest,
+            source_commit=request.source_commit, source_repository=request.source_repository,
+            dataset_fingerprint=metadata["dataset_fingerprint"], mlflow_run_id=run_id,
+            tracking_uri=trained["tracking_uri"],
+            tflite_sha256=verify_manifest(plan.context)["model/model.tflite"],
+            lock_files=lock_digests(REPO_ROOT), base_image=base["rice-mlops:base-image"],
+            base_image_id=base.get("rice-mlops:base-image-id"), dag_id=DAG_ID,
+            dag_run_id=dag_run_id, model_version=str(metadata["model_version"]))
+        result = attach_evidence(
+            client, settings.image_name, digest, provenance_statement=statement, sbom=sbom,
+            model_signature=(plan.context / "model" / "model.sig.json").read_bytes(),
+            private_key=_signing_key(settings))
+    tags = {kind: result[kind]["tag"] for kind in ("signature", "provenance", "sbom")}
+    mlflow_registry.log_attestation(run_id, metadata["model_version"],
+                                    result["provenance_envelope"], tags)
+    log.info("attached to %s@%s: %s", plan.names.repository, digest, tags)
+    return {**image, "attachments": tags}
+
+
+def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
+                  image: Mapping) -> dict:
+    """The checks of `rice-mlops image verify`, plus: the digest is this run's (provenance)
+    and the commit tag still names it. Raises AirflowFailException when any fails."""
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.image import image_names
+    from rice_mlops.oci import RegistryError, split_reference
+    from rice_mlops.signing import load_public_key, public_pem
+
+    host, client = _registry(settings)
+    where, name, digest = split_reference(image["digest_ref"])
+    if (where, name) != (host, settings.image_name) or image.get("digest") != digest:
+        raise AirflowFailException(f"{image['digest_ref']!r} is not an image of "
+                                   f"{host}/{settings.image_name}")
+    public = load_public_key(public_pem(_signing_key(settings)))
+    tag = image_names(host, settings.image_name, request.source_commit, run_id).tag
+    with client:
+        try:
+            report = verify_image(client, name, digest, public)
+            current = client.manifest(name, tag)[2]
+        except (VerificationError, RegistryError) as exc:
+            raise AirflowFailException(f"{image['digest_ref']} does not verify: {exc}") from None
+    if report["mlflow_run_id"] != run_id:
+        raise AirflowFailException(f"{image['digest_ref']} was built from MLflow run "
+                                   f"{report['mlflow_run_id']}, not {run_id}")
+    if current != digest:
+        raise AirflowFailException(f"{image['image']} now names {current}, not the verified "
+                                   f"{digest}: someone moved the tag; champion stays")
+    return report
 
 
 def may_promote_without_image(settings: PipelineSettings, registry_configured: bool) -> bool:
@@ -220,7 +394,8 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
 
 
 def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged: Mapping,
-            gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+            gate: Mapping, image: Mapping | None, dag_run_id: str,
+            params: Mapping | None = None) -> dict:
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
     from rice_mlops.docker_tasks import registry_host
@@ -234,6 +409,11 @@ def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged:
                 f"{'configured' if configured else 'absent'})")
         log.warning("promoting v%s without an image (RICE_PROMOTE_WITHOUT_IMAGE=%s)",
                     gate["version"], settings.promote_without_image)
+    else:
+        report = verify_pushed(settings, _request(params, settings),
+                               checked_run_id(trained["run_id"]), image)
+        log.info("verified %s: signature, provenance (run %s, commit %s) and SBOM",
+                 image["digest_ref"], report["mlflow_run_id"], report["source_commit"])
     tflite_sha256 = read_manifest(_staged_dir(settings, trained))["model.tflite"]
     if tflite_sha256 != staged["tflite_sha256"]:
         raise AirflowFailException("the staged TFLite file changed since fetch_artifacts")

@@ -79,7 +79,8 @@ def test_task_graph_order(dag):
     assert "fetch_artifacts" in downstream("train")
     assert "quality_gate" in downstream("fetch_artifacts")
     assert "prepare_image_context" in downstream("quality_gate")
-    assert "open_pull_request" in downstream("record_image")
+    assert "attest_image" in downstream("record_image")
+    assert "open_pull_request" in downstream("attest_image")
     # They run when the image stages were skipped (no engine), never after a stop decision:
     # every stop decision has them as direct downstream, so they are skipped with it.
     assert dag.get_task("open_pull_request").trigger_rule == "none_failed_min_one_success"
@@ -106,7 +107,7 @@ def test_task_graph_order(dag):
     assert "build_image" in downstream("prepare_image_context")
     assert "smoke_test" in downstream("build_image")
     smoke_descendants = dag.get_task("smoke_test").get_flat_relative_ids(upstream=False)
-    assert {"push_image", "record_image", "promote"} <= smoke_descendants
+    assert {"push_image", "record_image", "attest_image", "promote"} <= smoke_descendants
     assert dag.get_task("push_image").trigger_rule == "all_success"
     assert {"prepare_image_context", "build_image", "smoke_test", "push_image"} <= gated
     assert "open_pull_request" in dag.get_task("promote").upstream_task_ids
@@ -158,8 +159,10 @@ print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds()] for
                          check=True, timeout=120)
     tasks = json.loads(out.stdout.strip().splitlines()[-1])
     assert tasks.pop("run") == 90 * 60
+    # attest_image and promote hold the registry credentials, which only that queue's workers
+    # may read.
     socket_tasks = {"prune_old_builds", "prepare_image_context", "build_image", "smoke_test",
-                    "push_image"}
+                    "push_image", "attest_image", "promote"}
     assert {t for t, (queue, _) in tasks.items() if queue == "docker"} == socket_tasks
     assert tasks["train"][0] == "training"
     assert all(seconds == 7 * 60 for t, (_, seconds) in tasks.items() if t != "train")

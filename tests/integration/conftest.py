@@ -88,6 +88,12 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         # them. Datasets live in pytest's temporary directories.
         "RICE_MIN_TEST_ACCURACY": "0.01",
         "RICE_MAX_REGRESSION": "1.0",
+        "RICE_MIN_CLASS_RECALL": "0.0",
+        # One-epoch challengers against a 12-epoch champion are significantly worse; these
+        # tests exercise the stages after the gate (tests/unit/test_stats_gate.py the gate).
+        "RICE_GATE_ALPHA": "0.0",
+        # Close calls are every call at alpha 0: only runs that ask for approval wait for it.
+        "RICE_APPROVE_NOT_SIGNIFICANT": "false",
         "RICE_DATA_ROOT": tempfile.gettempdir(),
         "RICE_GITHUB_REPOSITORY": "acme/rice",
         **extra,
@@ -144,8 +150,17 @@ NOTIFY = "ml-oncall@example.com"
 
 
 @pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict[str, Path]:
+    """The pipeline's key pair, as `make demo` makes one (private 0600)."""
+    from rice_mlops.signing import generate_keypair
+
+    private, public = generate_keypair(tmp_path_factory.mktemp("signing"))
+    return {"private": private, "public": public}
+
+
+@pytest.fixture(scope="session")
 def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_path_factory,
-               github_double, mailbox):
+               github_double, mailbox, signing_keys):
     """Real api-server, scheduler, dag-processor and triggerer on PostgreSQL, with the Docker
     engine and the registry connection (created through the REST API, as an operator would)."""
     stack = AirflowStack(
@@ -154,7 +169,8 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
                         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_url,
                         RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
                         RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"],
-                        RICE_NOTIFY_EMAILS=NOTIFY),
+                        RICE_NOTIFY_EMAILS=NOTIFY,
+                        RICE_SIGNING_KEY_FILE=str(signing_keys["private"])),
     )
     with stack.running():
         host, port = docker_engine["RICE_REGISTRY"].split(":")

@@ -22,7 +22,7 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
     for task_id in ("admit", "admitted", "check_changed", "changed", "report",
                     "validate_data", "train", "fetch_artifacts", "quality_gate",
                     "prepare_image_context", "build_image", "smoke_test", "shippable",
-                    "push_image", "record_image", "open_pull_request", "promote",
+                    "push_image", "record_image", "attest_image", "open_pull_request", "promote",
                     "prune_old_builds"):
         assert states[task_id] == "success", states
 
@@ -76,6 +76,8 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
     staged = Path((json.loads(value) if isinstance(value, str) else value)["staging_dir"])
     expected = {f"MLProject/model_artifact/{p.relative_to(staged).as_posix()}":
                 git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
+    card = staged.parent / "evidence" / "MODEL_CARD.md"
+    expected["MLProject/model_artifact/MODEL_CARD.md"] = git_blob_sha(card.read_bytes())
     on_branch = {path: sha for path, sha in github_double.branch_files("model/latest").items()
                  if path.startswith("MLProject/")}
     assert on_branch == expected
@@ -86,6 +88,7 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
     body = open_pulls[0]["body"]
     assert "| test accuracy |" in body and SHA in body and "@sha256:" in body
     assert "confusion_matrix.png" in body
+    assert "### Quality gate" in body and "**Gate PASSED**" in body
     message = github_double.git("log", "-1", "--format=%B", "model/latest")
     assert "MLflow run" in message and SHA in message
     log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
@@ -175,3 +178,53 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
                 if v.run_id == runs[0].info.run_id]
     assert len(versions) == 1
 
+
+
+def _xcom(stack, run_id: str, task_id: str):
+    response = stack.api("GET", f"/dags/rice_classifier_cicd/dagRuns/{run_id}/taskInstances/"
+                                f"{task_id}/xcomEntries/return_value")
+    assert response.status_code == 200, response.text
+    value = response.json()["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_gate_result_and_tags_carry_the_noise_aware_numbers(airflow_pg, shipped_run):
+    from mlflow import MlflowClient
+
+    gate = _xcom(airflow_pg, "e2e-shipped", "quality_gate")
+    assert gate["passed"] is True
+    assert set(gate["per_class_recall"]) == {"Arborio", "Basmati", "Ipsala", "Jasmine",
+                                             "Karacadag"}
+    assert all(v["support"] == 20 for v in gate["per_class_recall"].values())
+    assert gate["min_class_recall"] == 0.0 and gate["alpha"] == 0.0  # airflow_env's
+    assert "| recall Jasmine |" in gate["table"]
+    assert "significant" in gate  # None without a champion, a bool with one
+    run = MlflowClient().get_run(_xcom(airflow_pg, "e2e-shipped", "train")["run_id"])
+    assert run.data.tags["rice.gate_verdict"] == gate["verdict"]
+    smoke = _xcom(airflow_pg, "e2e-shipped", "smoke_test")
+    assert smoke["passed"] and smoke["p50_ms"] > 0 and smoke["image_mb"] > 10
+    assert run.data.tags["rice.budget"].startswith("passed: image ")
+
+
+def test_model_card_holds_the_runs_own_numbers(airflow_pg, shipped_run, github_double):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from rice_mlops.model_card import parse
+
+    run_id = _xcom(airflow_pg, "e2e-shipped", "train")["run_id"]
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card/MODEL_CARD.md")
+    card = parse(text)
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert card["run_id"] == run_id
+    assert abs(card["test_accuracy"] - metrics["test_accuracy"]) < 5e-5
+    for cls, recall in card["recall"].items():
+        assert abs(recall - metrics[f"test_recall_{cls}"]) < 5e-5, cls
+    evaluation = mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation/metrics.json")
+    assert card["confusion_matrix"] == evaluation["confusion_matrix"]
+    assert SHA in text and "## Limits" in text
+    # Later runs update the branch: its card is the one MLflow holds for the run it names.
+    on_branch = github_double.git("show", "model/latest:MLProject/model_artifact/MODEL_CARD.md")
+    latest = parse(on_branch)["run_id"]
+    assert on_branch.strip() == mlflow.artifacts.load_text(
+        f"runs:/{latest}/model_card/MODEL_CARD.md").strip()

@@ -133,6 +133,19 @@ def test_no_secret_in_image_history_layers_or_labels(pushed, docker_login, docke
     assert result.stdout.strip() == "0"  # grep -c: no line of the saved image holds it
 
 
+
+def test_the_signing_key_is_in_no_layer_and_no_log(pushed, docker_login, signing_keys,
+                                                   airflow_pg, tmp_path):
+    key_body = signing_keys["private"].read_text().splitlines()[1]  # the base64 line
+    archive = tmp_path / "image.tar"
+    docker(docker_login, "save", "-o", str(archive), pushed["digest_ref"])
+    result = subprocess.run(["grep", "-a", "-c", "-F", key_body, str(archive)],
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "0"
+    for task_id in ("prepare_image_context", "attest_image", "promote"):
+        assert key_body not in airflow_pg.task_log("e2e-shipped", task_id)
+
+
 def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_engine,
                                                     small_real_dataset):
     wrong = "definitely-not-the-password"
@@ -186,3 +199,115 @@ def test_rerunning_the_push_pushes_the_same_tags_again(airflow_pg, pushed, docke
     assert str(value).strip().splitlines()[-1] == pushed["digest_ref"]
     tags = registry_tags(docker_engine)
     assert SHA in tags and "latest" in tags
+
+
+def _registry(engine):
+    from rice_mlops.oci import Registry
+
+    return Registry(engine["RICE_REGISTRY"], engine["RICE_REGISTRY_USER"],
+                    engine["RICE_REGISTRY_PASSWORD"])
+
+
+def _locked(name: str) -> str:
+    lock = (Path(__file__).resolve().parents[2] / "requirements" / "lock.txt").read_text()
+    return next(line.split("==")[1].split()[0] for line in lock.splitlines()
+                if line.lower().startswith(f"{name}=="))
+
+
+def test_registry_serves_sbom_provenance_and_signature_for_the_pushed_digest(
+        pushed, docker_engine, signing_keys, shipped_run, tmp_path):
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.signing import generate_keypair, load_public_key
+
+    version = shipped_version()
+    with _registry(docker_engine) as registry:
+        report = verify_image(registry, "rice-classifier", pushed["digest"],
+                              load_public_key(signing_keys["public"].read_bytes()))
+        assert report["sbom"]["pkg:pypi/ai-edge-litert"] == _locked("ai-edge-litert")
+        assert report["sbom"]["pkg:pypi/numpy"] == _locked("numpy")
+        assert any(name.startswith("pkg:deb/debian/") for name in report["sbom"])
+        assert report["source_commit"] == SHA
+        assert report["mlflow_run_id"] == version.run_id
+        materials = {m["name"]: m for m in report["materials"]}
+        assert materials["source"]["digest"]["gitCommit"] == SHA
+        assert {"dataset", "mlflow-run", "requirements/lock.txt", "base-image"} <= set(materials)
+        _, other = generate_keypair(tmp_path / "other")
+        with pytest.raises(VerificationError):
+            verify_image(registry, "rice-classifier", pushed["digest"],
+                         load_public_key(other.read_bytes()))
+    assert version.tags["rice.attachments"].count(".sig") == 1
+
+
+def test_image_holds_its_sbom_card_key_and_signed_model(pushed, docker_login):
+    script = ("import json, os; m = json.load(open('/opt/model/metadata.json')); "
+              "print(json.dumps({'card': m.get('model_card'), 'files': sorted(os.listdir("
+              "'/opt/model')), 'evidence': sorted(os.listdir('/opt/rice/evidence'))}))")
+    out = docker(docker_login, "run", "--rm", "--network", "none", "--entrypoint", "python3",
+                 pushed["digest_ref"], "-c", script).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["card"] == "MODEL_CARD.md"
+    assert {"MODEL_CARD.md", "model.sig.json", "model.tflite"} <= set(found["files"])
+    assert found["evidence"] == ["model-signing.pub", "sbom.cdx.json"]
+
+
+def test_a_server_with_a_tampered_model_does_not_start(pushed, docker_login, airflow_pg,
+                                                      staging_root):
+    import shutil
+
+    value = airflow_pg.api(
+        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/"
+               "prepare_image_context/xcomEntries/return_value").json()["value"]
+    context = Path((json.loads(value) if isinstance(value, str) else value)["context"])
+    tampered = staging_root / "tampered-model"
+    shutil.copytree(context / "model", tampered, dirs_exist_ok=True)
+    tampered.chmod(0o755)
+    labels = json.loads((tampered / "labels.json").read_text())
+    labels["classes"] = list(reversed(labels["classes"]))  # every answer mislabelled
+    (tampered / "labels.json").write_text(json.dumps(labels))
+    result = docker(docker_login, "run", "--rm", "--network", "none",
+                    "-v", f"{tampered}:/opt/model:ro", pushed["digest_ref"], check=False)
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert "refusing to start" in result.stderr and "changed labels.json" in result.stderr
+
+
+def test_an_image_moved_under_the_commit_tag_fails_verify_and_promote(
+        airflow_pg, pushed, docker_login, docker_engine, signing_keys, tmp_path):
+    """Someone with registry credentials pushes their own image under the commit tag."""
+    import sys
+
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_engine['RICE_BASE_IMAGE']}\n"
+                                         "LABEL evil=yes\n")
+    evil = f"{docker_engine['RICE_REGISTRY']}/rice-classifier:{SHA}"
+    docker({**docker_login, "DOCKER_BUILDKIT": "0"}, "build", "--network", "none",
+           "-t", evil, str(tmp_path))
+    try:
+        docker(docker_login, "push", evil)
+        with _registry(docker_engine) as registry:
+            evil_digest = registry.manifest("rice-classifier", SHA)[2]
+        assert evil_digest != pushed["digest"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "rice_mlops.cli", "image", "verify",
+             f"{evil.rsplit(':', 1)[0]}@{evil_digest}", "--key", str(signing_keys["public"])],
+            env={**os.environ, "REGISTRY_USERNAME": docker_engine["RICE_REGISTRY_USER"],
+                 "REGISTRY_PASSWORD": docker_engine["RICE_REGISTRY_PASSWORD"]},
+            capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 1 and "NOT VERIFIED" in cli.stderr
+        response = airflow_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
+            "dry_run": False, "task_ids": ["promote"], "dag_run_id": "e2e-shipped",
+            "include_downstream": False, "include_upstream": False, "only_failed": False,
+            "reset_dag_runs": True})
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            promote = next(ti for ti in airflow_pg.task_instances("e2e-shipped")
+                           if ti["task_id"] == "promote")
+            if promote["state"] in ("success", "failed") and promote["try_number"] >= 2:
+                break
+            time.sleep(2)
+        assert promote["state"] == "failed", airflow_pg.describe("e2e-shipped")
+        log = airflow_pg.task_log("e2e-shipped", "promote", try_number=promote["try_number"])
+        assert "someone moved the tag" in log and evil_digest in log
+    finally:
+        with _registry(docker_engine) as registry:  # put the commit tag back for later tests
+            registry.retag("rice-classifier", pushed["digest"], SHA)
+        docker(docker_login, "rmi", evil, check=False)

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_mismatched_tflite_fails_the_smoke_test(tiny_real_dataset, mlflow_server, docker_engine,
-                                                staging_root):
+                                                staging_root, tmp_path):
     import keras
 
     from rice_mlops.artifacts import fetch
@@ -25,6 +25,7 @@ def test_mismatched_tflite_fails_the_smoke_test(tiny_real_dataset, mlflow_server
         smoke_images,
     )
     from rice_mlops.model import build_model
+    from rice_mlops.signing import generate_keypair, load_private_key
     from rice_mlops.tflite_export import export_tflite
     from rice_mlops.training import train
 
@@ -40,7 +41,9 @@ def test_mismatched_tflite_fails_the_smoke_test(tiny_real_dataset, mlflow_server
     context = prepare_context(broken, staging_root / "broken-context", metadata=metadata,
                               model_uri=result["model_uri"],
                               smoke_from=smoke_images(tiny_real_dataset),
-                              wheel_cache=staging_root / "wheels")
+                              wheel_cache=staging_root / "wheels",
+                              signing_key=load_private_key(
+                                  generate_keypair(tmp_path / "keys")[0].read_bytes()))
     names = image_names(None, "rice-classifier-broken", None, result["run_id"])
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     subprocess.run(["docker", *build_command(

@@ -124,6 +124,7 @@ def test_approval_is_asked_only_when_risky():
     close = {**passed, "significant": False}
     assert "not statistically significant" in approval_reason(close, require_approval=False)
     assert approval_reason({**close, "passed": False}, require_approval=True) is None
+    assert approval_reason(close, require_approval=False, not_significant=False) is None
     body = approval_body(close, "a reason")
     assert "| challenger v6 | 99.50 % |" in body and "| champion v5 | 99.40 % |" in body
 

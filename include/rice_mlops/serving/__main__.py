@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
+from rice_mlops.serving.model_signature import (
+    DEFAULT_PUBLIC_KEY,
+    ModelSignatureError,
+    verify_model_dir,
+)
 from rice_mlops.serving.server import serve
 from rice_mlops.serving.settings import Settings
 
@@ -17,6 +23,12 @@ def main() -> int:
         return 2
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # a model that is not exactly what the pipeline signed is never served
+        verify_model_dir(settings.model_dir,
+                         os.environ.get("RICE_MODEL_PUBLIC_KEY", DEFAULT_PUBLIC_KEY))
+    except ModelSignatureError as exc:
+        logging.getLogger("rice_mlops.serving").critical("refusing to start: %s", exc)
+        return 78  # EX_CONFIG
     serve(settings)
     return 0
 
