@@ -197,6 +197,7 @@ def main() -> int:
         prepare_context,
         smoke_images,
     )
+    from rice_mlops.signing import generate_keypair, load_private_key
     from rice_mlops.training import train
     from tests.conftest import copy_subset
 
@@ -211,9 +212,13 @@ def main() -> int:
         data = copy_subset(args.data, work / "data", {"train": 100, "val": 20, "test": 20})
         result = train(TrainConfig(data_dir=data, epochs=5, experiment="bench-serving"))
         staged = fetch(result["run_id"], result["model_uri"], work / "staging")
+        # The server refuses an unsigned model: sign it with a throw-away key, as the DAG does
+        # with the pipeline's.
+        private, _ = generate_keypair(work / "keys")
         context = prepare_context(staged, work / "context", metadata={"run_id": result["run_id"]},
                                   model_uri=result["model_uri"], smoke_from=smoke_images(data),
-                                  wheel_cache=work)
+                                  wheel_cache=work,
+                                  signing_key=load_private_key(private.read_bytes()))
         names = image_names(None, "rice-classifier-bench", None, result["run_id"])
         base = os.environ.get("RICE_BASE_IMAGE")
         subprocess.run(["docker", *build_command(context, names, build_args({}, base))],
