@@ -72,11 +72,17 @@ class ReleaseApproval(ApprovalOperator):
     def execute_complete(self, context, event):
         from rice_mlops import registry
 
-        result = super().execute_complete(context=context, event=event)
-        approved = result["chosen_options"] == [self.APPROVE]
-        user = result.get("responded_by_user") or {}
+        # Recorded before the base class acts on the answer: on Reject it skips the direct
+        # downstream by raising, so nothing after it would run.
+        chosen = event.get("chosen_options") or []
+        approved = chosen == [self.APPROVE]
+        user = event.get("responded_by_user") or {}
         responder = (user.get("name") or user.get("id")) if isinstance(user, Mapping) else user
-        registry.tag_version(self.gate["version"], {
-            "rice.approval": "approved" if approved else "rejected",
-            "rice.approval_by": str(responder or "nobody (timed out)")})
-        return {"required": True, "approved": approved, "by": responder}
+        decision = {"required": True, "approved": approved, "by": responder}
+        if chosen:
+            registry.tag_version(self.gate["version"], {
+                "rice.approval": "approved" if approved else "rejected",
+                "rice.approval_by": str(responder or "nobody (timed out)")})
+            context["ti"].xcom_push(key="return_value", value=decision)
+        super().execute_complete(context=context, event=event)
+        return decision
