@@ -12,6 +12,10 @@ export MLFLOW_PORT=${MLFLOW_PORT:-5050}
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 export AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
 scripts/mlflow-server start
+# The pipeline's MLflow user, for the task processes alone (scripts/airflow-stack withholds it
+# from the others); people log in as admin (.run/mlflow/admin_password).
+mlflow_env=$(scripts/mlflow-server env)
+load_env_lines MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD <<<"$mlflow_env"
 
 if [[ -z ${RICE_DATA_DIR:-} ]]; then
   export RICE_DATA_DIR=$repo/.demo/synthetic
@@ -49,4 +53,5 @@ scripts/airflow-stack start
 sha=$(git rev-parse HEAD 2>/dev/null || echo 0000000000000000000000000000000000000000)
 exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \
   --admin-password-file "$AIRFLOW_HOME/admin_password" --mlflow-url "$MLFLOW_TRACKING_URI" \
+  --mlflow-admin-password-file "${MLFLOW_HOME:-$repo/.run/mlflow}/admin_password" \
   --sha "$sha" --summary .demo/summary.json

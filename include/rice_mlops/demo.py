@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airflow-url", required=True)
     parser.add_argument("--admin-password-file", type=Path, required=True)
     parser.add_argument("--mlflow-url", required=True)
+    parser.add_argument("--mlflow-admin-password-file", type=Path)
     parser.add_argument("--sha", required=True)
     parser.add_argument("--repository", default="local/rice-mlops")
     parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
@@ -150,6 +151,7 @@ run              {summary['dag_run_id']}
 test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
 quality gate     {summary['gate'] or '-'}
 MLflow run       {summary['mlflow_run_url'] or '-'}
+                 log in as admin, password in {args.mlflow_admin_password_file or '-'}
 image            {image}
 pull request     {pull}
 Airflow UI       {summary['airflow_url']}

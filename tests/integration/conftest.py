@@ -84,6 +84,10 @@ def small_real_dataset(real_data, tmp_path_factory):
 def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
     return {
         "MLFLOW_TRACKING_URI": mlflow_url,
+        # The pipeline's MLflow user (set by the mlflow_control fixture); the scripts hand
+        # them to the task processes only.
+        "MLFLOW_TRACKING_USERNAME": os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
+        "MLFLOW_TRACKING_PASSWORD": os.environ.get("MLFLOW_TRACKING_PASSWORD", ""),
         "RICE_SCHEDULE": "none",
         "RICE_STAGING_DIR": str(staging),
         # Long enough for a test to restart a service between two attempts of a task.
