@@ -243,3 +243,14 @@ async def test_airflow_details_stay_in_the_log(caplog):
         assert response.status_code == status
         assert "internal detail" not in response.text and "10.1.2.3" not in response.text
     assert "internal detail 42" in caplog.text and "10.1.2.3" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_short_secret_in_a_variable_is_refused_with_its_name(caplog):
+    from rice_mlops.webhook.secrets import SecretUnavailable
+
+    secrets = WebhookSecrets(None, None, "hook", lookup=lambda key: "change-me")
+    with pytest.raises(SecretUnavailable):
+        await secrets.current()
+    assert "Variable 'hook' is 9 characters long" in caplog.text
+    assert "change-me" not in caplog.text
