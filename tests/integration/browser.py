@@ -47,9 +47,15 @@ def browser_page(http_credentials: tuple[str, str] | None = None):
 
 
 def mlflow_refuses_anonymous_browsing(url: str) -> bool:
-    """The MLflow UI answers a browser without credentials with 401."""
+    """The MLflow UI answers a browser without credentials with 401 (Chromium, with no one to
+    ask for a login, reports ERR_INVALID_AUTH_CREDENTIALS)."""
+    from playwright.sync_api import Error
+
     with browser_page() as page:
-        response = page.goto(f"{url}/")
+        try:
+            response = page.goto(f"{url}/")
+        except Error as exc:
+            return "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
         return response is not None and response.status == 401
 
 
