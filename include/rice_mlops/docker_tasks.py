@@ -27,6 +27,9 @@ class RegistryPushOperator(DockerOperator):
     the container only through `private_environment` (never templated, logged or in XCom)."""
 
     def __init__(self, *, registry_conn_id: str, **kwargs):
+        # A stopped container keeps its environment, the registry password included, for
+        # anyone who can `docker inspect`: removed whatever the outcome.
+        kwargs["auto_remove"] = "force"
         super().__init__(**kwargs)
         self.registry_conn_id = registry_conn_id
 
