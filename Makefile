@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` (the pipeline) and `make test` (the suite).
 # Each builds its own environment first; `make down` stops what `make demo` started.
 SHELL := /bin/bash
-.PHONY: setup demo test down lint lock bench-train
+.PHONY: setup demo test down lint lock audit bench-train
 
 setup:
 	@scripts/setup.sh
@@ -20,9 +20,14 @@ down:
 lint: setup
 	@.venv/bin/ruff check .
 
-# Re-resolve requirements/base.in and pin every version into requirements/lock.txt.
+# Re-resolve requirements/base.in and dev.in; pin every version with its hashes into lock.txt,
+# dev.txt and installer.txt, and re-hash serving.txt from the lock.
 lock:
 	@scripts/lock.sh
+
+# Known vulnerabilities in the pinned packages (skipped, saying so, without the database).
+audit: setup
+	@scripts/audit.sh
 
 bench-train: setup
 	@.venv/bin/python benchmarks/train_recipes.py

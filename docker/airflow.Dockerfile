@@ -15,5 +15,7 @@ RUN chown -R airflow: /opt/rice \
  && chown airflow: /opt/airflow/secrets /opt/airflow/logs /opt/mlflow/artifacts \
  && chmod 700 /opt/airflow/secrets
 USER airflow
-RUN pip install --no-cache-dir -r /opt/rice/requirements/lock.txt \
+# The lock alone (no test or lint tools: those are requirements/dev.txt), every file checked
+# against its sha256.
+RUN pip install --no-cache-dir --require-hashes -r /opt/rice/requirements/lock.txt \
  && pip install --no-cache-dir --no-deps -e /opt/rice

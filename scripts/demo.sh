@@ -6,11 +6,16 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
+source scripts/lib/state.sh
 mkdir -p .demo
 export MLFLOW_PORT=${MLFLOW_PORT:-5050}
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 export AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
 scripts/mlflow-server start
+# The pipeline's MLflow user, for the task processes alone (scripts/airflow-stack withholds it
+# from the others); people log in as admin (.run/mlflow/admin_password).
+mlflow_env=$(scripts/mlflow-server env)
+load_env_lines MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD <<<"$mlflow_env"
 
 if [[ -z ${RICE_DATA_DIR:-} ]]; then
   export RICE_DATA_DIR=$repo/.demo/synthetic
@@ -24,7 +29,10 @@ export RICE_DATA_DIR=$(cd "$RICE_DATA_DIR" && pwd)
 export RICE_STAGING_DIR=${RICE_STAGING_DIR:-$repo/.demo/staging}
 mkdir -p "$RICE_STAGING_DIR" && chmod 755 "$RICE_STAGING_DIR"
 if scripts/docker-engine start; then
-  eval "$(scripts/docker-engine env)"
+  # Parsed, never evaluated: the values come from files in the engine's state directory.
+  engine_env=$(scripts/docker-engine env)
+  load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_REGISTRY RICE_REGISTRY_USER \
+    RICE_REGISTRY_PASSWORD <<<"$engine_env"
   # The push task reads the registry from this connection; its password never leaves it.
   export AIRFLOW_CONN_RICE_REGISTRY=$(.venv/bin/python -c "import json,os; print(json.dumps({
       'conn_type': 'generic', 'host': os.environ['RICE_REGISTRY'].split(':')[0],
@@ -45,4 +53,5 @@ scripts/airflow-stack start
 sha=$(git rev-parse HEAD 2>/dev/null || echo 0000000000000000000000000000000000000000)
 exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \
   --admin-password-file "$AIRFLOW_HOME/admin_password" --mlflow-url "$MLFLOW_TRACKING_URI" \
-  --secret "$GITHUB_WEBHOOK_SECRET" --sha "$sha" --summary .demo/summary.json
+  --mlflow-admin-password-file "${MLFLOW_HOME:-$repo/.run/mlflow}/admin_password" \
+  --sha "$sha" --summary .demo/summary.json

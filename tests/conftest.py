@@ -52,20 +52,32 @@ def tiny_real_dataset(real_data: Path, tmp_path_factory) -> Path:
 
 
 class MlflowServer:
-    """The repository's `scripts/mlflow-server`, on its own port and directory."""
+    """The repository's `scripts/mlflow-server`, on its own port and directory, with MLflow's
+    basic-auth app: the pipeline's credentials from `env`, the admin's from its file."""
 
     def __init__(self, home: Path):
         self.port = free_port()
         self.home = home
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def _script(self, command: str) -> None:
+    def _script(self, command: str) -> str:
         env = {**os.environ, "MLFLOW_PORT": str(self.port), "MLFLOW_HOME": str(self.home)}
-        subprocess.run([REPO / "scripts" / "mlflow-server", command], env=env, check=True,
-                       timeout=120)
+        return subprocess.run([REPO / "scripts" / "mlflow-server", command], env=env,
+                              check=True, timeout=120, capture_output=True, text=True).stdout
 
     def start(self) -> None:
         self._script("start")
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """MLFLOW_TRACKING_URI, _USERNAME and _PASSWORD of the pipeline's user."""
+        from tests.integration.conftest import parse_env_lines
+
+        return parse_env_lines(self._script("env"))
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return "admin", (self.home / "admin_password").read_text().strip()
 
     def stop(self) -> None:
         self._script("stop")
@@ -76,15 +88,18 @@ def mlflow_control(tmp_path_factory):
     """A real `mlflow server` (SQLite backend, proxied artifacts), stoppable by tests."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
     server.start()
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = server.url
+    # The tests talk to MLflow as the pipeline does, with the pipeline's own user.
+    credentials = server.credentials
+    previous = {key: os.environ.get(key) for key in credentials}
+    os.environ.update(credentials)
     try:
         yield server
     finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         server.stop()
 
 

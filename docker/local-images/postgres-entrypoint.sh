@@ -1,6 +1,6 @@
 #!/bin/bash
 # The official postgres image's first-start behaviour: create the cluster with
-# POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB, run /docker-entrypoint-initdb.d/*.sql once,
+# POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB, run /docker-entrypoint-initdb.d/*.sql and *.sh once,
 # then serve as the postgres user.
 set -euo pipefail
 if [[ $(id -u) == 0 ]]; then
@@ -16,10 +16,14 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
   printf 'host all all all scram-sha-256\n' >>"$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
   [[ $db == postgres ]] || psql -v ON_ERROR_STOP=1 --username "$user" --dbname postgres -qc "CREATE DATABASE \"$db\""
-  for script in /docker-entrypoint-initdb.d/*.sql; do
+  export POSTGRES_USER=$user
+  for script in /docker-entrypoint-initdb.d/*; do
     [[ -e $script ]] || continue
     echo "docker-entrypoint: running $script"
-    psql -v ON_ERROR_STOP=1 --username "$user" --dbname "$db" -q -f "$script"
+    case $script in
+      *.sql) psql -v ON_ERROR_STOP=1 --username "$user" --dbname "$db" -q -f "$script" ;;
+      *.sh) bash "$script" ;;
+    esac
   done
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi

@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = hook.add_parser("send", help="send a correctly signed push (or ping) delivery")
     deliver.add_argument("--url", required=True,
                          help="e.g. http://127.0.0.1:8080/webhooks/github")
-    deliver.add_argument("--secret", help="default: GITHUB_WEBHOOK_SECRET")
+    deliver.add_argument("--secret", help="default (and better: `ps` shows arguments): "
+                         "GITHUB_WEBHOOK_SECRET")
     deliver.add_argument("--ref", default="refs/heads/main")
     deliver.add_argument("--sha", default="0" * 40, help="the pushed commit (40 hex)")
     deliver.add_argument("--repository", default="local/rice-mlops", help="owner/name")

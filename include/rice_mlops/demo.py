@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -113,18 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airflow-url", required=True)
     parser.add_argument("--admin-password-file", type=Path, required=True)
     parser.add_argument("--mlflow-url", required=True)
-    parser.add_argument("--secret", required=True)
+    parser.add_argument("--mlflow-admin-password-file", type=Path)
     parser.add_argument("--sha", required=True)
     parser.add_argument("--repository", default="local/rice-mlops")
     parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)
+    # From the environment, never the command line, where every local user's `ps` reads it.
+    secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+    if not secret:
+        parser.error("GITHUB_WEBHOOK_SECRET is not set: export the webhook secret first")
 
     api = Api(args.airflow_url, args.admin_password_file.read_text().strip())
     wait_for_dag(api)
     api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
     delivery = str(uuid.uuid4())
-    response = send(f"{args.airflow_url}/webhooks/github", args.secret,
+    response = send(f"{args.airflow_url}/webhooks/github", secret,
                     push_payload("refs/heads/main", args.sha, args.repository),
                     delivery=delivery)
     print(f"demo: webhook delivery {delivery}: {response.status_code} {response.text}")
@@ -146,6 +151,7 @@ run              {summary['dag_run_id']}
 test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
 quality gate     {summary['gate'] or '-'}
 MLflow run       {summary['mlflow_run_url'] or '-'}
+                 log in as admin, password in {args.mlflow_admin_password_file or '-'}
 image            {image}
 pull request     {pull}
 Airflow UI       {summary['airflow_url']}

@@ -52,6 +52,8 @@ class PlannedDockerOperator(DockerOperator):
             mounts.append(Mount(source=settings.docker_socket, target=SOCKET_IN_CONTAINER,
                                 type="bind"))
         kwargs.setdefault("image", settings.docker_cli_image)
+        # "force": a stopped container keeps its environment (the push's registry password)
+        # for anyone who can `docker inspect`, so none is kept, whatever the outcome.
         super().__init__(docker_url=f"unix://{settings.docker_socket}", mount_tmp_dir=False,
                          auto_remove="force", network_mode="none", mounts=mounts,
                          **settings.queue("docker"), **kwargs)

@@ -29,6 +29,7 @@ DEFAULT_DOCKERFILE = REPO_ROOT / "Dockerfile"
 DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "serving.txt"
 # Vendored beside the wheels and run from its own wheel in the build stage; never installed.
 INSTALLER = "pip==26.3"
+INSTALLER_REQUIREMENTS = REPO_ROOT / "requirements" / "installer.txt"  # INSTALLER, hashed
 MODEL_FILES = ("model.tflite", "labels.json")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"  # the Dockerfile's ARG BASE_IMAGE
 SMOKE_PER_CLASS = 2
@@ -76,6 +77,7 @@ def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_R
     machine = machine or platform.machine()
     key = hashlib.sha256(requirements.read_bytes() + f"{machine} {INSTALLER}".encode())
     cache = cache_root / f"wheels-{key.hexdigest()[:16]}"
+    _drop_unverified(cache, requirements)
     if not (cache / "requirements.txt").is_file():
         cache_root.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".wheels-partial-", dir=cache_root))
@@ -99,13 +101,29 @@ def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_R
     return sorted(target.glob("*.whl"))
 
 
+def _drop_unverified(cache: Path, requirements: Path) -> None:
+    """Before every build: a cached wheel whose sha256 the pinned requirements do not list
+    (the staging directory is shared with the Docker host) sends the cache back to pip."""
+    from rice_mlops.pins import unverified_wheels
+
+    if not (cache / "requirements.txt").is_file():
+        return
+    problems = unverified_wheels(cache, requirements, INSTALLER_REQUIREMENTS)
+    if problems:
+        log.warning("serving wheel cache %s fails its hash check (%s); downloading again",
+                    cache, "; ".join(problems[:5]))
+        aside = cache.with_name(f".{cache.name}-unverified-{os.getpid()}")
+        os.rename(cache, aside)  # at once, so no build links a wheel from it meanwhile
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def download_wheels(dest: Path, requirements: Path = DEFAULT_REQUIREMENTS,
                     machine: str | None = None, wheelhouse: Path | None = None) -> list[Path]:
     """`pip download` the serving requirements for the image platform into `dest`."""
     machine = machine or platform.machine()
     args = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
             "--no-deps", "--python-version", "3.11", "--implementation", "cp",
-            "--dest", str(dest), "-r", str(requirements), INSTALLER]
+            "--dest", str(dest), "-r", str(requirements), "-r", str(INSTALLER_REQUIREMENTS)]
     for tag in _wheel_platforms(machine):
         args += ["--platform", tag]
     if wheelhouse is not None:

@@ -28,7 +28,8 @@ def ensure_chromium() -> Path:
 
 
 @contextmanager
-def browser_page():
+def browser_page(http_credentials: tuple[str, str] | None = None):
+    """A page; `http_credentials` answer HTTP basic-auth challenges (MLflow's login)."""
     from playwright.sync_api import sync_playwright
 
     ensure_chromium()
@@ -36,9 +37,26 @@ def browser_page():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=FLAGS)
         try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
+            options = {"viewport": {"width": 1400, "height": 900}}
+            if http_credentials:
+                username, password = http_credentials
+                options["http_credentials"] = {"username": username, "password": password}
+            yield browser.new_context(**options).new_page()
         finally:
             browser.close()
+
+
+def mlflow_refuses_anonymous_browsing(url: str) -> bool:
+    """The MLflow UI answers a browser without credentials with 401 (Chromium, with no one to
+    ask for a login, reports ERR_INVALID_AUTH_CREDENTIALS)."""
+    from playwright.sync_api import Error
+
+    with browser_page() as page:
+        try:
+            response = page.goto(f"{url}/")
+        except Error as exc:
+            return "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
+        return response is not None and response.status == 401
 
 
 def screenshot(page, name: str) -> Path:

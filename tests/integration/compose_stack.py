@@ -22,7 +22,7 @@ from tests.conftest import free_port
 from tests.integration.conftest import docker_engine_env
 
 REPO = Path(__file__).resolve().parents[2]
-ONE_SHOT = ("airflow-init", "registry-init")
+ONE_SHOT = ("airflow-init", "registry-init", "mlflow-users")
 
 
 @dataclass
@@ -37,6 +37,10 @@ class ComposeStack:
     @property
     def mlflow(self) -> str:
         return f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
+
+    @property
+    def mlflow_pipeline(self) -> tuple[str, str]:
+        return self.env["MLFLOW_PIPELINE_USERNAME"], self.env["MLFLOW_PIPELINE_PASSWORD"]
 
     @property
     def registry(self) -> str:
@@ -115,6 +119,13 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     env = {
         **images,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "AIRFLOW_DB_PASSWORD": secrets.token_urlsafe(24),
+        "MLFLOW_DB_PASSWORD": secrets.token_urlsafe(24),
+        "REDIS_PASSWORD": secrets.token_urlsafe(24),
+        "MLFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(24),
+        "MLFLOW_PIPELINE_USERNAME": "rice-pipeline",
+        "MLFLOW_PIPELINE_PASSWORD": secrets.token_urlsafe(24),
+        "MLFLOW_FLASK_SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -19,12 +20,13 @@ from tests.integration.airflow_stack import AirflowStack
 def postgres_url():
     """A real PostgreSQL server started by the repository's script."""
     port = free_port()
-    # The script's default home under /tmp: pytest's 0700 temp dirs are closed to `postgres`.
     env = {**os.environ, "PGPORT": str(port)}
     script = REPO / "scripts" / "postgres"
     subprocess.run([script, "start"], env=env, check=True, timeout=600)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/airflow"
+        # The airflow role (no superuser) with its generated password: no trust over TCP.
+        yield subprocess.run([script, "url"], env=env, check=True, capture_output=True,
+                             text=True, timeout=60).stdout.strip()
     finally:
         subprocess.run([script, "destroy"], env=env, check=False, timeout=120)
 
@@ -33,8 +35,19 @@ def docker_engine_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """What `scripts/docker-engine env` prints (local images, registry, its credentials)."""
     out = subprocess.run([REPO / "scripts" / "docker-engine", "env"], env=env, check=True,
                          capture_output=True, text=True).stdout
-    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines()
-                if line.startswith("export "))
+    return parse_env_lines(out)
+
+
+def parse_env_lines(text: str) -> dict[str, str]:
+    """`export KEY=value` lines quoted for the shell, read without a shell."""
+    values = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) != 2 or words[0] != "export" or "=" not in words[1]:
+            raise ValueError(f"not an `export KEY=value` line: {line!r}")
+        key, value = words[1].split("=", 1)
+        values[key] = value
+    return values
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +85,10 @@ def small_real_dataset(real_data, tmp_path_factory):
 def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
     return {
         "MLFLOW_TRACKING_URI": mlflow_url,
+        # The pipeline's MLflow user (set by the mlflow_control fixture); the scripts hand
+        # them to the task processes only.
+        "MLFLOW_TRACKING_USERNAME": os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
+        "MLFLOW_TRACKING_PASSWORD": os.environ.get("MLFLOW_TRACKING_PASSWORD", ""),
         "RICE_SCHEDULE": "none",
         "RICE_REDELIVERY_SCHEDULE": "none",
         "RICE_STAGING_DIR": str(staging),

@@ -35,7 +35,82 @@ def test_every_service_is_up_and_healthy(stack):
     assert stack.wait_healthy(timeout=300) == {}, stack.compose("ps").stdout
     states = stack.service_states()
     assert states["airflow-init"] == "exited 0" and states["registry-init"] == "exited 0"
-    assert {"airflow-worker", "airflow-worker-training", "mlflow", "registry"} <= set(states)
+    assert states["mlflow-users"] == "exited 0"
+    assert {"airflow-worker", "airflow-worker-docker", "airflow-worker-training", "mlflow",
+            "registry"} <= set(states)
+
+
+def _secret_values(stack: ComposeStack) -> dict[str, str]:
+    return {key: value for key, value in stack.env.items()
+            if key.endswith(("PASSWORD", "SECRET", "KEY", "TOKEN")) and len(value) >= 8}
+
+
+def test_no_secret_in_any_command_line(stack):
+    """What `docker inspect` shows of each container's command and what `ps` shows of every
+    process in it (and on the host) holds no secret value."""
+    import json
+
+    secrets = _secret_values(stack)
+    ids = stack.compose("ps", "-q", "-a").stdout.split()
+    for container in json.loads(subprocess.run(["docker", "inspect", *ids], check=True,
+                                               capture_output=True, text=True).stdout):
+        config = container["Config"]
+        argv = " ".join([container["Path"], *container["Args"], *(config["Cmd"] or []),
+                         *(config["Entrypoint"] or [])])
+        health = " ".join((config.get("Healthcheck") or {}).get("Test") or [])
+        for name, value in secrets.items():
+            assert value not in argv + health, (container["Name"], name)
+        if container["State"]["Running"]:
+            top = subprocess.run(["docker", "top", container["Id"], "-eo", "args"],
+                                 capture_output=True, text=True).stdout
+            for name, value in secrets.items():
+                assert value not in top, (container["Name"], name)
+    host = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    for name, value in secrets.items():
+        assert value not in host, name
+
+
+def _exec(stack: ComposeStack, service: str, *command: str, env: dict | None = None):
+    """`compose exec` with variables passed by name: their values stay off the command line."""
+    import os
+
+    names = [arg for key in (env or {}) for arg in ("-e", key)]
+    return subprocess.run([*stack.command, "exec", "-T", *names, service, *command],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+def test_each_database_role_reaches_only_its_own_database(stack):
+    query = ["psql", "-h", "127.0.0.1", "-tAc", "select rolsuper from pg_roles "
+             "where rolname = current_user"]
+    for role, own, other in (("airflow", "airflow", "mlflow"), ("mlflow", "mlflow", "airflow")):
+        password = {"PGPASSWORD": stack.env[f"{role.upper()}_DB_PASSWORD"]}
+        mine = _exec(stack, "postgres", *query, "-U", role, "-d", own, env=password)
+        assert mine.returncode == 0 and mine.stdout.strip() == "f", (role, mine.stderr)
+        theirs = _exec(stack, "postgres", *query, "-U", role, "-d", other, env=password)
+        assert theirs.returncode != 0 and "permission denied" in theirs.stderr, (role, theirs)
+    trust = _exec(stack, "postgres", *query, "-U", "airflow", "-d", "airflow",
+                  env={"PGPASSWORD": "wrong"})
+    assert trust.returncode != 0 and "password authentication failed" in trust.stderr
+
+
+def test_redis_refuses_a_client_without_the_password(stack):
+    anonymous = _exec(stack, "redis", "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping")
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+    assert "PONG" in _exec(stack, "redis", "redis-cli", "ping").stdout
+
+
+def test_mlflow_refuses_anonymous_and_wrong_passwords(stack):
+    create = f"{stack.mlflow}/api/2.0/mlflow/experiments/create"
+    assert httpx.post(create, json={"name": "intruder"}, timeout=30).status_code == 401
+    wrong = (stack.env["MLFLOW_PIPELINE_USERNAME"], "not-the-password")
+    assert httpx.post(create, json={"name": "intruder"}, auth=wrong, timeout=30).status_code \
+        == 401
+    assert httpx.get(f"{stack.mlflow}/api/2.0/mlflow/experiments/search",
+                     params={"max_results": 1}, timeout=30).status_code == 401
+    assert httpx.get(f"{stack.mlflow}/api/2.0/mlflow/experiments/search",
+                     params={"max_results": 1}, auth=stack.mlflow_pipeline,
+                     timeout=30).status_code == 200
 
 
 def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack):
@@ -72,19 +147,23 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack):
     # Celery put `train` on the training-queue worker and every other task on the default one.
     hosts = {ti["task_id"]: ti["hostname"] for ti in
              api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    # ... and the Docker tasks on the only worker with the engine socket.
     for service, tasks in (("airflow-worker-training", ["train"]),
-                           ("airflow-worker", ["validate_data", "build_image", "promote"])):
+                           ("airflow-worker", ["validate_data", "promote"]),
+                           ("airflow-worker-docker", ["build_image", "push_image"])):
         container = stack.compose("ps", "-q", service).stdout.split()[0]
         for task in tasks:
             assert hosts[task] and container.startswith(hosts[task]), (service, task, hosts)
 
     # MLflow behind the stack: the run, its metrics and its proxied artifacts.
     mlflow_run = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/runs/get",
-                           params={"run_id": summary["mlflow_run_id"]}, timeout=30).json()
+                           params={"run_id": summary["mlflow_run_id"]},
+                           auth=stack.mlflow_pipeline, timeout=30).json()
     metrics = {m["key"]: m["value"] for m in mlflow_run["run"]["data"]["metrics"]}
     assert metrics["test_accuracy"] >= 0.8
     listed = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/artifacts/list",
-                       params={"run_id": summary["mlflow_run_id"]}, timeout=30).json()
+                       params={"run_id": summary["mlflow_run_id"]},
+                       auth=stack.mlflow_pipeline, timeout=30).json()
     assert {"tflite", "evaluation", "result.json"} <= {f["path"] for f in listed["files"]}
 
     # The image is in the stack's registry under the commit tag, with the recorded digest.
@@ -98,6 +177,7 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack):
     assert manifest.headers["Docker-Content-Digest"] == digest
 
     _check_airflow_ui(stack, run_id)
+    _check_mlflow_ui(stack, summary)
 
 
 def _check_airflow_ui(stack: ComposeStack, run_id: str) -> None:
@@ -110,3 +190,17 @@ def _check_airflow_ui(stack: ComposeStack, run_id: str) -> None:
         text = page.inner_text("body")
         assert "train" in text and "push_image" in text
         assert screenshot(page, "compose-airflow-dag-run.png").stat().st_size > 10_000
+
+
+def _check_mlflow_ui(stack: ComposeStack, summary: dict) -> None:
+    from tests.integration.browser import (
+        browser_page,
+        mlflow_refuses_anonymous_browsing,
+        screenshot,
+    )
+
+    assert mlflow_refuses_anonymous_browsing(stack.mlflow)
+    with browser_page(http_credentials=("admin", stack.env["MLFLOW_ADMIN_PASSWORD"])) as page:
+        page.goto(summary["mlflow_run_url"])
+        page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
+        assert screenshot(page, "compose-mlflow-run.png").stat().st_size > 10_000

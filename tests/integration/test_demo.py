@@ -36,10 +36,36 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
         demo = subprocess.run([REPO / "scripts" / "demo.sh"], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=1500)
         summary = _check_demo(demo, env)
+        _check_mlflow_refuses_strangers(env)
         _check_web_uis(env, summary)
     finally:  # what `make down` does
         for script in ("airflow-stack", "mlflow-server", "docker-engine"):
             subprocess.run([REPO / "scripts" / script, "stop"], env=env, timeout=120)
+
+
+def _check_mlflow_refuses_strangers(env: dict) -> None:
+    """Anonymous and wrong-password writes are refused; the pipeline's user writes."""
+    from tests.integration.conftest import parse_env_lines
+
+    url = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+    create = f"{url}/api/2.0/mlflow/experiments/create"
+    assert httpx.post(create, json={"name": "intruder"}).status_code == 401
+    assert httpx.post(create, json={"name": "intruder"},
+                      auth=("rice-pipeline", "wrong")).status_code == 401
+    assert httpx.get(f"{url}/api/2.0/mlflow/experiments/search",
+                     params={"max_results": 1}).status_code == 401
+    pipeline = parse_env_lines(subprocess.run(
+        [REPO / "scripts" / "mlflow-server", "env"], env=env, capture_output=True, text=True,
+        check=True).stdout)
+    auth = (pipeline["MLFLOW_TRACKING_USERNAME"], pipeline["MLFLOW_TRACKING_PASSWORD"])
+    assert httpx.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                     auth=auth).status_code == 200
+    # The demo's processes other than the scheduler never saw the pipeline's password.
+    airflow_home = Path(env["AIRFLOW_HOME"])
+    for name in ("api-server", "dag-processor", "triggerer"):
+        pid = (airflow_home / "pids" / f"{name}.pid").read_text().split()[0]
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert auth[1].encode() not in environ, name
 
 
 def _check_web_uis(env: dict, summary: dict) -> None:
@@ -59,6 +85,11 @@ def _check_web_uis(env: dict, summary: dict) -> None:
         assert text.count("Success") >= 10
         assert screenshot(page, "airflow-dag-run.png").stat().st_size > 10_000
 
+    from tests.integration.browser import mlflow_refuses_anonymous_browsing
+
+    assert mlflow_refuses_anonymous_browsing(summary["mlflow_url"])
+    admin = (Path(env["MLFLOW_HOME"]) / "admin_password").read_text().strip()
+    with browser_page(http_credentials=("admin", admin)) as page:  # logs in to MLflow
         page.goto(summary["mlflow_run_url"])
         page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
         text = page.inner_text("body")

@@ -24,7 +24,9 @@ from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SECRET = "It's a Secret to Everybody"
+# At least MIN_SECRET_LENGTH (32) characters: the plugin refuses to start with less.
+SECRET = "It's a Secret to Everybody, 32+ chars"
+NEW_SECRET = "the new secret, long enough to be accepted"
 REPO_NAME = "acme/rice"
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 
@@ -52,13 +54,14 @@ def hook_pg(mlflow_server, tiny_real_dataset, tmp_path_factory, staging_root, pr
     pg_port = int(os.environ.get("RICE_TEST_PG_PORT") or free_port())
     env = {**os.environ, "PGPORT": str(pg_port), "PG_DB": "airflow_hook"}
     subprocess.run([REPO / "scripts" / "postgres", "start"], env=env, check=True, timeout=600)
+    database_url = subprocess.run([REPO / "scripts" / "postgres", "url"], env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip()
     stack = AirflowStack(
         home=tmp_path_factory.mktemp("airflow-hook"), port=port,
         env=_hook_env(mlflow_server, staging_root, tiny_real_dataset,
                       GITHUB_WEBHOOK_SECRET=SECRET,
                       AIRFLOW_WEBHOOK_API_URL=f"http://127.0.0.1:{proxy.listen_port}",
-                      AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=(
-                          f"postgresql://postgres@127.0.0.1:{pg_port}/airflow_hook")))
+                      AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url))
     try:
         with stack.running():
             yield stack
@@ -331,10 +334,11 @@ def test_secret_from_an_airflow_variable_with_the_previous_one_during_rotation(h
     hook_sqlite.env.pop("GITHUB_WEBHOOK_SECRET", None)
     # The Variable comes through Airflow's own secrets backends (here: the environment one).
     hook_sqlite.env.update(GITHUB_WEBHOOK_SECRET_VARIABLE="rice_webhook_secret",
-                           AIRFLOW_VAR_RICE_WEBHOOK_SECRET="the new secret",
+                           AIRFLOW_VAR_RICE_WEBHOOK_SECRET=NEW_SECRET,
                            GITHUB_WEBHOOK_SECRET_PREVIOUS=SECRET)
     hook_sqlite.start()
     ping = {"zen": "Keep it logically awesome.", "hook_id": 1}
-    for secret, status in (("the new secret", 200), (SECRET, 200), ("a third secret", 401)):
+    unknown = "a third secret, long enough but unknown"
+    for secret, status in ((NEW_SECRET, 200), (SECRET, 200), (unknown, 401)):
         response = deliver(hook_sqlite, ping, event="ping", secret=secret)
         assert response.status_code == status, (secret, response.text)

@@ -14,20 +14,23 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 TEXT = (REPO / "docker-compose.yaml").read_text()
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-           "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_WEBHOOK_PASSWORD", "GITHUB_WEBHOOK_SECRET",
-           "REGISTRY_PASSWORD"}
+SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
+           "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
+           "AIRFLOW_WEBHOOK_PASSWORD", "GITHUB_WEBHOOK_SECRET", "REGISTRY_PASSWORD",
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"}
+WORKERS = {"airflow-worker", "airflow-worker-docker", "airflow-worker-training"}
 SERVICES = COMPOSE["services"]
 
 
 def test_the_stack_has_every_component():
     assert {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "mlflow",
-            "registry"} <= set(SERVICES)
+            "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+            "airflow-worker-docker", "mlflow", "mlflow-users", "registry"} <= set(SERVICES)
     assert SERVICES["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == \
         "CeleryExecutor"
-    assert "--allowed-hosts" in SERVICES["mlflow"]["command"]
-    assert "--artifacts-destination" in SERVICES["mlflow"]["command"]
+    server = (REPO / "docker" / "mlflow-server.sh").read_text()
+    assert "--app-name basic-auth" in server and "default_permission = READ" in server
+    assert "--allowed-hosts" in server and "--artifacts-destination" in server
     base = (REPO / SERVICES["airflow-scheduler"]["build"]["dockerfile"]).read_text()
     assert "ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11" in base
     assert "FROM ${AIRFLOW_BASE_IMAGE}" in base
@@ -65,16 +68,24 @@ def test_ports_bind_to_loopback_and_services_have_health_checks():
             assert "healthcheck" in service, name
 
 
-def test_workers_reach_the_docker_socket_and_share_the_staging_path():
-    worker = SERVICES["airflow-worker"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in worker["volumes"]
-    assert worker["group_add"]
-    staging = [v for v in worker["volumes"] if v.startswith("${RICE_STAGING_DIR")]
-    assert staging and staging[0].split(":", 1)[0] == "${RICE_STAGING_DIR"
-    source, target = re.findall(r"\$\{RICE_STAGING_DIR[^}]*\}", staging[0])
-    assert source == target  # same path on the host and in the worker
-    data = [v for v in worker["volumes"] if v.startswith("${RICE_DATA_DIR")]
-    assert data and data[0].endswith(":" + worker["environment"]["RICE_DATA_DIR"] + ":ro")
+def test_only_the_docker_worker_reaches_the_engine_and_shares_the_staging_path():
+    socket = "/var/run/docker.sock:/var/run/docker.sock"
+    assert {name for name, service in SERVICES.items()
+            if socket in service.get("volumes", [])} == {"airflow-worker-docker"}
+    assert {name for name, service in SERVICES.items() if service.get("group_add")} == \
+        {"airflow-worker-docker"}
+    docker = SERVICES["airflow-worker-docker"]
+    assert docker["command"].startswith("celery worker --queues ${RICE_DOCKER_QUEUE:-docker}")
+    assert SERVICES["airflow-scheduler"]["environment"]["RICE_DOCKER_QUEUE"] == \
+        "${RICE_DOCKER_QUEUE:-docker}"
+    for worker in ("airflow-worker", "airflow-worker-docker"):
+        volumes = SERVICES[worker]["volumes"]
+        staging = [v for v in volumes if v.startswith("${RICE_STAGING_DIR")]
+        source, target = re.findall(r"\$\{RICE_STAGING_DIR[^}]*\}", staging[0])
+        assert source == target  # same path on the host and in the worker
+        data = [v for v in volumes if v.startswith("${RICE_DATA_DIR")]
+        assert data and data[0].endswith(
+            ":" + SERVICES[worker]["environment"]["RICE_DATA_DIR"] + ":ro")
 
 
 @pytest.mark.parametrize("secret", sorted(SECRETS))
@@ -83,14 +94,60 @@ def test_no_secret_value_is_written_in_the_file(secret):
         f"{secret}: ${{{secret}", ""))
 
 
-def test_each_secret_reaches_only_the_services_that_use_it():
-    def holders(variable: str) -> set[str]:
-        return {name for name, service in SERVICES.items()
-                if any(f"${{{variable}" in str(value)
-                       for value in (service.get("environment") or {}).values())}
+def _holders(variable: str) -> set[str]:
+    return {name for name, service in SERVICES.items()
+            if any(f"${{{variable}" in str(value)
+                   for value in (service.get("environment") or {}).values())}
 
-    assert holders("GITHUB_TOKEN") == {"airflow-worker"}
-    assert holders("REGISTRY_PASSWORD") == {"airflow-worker", "registry-init"}
-    assert holders("GITHUB_WEBHOOK_SECRET") == {"airflow-apiserver"}
-    assert holders("AIRFLOW_WEBHOOK_PASSWORD") == {"airflow-apiserver", "airflow-init"}
-    assert holders("AIRFLOW_ADMIN_PASSWORD") == {"airflow-init"}
+
+def test_each_secret_reaches_only_the_services_that_use_it():
+    assert _holders("GITHUB_TOKEN") == {"airflow-worker"}
+    assert _holders("REGISTRY_PASSWORD") == {"airflow-worker-docker", "registry-init"}
+    assert _holders("GITHUB_WEBHOOK_SECRET") == {"airflow-apiserver"}
+    assert _holders("AIRFLOW_WEBHOOK_PASSWORD") == {"airflow-apiserver", "airflow-init"}
+    assert _holders("AIRFLOW_ADMIN_PASSWORD") == {"airflow-init"}
+    # The workers run tasks with a token the scheduler signed: they never hold the key.
+    assert _holders("AIRFLOW_JWT_SECRET") == {"airflow-apiserver", "airflow-scheduler",
+                                              "airflow-dag-processor", "airflow-triggerer"}
+    assert _holders("POSTGRES_PASSWORD") == {"postgres"}
+    assert _holders("MLFLOW_DB_PASSWORD") == {"postgres", "mlflow"}
+    assert _holders("REDIS_PASSWORD") == {"redis", "airflow-scheduler"} | WORKERS
+    assert _holders("MLFLOW_ADMIN_PASSWORD") == {"mlflow", "mlflow-users"}
+    assert _holders("MLFLOW_FLASK_SECRET_KEY") == {"mlflow"}
+    assert _holders("MLFLOW_PIPELINE_PASSWORD") == {"mlflow-users"} | WORKERS
+    airflow_db = _holders("AIRFLOW_DB_PASSWORD")
+    assert "mlflow" not in airflow_db and "postgres" in airflow_db
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_no_secret_on_a_command_line(name):
+    """Arguments are what `ps` and `docker inspect` show: secrets travel in the environment."""
+    service = SERVICES[name]
+    argv = " ".join(str(service.get(key, "")) for key in ("command", "entrypoint"))
+    argv += str((service.get("healthcheck") or {}).get("test", ""))
+    referenced = set(re.findall(r"\$\$?\{?([A-Z_][A-Z0-9_]*)", argv))
+    secret_values = SECRETS | {"REDISCLI_AUTH", "MLFLOW_AUTH_ADMIN_PASSWORD"}
+    # A shell builtin may read one from the environment ($$VAR): never compose (${VAR}).
+    assert not re.search(r"(?<!\$)\$\{(" + "|".join(secret_values) + r")", argv), name
+    for variable in referenced & secret_values:
+        assert f"$${variable}" in argv or f"$${{{variable}" in argv, (name, variable)
+
+
+def test_every_third_party_image_can_be_pinned_by_digest():
+    for name, service in SERVICES.items():
+        image = service.get("image", "")
+        assert image.startswith("${") or image.startswith("rice-mlops/"), (name, image)
+    dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
+    assert "FROM ${AIRFLOW_BASE_IMAGE}" in dockerfile
+
+
+def test_redis_and_the_databases_ask_for_passwords():
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert "requirepass" in SERVICES["redis"]["command"][0]
+    init = (REPO / "docker" / "postgres-init.sh").read_text()
+    assert "NOSUPERUSER" in init and "REVOKE ALL ON DATABASE airflow, mlflow" in init
+    assert SERVICES["postgres"]["environment"]["POSTGRES_USER"] == "postgres"
+    assert "airflow:${AIRFLOW_DB_PASSWORD" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    mlflow = SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert mlflow.startswith("postgresql://mlflow:${MLFLOW_DB_PASSWORD")

@@ -105,6 +105,11 @@ def test_previous_secret_is_accepted_during_a_rotation():
         verify(("new secret", "old secret"), body, sign("older secret", body))
 
 
+def _long(value: str) -> str:
+    """A value long enough to be accepted as a webhook secret (MIN_SECRET_LENGTH)."""
+    return value.ljust(32, "_")
+
+
 class _Clock:
     def __init__(self):
         self.now = 0.0
@@ -117,19 +122,20 @@ class _Clock:
 async def test_secret_from_a_variable_is_reread_after_its_ttl():
     from rice_mlops.webhook.secrets import WebhookSecrets
 
-    store, clock = {"hook": "first"}, _Clock()
-    secrets = WebhookSecrets(None, "older", "hook", ttl=60, grace=3600, lookup=store.get,
+    store, clock = {"hook": _long("first")}, _Clock()
+    secrets = WebhookSecrets(None, _long("older"), "hook", ttl=60, grace=3600, lookup=store.get,
                              clock=clock)
     assert secrets.configured
-    assert await secrets.current() == ("first", "older")
-    store["hook"] = "second"
+    assert await secrets.current() == (_long("first"), _long("older"))
+    store["hook"] = _long("second")
     clock.now = 59
-    assert await secrets.current() == ("first", "older")  # cached
+    assert await secrets.current() == (_long("first"), _long("older"))  # cached
     clock.now = 61
     # Rotated in the Variable: the value it replaced stays valid while GitHub catches up.
-    assert await secrets.current() == ("second", "first", "older")
+    assert await secrets.current() == (_long("second"), _long("first"), _long("older"))
     clock.now = 61 + 3600
-    assert await secrets.current() == ("second", "older")
+    # Both the replaced value and the environment's previous secret have expired.
+    assert await secrets.current() == (_long("second"),)
 
 
 @pytest.mark.anyio
@@ -151,16 +157,16 @@ async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
         calls.append(key)
         if len(calls) > 1:
             raise ConnectionError("backend down")
-        return "kept"
+        return _long("kept")
 
     secrets = WebhookSecrets(None, None, "hook", ttl=1, lookup=flaky, clock=clock)
-    assert await secrets.current() == ("kept",)
+    assert await secrets.current() == (_long("kept"),)
     clock.now = 5
-    assert await secrets.current() == ("kept",)
-    assert await secrets.current() == ("kept",)  # backing off: the backend is not called
+    assert await secrets.current() == (_long("kept"),)
+    assert await secrets.current() == (_long("kept"),)  # backing off: the backend is not called
     assert len(calls) == 2
     clock.now = 7
-    assert await secrets.current() == ("kept",)
+    assert await secrets.current() == (_long("kept"),)
     assert len(calls) == 3
 
 
@@ -168,11 +174,11 @@ async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
 async def test_the_environment_secret_wins_and_nothing_configured_is_empty(monkeypatch):
     from rice_mlops.webhook.secrets import WebhookSecrets, read_variable
 
-    monkeypatch.setenv("AIRFLOW_VAR_RICE_TEST_HOOK", "from-airflow-variable")
-    assert read_variable("rice_test_hook") == "from-airflow-variable"  # Airflow's own lookup
-    assert await WebhookSecrets("env", None, "rice_test_hook").current() == ("env",)
+    monkeypatch.setenv("AIRFLOW_VAR_RICE_TEST_HOOK", _long("from-airflow-variable"))
+    assert read_variable("rice_test_hook") == _long("from-airflow-variable")  # Airflow's own lookup
+    assert await WebhookSecrets(_long("env"), None, "rice_test_hook").current() == (_long("env"),)
     assert await WebhookSecrets(None, None, "rice_test_hook").current() == (
-        "from-airflow-variable",)
-    assert not WebhookSecrets(None, "old", None).configured
-    assert await WebhookSecrets(None, "old", None).current() == ()
+        _long("from-airflow-variable"),)
+    assert not WebhookSecrets(None, _long("old"), None).configured
+    assert await WebhookSecrets(None, _long("old"), None).current() == ()
     assert await WebhookSecrets(None, None, None).current() == ()

@@ -1,7 +1,9 @@
 """The FastAPI app mounted on the Airflow API server at /webhooks (see plugins/).
 
 Airflow does not authenticate plugin apps: the HMAC signature is the only gate, so it is
-checked first, over the raw body, before anything else is parsed.
+checked first, over the raw body, before anything else is parsed. Until then the sender is
+anonymous, so reading the body is bounded (rice_mlops.webhook.limits), and what goes back to
+the caller is a generic reason: Airflow's own answers stay in the log.
 """
 
 from __future__ import annotations
@@ -16,12 +18,39 @@ from fastapi.responses import JSONResponse
 
 from rice_mlops.webhook.airflow_client import AirflowClient, AirflowRejected, AirflowUnavailable
 from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
-from rice_mlops.webhook.secrets import SecretUnavailable, WebhookSecrets
+from rice_mlops.webhook.limits import BodyLimits, BodyRefused
+from rice_mlops.webhook.secrets import (
+    ROTATION_GRACE_SECONDS,
+    SecretUnavailable,
+    WebhookSecrets,
+    check_length,
+)
 from rice_mlops.webhook.signature import SignatureError, verify
 
 log = logging.getLogger("rice_mlops.webhook")
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+BODY_DEADLINE_SECONDS = 10.0  # GitHub gives up after 10 s: a slower body is not GitHub
+# Unsigned bodies read at once: at most this many times MAX_BODY_BYTES held, each for at most
+# BODY_DEADLINE_SECONDS. GitHub sends a repository's deliveries one by one.
+MAX_UNVERIFIED = 8
+
+
+class WebhookConfigError(ValueError):
+    """A setting the receiver cannot start with; the message names the variable."""
+
+
+def _number(env, name: str, default: float, kind=float):
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise WebhookConfigError(f"{name} must be a positive {kind.__name__}, not {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -36,6 +65,9 @@ class Settings:
     serialize: bool
     previous_secret: str | None = None
     secret_variable: str | None = None
+    previous_ttl: float = ROTATION_GRACE_SECONDS
+    body_deadline: float = BODY_DEADLINE_SECONDS
+    max_unverified: int = MAX_UNVERIFIED
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -54,32 +86,38 @@ class Settings:
             serialize=database.startswith("sqlite"),
             previous_secret=env.get("GITHUB_WEBHOOK_SECRET_PREVIOUS") or None,
             secret_variable=env.get("GITHUB_WEBHOOK_SECRET_VARIABLE") or None,
+            previous_ttl=_number(env, "GITHUB_WEBHOOK_PREVIOUS_SECRET_TTL",
+                                 ROTATION_GRACE_SECONDS),
+            body_deadline=_number(env, "GITHUB_WEBHOOK_BODY_TIMEOUT", BODY_DEADLINE_SECONDS),
+            max_unverified=_number(env, "GITHUB_WEBHOOK_MAX_UNVERIFIED", MAX_UNVERIFIED, int),
         )
 
+    def check(self) -> None:
+        """Refuse to start with a secret short enough to guess (the message names it)."""
+        try:
+            check_length("GITHUB_WEBHOOK_SECRET", self.secret)
+            check_length("GITHUB_WEBHOOK_SECRET_PREVIOUS", self.previous_secret)
+        except ValueError as exc:
+            raise WebhookConfigError(str(exc)) from None
 
-def _answer(status: int, reason: str, **extra) -> JSONResponse:
-    return JSONResponse({"status": status, "reason": reason, **extra}, status_code=status)
+
+def _answer(status: int, reason: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"status": status, "reason": reason, **extra}, status_code=status,
+                        headers=headers)
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The raw body, or None when it exceeds the limit (checked before reading it whole)."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+# The rest of a refused body is never read: closing the connection frees it at once.
+_CLOSE = {"Connection": "close"}
 
 
 def create_app(settings: Settings | None = None, client: AirflowClient | None = None
                ) -> FastAPI:
     """The webhook app; `client` (tests pass a recording double) triggers the DAG runs."""
     settings = settings or Settings.from_env()
-    secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable)
+    settings.check()
+    secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable,
+                             grace=settings.previous_ttl)
+    limits = BodyLimits(MAX_BODY_BYTES, settings.body_deadline, settings.max_unverified)
     if not secrets.configured:
         log.warning("GITHUB_WEBHOOK_SECRET is not set (nor GITHUB_WEBHOOK_SECRET_VARIABLE): "
                     "every webhook delivery will be refused")
@@ -88,6 +126,8 @@ def create_app(settings: Settings | None = None, client: AirflowClient | None = 
     app = FastAPI(title="rice-mlops GitHub webhook", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.client = client
+    app.state.secrets = secrets
+    app.state.limits = limits
 
     @app.post("/github")
     async def github(request: Request) -> JSONResponse:
@@ -98,9 +138,11 @@ def create_app(settings: Settings | None = None, client: AirflowClient | None = 
             return _answer(503, "webhook secret unavailable; redeliver later")
         if not keys:
             return _answer(403, "webhook secret not configured on the server; refusing")
-        body = await _read_body(request)
-        if body is None:
-            return _answer(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = await limits.read(request)
+        except BodyRefused as exc:
+            log.warning("delivery refused before its signature was checked: %s", exc.reason)
+            return _answer(exc.status, exc.reason, headers=_CLOSE)
         try:
             verify(keys, body, request.headers.get("x-hub-signature-256"))
         except SignatureError as exc:
@@ -129,10 +171,13 @@ def create_app(settings: Settings | None = None, client: AirflowClient | None = 
             result = await client.trigger(settings.dag_id, run_id, decision.conf)
         except AirflowUnavailable as exc:
             log.warning("delivery %s not triggered: %s", delivery, exc)
-            return _answer(503, f"{exc}; redeliver once Airflow is back", delivery=delivery)
+            return _answer(503, "Airflow is unavailable; redeliver once it is back",
+                           delivery=delivery)
         except AirflowRejected as exc:
+            # Airflow's answer may describe its configuration: the log keeps it, not the caller.
             log.warning("delivery %s refused by Airflow: %s", delivery, exc)
-            return _answer(422, f"Airflow refused the run: {exc.detail}", delivery=delivery)
+            return _answer(422, "Airflow refused the run; the API server's log has the reason",
+                           delivery=delivery)
         if result.created:
             return _answer(200, "DAG run triggered", delivery=delivery, dag_run_id=run_id)
         return _answer(200, "already triggered for this commit", delivery=delivery,

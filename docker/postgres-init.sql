@@ -1,2 +1,0 @@
--- A second database for the MLflow tracking server, beside Airflow's.
-CREATE DATABASE mlflow;

@@ -1,0 +1,256 @@
+"""What an unsigned caller can make the webhook hold (issue #13): body deadline and admission
+cap on a real uvicorn server, one secret lookup per refresh, an expiring previous secret, a
+minimum secret length at start-up, and no Airflow detail echoed back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from rice_mlops.webhook.app import Settings, WebhookConfigError, create_app
+from rice_mlops.webhook.secrets import MIN_SECRET_LENGTH, WebhookSecrets
+from rice_mlops.webhook.signature import sign
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "s" * MIN_SECRET_LENGTH
+
+
+def _settings(**overrides) -> Settings:
+    values = dict(secret=SECRET, branch="main", repositories=frozenset(),
+                  dag_id="rice_classifier_cicd", api_url="http://127.0.0.1:9", username="u",
+                  password="p", serialize=False)
+    return Settings(**{**values, **overrides})
+
+
+_SERVER = """
+import sys, uvicorn
+from rice_mlops.webhook.app import Settings, create_app
+settings = Settings(secret="s" * 32, branch="main", repositories=frozenset(), dag_id="d",
+                    api_url="http://127.0.0.1:9", username="u", password="p", serialize=False,
+                    body_deadline=2.0, max_unverified=8)
+uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _answer(sock: socket.socket) -> tuple[int | None, bool]:
+    """The status line's code (None when nothing came) and whether the server closed."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return (int(data.split()[1]) if data else None), False
+    except ConnectionResetError:
+        pass
+    return (int(data.split()[1]) if data else None), True
+
+
+def test_slow_unsigned_uploads_are_cut_off_and_memory_comes_back():
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)],
+                              env={**os.environ, "PYTHONPATH": str(REPO / "include")})
+    sockets = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/nothing", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        baseline = _rss_mib(server.pid)
+        # Three dozen unsigned 25 MB deliveries that send 3 MB and then stall.
+        head = (f"POST /github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"X-GitHub-Event: push\r\nContent-Length: {25 * 1024 * 1024}\r\n\r\n").encode()
+        started = time.monotonic()
+        for _ in range(36):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(head)
+            sockets.append(sock)
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # refused at once and closed: fine
+                sock.sendall(b"x" * (3 * 1024 * 1024))
+        time.sleep(0.5)
+        peak = _rss_mib(server.pid)
+        for sock in sockets:
+            sock.settimeout(10)
+        answers = [_answer(sock) for sock in sockets]
+        elapsed = time.monotonic() - started
+        codes = sorted(code for code, _ in answers)
+        assert set(codes) <= {408, 503, None}, codes
+        assert codes.count(408) <= 8  # the admission cap
+        assert codes.count(503) >= 36 - 8 - codes.count(None)
+        assert all(closed for _, closed in answers), "a refused connection stayed open"
+        assert elapsed < 10, f"the 2 s body deadline took {elapsed:.1f} s to cut everyone off"
+        time.sleep(1)
+        after = _rss_mib(server.pid)
+        # At most 8 bodies of 3 MB were buffered, and nothing stays once they are cut off.
+        assert peak - baseline < 8 * 3 * 2 + 30, (baseline, peak)
+        assert after - baseline < 20, (baseline, peak, after)
+        # Still answering, and a signed delivery gets through.
+        body = b'{"zen": "ok"}'
+        ping = httpx.post(f"http://127.0.0.1:{port}/github", content=body, timeout=10,
+                          headers={"Content-Type": "application/json", "X-GitHub-Event": "ping",
+                                   "X-GitHub-Delivery": "d-1",
+                                   "X-Hub-Signature-256": sign(SECRET, body)})
+        assert ping.status_code == 200, ping.text
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_a_burst_after_the_cache_expires_makes_one_lookup():
+    clock, calls = _Clock(), []
+
+    def slow_lookup(key):
+        calls.append(key)
+        time.sleep(0.2)  # a secrets backend takes its time
+        return "v" * MIN_SECRET_LENGTH
+
+    secrets = WebhookSecrets(None, None, "hook", ttl=60, lookup=slow_lookup, clock=clock)
+    results = []
+
+    async def one():
+        results.append(await secrets.current())
+
+    async with anyio.create_task_group() as group:  # the first read ever: all wait for it
+        for _ in range(100):
+            group.start_soon(one)
+    assert len(calls) == 1 and len(results) == 100
+    clock.now = 61
+    async with anyio.create_task_group() as group:  # expired: one refreshes, 99 use the cache
+        for _ in range(100):
+            group.start_soon(one)
+    assert len(calls) == 2 and secrets.lookups == 2
+    assert set(results) == {("v" * MIN_SECRET_LENGTH,)}
+
+
+@pytest.mark.anyio
+async def test_a_burst_through_the_app_makes_one_backend_lookup(monkeypatch):
+    calls = []
+
+    def lookup(key):
+        calls.append(key)
+        time.sleep(0.2)
+        return SECRET
+
+    monkeypatch.setattr("rice_mlops.webhook.secrets.read_variable", lookup)
+    app = create_app(_settings(secret=None, secret_variable="hook"))
+    app.state.secrets._ttl = 0.5
+    body = b'{"zen": "ok"}'
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "ping",
+               "X-GitHub-Delivery": "d-1", "X-Hub-Signature-256": sign(SECRET, body)}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hook") as client:
+        assert (await client.post("/github", content=body, headers=headers)).status_code == 200
+        await anyio.sleep(0.6)  # past the cache's TTL
+        codes = []
+
+        async def one():
+            codes.append((await client.post("/github", content=body, headers=headers))
+                         .status_code)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(100):
+                group.start_soon(one)
+    assert codes == [200] * 100
+    assert len(calls) == 2  # the first read, and one refresh for the whole burst
+
+
+@pytest.mark.anyio
+async def test_the_previous_secret_expires():
+    clock = _Clock()
+    old = "o" * MIN_SECRET_LENGTH
+    secrets = WebhookSecrets(SECRET, old, None, grace=3600, clock=clock)
+    assert await secrets.current() == (SECRET, old)
+    clock.now = 3601
+    assert await secrets.current() == (SECRET,)
+
+
+@pytest.mark.parametrize("variable", ["GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET_PREVIOUS"])
+def test_a_short_secret_is_refused_at_start_up_with_its_name(variable):
+    key = "secret" if variable == "GITHUB_WEBHOOK_SECRET" else "previous_secret"
+    with pytest.raises(WebhookConfigError, match=f"{variable} is 9 characters long; at least"):
+        create_app(_settings(**{key: "change-me"}))
+
+
+def test_a_short_secret_stops_the_plugin_with_the_variable_named():
+    env = {**os.environ, "GITHUB_WEBHOOK_SECRET": "change-me",
+           "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}"}
+    result = subprocess.run([sys.executable, "-c", "import github_webhook"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "GITHUB_WEBHOOK_SECRET is 9 characters long" in result.stderr
+    assert "change-me" not in result.stderr  # the value itself is never printed
+
+
+@pytest.mark.parametrize("name,value", [("GITHUB_WEBHOOK_BODY_TIMEOUT", "soon"),
+                                        ("GITHUB_WEBHOOK_MAX_UNVERIFIED", "0")])
+def test_bad_limits_are_refused_with_their_name(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(WebhookConfigError, match=name):
+        Settings.from_env()
+
+
+@pytest.mark.anyio
+async def test_airflow_details_stay_in_the_log(caplog):
+    from rice_mlops.webhook.airflow_client import AirflowRejected, AirflowUnavailable
+
+    app = create_app(_settings())
+    payload = {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"full_name": "a/b"}}
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "push",
+               "X-GitHub-Delivery": "d-2", "X-Hub-Signature-256": sign(SECRET, body)}
+    for error, status in ((AirflowRejected(400, "conf invalid: internal detail 42"), 422),
+                          (AirflowUnavailable("ConnectError to 10.1.2.3:8080"), 503)):
+        async def refuse(*args, error=error):
+            raise error
+
+        app.state.client.trigger = refuse
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hook") as client:
+            response = await client.post("/github", content=body, headers=headers)
+        assert response.status_code == status
+        assert "internal detail" not in response.text and "10.1.2.3" not in response.text
+    assert "internal detail 42" in caplog.text and "10.1.2.3" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_short_secret_in_a_variable_is_refused_with_its_name(caplog):
+    from rice_mlops.webhook.secrets import SecretUnavailable
+
+    secrets = WebhookSecrets(None, None, "hook", lookup=lambda key: "change-me")
+    with pytest.raises(SecretUnavailable):
+        await secrets.current()
+    assert "Variable 'hook' is 9 characters long" in caplog.text
+    assert "change-me" not in caplog.text
