@@ -44,6 +44,14 @@ else
   export RICE_DOCKER_SOCKET=/nonexistent/docker.sock
 fi
 
+# The pipeline's signing key (model files, provenance, attachments): made once under .run/keys
+# (private key 0600); bring your own by setting RICE_SIGNING_KEY_FILE.
+if [[ -z ${RICE_SIGNING_KEY_FILE:-} ]]; then
+  secure_dir "$repo/.run/keys"
+  .venv/bin/rice-mlops keys generate --dir "$repo/.run/keys" --if-missing
+  export RICE_SIGNING_KEY_FILE=$repo/.run/keys/signing.key
+fi
+
 [[ -s .demo/webhook_secret ]] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(20))' >.demo/webhook_secret)
 export GITHUB_WEBHOOK_SECRET=$(cat .demo/webhook_secret)
 export RICE_SCHEDULE=${RICE_SCHEDULE:-none}  # unpausing a cron DAG would start a nightly run too
@@ -54,4 +62,5 @@ sha=$(git rev-parse HEAD 2>/dev/null || echo 00000000000000000000000000000000000
 exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \
   --admin-password-file "$AIRFLOW_HOME/admin_password" --mlflow-url "$MLFLOW_TRACKING_URI" \
   --mlflow-admin-password-file "${MLFLOW_HOME:-$repo/.run/mlflow}/admin_password" \
+  --pipeline-password-file "$AIRFLOW_HOME/pipeline_password" \
   --sha "$sha" --summary .demo/summary.json

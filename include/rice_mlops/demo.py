@@ -33,6 +33,15 @@ class Api:
         response.raise_for_status()
         return response.json()
 
+    def put_connection(self, connection: dict) -> None:
+        """Create or replace a connection (a second demo finds the first one's)."""
+        path = f"{self.url}/api/v2/connections"
+        response = httpx.post(path, headers=self.headers, json=connection, timeout=30)
+        if response.status_code == 409:
+            response = httpx.patch(f"{path}/{connection['connection_id']}", json=connection,
+                                   headers=self.headers, timeout=30)
+        response.raise_for_status()
+
     def patch(self, path: str, body: dict):
         httpx.patch(f"{self.url}/api/v2{path}", headers=self.headers, json=body,
                     timeout=30).raise_for_status()
@@ -106,6 +115,7 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
         "pull_request_state": states.get("open_pull_request"),
         "task_states": states,
         "airflow_url": f"{airflow_url}/dags/{DAG_ID}/runs/{run_id}",
+        "note": run.get("note"),
     }
 
 
@@ -115,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-password-file", type=Path, required=True)
     parser.add_argument("--mlflow-url", required=True)
     parser.add_argument("--mlflow-admin-password-file", type=Path)
+    parser.add_argument("--pipeline-password-file", type=Path,
+                        help="the DAG's own Airflow account (run notes), from airflow-stack")
     parser.add_argument("--sha", required=True)
     parser.add_argument("--repository", default="local/rice-mlops")
     parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
@@ -127,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 
     api = Api(args.airflow_url, args.admin_password_file.read_text().strip())
     wait_for_dag(api)
+    if args.pipeline_password_file and args.pipeline_password_file.is_file():
+        host, _, port = args.airflow_url.removeprefix("http://").rstrip("/").partition(":")
+        api.put_connection({"connection_id": "rice_airflow_api", "conn_type": "http",
+                            "host": host, "port": int(port or 80), "login": "pipeline",
+                            "password": args.pipeline_password_file.read_text().strip()})
     api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
     delivery = str(uuid.uuid4())
     response = send(f"{args.airflow_url}/webhooks/github", secret,
@@ -148,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"""
 == rice-mlops demo: {summary['state'].upper()}, {verdict} ==
 run              {summary['dag_run_id']}
+outcome          {summary['note'] or '-'}
 test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
 quality gate     {summary['gate'] or '-'}
 MLflow run       {summary['mlflow_run_url'] or '-'}
