@@ -106,6 +106,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     from cryptography.fernet import Fernet
 
     from rice_mlops.image import download_wheels
+    from rice_mlops.signing import generate_keypair
 
     # Bind sources must be readable by the containers' users: outside pytest's 0700 dirs.
     root = Path(tempfile.mkdtemp(prefix="rice-compose-"))
@@ -115,6 +116,10 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     staging.chmod(0o777)  # the workers (uid 50000) write here
     # The stack's network has no route out: the workers read the serving wheels from here.
     download_wheels(staging / "wheelhouse")
+    # The pipeline's signing key, readable by the Docker worker's user (uid 50000) alone.
+    signing_key, _ = generate_keypair(root / "keys")
+    os.chown(signing_key, 50000, 0)
+    (root / "keys").chmod(0o755)
     engine = docker_engine_env()
     env = {
         **images,
@@ -130,6 +135,8 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),
         "AIRFLOW_WEBHOOK_PASSWORD": secrets.token_urlsafe(16),
+        "AIRFLOW_PIPELINE_PASSWORD": secrets.token_urlsafe(16),
+        "RICE_SIGNING_KEY_HOST_FILE": str(signing_key),
         "GITHUB_WEBHOOK_SECRET": secrets.token_urlsafe(32),
         "GITHUB_WEBHOOK_REPOSITORIES": "local/rice-mlops",
         "GITHUB_TOKEN": "",

@@ -17,7 +17,8 @@ ENV_EXAMPLE = dict(line.split("=", 1) for line in (REPO / ".env.example").read_t
 SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
            "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
            "AIRFLOW_WEBHOOK_PASSWORD", "GITHUB_WEBHOOK_SECRET", "REGISTRY_PASSWORD",
-           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"}
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+           "AIRFLOW_PIPELINE_PASSWORD"}
 WORKERS = {"airflow-worker", "airflow-worker-docker", "airflow-worker-training"}
 SERVICES = COMPOSE["services"]
 
@@ -106,6 +107,10 @@ def test_each_secret_reaches_only_the_services_that_use_it():
     assert _holders("GITHUB_WEBHOOK_SECRET") == {"airflow-apiserver"}
     assert _holders("AIRFLOW_WEBHOOK_PASSWORD") == {"airflow-apiserver", "airflow-init"}
     assert _holders("AIRFLOW_ADMIN_PASSWORD") == {"airflow-init"}
+    assert _holders("AIRFLOW_PIPELINE_PASSWORD") == {"airflow-init", "airflow-worker"}
+    key_holders = {name for name, service in SERVICES.items()
+                   if "RICE_SIGNING_KEY_HOST_FILE" in str(service.get("volumes"))}
+    assert key_holders == {"airflow-worker-docker"}
     # The workers run tasks with a token the scheduler signed: they never hold the key.
     assert _holders("AIRFLOW_JWT_SECRET") == {"airflow-apiserver", "airflow-scheduler",
                                               "airflow-dag-processor", "airflow-triggerer"}
