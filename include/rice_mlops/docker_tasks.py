@@ -30,6 +30,17 @@ def registry_host(conn_id: str) -> str | None:
     return f"{host}:{conn.port}" if host and conn.port else (host or None)
 
 
+def registry_api(conn_id: str) -> str | None:
+    """Where this worker reaches the registry's HTTP API: the connection's extra `api_url`
+    when the worker's network names it differently from the engine (compose: the engine pushes
+    to 127.0.0.1:PORT, a worker container reaches http://registry:5000), else the host."""
+    conn = optional_connection(conn_id)
+    if conn is None:
+        return None
+    extra = conn.extra_dejson or {}
+    return str(extra.get("api_url") or "").rstrip("/") or registry_host(conn_id)
+
+
 def _container_logs(exc: DockerContainerFailedException) -> str:
     return "\n".join(line.decode() if isinstance(line, bytes) else str(line)
                      for line in exc.logs or [])

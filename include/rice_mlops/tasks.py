@@ -287,8 +287,11 @@ def _registry(settings: PipelineSettings):
     host = registry_host(settings.registry_conn_id)
     if host is None:
         raise AirflowSkipException(f"no Airflow connection {settings.registry_conn_id!r}")
+    from rice_mlops.docker_tasks import registry_api
+
     conn = BaseHook.get_connection(settings.registry_conn_id)
-    return host, Registry(host, conn.login or "", conn.password or "")
+    api = registry_api(settings.registry_conn_id) or host
+    return host, Registry(api, conn.login or "", conn.password or "")
 
 
 def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,

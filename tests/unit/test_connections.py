@@ -28,3 +28,15 @@ def test_registry_host_from_the_connection(connections):
 
     assert registry_host("reg") == "127.0.0.1:5001"
     assert registry_host("reg_absent") is None
+
+
+def test_the_registry_api_may_have_another_address_than_the_engine_pushes_to(connections,
+                                                                            monkeypatch):
+    from rice_mlops.docker_tasks import registry_api, registry_host
+
+    monkeypatch.setenv("AIRFLOW_CONN_REG_COMPOSE", '{"conn_type": "generic", "host": '
+                       '"127.0.0.1", "port": 5001, "extra": {"api_url": "http://registry:5000/"}}')
+    assert registry_api("reg") == "127.0.0.1:5001"  # no extra: the same address
+    assert registry_api("reg_compose") == "http://registry:5000"
+    assert registry_host("reg_compose") == "127.0.0.1:5001"  # images stay named after it
+    assert registry_api("reg_absent") is None
