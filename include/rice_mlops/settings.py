@@ -23,40 +23,34 @@ class SettingsError(ValueError):
     """A setting holds a value the pipeline cannot use; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+def _parsed(env: Mapping[str, str], name: str, default, parse, kind: str):
+    """The variable parsed with `parse`, `default` when unset or empty; an unparsable value
+    is a SettingsError naming the variable."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        raise SettingsError(f"{name}={raw!r} is not {kind}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+    value = _parsed(env, name, default, int, "an integer")
     if value < low:
         raise SettingsError(f"{name}={value} must be at least {low}")
     return value
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    value = _parsed(env, name, default, float, "a number")
     if not 0.0 <= value <= 1.0:
         raise SettingsError(f"{name}={value} must be between 0 and 1")
     return value
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    value = _parsed(env, name, default, float, "a number")
     if not value >= low:  # also refuses nan
         raise SettingsError(f"{name}={value} must be at least {low}")
     return value
