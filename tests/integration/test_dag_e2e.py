@@ -78,7 +78,11 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
                 git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
     card = staged.parent / "evidence" / "MODEL_CARD.md"
     expected["MLProject/model_artifact/MODEL_CARD.md"] = git_blob_sha(card.read_bytes())
-    on_branch = {path: sha for path, sha in github_double.branch_files("model/latest").items()
+    # Later runs (other modules share this stack) move the branch on: read this run's commit.
+    commit = github_double.git("log", "-1", "--format=%H", "--grep=Airflow run: e2e-shipped$",
+                               "model/latest")
+    assert commit, github_double.git("log", "--format=%H %s", "model/latest")
+    on_branch = {path: sha for path, sha in github_double.branch_files(commit).items()
                  if path.startswith("MLProject/")}
     assert on_branch == expected
     assert {"MLProject/model_artifact/MLmodel", "MLProject/model_artifact/model.tflite",
@@ -86,10 +90,12 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
     open_pulls = [p for p in github_double.pulls if p["state"] == "open"]
     assert len(open_pulls) == 1
     body = open_pulls[0]["body"]
-    assert "| test accuracy |" in body and SHA in body and "@sha256:" in body
+    # The one pull request is updated by every later run: its body is the branch tip's run.
+    tip_run_id = github_double.git("log", "-1", "--format=%s", "model/latest").split()[-1]
+    assert "| test accuracy |" in body and tip_run_id in body and "@sha256:" in body
     assert "confusion_matrix.png" in body
     assert "### Quality gate" in body and "**Gate PASSED**" in body
-    message = github_double.git("log", "-1", "--format=%B", "model/latest")
+    message = github_double.git("log", "-1", "--format=%B", commit)
     assert "MLflow run" in message and SHA in message
     log = airflow_pg.task_log("e2e-shipped", "open_pull_request")
     assert "opened pull request #1" in log
