@@ -106,3 +106,27 @@ def mlflow_control(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mlflow_server(mlflow_control) -> str:
     return mlflow_control.url
+
+
+_DURATIONS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::", 1)[0]
+    _DURATIONS[path] = _DURATIONS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Wall time per test file (setup, call and teardown): where CI's minutes go, in the log
+    and in test-artifacts/durations.json."""
+    import json
+
+    if not _DURATIONS:
+        return
+    ranked = sorted(_DURATIONS.items(), key=lambda item: item[1], reverse=True)
+    terminalreporter.section("time per test file")
+    for path, seconds in ranked[:25]:
+        terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
+    out = REPO / "test-artifacts" / "durations.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(dict(ranked), indent=1) + "\n")
