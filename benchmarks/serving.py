@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mlflow_server import mlflow_server
     from PIL import Image
 
     from rice_mlops.artifacts import fetch
@@ -204,9 +206,8 @@ def main() -> int:
     load_at_start = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     work.chmod(0o755)
-    mlflow_env = {**os.environ, "MLFLOW_PORT": str(free_port()), "MLFLOW_HOME": str(work / "mlf")}
-    subprocess.run([REPO / "scripts" / "mlflow-server", "start"], env=mlflow_env, check=True)
-    os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_env['MLFLOW_PORT']}"
+    services = ExitStack()
+    services.enter_context(mlflow_server(free_port(), work / "mlf"))
     container = mlflow_proc = None
     try:
         data = copy_subset(args.data, work / "data", {"train": 100, "val": 20, "test": 20})
@@ -268,7 +269,7 @@ def main() -> int:
         if mlflow_proc:
             os.killpg(mlflow_proc.pid, 15)
             mlflow_proc.wait()
-        subprocess.run([REPO / "scripts" / "mlflow-server", "stop"], env=mlflow_env)
+        services.close()
 
     def ratio(key: str) -> float:
         return round(theirs[key]["p50_ms"] / ours[key]["p50_ms"], 1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +108,7 @@ def run_seed(data: Path, budget_seconds: float) -> dict:
 
 
 def main() -> int:
+    from mlflow_server import mlflow_server
     from results_log import record
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,15 +116,9 @@ def main() -> int:
     parser.add_argument("--skip-seed", action="store_true")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home:
-        port = "5077"
-        env = {**os.environ, "MLFLOW_PORT": port, "MLFLOW_HOME": home}
-        subprocess.run([REPO / "scripts" / "mlflow-server", "start"], env=env, check=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
-        try:
-            ours = run_ours(args.data)
-        finally:
-            subprocess.run([REPO / "scripts" / "mlflow-server", "stop"], env=env, check=False)
+    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home, \
+            mlflow_server(5077, Path(home)):
+        ours = run_ours(args.data)
     seed = None if args.skip_seed else run_seed(args.data, ours["wall_seconds"])
     record("train_recipes", {
         "data": str(args.data),
