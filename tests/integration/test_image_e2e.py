@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSES, free_port
-from tests.integration.conftest import SHA
-from tests.integration.conftest import dag_conf as _conf
+from tests.helpers.datasets import CLASSES
+from tests.helpers.pipeline import SHA
+from tests.helpers.pipeline import dag_conf as _conf
+from tests.helpers.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

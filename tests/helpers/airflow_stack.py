@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
+
 DAG_ID = "rice_classifier_cicd"
 FINISHED = {"success", "failed"}
 
