@@ -42,7 +42,7 @@ def main() -> int:
 
     from rice_mlops.demo import DAG_ID, Api, follow, summarize, wait_for_dag
     from rice_mlops.webhook.send import push_payload, send
-    from tests.integration.compose_stack import build_images, compose_stack
+    from tests.helpers.compose_stack import build_images, compose_stack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "rice")

@@ -201,7 +201,7 @@ def main() -> int:
     )
     from rice_mlops.signing import generate_keypair, load_private_key
     from rice_mlops.training import train
-    from tests.conftest import copy_subset
+    from tests.helpers.datasets import copy_subset
 
     load_at_start = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))

@@ -33,8 +33,8 @@ def main() -> int:
 
     from rice_mlops.webhook.send import push_payload
     from rice_mlops.webhook.signature import sign
-    from tests.conftest import free_port
-    from tests.integration.airflow_stack import AirflowStack
+    from tests.helpers.airflow_stack import AirflowStack
+    from tests.helpers.ports import free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=200)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -12,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, copy_subset, free_port
-from tests.integration.airflow_stack import AirflowStack
+from tests.helpers.airflow_stack import AirflowStack
+from tests.helpers.datasets import copy_subset
+from tests.helpers.mailbox import Mailbox
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import GITHUB_TOKEN, NOTIFY, airflow_env, dag_conf
+from tests.helpers.ports import free_port
+from tests.helpers.script_env import docker_engine_env
 
 
 @pytest.fixture(scope="session")
@@ -29,25 +33,6 @@ def postgres_url():
                              text=True, timeout=60).stdout.strip()
     finally:
         subprocess.run([script, "destroy"], env=env, check=False, timeout=120)
-
-
-def docker_engine_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """What `scripts/docker-engine env` prints (local images, registry, its credentials)."""
-    out = subprocess.run([REPO / "scripts" / "docker-engine", "env"], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return parse_env_lines(out)
-
-
-def parse_env_lines(text: str) -> dict[str, str]:
-    """`export KEY=value` lines quoted for the shell, read without a shell."""
-    values = {}
-    for line in text.splitlines():
-        words = shlex.split(line)
-        if len(words) != 2 or words[0] != "export" or "=" not in words[1]:
-            raise ValueError(f"not an `export KEY=value` line: {line!r}")
-        key, value = words[1].split("=", 1)
-        values[key] = value
-    return values
 
 
 @pytest.fixture(scope="session")
@@ -82,78 +67,14 @@ def small_real_dataset(real_data, tmp_path_factory):
     return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
 
 
-def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
-    return {
-        "MLFLOW_TRACKING_URI": mlflow_url,
-        # The pipeline's MLflow user (set by the mlflow_control fixture); the scripts hand
-        # them to the task processes only.
-        "MLFLOW_TRACKING_USERNAME": os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
-        "MLFLOW_TRACKING_PASSWORD": os.environ.get("MLFLOW_TRACKING_PASSWORD", ""),
-        "RICE_SCHEDULE": "none",
-        "RICE_REDELIVERY_SCHEDULE": "none",
-        "RICE_STAGING_DIR": str(staging),
-        # Long enough for a test to restart a service between two attempts of a task.
-        "RICE_RETRY_DELAY_SECONDS": "15",
-        # Fail fast when MLflow is down, so a retry (not a 2-minute backoff) recovers.
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        # Tests re-run tasks of earlier runs (a push from its own local build): housekeeping
-        # must not depend on how many runs came before; test_housekeeping* cover pruning.
-        "RICE_KEEP_BUILDS": "1000",
-        # The deployment's floors, low so tests can train for one epoch; conf may only raise
-        # them. Datasets live in pytest's temporary directories.
-        "RICE_MIN_TEST_ACCURACY": "0.01",
-        "RICE_MAX_REGRESSION": "1.0",
-        "RICE_MIN_CLASS_RECALL": "0.0",
-        # One-epoch challengers against a 12-epoch champion are significantly worse; these
-        # tests exercise the stages after the gate (tests/unit/test_stats_gate.py the gate).
-        "RICE_GATE_ALPHA": "0.0",
-        # Close calls are every call at alpha 0: only runs that ask for approval wait for it.
-        "RICE_APPROVE_NOT_SIGNIFICANT": "false",
-        "RICE_DATA_ROOT": tempfile.gettempdir(),
-        "RICE_GITHUB_REPOSITORY": "acme/rice",
-        **extra,
-    }
-
-
-GITHUB_TOKEN = "ghp_" + "e2eT0kenNeverLogged" * 2
-
-
 @pytest.fixture(scope="session")
 def github_double():
     """GitHub's REST API as a strict test double over a real bare git repository."""
-    from tests.github_double import GitHubDouble
+    from tests.helpers.github_double import GitHubDouble
 
     double = GitHubDouble(GITHUB_TOKEN, repository="acme/rice")
     yield double
     double.close()
-
-
-class Mailbox:
-    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
-
-    def __init__(self):
-        from aiosmtpd.controller import Controller
-
-        self.messages: list = []
-        mailbox = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                from email import message_from_bytes
-                from email.policy import default
-
-                mailbox.messages.append((list(envelope.rcpt_tos),
-                                         message_from_bytes(envelope.content, policy=default)))
-                return "250 OK"
-
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
-        self.controller.start()
-        self.port = self.controller.port
-
-    def to(self, address: str) -> list:
-        return [message for recipients, message in self.messages if address in recipients]
 
 
 @pytest.fixture(scope="session")
@@ -161,9 +82,6 @@ def mailbox():
     box = Mailbox()
     yield box
     box.controller.stop()
-
-
-NOTIFY = "ml-oncall@example.com"
 
 
 @pytest.fixture(scope="session")
@@ -207,15 +125,6 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
         assert response.status_code == 201, response.text
         stack.add_pipeline_connection()
         yield stack
-
-
-SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
-
-
-def dag_conf(data_dir, **overrides) -> dict:
-    return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
-            "min_test_accuracy": 0.01, "max_regression": 1.0, "source_commit": SHA,
-            "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
 
 
 @pytest.fixture(scope="session")

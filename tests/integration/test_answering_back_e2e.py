@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import NOTIFY, SHA, dag_conf
+from tests.helpers.pipeline import NOTIFY, SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

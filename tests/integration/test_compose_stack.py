@@ -14,8 +14,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.conftest import REPO
-from tests.integration.compose_stack import ComposeStack, build_images, compose_stack
+from tests.helpers.compose_stack import ComposeStack, build_images, compose_stack
+from tests.helpers.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -183,7 +183,7 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack):
 
 
 def _check_airflow_ui(stack: ComposeStack, run_id: str, tasks: int) -> None:
-    from tests.integration.browser import airflow_login, browser_page, screenshot
+    from tests.helpers.browser import airflow_login, browser_page, screenshot
 
     with browser_page() as page:
         airflow_login(page, stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
@@ -196,7 +196,7 @@ def _check_airflow_ui(stack: ComposeStack, run_id: str, tasks: int) -> None:
 
 
 def _check_mlflow_ui(stack: ComposeStack, summary: dict) -> None:
-    from tests.integration.browser import (
+    from tests.helpers.browser import (
         browser_page,
         mlflow_refuses_anonymous_browsing,
         screenshot,

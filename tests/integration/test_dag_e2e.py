@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import SHA, dag_conf
+from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,7 +67,7 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
     from pathlib import Path
 
     from rice_mlops.publish import git_blob_sha
-    from tests.integration.conftest import GITHUB_TOKEN
+    from tests.helpers.pipeline import GITHUB_TOKEN
 
     response = airflow_pg.api(
         "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/fetch_artifacts/"

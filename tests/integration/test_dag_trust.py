@@ -3,13 +3,12 @@ PostgreSQL, Docker engine and registry)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import SHA, dag_conf
+from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,16 +28,6 @@ def _user_token(stack) -> str:
 def _as_user(stack, token: str, method: str, path: str, **kwargs) -> httpx.Response:
     return httpx.request(method, f"{stack.url}/api/v2{path}", timeout=30,
                          headers={"Authorization": f"Bearer {token}"}, **kwargs)
-
-
-def _wait_for_try(stack, run_id: str, task_id: str, try_number: int, timeout=300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ti = next(t for t in stack.task_instances(run_id) if t["task_id"] == task_id)
-        if ti["try_number"] >= try_number and ti["state"] in ("success", "failed"):
-            return ti
-        time.sleep(2)
-    raise AssertionError(stack.describe(run_id))
 
 
 @pytest.mark.parametrize(("conf", "fragment"), [
@@ -159,14 +148,7 @@ def test_a_user_patching_xcom_cannot_change_what_runs_next_to_the_socket(airflow
         response = _as_user(airflow_pg, token, "PATCH", f"{xcom}/{task_id}/xcomEntries/{key}",
                             json={"value": value, "map_index": -1})
         assert response.status_code == 200, response.text
-    before = next(t for t in airflow_pg.task_instances(RUN)
-                  if t["task_id"] == "build_image")["try_number"]
-    response = _as_user(airflow_pg, token, "POST", f"{DAG}/clearTaskInstances", json={
-        "dry_run": False, "task_ids": ["build_image"], "dag_run_id": RUN,
-        "include_downstream": False, "include_upstream": False, "only_failed": False,
-        "reset_dag_runs": True})
-    assert response.status_code == 200, response.text
-    build = _wait_for_try(airflow_pg, RUN, "build_image", before + 1)
+    build = airflow_pg.clear_task(RUN, "build_image", token=token)  # the user may clear
     assert build["state"] == "failed"
     log = airflow_pg.task_log(RUN, "build_image", try_number=build["try_number"])
     assert "is not an MLflow run id" in log

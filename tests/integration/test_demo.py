@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
-from tests.integration.conftest import docker_engine_env
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
+from tests.helpers.script_env import docker_engine_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
 
 def _check_mlflow_refuses_strangers(env: dict) -> None:
     """Anonymous and wrong-password writes are refused; the pipeline's user writes."""
-    from tests.integration.conftest import parse_env_lines
+    from tests.helpers.script_env import parse_env_lines
 
     url = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
     create = f"{url}/api/2.0/mlflow/experiments/create"
@@ -71,7 +72,7 @@ def _check_mlflow_refuses_strangers(env: dict) -> None:
 def _check_web_uis(env: dict, summary: dict) -> None:
     """Log in to the Airflow UI, open the run and see its task states; open the MLflow run
     and see its metrics. Screenshots land in test-artifacts/."""
-    from tests.integration.browser import airflow_login, browser_page, screenshot
+    from tests.helpers.browser import airflow_login, browser_page, screenshot
 
     airflow = f"http://127.0.0.1:{env['AIRFLOW_PORT']}"
     password = (Path(env["AIRFLOW_HOME"]) / "admin_password").read_text().strip()
@@ -87,7 +88,7 @@ def _check_web_uis(env: dict, summary: dict) -> None:
         assert text.count("Success") >= 10
         assert screenshot(page, "airflow-dag-run.png").stat().st_size > 10_000
 
-    from tests.integration.browser import mlflow_refuses_anonymous_browsing
+    from tests.helpers.browser import mlflow_refuses_anonymous_browsing
 
     assert mlflow_refuses_anonymous_browsing(summary["mlflow_url"])
     admin = (Path(env["MLFLOW_HOME"]) / "admin_password").read_text().strip()

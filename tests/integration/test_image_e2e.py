@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSES, free_port
-from tests.integration.conftest import SHA
-from tests.integration.conftest import dag_conf as _conf
+from tests.helpers.datasets import CLASSES
+from tests.helpers.pipeline import SHA
+from tests.helpers.pipeline import dag_conf as _conf
+from tests.helpers.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -179,20 +180,7 @@ def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_e
 
 
 def test_rerunning_the_push_pushes_the_same_tags_again(airflow_pg, pushed, docker_engine):
-    import time as _time
-
-    response = airflow_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
-        "dry_run": False, "task_ids": ["push_image"], "dag_run_id": "e2e-shipped",
-        "include_downstream": False, "include_upstream": False, "only_failed": False,
-        "reset_dag_runs": True})
-    assert response.status_code == 200, response.text
-    deadline = _time.monotonic() + 300
-    while _time.monotonic() < deadline:
-        push = next(ti for ti in airflow_pg.task_instances("e2e-shipped")
-                    if ti["task_id"] == "push_image")
-        if push["state"] in ("success", "failed") and push["try_number"] >= 2:
-            break
-        _time.sleep(2)
+    push = airflow_pg.clear_task("e2e-shipped", "push_image")
     assert push["state"] == "success", airflow_pg.describe("e2e-shipped")
     value = airflow_pg.api(
         "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/push_image/"
@@ -293,18 +281,7 @@ def test_an_image_moved_under_the_commit_tag_fails_verify_and_promote(
                  "REGISTRY_PASSWORD": docker_engine["RICE_REGISTRY_PASSWORD"]},
             capture_output=True, text=True, timeout=120)
         assert cli.returncode == 1 and "NOT VERIFIED" in cli.stderr
-        response = airflow_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
-            "dry_run": False, "task_ids": ["promote"], "dag_run_id": "e2e-shipped",
-            "include_downstream": False, "include_upstream": False, "only_failed": False,
-            "reset_dag_runs": True})
-        assert response.status_code == 200, response.text
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            promote = next(ti for ti in airflow_pg.task_instances("e2e-shipped")
-                           if ti["task_id"] == "promote")
-            if promote["state"] in ("success", "failed") and promote["try_number"] >= 2:
-                break
-            time.sleep(2)
+        promote = airflow_pg.clear_task("e2e-shipped", "promote")
         assert promote["state"] == "failed", airflow_pg.describe("e2e-shipped")
         log = airflow_pg.task_log("e2e-shipped", "promote", try_number=promote["try_number"])
         assert "someone moved the tag" in log and evil_digest in log

@@ -14,7 +14,7 @@ from rice_mlops.publish import (
     publish,
     render_body,
 )
-from tests.github_double import GitHubDouble
+from tests.helpers.github_double import GitHubDouble
 
 TOKEN = "ghp_" + "s3cr3tT0k3nValue" * 2
 

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CLASSES, free_port
-from tests.serving_traffic import SMUGGLING, exchange, multipart, png_claiming
+from tests.helpers.datasets import CLASSES
+from tests.helpers.ports import free_port
+from tests.helpers.serving_traffic import SMUGGLING, exchange, multipart, png_claiming
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from rice_mlops.pins import parse
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.integration
 

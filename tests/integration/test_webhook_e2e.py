@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 
 from rice_mlops.webhook.send import push_payload
 from rice_mlops.webhook.signature import sign
-from tests.conftest import REPO, free_port
-from tests.integration.airflow_stack import AirflowStack
-from tests.integration.conftest import airflow_env
-from tests.integration.tcp_proxy import TcpProxy
+from tests.helpers.airflow_stack import AirflowStack
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import airflow_env
+from tests.helpers.ports import free_port
+from tests.helpers.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -220,7 +221,7 @@ def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
 def test_a_push_that_met_a_503_is_redelivered_by_the_recovery_dag(hook_pg, proxy,
                                                                   github_double):
     """GitHub never retries by itself: the recovery DAG asks it to, once Airflow is back."""
-    from tests.integration.conftest import GITHUB_TOKEN
+    from tests.helpers.pipeline import GITHUB_TOKEN
 
     hook = github_double.add_hook(f"{hook_pg.url}/webhooks/github", SECRET)
     sha = "e" * 40

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import parse_env_lines
+from tests.helpers.script_env import parse_env_lines
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"

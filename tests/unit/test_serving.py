@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving_traffic import SMUGGLED, SMUGGLING, exchange, multipart, png_claiming
+from tests.helpers.serving_traffic import SMUGGLED, SMUGGLING, exchange, multipart, png_claiming
 
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
 

@@ -20,7 +20,7 @@ import pytest
 from rice_mlops.webhook.app import Settings, WebhookConfigError, create_app
 from rice_mlops.webhook.secrets import MIN_SECRET_LENGTH, WebhookSecrets
 from rice_mlops.webhook.signature import sign
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s" * MIN_SECRET_LENGTH

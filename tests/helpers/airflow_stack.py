@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
+
 DAG_ID = "rice_classifier_cicd"
 FINISHED = {"success", "failed"}
 
@@ -125,6 +126,35 @@ class AirflowStack:
         response = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         assert response.status_code == 200, response.text
         return response.json()["task_instances"]
+
+    def task_instance(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> dict:
+        return next(ti for ti in self.task_instances(run_id, dag_id) if ti["task_id"] == task_id)
+
+    def clear_task(self, run_id: str, task_id: str, token: str | None = None,
+                   timeout: float = 300, dag_id: str = DAG_ID) -> dict:
+        """Clear one task instance through the REST API and wait for its next try to finish.
+
+        Only that task is cleared (no upstream or downstream) and the run is set running
+        again, as the UI's "Clear" does. `token` clears as another account (a bearer token,
+        e.g. an ordinary user's); the admin's is used otherwise. Returns the task instance
+        once a try after the one it had before the clear has finished, whatever its state;
+        raises with the run's task states and failed logs after `timeout` seconds.
+        """
+        before = self.task_instance(run_id, task_id, dag_id)["try_number"]
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        response = self.api("POST", f"/dags/{dag_id}/clearTaskInstances", headers=headers, json={
+            "dry_run": False, "task_ids": [task_id], "dag_run_id": run_id,
+            "include_downstream": False, "include_upstream": False, "only_failed": False,
+            "reset_dag_runs": True})
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ti = self.task_instance(run_id, task_id, dag_id)
+            if ti["try_number"] > before and ti["state"] in FINISHED:
+                return ti
+            time.sleep(2)
+        raise AssertionError(f"try {before + 1} of {task_id} in {run_id} not finished after "
+                             f"{timeout}s: {self.describe(run_id, dag_id)}")
 
     def task_states(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str]:
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(run_id, dag_id)}

@@ -9,8 +9,10 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.helpers.paths import REPO
+
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts"
 # Without the background-networking flags Chromium keeps dialling out of this closed network.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
-from tests.integration.conftest import docker_engine_env
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
+from tests.helpers.script_env import docker_engine_env
 
-REPO = Path(__file__).resolve().parents[2]
 ONE_SHOT = ("airflow-init", "registry-init", "mlflow-users")
 
 

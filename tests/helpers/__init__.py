@@ -1,0 +1,1 @@
+"""Every shared test helper (paths, ports, datasets, service drivers, doubles); no fixtures."""

@@ -1,0 +1,23 @@
+"""The real rice images: where they are, their classes, and small copies of them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from tests.helpers.paths import REPO
+
+REAL_DATA = Path(os.environ.get("RICE_REAL_DATA", REPO.parent / "shared" / "rice"))
+CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
+
+
+def copy_subset(source: Path, target: Path, per_split: dict[str, int]) -> Path:
+    """A split-layout copy with the first N images per class of each split (sorted by name)."""
+    for split, count in per_split.items():
+        for cls in CLASSES:
+            out = target / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for image in sorted((source / split / cls).iterdir())[:count]:
+                shutil.copy2(image, out / image.name)
+    return target

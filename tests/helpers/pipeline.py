@@ -1,0 +1,54 @@
+"""What the integration tests hand the pipeline: the Airflow processes' environment, a run's
+conf, and the commit, token and address those carry."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from tests.helpers.ports import free_port
+
+SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+GITHUB_TOKEN = "ghp_" + "e2eT0kenNeverLogged" * 2
+NOTIFY = "ml-oncall@example.com"
+
+
+def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        # The pipeline's MLflow user (set by the mlflow_control fixture); the scripts hand
+        # them to the task processes only.
+        "MLFLOW_TRACKING_USERNAME": os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
+        "MLFLOW_TRACKING_PASSWORD": os.environ.get("MLFLOW_TRACKING_PASSWORD", ""),
+        "RICE_SCHEDULE": "none",
+        "RICE_REDELIVERY_SCHEDULE": "none",
+        "RICE_STAGING_DIR": str(staging),
+        # Long enough for a test to restart a service between two attempts of a task.
+        "RICE_RETRY_DELAY_SECONDS": "15",
+        # Fail fast when MLflow is down, so a retry (not a 2-minute backoff) recovers.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        # Tests re-run tasks of earlier runs (a push from its own local build): housekeeping
+        # must not depend on how many runs came before; test_housekeeping* cover pruning.
+        "RICE_KEEP_BUILDS": "1000",
+        # The deployment's floors, low so tests can train for one epoch; conf may only raise
+        # them. Datasets live in pytest's temporary directories.
+        "RICE_MIN_TEST_ACCURACY": "0.01",
+        "RICE_MAX_REGRESSION": "1.0",
+        "RICE_MIN_CLASS_RECALL": "0.0",
+        # One-epoch challengers against a 12-epoch champion are significantly worse; these
+        # tests exercise the stages after the gate (tests/unit/test_stats_gate.py the gate).
+        "RICE_GATE_ALPHA": "0.0",
+        # Close calls are every call at alpha 0: only runs that ask for approval wait for it.
+        "RICE_APPROVE_NOT_SIGNIFICANT": "false",
+        "RICE_DATA_ROOT": tempfile.gettempdir(),
+        "RICE_GITHUB_REPOSITORY": "acme/rice",
+        **extra,
+    }
+
+
+def dag_conf(data_dir, **overrides) -> dict:
+    return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
+            "min_test_accuracy": 0.01, "max_regression": 1.0, "source_commit": SHA,
+            "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
