@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers.datasets import REAL_DATA, copy_subset
 from tests.helpers.mlflow_server import MlflowServer
+from tests.helpers.paths import REPO
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
