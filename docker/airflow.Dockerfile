@@ -6,8 +6,6 @@ ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11
 FROM ${AIRFLOW_BASE_IMAGE}
 USER root
 COPY requirements/ /opt/rice/requirements/
-COPY pyproject.toml README.md Dockerfile /opt/rice/
-COPY include/ /opt/rice/include/
 # A new named volume takes the ownership of its mount point in the image: airflow-init writes
 # the UI passwords, the services their logs and the MLflow server its artifacts without root.
 RUN chown -R airflow: /opt/rice \
@@ -16,6 +14,8 @@ RUN chown -R airflow: /opt/rice \
  && chmod 700 /opt/airflow/secrets
 USER airflow
 # The lock alone (no test or lint tools: those are requirements/dev.txt), every file checked
-# against its sha256.
-RUN pip install --no-cache-dir --require-hashes -r /opt/rice/requirements/lock.txt \
- && pip install --no-cache-dir --no-deps -e /opt/rice
+# against its sha256. Before the code: a change to include/ rebuilds only the layers below.
+RUN pip install --no-cache-dir --require-hashes -r /opt/rice/requirements/lock.txt
+COPY --chown=airflow:0 pyproject.toml README.md Dockerfile /opt/rice/
+COPY --chown=airflow:0 include/ /opt/rice/include/
+RUN pip install --no-cache-dir --no-deps -e /opt/rice

@@ -1,15 +1,28 @@
-"""Fixtures shared by every test folder: real rice images and a real MLflow server."""
+"""Fixtures shared by every test folder: real rice images, a real MLflow server, the Docker
+engine and the one compose stack of a session; the hooks that order and time the tests."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.compose_stack import (
+    AIRFLOW_SERVICES,
+    COMPOSE_TEST_ENV,
+    build_images,
+    compose_stack,
+    stack_order,
+)
 from tests.helpers.datasets import REAL_DATA, copy_subset
 from tests.helpers.mlflow_server import MlflowServer
 from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
+from tests.helpers.script_env import docker_engine_env
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,6 +67,53 @@ def mlflow_control(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mlflow_server(mlflow_control) -> str:
     return mlflow_control.url
+
+
+@pytest.fixture(scope="session")
+def small_real_dataset(real_data, tmp_path_factory):
+    """100 / 20 / 20 real images per class: enough for a model that classifies well."""
+    root = tmp_path_factory.mktemp("small-rice")
+    root.chmod(0o755)
+    return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The engine, an htpasswd registry on loopback and the local base and CLI images, from
+    the repository's script; what it started is stopped afterwards."""
+    state = Path(tempfile.mkdtemp(prefix="rice-docker-"))
+    env = {**os.environ, "RICE_DOCKER_STATE": str(state), "RICE_REGISTRY_PORT": str(free_port())}
+    script = REPO / "scripts" / "docker-engine"
+    subprocess.run([script, "start"], env=env, check=True, timeout=900)
+    try:
+        yield docker_engine_env(env)
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_compose_stack(docker_engine, small_real_dataset):
+    """The one docker-compose stack of a session (tests/integration/test_compose_stack.py and
+    tests/chaos): `train` on the training-queue profile's worker, the small real subset. The
+    tests that use it run last (see pytest_collection_modifyitems), so it is up only then."""
+    override = {"services": {name: {"environment": COMPOSE_TEST_ENV}
+                             for name in AIRFLOW_SERVICES}}
+    with compose_stack(small_real_dataset, build_images(),
+                       logs=REPO / "test-artifacts" / "compose-stack.log",
+                       profiles=("training-queue",), override=override,
+                       # a volume tests/chaos can fill (mounting one needs root, as CI runs)
+                       staging_tmpfs_mb=512 if os.geteuid() == 0 else None,
+                       RICE_TRAIN_QUEUE="training", RICE_EPOCHS="15",
+                       # the subset is small (the default bar is 0.97)
+                       RICE_MIN_TEST_ACCURACY="0.8", RICE_MIN_CLASS_RECALL="0.5") as running:
+        yield running
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The compose stack (2+ GiB, a CPU's worth of idle polling) is brought up once and only
+    for the tests that use it: they run at the end of the session, in a stable order."""
+    items[:] = sorted(items, key=stack_order)
 
 
 _DURATIONS: dict[str, float] = {}

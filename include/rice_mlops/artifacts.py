@@ -8,6 +8,8 @@ requirements.txt, python_env.yaml, ...), `model.tflite`, `labels.json`, `metrics
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -27,8 +29,29 @@ RUN_FILES = {
 }
 
 
+# Room for what `fetch` writes besides the downloaded files (metrics.json, the manifest) and
+# for each file's last partly used block.
+_OVERHEAD_BYTES = 256 * 1024
+_BLOCK = 4096
+
+
 class ManifestError(RuntimeError):
     """A staged directory does not match its manifest."""
+
+
+class StagingSpaceError(OSError):
+    """The staging directory has no room for a run's artifacts; nothing was left behind."""
+
+    def __init__(self, directory: Path, needed: int | None, free: int):
+        need = (f"needs about {needed:,} bytes ({needed / 2**20:.1f} MiB)" if needed
+                else "needs more than that")
+        super().__init__(
+            errno.ENOSPC,
+            f"staging directory {directory} is full: {free:,} bytes ({free / 2**20:.1f} MiB) "
+            f"free, staging this run {need}; free space there (prune_old_builds and "
+            f"RICE_KEEP_BUILDS keep fewer runs) or point RICE_STAGING_DIR at a larger volume, "
+            "then re-run fetch_artifacts")
+        self.directory, self.needed, self.free = directory, needed, free
 
 
 def write_manifest(directory: Path) -> Path:
@@ -100,12 +123,60 @@ def _download(run_id: str, model_uri: str, target: Path) -> None:
     (target / "metrics.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
+def _tree_bytes(repository, path: str | None = None) -> tuple[int, int]:
+    """(bytes, files) under `path` of an artifact repository."""
+    size = files = 0
+    for info in repository.list_artifacts(path):
+        if info.is_dir:
+            more, count = _tree_bytes(repository, info.path)
+            size, files = size + more, files + count
+        else:
+            size, files = size + (info.file_size or 0), files + 1
+    return size, files
+
+
+def needed_bytes(run_id: str, model_uri: str) -> int:
+    """What staging the run takes on disk: the model's files and the run files `fetch` copies,
+    each rounded up to a block, plus what `fetch` writes itself."""
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    size, files = _tree_bytes(get_artifact_repository(model_uri))
+    run = get_artifact_repository(mlflow.MlflowClient().get_run(run_id).info.artifact_uri)
+    for artifact in RUN_FILES:
+        parent = os.path.dirname(artifact) or None
+        size += sum(info.file_size or 0 for info in run.list_artifacts(parent)
+                    if info.path == artifact)
+        files += 1
+    return size + files * _BLOCK + _OVERHEAD_BYTES
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether a download failed because the disk is full (MLflow may wrap the OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: an earlier stage or context lives there
+        directory.rmdir()
+
+
 def fetch(run_id: str, model_uri: str, staging_root: Path | str) -> Path:
     """Stage the run's artifacts; returns the verified `model_artifact` directory.
 
     Idempotent: an already staged directory that verifies is returned as it is. Downloads go to
     a temporary sibling that is renamed into place only once complete, so a partial download
-    never looks done.
+    never looks done. Without room for the run's files it raises StagingSpaceError (naming the
+    directory, the space free and the space needed) before downloading, or as soon as the disk
+    fills; either way nothing of the attempt stays behind.
     """
     run_dir = Path(staging_root) / run_id
     final = run_dir / ARTIFACT_DIR
@@ -116,14 +187,29 @@ def fetch(run_id: str, model_uri: str, staging_root: Path | str) -> Path:
         except ManifestError:
             shutil.rmtree(final)
     run_dir.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{ARTIFACT_DIR}.partial-", dir=run_dir))
+    needed = None
     try:
-        _download(run_id, model_uri, partial)
-        write_manifest(partial)
-        verify_manifest(partial)
-        os.chmod(partial, 0o755)  # mkdtemp makes 0700; the image build reads it as another user
-        os.rename(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        needed = needed_bytes(run_id, model_uri)
+        free = shutil.disk_usage(run_dir).free
+        if free < needed:
+            raise StagingSpaceError(run_dir, needed, free)
+        partial = Path(tempfile.mkdtemp(prefix=f".{ARTIFACT_DIR}.partial-", dir=run_dir))
+        try:
+            _download(run_id, model_uri, partial)
+            write_manifest(partial)
+            verify_manifest(partial)
+            os.chmod(partial, 0o755)  # mkdtemp makes 0700; the build reads it as another user
+            os.rename(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    except StagingSpaceError:
+        _remove_if_empty(run_dir)
+        raise
+    except BaseException as exc:
+        _remove_if_empty(run_dir)
+        if _no_space(exc):
+            raise StagingSpaceError(run_dir, needed, shutil.disk_usage(run_dir.parent).free) \
+                from exc
         raise
     return final

@@ -31,6 +31,10 @@ class ComposeStack:
     env: dict[str, str]
 
     @property
+    def staging(self) -> Path:
+        return Path(self.env["RICE_STAGING_DIR"])
+
+    @property
     def airflow(self) -> str:
         return f"http://127.0.0.1:{self.env['AIRFLOW_PORT']}"
 
@@ -100,8 +104,13 @@ def _wait(url: str, timeout: float) -> None:
 
 @contextmanager
 def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = None,
-                  profiles: tuple[str, ...] = (), **settings: str) -> Iterator[ComposeStack]:
-    """The stack up on `data_dir` with generated secrets; `settings` override .env values.
+                  profiles: tuple[str, ...] = (), override: dict | None = None,
+                  staging_tmpfs_mb: int | None = None,
+                  **settings: str) -> Iterator[ComposeStack]:
+    """The stack up on `data_dir` with generated secrets; `settings` override .env values and
+    `override` is a compose file laid over docker-compose.yaml (for example test-only
+    environment), the default deployment itself unchanged. `staging_tmpfs_mb` puts the staging
+    directory on a tmpfs of that size (root only), a volume a test can fill.
     Everything it created (containers, volumes, pushed local tags, staging) goes on exit."""
     from cryptography.fernet import Fernet
 
@@ -113,6 +122,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     root.chmod(0o755)
     staging = root / "staging"
     staging.mkdir()
+    if staging_tmpfs_mb:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={staging_tmpfs_mb}m,mode=0777",
+                        "rice-staging", str(staging)], check=True, capture_output=True)
     staging.chmod(0o777)  # the workers (uid 50000) write here
     # The stack's network has no route out: the workers read the serving wheels from here.
     download_wheels(staging / "wheelhouse")
@@ -159,6 +171,10 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     command = ["docker-compose", "-p", f"rice-ci-{uuid.uuid4().hex[:8]}", "--env-file",
                str(env_file), "-f", str(REPO / "docker-compose.yaml")]
+    if override:
+        override_file = root / "override.yaml"
+        override_file.write_text(json.dumps(override, indent=2))  # JSON is YAML
+        command += ["-f", str(override_file)]
     for profile in profiles:
         command += ["--profile", profile]
     stack = ComposeStack(command, env)
@@ -178,4 +194,30 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
                                 capture_output=True, text=True).stdout.split()
         if pushed:
             subprocess.run(["docker", "rmi", "-f", *set(pushed)], capture_output=True)
+        if staging_tmpfs_mb:
+            subprocess.run(["umount", str(staging)], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# Environment laid over every Airflow service of the shared compose stack (an override file:
+# docker-compose.yaml keeps the deployment's defaults). A killed worker's task is found in a
+# minute instead of five; retries come sooner; the chaos runs retrain against the champion
+# the first run promoted, and the gate's statistics are tested elsewhere.
+COMPOSE_TEST_ENV = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+    "RICE_RETRY_DELAY_SECONDS": "20",
+    "RICE_MAX_REGRESSION": "1.0",
+    "RICE_GATE_ALPHA": "0.0",
+    "RICE_APPROVE_NOT_SIGNIFICANT": "false",
+}
+AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer", "airflow-worker", "airflow-worker-docker",
+                    "airflow-worker-training")
+
+
+def stack_order(item) -> int:
+    """0: tests without the compose stack; 1: test_compose_stack.py (a fresh stack's first
+    run); 2: the chaos suite, which breaks and restores that same stack."""
+    if "shared_compose_stack" not in getattr(item, "fixturenames", ()):
+        return 0
+    return 2 if Path(str(item.path)).parent.name == "chaos" else 1

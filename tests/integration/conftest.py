@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.airflow_stack import AirflowStack
-from tests.helpers.datasets import copy_subset
 from tests.helpers.mailbox import Mailbox
 from tests.helpers.paths import REPO
 from tests.helpers.pipeline import GITHUB_TOKEN, NOTIFY, airflow_env, dag_conf
 from tests.helpers.ports import free_port
-from tests.helpers.script_env import docker_engine_env
 
 
 @pytest.fixture(scope="session")
@@ -36,35 +34,12 @@ def postgres_url():
 
 
 @pytest.fixture(scope="session")
-def docker_engine():
-    """The engine, an htpasswd registry on loopback and the local base and CLI images, from
-    the repository's script; what it started is stopped afterwards."""
-    state = Path(tempfile.mkdtemp(prefix="rice-docker-"))
-    env = {**os.environ, "RICE_DOCKER_STATE": str(state), "RICE_REGISTRY_PORT": str(free_port())}
-    script = REPO / "scripts" / "docker-engine"
-    subprocess.run([script, "start"], env=env, check=True, timeout=900)
-    try:
-        yield docker_engine_env(env)
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False, timeout=120)
-        shutil.rmtree(state, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
 def staging_root():
     """Outside pytest's 0700 temp dirs: the serving image's non-root user reads it."""
     root = Path(tempfile.mkdtemp(prefix="rice-staging-"))
     root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def small_real_dataset(real_data, tmp_path_factory):
-    """100 / 20 / 20 real images per class: enough for a model that classifies well."""
-    root = tmp_path_factory.mktemp("small-rice")
-    root.chmod(0o755)
-    return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
 
 
 @pytest.fixture(scope="session")

@@ -14,21 +14,17 @@ import subprocess
 import httpx
 import pytest
 
-from tests.helpers.compose_stack import ComposeStack, build_images, compose_stack
+from tests.helpers.compose_stack import ComposeStack
 from tests.helpers.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def stack(docker_engine, small_real_dataset):
-    with compose_stack(small_real_dataset, build_images(),
-                       logs=REPO / "test-artifacts" / "compose-stack.log",
-                       profiles=("training-queue",), RICE_TRAIN_QUEUE="training",
-                       RICE_EPOCHS="15",
-                       # the subset is small (the default bar is 0.97)
-                       RICE_MIN_TEST_ACCURACY="0.8", RICE_MIN_CLASS_RECALL="0.5") as running:
-        yield running
+def stack(shared_compose_stack) -> ComposeStack:
+    """The session's one stack (tests/conftest.py), fresh: these tests run before the chaos
+    suite breaks and restores it."""
+    return shared_compose_stack
 
 
 def test_every_service_is_up_and_healthy(stack):

@@ -1,0 +1,298 @@
+"""Faults during one pipeline run on the compose stack, each where it hurts most, and the run
+still ends with exactly one of everything.
+
+One DAG run carries several faults, each at a different task (they do not overlap, so each
+outcome is its own): the Celery worker running `train` is SIGKILLed mid-epoch; MLflow is
+restarted between `train` and `quality_gate`; PostgreSQL is restarted while `prepare_image_context`
+runs; the registry is stopped before `push_image` starts (while the image is built; neither
+the build nor the smoke test needs it) and given back once the push's first attempt failed;
+the scheduler, DAG processor and triggerer are SIGKILLed once `smoke_test` runs.
+Each test asserts its own fault's outcome and the run's ledger (tests/chaos/faults.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.faults import (
+    Airflow,
+    Background,
+    ChaosReport,
+    Ledger,
+    Mlflow,
+    container_of_host,
+    containers,
+    ledger,
+    parse_time,
+    service_of,
+    sigkill,
+    unhealthy,
+    utc_now,
+    wait_airflow_health,
+    wait_http,
+    wait_restarted,
+    wait_service_healthy,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EPOCHS = 15  # RICE_EPOCHS of the shared stack (tests/conftest.py)
+RESTARTED_BY_KILL = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+
+
+@dataclass
+class FaultedRun:
+    stack: ComposeStack
+    api: Airflow
+    run_id: str
+    commit: str
+    state: str
+    faults: dict[str, dict]
+    tries: dict[str, list[dict]]
+    ledger: Ledger
+    unhealthy: dict[str, str]
+
+    def recovered_s(self, name: str, task: str) -> float | None:
+        """Seconds from the fault to the end of `task`'s last (successful) attempt."""
+        end = parse_time((self.tries.get(task) or [{}])[-1].get("end_date"))
+        at = self.faults[name].get("t")
+        return round(end - at, 1) if end and at else None
+
+    def states(self, task: str) -> list[str]:
+        return [t["state"] for t in self.tries.get(task, [])]
+
+
+def _epochs_done(api: Airflow, run_id: str, try_number: int) -> int:
+    """The last `epoch k/N` line in the attempt's log (training.py logs one per epoch)."""
+    done = re.findall(r"epoch (\d+)/(\d+)", api.log(run_id, "train", try_number))
+    return max((int(k) for k, _ in done), default=0)
+
+
+def _attempt(record: dict, step: Callable[[dict], None]) -> None:
+    try:
+        step(record)
+    except Exception as exc:  # noqa: BLE001 - the fault's own test reports it
+        record.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
+
+
+def _inject(record: dict, when: str, ti: dict | None, **details) -> None:
+    record.update(injected_at=utc_now(), t=time.time(), t_mono=time.monotonic(), when=when,
+                  task_state=(ti or {}).get("state"), try_number=(ti or {}).get("try_number"),
+                  **details)
+
+
+@pytest.fixture(scope="module")
+def faulted_run(shared_compose_stack) -> FaultedRun:
+    stack = shared_compose_stack
+    api = Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    mlflow = Mlflow(stack.mlflow, stack.mlflow_pipeline)
+    api.unpause()
+    assert unhealthy(stack) == {}, stack.compose("ps").stdout
+    commit = hashlib.sha1(f"chaos {uuid.uuid4()}".encode()).hexdigest()
+    run_id = f"chaos__{commit[:12]}"
+    faults: dict[str, dict] = {name: {} for name in (
+        "train_worker_sigkill", "mlflow_restart", "postgres_restart", "registry_stop",
+        "scheduler_kill")}
+    background = Background()
+    # force: data and code equal the champion test_compose_stack.py promoted
+    api.trigger(run_id, {"force": True, "source_commit": commit, "source_ref": "refs/heads/main",
+                         "source_repository": "local/rice-mlops"})
+
+    def kill_train_worker(record):
+        ti = api.wait_task(run_id, "train", {"running"}, timeout=900)
+        if ti is None:
+            raise RuntimeError("the run ended before train ran")
+        deadline = time.monotonic() + 600
+        while (epochs := _epochs_done(api, run_id, ti["try_number"])) < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("train logged no epoch in 600 s")
+            time.sleep(0.5)
+        ti = api.task(run_id, "train")
+        container = container_of_host(stack, ti["hostname"])
+        running = [r["info"]["run_id"] for r in mlflow.runs_of(run_id, "ACTIVE_ONLY")
+                   if r["info"]["status"] == "RUNNING"]
+        _inject(record, f"train running, {epochs} of {EPOCHS} epochs logged", ti,
+                epochs_logged=epochs, service=service_of(container),
+                container=container["Name"].lstrip("/"), mlflow_runs_running=running)
+        record["pid"] = sigkill(container)
+        background.measure(record, "service_back_s", lambda: (
+            wait_restarted(container), wait_service_healthy(stack, service_of(container))),
+            since=record["t_mono"])
+
+    def restart_mlflow(record):
+        ti = api.wait_task(run_id, "train", {"success"}, timeout=1500)
+        if ti is None:
+            raise RuntimeError("the run ended before train succeeded")
+        gate = api.task(run_id, "quality_gate")
+        _inject(record, "train succeeded, quality_gate not started", ti,
+                quality_gate_state=gate["state"],
+                fetch_artifacts_state=api.task(run_id, "fetch_artifacts")["state"])
+        restarted = stack.compose("restart", "mlflow", timeout=180)
+        record["restart"] = restarted.returncode
+        background.measure(record, "service_back_s", lambda: wait_http(
+            f"{stack.mlflow}/health"), since=record["t_mono"])
+
+    def restart_postgres(record):
+        ti = api.wait_task(run_id, "prepare_image_context", {"running"}, timeout=900)
+        if ti is None:
+            raise RuntimeError("the run ended before prepare_image_context ran")
+        running = [t for t, i in api.tasks(run_id).items() if i["state"] == "running"]
+        _inject(record, "prepare_image_context running", ti, running=running)
+        record["restart"] = stack.compose("restart", "postgres", timeout=180).returncode
+        background.measure(record, "service_back_s", lambda: (
+            wait_airflow_health(stack, "metadatabase", 0),
+            wait_service_healthy(stack, "postgres")), since=record["t_mono"])
+
+    def stop_registry(record):
+        # Neither the build (local base image) nor the smoke test (no network) needs it.
+        ti = api.wait_task(run_id, "build_image", {"running", "success"}, timeout=900)
+        if ti is None:
+            raise RuntimeError("the run ended before build_image ran")
+        push = api.task(run_id, "push_image")
+        if push["state"] not in (None, "none", "scheduled", "queued"):
+            raise RuntimeError(f"push_image already {push['state']}: fault missed")
+        _inject(record, f"build_image {ti['state']}, push_image not started", push,
+                build_image_state=ti["state"])
+        record["stop"] = stack.compose("stop", "-t", "1", "registry", timeout=120).returncode
+
+    def kill_scheduler(record):
+        ti = api.wait_task(run_id, "smoke_test", {"running", "success", "up_for_retry"},
+                           timeout=900)
+        if ti is None:
+            raise RuntimeError("the run ended before smoke_test ran")
+        victims = [c for c in containers(stack) if service_of(c) in RESTARTED_BY_KILL]
+        _inject(record, f"smoke_test {ti['state']}", ti,
+                services=sorted(service_of(c) for c in victims))
+        for container in victims:
+            sigkill(container)
+        since = record["t"]
+        background.measure(record, "service_back_s", lambda: (
+            [wait_restarted(c) for c in victims],
+            [wait_airflow_health(stack, part, since)
+             for part in ("scheduler", "dag_processor", "triggerer")]),
+            since=record["t_mono"])
+
+    def give_registry_back(record):
+        first = api.wait_task(run_id, "push_image", {"up_for_retry", "failed", "success"},
+                              timeout=900)
+        record["first_push_attempt"] = (first or {}).get("state")
+        record["restart"] = stack.compose("start", "registry", timeout=120).returncode
+        record["down_s"] = round(time.monotonic() - record["t_mono"], 1)
+        background.measure(record, "service_back_s", lambda: wait_http(
+            f"http://{stack.registry}/v2/"), since=record["t_mono"])
+
+    try:
+        _attempt(faults["train_worker_sigkill"], kill_train_worker)
+        _attempt(faults["mlflow_restart"], restart_mlflow)
+        _attempt(faults["postgres_restart"], restart_postgres)
+        _attempt(faults["registry_stop"], stop_registry)
+        _attempt(faults["scheduler_kill"], kill_scheduler)
+        if "t" in faults["registry_stop"]:
+            _attempt(faults["registry_stop"], give_registry_back)
+    finally:
+        stack.compose("start", "registry", timeout=120)  # whatever happened above
+    run = api.wait_run(run_id, timeout=1800)
+    background.join()
+    tries = {}
+    for task, current in api.tasks(run_id).items():
+        tries[task] = api.tries(run_id, task)
+        if current["try_number"] not in [t["try_number"] for t in tries[task]]:
+            tries[task].append(current)
+    return FaultedRun(stack, api, run_id, commit, run["state"], faults, tries,
+                      ledger(stack, api, run_id, commit), unhealthy(stack))
+
+
+def _report(report: ChaosReport, run: FaultedRun, name: str, fault: str, task: str) -> dict:
+    record = run.faults[name]
+    entry = {
+        "fault": fault,
+        "dag_run_id": run.run_id,
+        "injected_at": record.get("injected_at"),
+        "injected_when": record.get("when"),
+        "outcome": {"run": run.state, task: run.states(task)},
+        "recovery_s": {"service_back": record.get("service_back_s"),
+                       f"{task}_succeeded": run.recovered_s(name, task)},
+        "duplicates_found": run.ledger.problems,
+        "ledger": run.ledger.counts,
+        "services_unhealthy_after": run.unhealthy,
+        "details": {k: v for k, v in record.items()
+                    if k not in ("injected_at", "when", "t", "t_mono", "service_back_s")},
+    }
+    report.add(entry)
+    return record
+
+
+def _assert_recovered(run: FaultedRun, record: dict) -> None:
+    assert not record.get("errors"), record["errors"]
+    assert run.state == "success", {t: run.states(t) for t in run.tries}
+    assert run.ledger.problems == [], run.ledger.counts
+    assert run.unhealthy == {}, run.stack.compose("ps").stdout
+
+
+def test_train_worker_sigkilled_mid_epoch_is_retried(faulted_run, chaos_report):
+    run = faulted_run
+    record = _report(chaos_report, run, "train_worker_sigkill",
+                     "Celery worker running train SIGKILLed mid-epoch", "train")
+    assert 1 <= record.get("epochs_logged", 0) < EPOCHS, record
+    tries = run.states("train")
+    # The killed attempt is failed (heartbeat timeout), a later one succeeded on a worker.
+    assert len(tries) >= 2 and tries[0] in ("failed", "up_for_retry"), tries
+    assert tries[-1] == "success", tries
+    assert record.get("service_back_s") is not None, record
+    _assert_recovered(run, record)
+
+
+def test_mlflow_restarted_between_train_and_quality_gate(faulted_run, chaos_report):
+    run = faulted_run
+    record = _report(chaos_report, run, "mlflow_restart",
+                     "MLflow restarted between train and quality_gate", "quality_gate")
+    assert record.get("restart") == 0, record
+    assert record.get("quality_gate_state") not in ("running", "success"), record
+    first_gate = parse_time(run.tries["quality_gate"][0]["start_date"])
+    assert first_gate and first_gate > record["t"], "quality_gate started before the restart"
+    assert run.states("quality_gate")[-1] == "success"
+    _assert_recovered(run, record)
+
+
+def test_postgres_restarted_while_tasks_run(faulted_run, chaos_report):
+    run = faulted_run
+    record = _report(chaos_report, run, "postgres_restart",
+                     "PostgreSQL restarted while prepare_image_context runs",
+                     "prepare_image_context")
+    assert record.get("restart") == 0, record
+    assert "prepare_image_context" in record.get("running", []), record
+    assert record.get("service_back_s") is not None, record
+    _assert_recovered(run, record)
+
+
+def test_registry_stopped_when_push_image_starts(faulted_run, chaos_report):
+    run = faulted_run
+    record = _report(chaos_report, run, "registry_stop",
+                     "registry stopped when push_image starts, back within the retry window",
+                     "push_image")
+    # push_image had not started when the registry went away
+    assert record.get("stop") == 0, record
+    assert record.get("task_state") in (None, "none", "scheduled", "queued"), record
+    assert record.get("first_push_attempt") == "up_for_retry", record  # failed, retried
+    tries = run.states("push_image")
+    assert len(tries) >= 2 and tries[0] in ("failed", "up_for_retry"), tries
+    assert tries[-1] == "success", tries
+    _assert_recovered(run, record)
+
+
+def test_scheduler_dag_processor_and_triggerer_killed_mid_run(faulted_run, chaos_report):
+    run = faulted_run
+    record = _report(chaos_report, run, "scheduler_kill",
+                     "scheduler, DAG processor and triggerer SIGKILLed and restarted mid-run",
+                     "push_image")
+    assert record.get("services") == sorted(RESTARTED_BY_KILL), record
+    assert record.get("service_back_s") is not None, record
+    _assert_recovered(run, record)
