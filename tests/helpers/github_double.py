@@ -49,6 +49,9 @@ class GitHubDouble:
             subprocess.run(["git", *args], cwd=seed, env=env, check=True, capture_output=True)
         self.pulls: list[dict] = []
         self.statuses: list[dict] = []  # {"sha", "state", "target_url", "description", ...}
+        # branch -> every commit it was set to, oldest first: a force-reset branch keeps no
+        # history of its own, GitHub's pull request timeline does.
+        self.branch_heads: dict[str, list[str]] = {}
         self.hooks: dict[int, dict] = {}  # id -> {"url", "secret"}
         self.deliveries: list[dict] = []  # GitHub's delivery records, newest last
         self._bodies: dict[str, tuple[str, bytes]] = {}  # guid -> (event, body)
@@ -189,9 +192,12 @@ class GitHubDouble:
             return 200, {"ref": f"refs/heads/{m[1]}", "object": {"sha": sha, "type": "commit"}}
         if method == "POST" and rest == "git/refs":
             self.git("update-ref", body["ref"], body["sha"], "0" * 40)
+            self.branch_heads.setdefault(body["ref"].removeprefix("refs/heads/"),
+                                         []).append(body["sha"])
             return 201, {"ref": body["ref"], "object": {"sha": body["sha"]}}
         if method == "PATCH" and (m := re.fullmatch(r"git/refs/heads/(.+)", rest)):
             self.git("update-ref", f"refs/heads/{m[1]}", body["sha"])
+            self.branch_heads.setdefault(m[1], []).append(body["sha"])
             return 200, {"ref": f"refs/heads/{m[1]}", "object": {"sha": body["sha"]}}
         if method == "GET" and rest == "pulls":
             owner = self.repository.split("/")[0]

@@ -136,8 +136,10 @@ def test_a_release_that_needs_approval_waits_for_a_person(airflow_pg, shipped_ru
     outcomes = {}
     for run_id, sha, option in (("answer-rejected", "8" * 40, "Reject"),
                                 ("answer-approved", "9" * 40, "Approve")):
-        # force: a run is asked for approval only if it trains (not "unchanged").
-        conf = dag_conf(tiny_real_dataset, force=True, source_commit=sha, require_approval=True)
+        # Two epochs: the approved model becomes champion, and its training code digest must
+        # differ from the one-epoch runs later tests expect to train (not "unchanged").
+        conf = dag_conf(tiny_real_dataset, epochs=2, force=True, source_commit=sha,
+                        require_approval=True)
         assert airflow_pg.trigger(conf, run_id).status_code == 200
         _respond(airflow_pg, run_id, option)
         assert airflow_pg.wait_for_run(run_id, timeout=900)["state"] == "success"

@@ -78,10 +78,11 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
                 git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
     card = staged.parent / "evidence" / "MODEL_CARD.md"
     expected["MLProject/model_artifact/MODEL_CARD.md"] = git_blob_sha(card.read_bytes())
-    # Later runs (other modules share this stack) move the branch on: read this run's commit.
-    commit = github_double.git("log", "-1", "--format=%H", "--grep=Airflow run: e2e-shipped$",
-                               "model/latest")
-    assert commit, github_double.git("log", "--format=%H %s", "model/latest")
+    # Later runs (other modules share this stack) reset the branch: read this run's commit.
+    heads = github_double.branch_heads["model/latest"]
+    commit = next((sha for sha in heads if github_double.git(
+        "log", "-1", "--format=%B", sha).endswith("Airflow run: e2e-shipped")), None)
+    assert commit, [github_double.git("log", "-1", "--format=%B", sha) for sha in heads]
     on_branch = {path: sha for path, sha in github_double.branch_files(commit).items()
                  if path.startswith("MLProject/")}
     assert on_branch == expected
