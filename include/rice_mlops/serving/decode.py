@@ -101,7 +101,8 @@ def _numbers(value, key: str, body: bytes | None) -> np.ndarray:
                          f'"{key}" must be a rectangular array of numbers shaped (N, H, W, 3)')
     if not isinstance(value, simdjson.Array):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return np.asarray(value, dtype=np.float32)  # check_pixels names its shape: []
+            with np.errstate(over="ignore"):  # check_pixels names its shape: []
+                return np.asarray(float(value)).astype(np.float32)
         raise refused
     try:
         # Numbers at any depth, in order, as float64 (integers converted); anything else
