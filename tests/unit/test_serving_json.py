@@ -115,9 +115,9 @@ def arrays(draw):
 @given(value=arrays() | nested.filter(lambda v: isinstance(v, list)),
        extra=st.booleans())
 def test_accepted_exactly_when_numpy_accepts_it(value, extra):
-    """Ragged arrays that keep the count of numbers (a row one longer, the next one shorter)
-    included: the structure itself is compared, on both paths (with "params": simdjson's
-    minified value; without: the body)."""
+    """Any nesting of lists and numbers, on both structure checks (with "params": simdjson's
+    minified value; without: the body). Ragged arrays that keep the count of numbers are
+    spelled out in the next test."""
     document = {"instances": value, **({"params": {}} if extra else {})}
     body = json.dumps(document).encode()
     try:
