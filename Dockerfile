@@ -5,18 +5,42 @@ ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS deps
 COPY wheels/ /wheels/
-# pip runs from its own vendored wheel, so the base needs no pip; --target keeps the result in
-# one directory that the final stage copies. The pruned parts of ai-edge-litert (WebGPU
-# accelerator, AOT compiler, vendor plugins, tools) are never used by the CPU interpreter.
+# pip runs from its own vendored wheel, so the base needs no pip (nor does the image: neither
+# pip, setuptools nor wheel is installed); --target keeps the result in one directory that the
+# final stage copies. Pruned, because the server never loads them (about 27 MB):
+# - ai-edge-litert: the WebGPU accelerator, AOT compiler, vendor plugins, tools and
+#   libLiteRt.so (the CompiledModel runtime, loaded only if present; the Interpreter runs
+#   without it);
+# - numpy: tests and test-only extension modules, f2py, distutils, C headers, static libraries;
+# - Pillow: AVIF, WebP, font (FreeType, HarfBuzz, Brotli, libpng) and Tk modules and their
+#   libraries (decoding goes through JPEG and PNG alone: rice_mlops.serving.decode.FORMATS);
+# - pysimdjson's C++ and Cython sources; type stubs (.pyi) and Cython declarations (.pxd).
+# The check after it imports what the server imports and decodes a JPEG and a PNG.
 RUN python3 "$(ls /wheels/pip-*.whl)/pip" install --no-index --find-links /wheels \
         --target /opt/rice/site-packages --no-compile --disable-pip-version-check \
         -r /wheels/requirements.txt \
  && cd /opt/rice/site-packages \
  && rm -rf bin ai_edge_litert/libLiteRtWebGpuAccelerator.so ai_edge_litert/aot \
-        ai_edge_litert/vendors ai_edge_litert/tools numpy/tests numpy/*/tests numpy/f2py \
-        numpy/_pyinstaller PIL/tests \
- && PYTHONPATH=/opt/rice/site-packages python3 -c \
-        "from ai_edge_litert.interpreter import Interpreter; import numpy, PIL, orjson, uvicorn, httptools, python_multipart, prometheus_client; from cryptography.hazmat.primitives.asymmetric import ed25519" \
+        ai_edge_litert/vendors ai_edge_litert/tools ai_edge_litert/libLiteRt.so \
+        numpy/tests numpy/*/tests numpy/_core/_simd.* numpy/_core/_*_tests.* numpy/f2py \
+        numpy/_pyinstaller numpy/distutils numpy/_core/include numpy/_core/lib \
+        numpy/random/lib numpy/random/_examples \
+        PIL/tests PIL/_avif.* PIL/_webp.* PIL/_imagingft.* PIL/_imagingtk.* \
+        pillow.libs/libavif-* pillow.libs/libwebp* pillow.libs/libsharpyuv-* \
+        pillow.libs/libfreetype-* pillow.libs/libharfbuzz-* pillow.libs/libbrotli* \
+        pillow.libs/libpng16-* \
+        simdjson/*.cpp simdjson/*.h simdjson/*.pyx simdjson/*.pxd \
+ && find . \( -name '*.pyi' -o -name '*.pxd' \) -delete \
+ && PYTHONPATH=/opt/rice/site-packages python3 -c "$(printf '%s\n' \
+        'from ai_edge_litert.interpreter import Interpreter' \
+        'import numpy, orjson, simdjson, uvicorn, httptools, python_multipart, prometheus_client' \
+        'from cryptography.hazmat.primitives.asymmetric import ed25519' \
+        'from io import BytesIO' \
+        'from PIL import Image' \
+        'for kind in ("JPEG", "PNG"):' \
+        '    data = BytesIO()' \
+        '    Image.new("RGB", (8, 8)).save(data, kind)' \
+        '    Image.open(data, formats=[kind]).convert("RGB").load()')" \
  && python3 -m compileall -q -j 0 /opt/rice/site-packages
 
 FROM ${BASE_IMAGE}

@@ -180,6 +180,19 @@ def test_invocations_not_json_and_wrong_content_type(server):
     assert status == 415 and "application/json" in body["message"]
 
 
+@pytest.mark.parametrize("body", [
+    b'{"instances":[[[[NaN,1,2]]]]}', b'{"instances":[[[[-9223372036854775809,1,2]]]]}',
+    b'{"instances":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"instances":[[[[1,2,3]]]],"instances":[[[[1,2,3]]]]}', b'{"instances":[], "x":"\xff"}',
+    b'{"instances":[[[[1,2],[3,4,5,6]]]]}',
+], ids=["NaN", "big integer", "deep", "duplicate key", "not UTF-8", "ragged"])
+def test_invocations_hostile_json_is_a_400(server, body):
+    """More shapes, without a server, in test_serving_json.py."""
+    status, answer, _ = request(server, "POST", "/invocations", body,
+                                {"Content-Type": "application/json"})
+    assert status == 400 and answer["error_code"] == "BAD_REQUEST", answer
+
+
 def test_predict_rejects_non_images_and_other_formats(server):
     status, body, _ = request(server, "POST", "/predict", b"hello",
                               {"Content-Type": "image/jpeg"})

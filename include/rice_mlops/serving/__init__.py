@@ -1,5 +1,6 @@
 """The HTTP server inside the serving image.
 
 Self-contained on purpose: uvicorn (httptools), python-multipart, prometheus-client, numpy,
-Pillow, ai-edge-litert and orjson, so the image carries neither TensorFlow nor MLflow.
+Pillow, ai-edge-litert, pysimdjson (requests) and orjson (answers), so the image carries
+neither TensorFlow nor MLflow.
 """

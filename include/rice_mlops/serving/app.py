@@ -37,9 +37,10 @@ ROUTES = {"/ping": "GET", "/health": "GET", "/version": "GET", "/metadata": "GET
           "/metrics": "GET", "/invocations": "POST", "/predict": "POST"}
 _JSON = [(b"content-type", b"application/json")]
 # A 2048x2048 image costs about 90 MB while it is decoded and classified (pixels, then the
-# interpreter's float32 input), an 8 MiB JSON document up to about 70 MB of Python numbers:
-# larger than these, requests take their turn one at a time, so memory stays near
-# base + 90 MB + (slots - 1) x 22 MB instead of slots x 90 MB.
+# interpreter's float32 input), an 8 MiB JSON document up to about 150 MB (a body of
+# "0,0,0,...": simdjson's index and tape, then the numbers as float64 and float32; about 40 MB
+# for pixels written as "217.0, "): larger than these, requests take their turn one at a
+# time, so memory stays near base + 150 MB + (slots - 1) x 22 MB instead of slots x 150 MB.
 LARGE_IMAGE_PIXELS = 1024 * 1024
 LARGE_JSON_BYTES = 1024 * 1024
 
