@@ -7,7 +7,7 @@ restarted between `train` and `quality_gate`; PostgreSQL is restarted while `pre
 runs; the registry is stopped before `push_image` starts (while the image is built; neither
 the build nor the smoke test needs it) and given back once the push's first attempt failed;
 the scheduler, DAG processor and triggerer are SIGKILLed once `smoke_test` runs.
-Each test asserts its own fault's outcome and the run's ledger (tests/chaos/faults.py).
+Each test asserts its own fault's outcome and the run's ledger (tests/helpers/faults.py).
 """
 
 from __future__ import annotations
