@@ -207,7 +207,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     work.chmod(0o755)
     services = ExitStack()
-    services.enter_context(mlflow_server(free_port(), work / "mlf"))
+    services.enter_context(mlflow_server(work / "mlf"))
     container = mlflow_proc = None
     try:
         data = copy_subset(args.data, work / "data", {"train": 100, "val": 20, "test": 20})

@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 
 
 def run_ours(data: Path) -> dict:
@@ -117,7 +118,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home, \
-            mlflow_server(5077, Path(home)):
+            mlflow_server(Path(home)):
         ours = run_ours(args.data)
     seed = None if args.skip_seed else run_seed(args.data, ours["wall_seconds"])
     record("train_recipes", {
