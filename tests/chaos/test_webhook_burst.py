@@ -1,12 +1,11 @@
 """The API server (which hosts the webhook) is restarted during a burst of 20 signed push
-deliveries for 20 commits: every answer is 2xx or 503, and once the deliveries that failed are
-redelivered (same delivery id and body, as GitHub's redelivery sends them) every commit has
-exactly one DAG run. The DAG is paused meanwhile, so the runs wait queued and are removed.
+deliveries for 20 commits, sent as GitHub sends them, to the stack's webhook proxy: every
+delivery gets 2xx or 503, and once the 503s are redelivered (same delivery id and body, as
+GitHub's redelivery sends them) every commit has exactly one DAG run. The DAG is paused
+meanwhile, so the runs wait queued and are removed afterwards.
 
-Found: deliveries that arrive while the API server is down get no answer at all (Docker's
-port forwarder accepts the connection and drops it; 15 of 20 here), not the 503 the issue asks
-for. Nothing in this stack can answer for a server that is not running; a proxy in front that
-outlives it can (branch chaos-proxy-load adds one, not yet run end to end)."""
+Found by this test: without the proxy, 15 of 20 deliveries got no answer at all (connections
+reset while the API server stopped and started), which GitHub records only as a timeout."""
 
 from __future__ import annotations
 
@@ -44,7 +43,7 @@ def _deliver(stack: ComposeStack, commit: str, delivery: str) -> str:
     from rice_mlops.webhook.send import push_payload, send
 
     try:
-        answer = send(f"{stack.airflow}/webhooks/github", stack.env["GITHUB_WEBHOOK_SECRET"],
+        answer = send(stack.webhook, stack.env["GITHUB_WEBHOOK_SECRET"],
                       push_payload("refs/heads/main", commit, REPOSITORY), delivery=delivery,
                       timeout=10)
         return str(answer.status_code)
@@ -127,15 +126,14 @@ def test_api_server_restarted_during_a_burst_of_deliveries(burst, chaos_report: 
         "services_unhealthy_after": burst.unhealthy,
     })
     assert burst.record.get("restart") == 0, burst.record
-    # An answer is 2xx or 503 (never another error); while the server is down there is none,
-    # which GitHub records as a failed delivery, as it does a 503: both are redelivered.
+    # Every delivery gets an answer, 2xx or 503 (never a dropped connection or another error).
     for commit, answer in burst.first.items():
-        assert answer.startswith(("2", "503", "no answer")), (commit, answer)
+        assert answer.startswith("2") or answer == "503", (commit, answer)
     for commit, answers in burst.redelivered.items():
         assert answers[-1].startswith("2"), (commit, answers)
-        assert all(a.startswith(("2", "503", "no answer")) for a in answers), (commit, answers)
-    # The restart really cut into the burst: answered before it, refused or 503 during it.
+        assert all(a.startswith("2") or a == "503" for a in answers), (commit, answers)
+    # The restart really cut into the burst: answered before it, 503 during it.
     assert any(a.startswith("2") for a in burst.first.values()), burst.first
-    assert any(not a.startswith("2") for a in burst.first.values()), burst.first
+    assert "503" in burst.first.values(), burst.first
     assert not missing and not duplicates, burst.runs
     assert burst.unhealthy == {}

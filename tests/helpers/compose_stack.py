@@ -39,6 +39,11 @@ class ComposeStack:
         return f"http://127.0.0.1:{self.env['AIRFLOW_PORT']}"
 
     @property
+    def webhook(self) -> str:
+        """The webhook through the stack's proxy (what GitHub is given)."""
+        return f"http://127.0.0.1:{self.env['WEBHOOK_PORT']}/webhooks/github"
+
+    @property
     def mlflow(self) -> str:
         return f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
 
@@ -164,6 +169,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "AIRFLOW_PORT": str(free_port()),
         "MLFLOW_PORT": str(free_port()),
         "REGISTRY_PORT": str(free_port()),
+        "WEBHOOK_PORT": str(free_port()),
         **settings,
     }
     env_file = root / ".env"

@@ -38,6 +38,20 @@ def test_the_stack_has_every_component():
     assert "requirements/lock.txt" in base
 
 
+def test_the_webhook_proxy_exposes_only_the_webhook_and_answers_503_while_the_api_is_down():
+    proxy = SERVICES["webhook-proxy"]
+    assert proxy["ports"] == ["127.0.0.1:${WEBHOOK_PORT:-8081}:8080"]
+    assert proxy["restart"] == "always" and "healthcheck" in proxy
+    conf = (REPO / "docker" / "webhook-proxy.conf").read_text()
+    assert re.findall(r"location\s+([^{]+?)\s*\{", conf) == \
+        ["= /webhooks/github", "@unavailable", "/"]
+    assert re.search(r"location / \{\s*return 404;", conf)
+    assert "proxy_pass $api_server;" in conf and "http://airflow-apiserver:8080" in conf
+    assert "error_page 502 504 = @unavailable;" in conf and "return 503" in conf
+    assert "proxy_next_upstream off;" in conf  # a POST is never sent twice
+    assert "client_max_body_size 25m;" in conf
+
+
 def test_every_dependency_and_named_volume_exists():
     volumes = set(COMPOSE["volumes"])
     for name, service in SERVICES.items():
