@@ -19,6 +19,7 @@ from tests.helpers.compose_stack import (
     stack_order,
 )
 from tests.helpers.datasets import REAL_DATA, copy_subset
+from tests.helpers.loaded_run import LoadedRun, push_under_load
 from tests.helpers.mlflow_server import MlflowServer
 from tests.helpers.paths import REPO
 from tests.helpers.ports import free_port
@@ -108,6 +109,17 @@ def shared_compose_stack(docker_engine, small_real_dataset):
                        # the subset is small (the default bar is 0.97)
                        RICE_MIN_TEST_ACCURACY="0.8", RICE_MIN_CLASS_RECALL="0.5") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def compose_pushed_run(shared_compose_stack) -> LoadedRun:
+    """The compose stack's first pipeline run: a signed push of HEAD through its webhook
+    proxy, with load held while it trains and its staging volume full after `train`
+    (tests/helpers/loaded_run.py). One training serves test_compose_stack.py and
+    tests/chaos/test_run_under_load.py."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip() or "a" * 40
+    return push_under_load(shared_compose_stack, commit)
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -50,6 +50,7 @@ def test_the_webhook_proxy_exposes_only_the_webhook_and_answers_503_while_the_ap
     assert "error_page 502 504 = @unavailable;" in conf and "return 503" in conf
     assert "proxy_next_upstream off;" in conf  # a POST is never sent twice
     assert "client_max_body_size 25m;" in conf
+    assert "limit_except POST { deny all; }" in conf
 
 
 def test_every_dependency_and_named_volume_exists():

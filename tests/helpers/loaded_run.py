@@ -1,0 +1,159 @@
+"""The compose stack's first pipeline run, started by a signed push through its webhook proxy,
+with two faults laid on it (issue 16, faults 7 and 8) so that one training serves
+tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
+
+- load held: while `train` runs, signed deliveries at a steady 20 per second for 60 s to the
+  webhook proxy. They are 20 other commits, each pushed once and then redelivered about once a
+  second (the receiver's dedup answers with the existing run through the same REST call), so
+  the load is real while only 20 runs wait queued behind the training run; they are removed.
+- staging full: the staging volume (a tmpfs, when the suite runs as root) is filled the moment
+  `train` succeeds, so `fetch_artifacts` finds no room; the space is freed once that attempt
+  has ended, and its retry must stage the run.
+
+Nothing here asserts: the tests read what was recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.faults import DAG_ID, Airflow, Ledger, ledger, unhealthy, utc_now, xcom
+
+RATE = 20  # deliveries per second
+SECONDS = 60
+COMMITS = 20
+REPOSITORY = "local/rice-mlops"
+LEFT_FREE = 512 * 1024  # less than any run's stage
+
+
+@dataclass
+class LoadedRun:
+    stack: ComposeStack
+    commit: str
+    push_status: int
+    run_id: str
+    state: str
+    load: dict
+    answers: list[tuple[str, str, float, str]]  # commit, status, seconds, dag_run_id
+    load_runs: dict[str, list[str]]  # commit -> DAG run ids
+    disk: dict
+    fetch_tries: list[dict]
+    first_fetch_log: str
+    ledger: Ledger
+    unhealthy: dict[str, str]
+
+
+def is_tmpfs(path) -> bool:
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1] == str(path) and line.split()[2] == "tmpfs"
+                   for line in mounts)
+
+
+def deliver(stack: ComposeStack, commit: str, secret: str | None = None
+            ) -> tuple[str, str, float, str]:
+    """(commit, status or "no answer: ...", seconds, the run the answer names)."""
+    from rice_mlops.webhook.send import push_payload, send
+
+    start = time.perf_counter()
+    try:
+        answer = send(stack.webhook, secret or stack.env["GITHUB_WEBHOOK_SECRET"],
+                      push_payload("refs/heads/main", commit, REPOSITORY), timeout=10)
+        run_id = answer.json().get("dag_run_id", "") if answer.status_code < 300 else ""
+        return commit, str(answer.status_code), time.perf_counter() - start, run_id
+    except (httpx.HTTPError, ValueError) as exc:
+        return commit, f"no answer: {type(exc).__name__}", time.perf_counter() - start, ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: dict) -> None:
+    """At `train` success, fill the staging volume; once fetch_artifacts' first attempt has
+    ended, look at what it left and free the space again."""
+    ballast = stack.staging / ".chaos-ballast"
+    try:
+        trained = api.wait_task(run_id, "train", {"success"}, timeout=1500)
+        if trained is None:
+            raise RuntimeError("the run ended before train succeeded")
+        stat = os.statvfs(stack.staging)
+        fill = stat.f_bavail * stat.f_frsize - LEFT_FREE
+        with open(ballast, "wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, fill)
+        fetch = api.task(run_id, "fetch_artifacts")
+        record.update(injected_at=utc_now(), t=time.time(), t_mono=time.monotonic(),
+                      when=f"train succeeded, fetch_artifacts {fetch['state']}",
+                      task_state=fetch["state"], ballast_bytes=fill)
+        first = api.wait_task(run_id, "fetch_artifacts", {"up_for_retry", "failed", "success"},
+                              timeout=600)
+        record["first_attempt"] = (first or {}).get("state")
+        record["failed_after_s"] = round(time.monotonic() - record["t_mono"], 1)
+        mlflow_run = (xcom(api, run_id, "train") or {}).get("run_id", "")
+        record["mlflow_run_id"] = mlflow_run
+        left = stack.staging / mlflow_run
+        record["run_dir_exists"] = bool(mlflow_run) and left.exists()
+        record["left_in_staging"] = sorted(str(p.relative_to(stack.staging))
+                                           for p in left.rglob("*")) if left.exists() else []
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        record.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
+    finally:
+        ballast.unlink(missing_ok=True)
+        record["freed_t"] = time.time()
+
+
+def _hold_load(stack: ComposeStack, api: Airflow, run_id: str
+               ) -> tuple[dict, list, dict[str, list[str]]]:
+    tag = uuid.uuid4().hex
+    commits = [hashlib.sha1(f"load {tag} {i}".encode()).hexdigest() for i in range(COMMITS)]
+    load = {"injected_at": utc_now(), "train_state": api.task(run_id, "train")["state"]}
+    start = time.monotonic()
+
+    def paced(i: int):
+        time.sleep(max(0.0, start + i / RATE - time.monotonic()))
+        return deliver(stack, commits[i % COMMITS])
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        answers = list(pool.map(paced, range(RATE * SECONDS)))
+    load["sent_over_s"] = round(time.monotonic() - start, 1)
+    load["train_state_after"] = api.task(run_id, "train")["state"]
+    listed = api.get(f"/dags/{DAG_ID}/dagRuns", limit=1000)["dag_runs"]
+    load_runs = {c: [r["dag_run_id"] for r in listed
+                     if (r.get("conf") or {}).get("source_commit") == c] for c in commits}
+    for ids in load_runs.values():  # queued behind the pushed run (max_active_runs=1)
+        for queued in ids:
+            api.request("DELETE", f"/dags/{DAG_ID}/dagRuns/{queued}", ok=(204, 404))
+    return load, answers, load_runs
+
+
+def push_under_load(stack: ComposeStack, commit: str) -> LoadedRun:
+    """Push `commit` through the webhook proxy, hold the load while it trains, fill the staging
+    volume after `train`, and wait for the run to end."""
+    api = Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    api.unpause()  # new DAGs start paused in this stack
+    _, status, _, run_id = deliver(stack, commit)
+    if not run_id:
+        raise AssertionError(f"the push of {commit} through {stack.webhook} got {status}")
+    disk: dict = {"tmpfs": is_tmpfs(stack.staging)}
+    filler = threading.Thread(target=_fill_when_trained, args=(stack, api, run_id, disk))
+    if disk["tmpfs"]:
+        filler.start()
+    if api.wait_task(run_id, "train", {"running"}, timeout=900) is None:
+        raise AssertionError(f"{run_id} ended before train ran: {api.tasks(run_id)}")
+    load, answers, load_runs = _hold_load(stack, api, run_id)
+    if disk["tmpfs"]:
+        filler.join(timeout=1800)
+    run = api.wait_run(run_id, timeout=1500)
+    return LoadedRun(stack, commit, int(status), run_id, run["state"], load, answers, load_runs,
+                     disk, api.tries(run_id, "fetch_artifacts"),
+                     api.log(run_id, "fetch_artifacts", 1), ledger(stack, api, run_id, commit),
+                     unhealthy(stack))
