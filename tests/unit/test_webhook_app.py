@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from rice_mlops.webhook.airflow_client import AirflowRejected, AirflowUnavailable, TriggerResult
 from rice_mlops.webhook.app import Settings, create_app
+from rice_mlops.webhook.recent import OncePerRun
 from rice_mlops.webhook.signature import sign
 
 SECRET = "an-in-process-test-secret-of-decent-length"
@@ -93,3 +95,110 @@ def test_airflow_failures_map_to_what_github_should_do(client, airflow, error, s
     airflow.fail_with = error
     response = _post(client, _push())
     assert response.status_code == status, response.text
+
+
+# --- a push triggered once per run id: replays and redeliveries cost no REST call -----------
+
+class SlowAirflow(RecordingAirflow):
+    """Holds each trigger until released, as a busy API server does."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def trigger(self, dag_id: str, run_id: str, conf: dict) -> TriggerResult:
+        self.calls.append((dag_id, run_id, conf))
+        await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        created = run_id not in self.runs
+        self.runs.add(run_id)
+        return TriggerResult(dag_run_id=run_id, created=created)
+
+
+def _once(airflow, clock=None, ttl=120.0, max_entries=4096) -> OncePerRun:
+    return OncePerRun(airflow.trigger, ttl=ttl, max_entries=max_entries,
+                      **({"clock": clock} if clock else {}))
+
+
+def test_replays_within_the_window_never_reach_airflow(client, airflow):
+    answers = [_post(client, _push()).json() for _ in range(50)]
+    assert len(airflow.calls) == 1
+    assert all(a["dag_run_id"] == f"github__acme.rice__{SHA}" for a in answers)
+    assert [a.get("duplicate", False) for a in answers] == [False] + [True] * 49
+
+
+def test_after_the_window_airflow_is_asked_again():
+    airflow, now = RecordingAirflow(), [0.0]
+    once = _once(airflow, clock=lambda: now[0], ttl=120)
+    first = asyncio.run(once.trigger("d", "r", {}))
+    now[0] = 119.0
+    assert asyncio.run(once.trigger("d", "r", {})).created is False
+    assert len(airflow.calls) == 1
+    now[0] = 120.0  # a run deleted meanwhile would be created again now
+    assert asyncio.run(once.trigger("d", "r", {})).created is False  # Airflow's own 409
+    assert first.created is True and len(airflow.calls) == 2
+
+
+def test_concurrent_deliveries_of_one_push_share_one_trigger():
+    async def scenario():
+        airflow = SlowAirflow()
+        once = _once(airflow)
+        waiting = [asyncio.ensure_future(once.trigger("d", "r", {})) for _ in range(20)]
+        other = asyncio.ensure_future(once.trigger("d", "other", {}))
+        await asyncio.sleep(0.01)
+        assert [call[1] for call in airflow.calls] == ["r", "other"]
+        airflow.release.set()
+        results = await asyncio.gather(*waiting, other)
+        return airflow, results
+
+    airflow, results = asyncio.run(scenario())
+    assert [r.created for r in results] == [True] + [False] * 19 + [True]
+    assert len(airflow.calls) == 2
+
+
+def test_a_failed_trigger_is_not_remembered_and_fails_its_waiters_too():
+    async def scenario():
+        airflow = SlowAirflow()
+        airflow.fail_with = AirflowUnavailable("down")
+        once = _once(airflow)
+        waiting = [asyncio.ensure_future(once.trigger("d", "r", {})) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        airflow.release.set()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        airflow.fail_with = None
+        again = await once.trigger("d", "r", {})
+        return airflow, outcomes, again
+
+    airflow, outcomes, again = asyncio.run(scenario())
+    assert all(isinstance(o, AirflowUnavailable) for o in outcomes)
+    assert again.created is True and len(airflow.calls) == 2
+
+
+def test_a_caller_that_goes_away_does_not_cancel_the_trigger_others_wait_for():
+    async def scenario():
+        airflow = SlowAirflow()
+        once = _once(airflow)
+        first = asyncio.ensure_future(once.trigger("d", "r", {}))
+        second = asyncio.ensure_future(once.trigger("d", "r", {}))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        airflow.release.set()
+        return airflow, await second, await once.trigger("d", "r", {})
+
+    airflow, second, third = asyncio.run(scenario())
+    assert second.created is False and third.created is False
+    assert airflow.runs == {"r"} and len(airflow.calls) == 1
+
+
+def test_the_memory_holds_at_most_max_entries():
+    airflow = RecordingAirflow()
+    once = _once(airflow, max_entries=3)
+
+    async def scenario():
+        for run_id in ("a", "b", "c", "d", "a"):  # "a" was evicted by "d": asked again
+            await once.trigger("x", run_id, {})
+
+    asyncio.run(scenario())
+    assert [call[1] for call in airflow.calls] == ["a", "b", "c", "d", "a"]
+    assert len(once._done) == 3

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from rice_mlops.webhook.airflow_client import AirflowClient, AirflowRejected, AirflowUnavailable
 from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
 from rice_mlops.webhook.limits import BodyLimits, BodyRefused
+from rice_mlops.webhook.recent import RECENT_SECONDS, OncePerRun
 from rice_mlops.webhook.secrets import (
     ROTATION_GRACE_SECONDS,
     SecretUnavailable,
@@ -68,6 +69,7 @@ class Settings:
     previous_ttl: float = ROTATION_GRACE_SECONDS
     body_deadline: float = BODY_DEADLINE_SECONDS
     max_unverified: int = MAX_UNVERIFIED
+    recent_seconds: float = RECENT_SECONDS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,6 +92,7 @@ class Settings:
                                  ROTATION_GRACE_SECONDS),
             body_deadline=_number(env, "GITHUB_WEBHOOK_BODY_TIMEOUT", BODY_DEADLINE_SECONDS),
             max_unverified=_number(env, "GITHUB_WEBHOOK_MAX_UNVERIFIED", MAX_UNVERIFIED, int),
+            recent_seconds=_number(env, "GITHUB_WEBHOOK_RECENT_SECONDS", RECENT_SECONDS),
         )
 
     def check(self) -> None:
@@ -126,6 +129,9 @@ def create_app(settings: Settings | None = None, client: AirflowClient | None = 
     app = FastAPI(title="rice-mlops GitHub webhook", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.client = client
+    # Looked up per call: app.state.client is the seam a test or an operator may swap.
+    triggers = OncePerRun(lambda *args: app.state.client.trigger(*args),
+                          ttl=settings.recent_seconds)
     app.state.secrets = secrets
     app.state.limits = limits
 
@@ -168,7 +174,7 @@ def create_app(settings: Settings | None = None, client: AirflowClient | None = 
             return _answer(decision.status, decision.reason, delivery=delivery)
         run_id = dag_run_id(decision.conf)
         try:
-            result = await client.trigger(settings.dag_id, run_id, decision.conf)
+            result = await triggers.trigger(settings.dag_id, run_id, decision.conf)
         except AirflowUnavailable as exc:
             log.warning("delivery %s not triggered: %s", delivery, exc)
             return _answer(503, "Airflow is unavailable; redeliver once it is back",
