@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,6 +18,23 @@ from tests.helpers.paths import REPO
 
 DAG_ID = "rice_classifier_cicd"
 FINISHED = {"success", "failed"}
+
+
+def xcom_value(entry: dict) -> Any:
+    """The value of an XCom entry as the REST API answers it (`GET .../xcomEntries/{key}`).
+
+    The API answers the value as it was stored: an object, or a string that is a JSON
+    document when the value was serialized first, or a task's plain string (a DockerOperator's
+    last log line). A string is decoded when it is JSON and returned as it is otherwise (so a
+    plain string that happens to be JSON text, such as "1", comes back decoded).
+    """
+    value = entry["value"]
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 @dataclass
@@ -99,8 +117,14 @@ class AirflowStack:
         errors = self.api("GET", "/importErrors").json()
         raise AssertionError(f"DAG {dag_id} not parsed after {timeout}s; import errors: {errors}")
 
+    def pause(self, dag_id: str = DAG_ID) -> None:
+        self._set_paused(True, dag_id)
+
     def unpause(self, dag_id: str = DAG_ID) -> None:
-        response = self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        self._set_paused(False, dag_id)
+
+    def _set_paused(self, paused: bool, dag_id: str) -> None:
+        response = self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
         assert response.status_code == 200, response.text
 
     def trigger(self, conf: dict, run_id: str, dag_id: str = DAG_ID) -> httpx.Response:
@@ -129,6 +153,16 @@ class AirflowStack:
 
     def task_instance(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> dict:
         return next(ti for ti in self.task_instances(run_id, dag_id) if ti["task_id"] == task_id)
+
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value",
+             dag_id: str = DAG_ID) -> Any:
+        """The task's XCom under `key`, decoded by `xcom_value`; None when it pushed none."""
+        response = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/"
+                                   f"xcomEntries/{key}")
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        return xcom_value(response.json())
 
     def clear_task(self, run_id: str, task_id: str, token: str | None = None,
                    timeout: float = 300, dag_id: str = DAG_ID) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.airflow_stack import xcom_value
 from tests.helpers.compose_stack import ComposeStack
 from tests.helpers.paths import REPO
 
@@ -109,6 +110,13 @@ class Airflow:
     def tasks(self, run_id: str) -> dict[str, dict]:
         listed = self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", limit=100)
         return {ti["task_id"]: ti for ti in listed["task_instances"]}
+
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value"):
+        """The task's XCom under `key`, decoded by `xcom_value`; None when it pushed none, or
+        when the API server gave no other answer within the request's patience."""
+        response = self.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
+                                       f"{task_id}/xcomEntries/{key}", ok=(200, 404))
+        return xcom_value(response.json()) if response.status_code == 200 else None
 
     def log(self, run_id: str, task_id: str, try_number: int) -> str:
         response = self.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
@@ -317,15 +325,8 @@ def manifest_digest(stack: ComposeStack, reference: str) -> str | None:
 
 
 def xcom(api: Airflow, run_id: str, task_id: str):
-    response = api.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/"
-                                  "xcomEntries/return_value", ok=(200, 404))
-    if response.status_code != 200:
-        return None
-    value = response.json()["value"]
-    try:
-        return json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return value
+    """`api.xcom(run_id, task_id)`, for tests/chaos/test_staging_full.py, which imports it."""
+    return api.xcom(run_id, task_id)
 
 
 def ledger(stack: ComposeStack, api: Airflow, run_id: str, commit: str) -> Ledger:
@@ -349,7 +350,7 @@ def ledger(stack: ComposeStack, api: Airflow, run_id: str, commit: str) -> Ledge
         found.problems.append(f"{len(versions)} model versions for DAG run {run_id} "
                               f"({sorted(v['version'] for v in versions)}; want 1)")
 
-    recorded = (xcom(api, run_id, "record_image") or {}).get("digest_ref") or ""
+    recorded = (api.xcom(run_id, "record_image") or {}).get("digest_ref") or ""
     tagged = manifest_digest(stack, commit)
     found.counts["commit_tag"] = {"registry": tagged, "recorded": recorded}
     if not tagged or not recorded.endswith(f"@{tagged}"):
@@ -358,7 +359,7 @@ def ledger(stack: ComposeStack, api: Airflow, run_id: str, commit: str) -> Ledge
 
     tasks = api.tasks(run_id)
     pull = tasks.get("open_pull_request", {}).get("state")
-    pushed = xcom(api, run_id, "open_pull_request") if pull == "success" else None
+    pushed = api.xcom(run_id, "open_pull_request") if pull == "success" else None
     commits = 1 if isinstance(pushed, dict) and pushed.get("commit") else 0
     found.counts["pull_request"] = {"state": pull, "commits": commits}
     if pull not in ("success", "skipped"):

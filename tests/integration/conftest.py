@@ -129,12 +129,9 @@ def pushed(airflow_pg, shipped_run):
     """What the e2e-shipped run pushed: the one serving image a test session builds."""
     _, run = shipped_run
     assert run["state"] == "success", airflow_pg.task_states("e2e-shipped")
-    response = airflow_pg.api(
-        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/record_image/"
-               "xcomEntries/return_value")
-    assert response.status_code == 200, response.text
-    value = response.json()["value"]
-    return json.loads(value) if isinstance(value, str) else value
+    image = airflow_pg.xcom("e2e-shipped", "record_image")
+    assert image is not None, airflow_pg.task_states("e2e-shipped")
+    return image
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.helpers.pipeline import SHA, dag_conf
@@ -69,11 +67,7 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
     from rice_mlops.publish import git_blob_sha
     from tests.helpers.pipeline import GITHUB_TOKEN
 
-    response = airflow_pg.api(
-        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/fetch_artifacts/"
-               "xcomEntries/return_value")
-    value = response.json()["value"]
-    staged = Path((json.loads(value) if isinstance(value, str) else value)["staging_dir"])
+    staged = Path(airflow_pg.xcom("e2e-shipped", "fetch_artifacts")["staging_dir"])
     expected = {f"MLProject/model_artifact/{p.relative_to(staged).as_posix()}":
                 git_blob_sha(p.read_bytes()) for p in staged.rglob("*") if p.is_file()}
     card = staged.parent / "evidence" / "MODEL_CARD.md"
@@ -162,8 +156,7 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
         assert response.status_code == 200, response.text
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            train = next(ti for ti in airflow_pg.task_instances("e2e-retry")
-                         if ti["task_id"] == "train")
+            train = airflow_pg.task_instance("e2e-retry", "train")
             if train["state"] in ("up_for_retry", "failed", "success"):
                 break
             time.sleep(1)
@@ -173,7 +166,7 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
     run = airflow_pg.wait_for_run("e2e-retry")
     states = airflow_pg.task_states("e2e-retry")
     assert run["state"] == "success", states
-    train = next(ti for ti in airflow_pg.task_instances("e2e-retry") if ti["task_id"] == "train")
+    train = airflow_pg.task_instance("e2e-retry", "train")
     assert train["try_number"] == 2
 
     client = MlflowClient()
@@ -186,19 +179,10 @@ def test_task_that_fails_once_succeeds_on_retry_without_duplicates(
     assert len(versions) == 1
 
 
-
-def _xcom(stack, run_id: str, task_id: str):
-    response = stack.api("GET", f"/dags/rice_classifier_cicd/dagRuns/{run_id}/taskInstances/"
-                                f"{task_id}/xcomEntries/return_value")
-    assert response.status_code == 200, response.text
-    value = response.json()["value"]
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def test_gate_result_and_tags_carry_the_noise_aware_numbers(airflow_pg, shipped_run):
     from mlflow import MlflowClient
 
-    gate = _xcom(airflow_pg, "e2e-shipped", "quality_gate")
+    gate = airflow_pg.xcom("e2e-shipped", "quality_gate")
     assert gate["passed"] is True
     assert set(gate["per_class_recall"]) == {"Arborio", "Basmati", "Ipsala", "Jasmine",
                                              "Karacadag"}
@@ -206,9 +190,9 @@ def test_gate_result_and_tags_carry_the_noise_aware_numbers(airflow_pg, shipped_
     assert gate["min_class_recall"] == 0.0 and gate["alpha"] == 0.0  # airflow_env's
     assert "| recall Jasmine |" in gate["table"]
     assert "significant" in gate  # None without a champion, a bool with one
-    run = MlflowClient().get_run(_xcom(airflow_pg, "e2e-shipped", "train")["run_id"])
+    run = MlflowClient().get_run(airflow_pg.xcom("e2e-shipped", "train")["run_id"])
     assert run.data.tags["rice.gate_verdict"] == gate["verdict"]
-    smoke = _xcom(airflow_pg, "e2e-shipped", "smoke_test")
+    smoke = airflow_pg.xcom("e2e-shipped", "smoke_test")
     assert smoke["passed"] and smoke["p50_ms"] > 0 and smoke["image_mb"] > 10
     assert run.data.tags["rice.budget"].startswith("passed: image ")
 
@@ -219,7 +203,7 @@ def test_model_card_holds_the_runs_own_numbers(airflow_pg, shipped_run, github_d
 
     from rice_mlops.model_card import parse
 
-    run_id = _xcom(airflow_pg, "e2e-shipped", "train")["run_id"]
+    run_id = airflow_pg.xcom("e2e-shipped", "train")["run_id"]
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card/MODEL_CARD.md")
     card = parse(text)
     metrics = MlflowClient().get_run(run_id).data.metrics

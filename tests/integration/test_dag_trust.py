@@ -53,7 +53,7 @@ def test_data_dir_outside_the_root_fails_before_any_mlflow_write(airflow_pg, tmp
         run = airflow_pg.wait_for_run(run_id, timeout=300)
         states = airflow_pg.task_states(run_id)
         assert run["state"] == "failed" and states["validate_data"] == "failed", states
-        ti = next(t for t in airflow_pg.task_instances(run_id) if t["task_id"] == "validate_data")
+        ti = airflow_pg.task_instance(run_id, "validate_data")
         assert ti["try_number"] == 1  # a refusal is not retried
         log = airflow_pg.task_log(run_id, "validate_data")
         assert "outside the data root" in log
@@ -118,7 +118,7 @@ def test_a_commit_tag_never_moves_to_another_image(airflow_pg, champion_run, doc
     # A new model under the shipped run's commit: built and tested, but the tag stays.
     assert states["smoke_test"] == "success", states
     assert states["push_image"] == "failed" and run["state"] == "failed", states
-    push = next(t for t in airflow_pg.task_instances(RUN) if t["task_id"] == "push_image")
+    push = airflow_pg.task_instance(RUN, "push_image")
     assert push["try_number"] == 1  # not retried: no retry can make the tag free
     assert "already names another image" in airflow_pg.task_log(RUN, "push_image")
     assert states["promote"] == "upstream_failed"

@@ -165,8 +165,7 @@ def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_e
         assert states["smoke_test"] == "success"
         assert states["push_image"] == "failed"
         assert states["promote"] == "upstream_failed"
-        push = next(ti for ti in airflow_pg.task_instances("e2e-badcreds")
-                    if ti["task_id"] == "push_image")
+        push = airflow_pg.task_instance("e2e-badcreds", "push_image")
         assert push["try_number"] == 1  # not retried: retrying cannot fix credentials
         log = airflow_pg.task_log("e2e-badcreds", "push_image")
         assert "rejected the credentials of Airflow connection 'rice_registry'" in log
@@ -182,9 +181,7 @@ def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_e
 def test_rerunning_the_push_pushes_the_same_tags_again(airflow_pg, pushed, docker_engine):
     push = airflow_pg.clear_task("e2e-shipped", "push_image")
     assert push["state"] == "success", airflow_pg.describe("e2e-shipped")
-    value = airflow_pg.api(
-        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/push_image/"
-               "xcomEntries/return_value").json()["value"]
+    value = airflow_pg.xcom("e2e-shipped", "push_image")
     assert str(value).strip().splitlines()[-1] == pushed["digest_ref"]
     tags = registry_tags(docker_engine)
     assert SHA in tags and "latest" in tags
@@ -243,10 +240,7 @@ def test_a_server_with_a_tampered_model_does_not_start(pushed, docker_login, air
                                                       staging_root):
     import shutil
 
-    value = airflow_pg.api(
-        "GET", "/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/"
-               "prepare_image_context/xcomEntries/return_value").json()["value"]
-    context = Path((json.loads(value) if isinstance(value, str) else value)["context"])
+    context = Path(airflow_pg.xcom("e2e-shipped", "prepare_image_context")["context"])
     tampered = staging_root / "tampered-model"
     shutil.copytree(context / "model", tampered, dirs_exist_ok=True)
     tampered.chmod(0o755)

@@ -321,8 +321,7 @@ def test_burst_of_ten(request, stack_fixture):
     before = run_count(stack)
     # Paused, the ten runs are created and wait: the trigger path is what is under test, and
     # ten trainings would otherwise load the machine behind every later test of the module.
-    assert stack.api("PATCH", "/dags/rice_classifier_cicd",
-                     json={"is_paused": True}).status_code == 200
+    stack.pause()
     responses: list[httpx.Response] = []
     try:
         responses = _burst(stack)
