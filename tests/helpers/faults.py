@@ -324,11 +324,6 @@ def manifest_digest(stack: ComposeStack, reference: str) -> str | None:
     return response.headers.get("Docker-Content-Digest") if response.status_code == 200 else None
 
 
-def xcom(api: Airflow, run_id: str, task_id: str):
-    """`api.xcom(run_id, task_id)`, for tests/chaos/test_staging_full.py, which imports it."""
-    return api.xcom(run_id, task_id)
-
-
 def ledger(stack: ComposeStack, api: Airflow, run_id: str, commit: str) -> Ledger:
     """Exactly one finished MLflow training run and one model version for the DAG run, the
     commit tag on the one digest the run recorded, at most one pull-request commit, the

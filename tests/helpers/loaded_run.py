@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.faults import DAG_ID, Airflow, Ledger, ledger, unhealthy, utc_now, xcom
+from tests.helpers.faults import DAG_ID, Airflow, Ledger, ledger, unhealthy, utc_now
 
 RATE = 20  # deliveries per second
 SECONDS = 60
@@ -98,7 +98,7 @@ def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: d
                               timeout=600)
         record["first_attempt"] = (first or {}).get("state")
         record["failed_after_s"] = round(time.monotonic() - record["t_mono"], 1)
-        mlflow_run = (xcom(api, run_id, "train") or {}).get("run_id", "")
+        mlflow_run = (api.xcom(run_id, "train") or {}).get("run_id", "")
         record["mlflow_run_id"] = mlflow_run
         left = stack.staging / mlflow_run
         record["run_dir_exists"] = bool(mlflow_run) and left.exists()
