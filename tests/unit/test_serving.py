@@ -290,6 +290,91 @@ def test_chunked_body_over_the_limit_is_413(server):
     assert "exceeds the limit of 400000 bytes" in json.loads(response.read())["message"]
 
 
+@pytest.fixture
+def app_calls(monkeypatch):
+    """A function that lists (method, path) of every request that reached the application."""
+    from rice_mlops.serving.app import ServingApp
+
+    calls, original = [], ServingApp.__call__
+
+    async def recording(self, scope, receive, send):
+        calls.append((scope.get("method"), scope.get("path")))
+        await original(self, scope, receive, send)
+
+    def reached():
+        time.sleep(0.1)  # an application task started by a refused read has run by now
+        return calls
+
+    monkeypatch.setattr(ServingApp, "__call__", recording)
+    return reached
+
+
+def raw_answer(port, *pieces: bytes, pause: float = 0.0) -> tuple[list[int], bytes, bool]:
+    """Send raw pieces, `pause` seconds apart: the statuses answered, the last response's body
+    and whether the server closed the connection."""
+    received, closed = b"", False
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(pause)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+            closed = True
+        except TimeoutError:
+            pass
+    statuses = [int(line.split(b" ")[1]) for line in received.split(b"\r\n")
+                if line.startswith(b"HTTP/1.")]
+    return statuses, received.rsplit(b"\r\n\r\n", 1)[-1], closed
+
+
+def chunked_invocation(transfer_encoding: bytes, extra: bytes = b"") -> bytes:
+    document = json.dumps({"instances": rng_images(1, size=16).tolist()}).encode()
+    return (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + transfer_encoding + extra + b"\r\n%x\r\n" % len(document) + document
+            + b"\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("transfer_encoding", [
+    b"Transfer-Encoding: gzip, chunked\r\n", b"Transfer-Encoding: foo\r\n",
+    b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked;x=1\r\n",
+], ids=["gzip, chunked", "foo", "gzip then chunked", "chunked with a parameter"])
+def test_a_transfer_coding_other_than_chunked_gets_501_and_its_body_is_never_read(
+        server, app_calls, transfer_encoding):
+    statuses, body, closed = raw_answer(server, chunked_invocation(transfer_encoding) + SMUGGLED)
+    assert (statuses, closed) == ([501], True)
+    assert json.loads(body) == {"error_code": "NOT_IMPLEMENTED", "message":
+                                "Transfer-Encoding other than chunked is not implemented"}
+    assert app_calls() == []
+
+
+@pytest.mark.parametrize("data", [
+    SMUGGLING["te-and-cl"], chunked_invocation(b"Transfer-Encoding: chunked, chunked\r\n"),
+    chunked_invocation(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"),
+    chunked_invocation(b"Transfer-Encoding: chunked\t\r\n"),
+    chunked_invocation(b"Transfer-Encoding: chunked\r\n").replace(b"\r\n\r\n", b"\r\n\r\nzz", 1),
+], ids=["chunked and Content-Length", "chunked twice", "chunked not last", "tab after chunked",
+        "bad chunk size"])
+def test_framing_llhttp_refuses_stays_400_and_never_reaches_the_app(server, app_calls, data):
+    statuses, body, closed = raw_answer(server, data + SMUGGLED)
+    assert (statuses, closed) == ([400], True)
+    assert json.loads(body)["error_code"] == "BAD_REQUEST"
+    assert app_calls() == []
+
+
+@pytest.mark.parametrize("transfer_encoding", [
+    b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: Chunked\r\n",
+    b"Transfer-Encoding:   chunked  \r\n",
+], ids=["chunked", "mixed case", "whitespace"])
+def test_a_chunked_invocation_is_answered(server, app_calls, transfer_encoding):
+    statuses, body, closed = raw_answer(server, chunked_invocation(
+        transfer_encoding, b"Connection: close\r\n"))
+    assert (statuses, closed) == ([200], True)
+    assert np.asarray(json.loads(body)["predictions"]).shape == (1, 5)
+    assert app_calls() == [("POST", "/invocations")]
+
+
 def metric(port, name, **labels) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -339,18 +424,37 @@ def test_slow_clients_are_cut_off_by_the_server(tight):
     assert (statuses, closed) == ([200], True)  # closed by keep-alive timeout
 
 
-def test_headers_over_the_cap_close_the_connection(tight):
+def test_headers_over_the_cap_get_431_and_the_connection_closed(tight, app_calls):
     port, _ = tight
-    statuses, closed = exchange(port, b"GET /ping HTTP/1.1\r\nX-Pad: " + b"a" * 8000, idle=5)
-    assert (statuses, closed) == ([], True)
+    statuses, body, closed = raw_answer(port, b"GET /ping HTTP/1.1\r\nX-Pad: " + b"a" * 8000)
+    assert (statuses, closed) == ([431], True)
+    answer = json.loads(body)
+    assert answer["error_code"] == "BAD_REQUEST"
+    assert "over 4096 bytes (RICE_SERVING_MAX_HEADER_BYTES)" in answer["message"]
+    assert app_calls() == []
 
 
 @pytest.mark.parametrize("data", [b"GET /ping HTTP/1.1\r\n" + b"X-Many: y\r\n" * 600 + b"\r\n",
-                                  b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"])
-def test_complete_headers_over_the_cap_are_refused(tight, data):
+                                  b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"],
+                         ids=["many headers", "long target"])
+def test_complete_headers_over_the_cap_get_431(tight, app_calls, data):
     port, _ = tight
     statuses, closed = exchange(port, data, idle=5)
-    assert (statuses, closed) == ([400], True)
+    assert (statuses, closed) == ([431], True)
+    assert app_calls() == []
+
+
+def test_headers_over_the_cap_across_many_reads_get_431(tight, app_calls):
+    port, _ = tight
+    pieces = [b"GET /ping HTTP/1.1\r\n", *(b"X-Pad-%d: %s\r\n" % (i, b"a" * 400)
+                                           for i in range(10))]
+    # The last piece crosses the cap, so nothing is sent after the refusal (a client that goes
+    # on sending gets a reset, which may discard the answer).
+    assert sum(map(len, pieces[:-1])) <= 4096 < sum(map(len, pieces))
+    statuses, body, closed = raw_answer(port, *pieces, pause=0.02)
+    assert (statuses, closed) == ([431], True)
+    assert "RICE_SERVING_MAX_HEADER_BYTES" in json.loads(body)["message"]
+    assert app_calls() == []
 
 
 def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):

@@ -266,8 +266,16 @@ class _Reply:
     async def error(self, error: BadRequest, close: bool = False) -> None:
         if isinstance(error, _ClientGone):
             return
-        code = "BAD_REQUEST" if error.status < 500 else (
-            "SERVICE_UNAVAILABLE" if error.status == 503 else "INTERNAL_ERROR")
         headers = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
-        await self.send(error.status, decode.dumps({"error_code": code,
-                                                    "message": error.message}), headers, close)
+        await self.send(error.status, error_body(error.status, error.message), headers, close)
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON of every refusal, the application's and the protocol's (see protocol.py):
+    an MLflow-style `error_code` and a message that says what was expected."""
+    code = "BAD_REQUEST" if status < 500 else _ERROR_CODES.get(status, "INTERNAL_ERROR")
+    return decode.dumps({"error_code": code, "message": message})
+
+
+_ERROR_CODES = {HTTPStatus.NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+                HTTPStatus.SERVICE_UNAVAILABLE: "SERVICE_UNAVAILABLE"}

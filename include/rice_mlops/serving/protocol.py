@@ -1,7 +1,13 @@
 """uvicorn's httptools protocol with the bounds it lacks: deadlines for reading a request's
-headers and body, a cap on header bytes and a cap on open connections.
+headers and body, a cap on header bytes and a cap on open connections; and the status each
+refusal deserves, where uvicorn answers every failed parse with 400.
 
-llhttp (through httptools) still does all the framing; this class only counts and times.
+llhttp (through httptools) still does all the framing; this class only counts, times and
+chooses the status: 431 for a request line and headers over the cap (RFC 6585), 501 for a
+transfer coding other than chunked (RFC 9112 section 6.1), 400 for whatever else llhttp
+refuses. A refused request is answered and its connection closed: the rest of its bytes, a body
+included, are never read, and it never reaches the application.
+
 uvicorn arms its keep-alive timer only after a response, so without these a client that
 connects and dribbles one byte a second would hold its connection forever.
 """
@@ -10,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rice_mlops.serving.app import error_body
 from rice_mlops.serving.settings import Settings
 
 log = logging.getLogger("rice_mlops.serving")
@@ -26,7 +35,11 @@ def bounded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
 
 
 class HeadersTooLarge(Exception):
-    pass
+    """Request line and headers over `max_header_bytes`: 431."""
+
+
+class UnsupportedTransferCoding(Exception):
+    """A transfer coding other than chunked, the only one implemented: 501."""
 
 
 class _Bounded(HttpToolsProtocol):
@@ -38,6 +51,9 @@ class _Bounded(HttpToolsProtocol):
         self._reading_headers = True
         self._header_bytes = 0  # received while the headers are incomplete
         self._parsed_header_bytes = 0
+        # Requests whose headers completed in the read being parsed: their application tasks
+        # start only once the whole read has parsed, so a refused one never reaches the app.
+        self._starting: list | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -54,14 +70,55 @@ class _Bounded(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, with the status chosen by what failed instead of always 400,
+        # and the application tasks of this read started only if all of it parsed.
+        self._unset_keepalive_if_required()
         if self._reading_headers:
             self._header_bytes += len(data)
-        super().data_received(data)
-        if self._reading_headers and self._header_bytes > self._settings.max_header_bytes \
-                and not self.transport.is_closing():
-            log.info("closing %s: request line and headers over %d bytes", self.client,
-                     self._settings.max_header_bytes)
-            self.transport.close()
+        self._starting = []
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._starting = None
+            self._refuse(*_refusal(error))
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        starting, self._starting = self._starting, None
+        if self._reading_headers and self._header_bytes > self._settings.max_header_bytes:
+            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, self._too_large())
+            return
+        for cycle, app in starting:
+            super()._start_asgi_task(cycle, app)
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        if self._starting is None:
+            super()._start_asgi_task(cycle, app)
+        else:
+            self._starting.append((cycle, app))
+
+    def _refuse(self, status: HTTPStatus, message: str) -> None:
+        """Answer with `status` and a JSON body, then close (nothing more is read)."""
+        if self.transport.is_closing():
+            return
+        log.info("refusing %s: %d %s", self.client, status, message)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A request still being answered would write to a closed transport: it is gone.
+            self.cycle.disconnected = True
+        body = error_body(status, message)
+        headers = [*self.server_state.default_headers, (b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        self.transport.write(b"HTTP/1.1 %d %s\r\n" % (status, status.phrase.encode())
+                             + b"".join(b"%s: %s\r\n" % header for header in headers)
+                             + b"\r\n" + body)
+        self.transport.close()
+
+    def _too_large(self) -> str:
+        return (f"request line and headers over {self._settings.max_header_bytes} bytes "
+                f"({self._settings.env_name('max_header_bytes')})")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -71,7 +128,7 @@ class _Bounded(HttpToolsProtocol):
             self._arm(self._settings.header_timeout, "headers")
 
     # Counted as llhttp hands them over: headers that arrive in one read are capped as well.
-    # Raising here makes httptools fail the parse, and uvicorn answers 400 and closes.
+    # Raising here makes httptools fail the parse; data_received answers 431 and closes.
     def on_url(self, url: bytes) -> None:
         self._count_header_bytes(len(url))
         super().on_url(url)
@@ -83,13 +140,19 @@ class _Bounded(HttpToolsProtocol):
     def _count_header_bytes(self, size: int) -> None:
         self._parsed_header_bytes += size
         if self._parsed_header_bytes > self._settings.max_header_bytes:
-            raise HeadersTooLarge(f"request line and headers over "
-                                  f"{self._settings.max_header_bytes} bytes")
+            raise HeadersTooLarge(self._too_large())
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False
         self._header_bytes = 0
         self._disarm()
+        if any(coding != b"chunked" for coding in _transfer_codings(self.headers)):
+            # Before uvicorn starts the application: llhttp frames `gzip, chunked` and would hand
+            # over a body still gzipped. It refuses `gzip` alone, but only after this callback,
+            # and RFC 9112 section 6.3 asks 400 for that (chunked not last); 501 comes first
+            # here, as in Go's net/http and h11: the coding is what the server lacks.
+            raise UnsupportedTransferCoding("Transfer-Encoding other than chunked is not "
+                                            "implemented")
         self._arm(self._settings.body_timeout, "body")
         super().on_headers_complete()
 
@@ -111,3 +174,21 @@ class _Bounded(HttpToolsProtocol):
         if not self.transport.is_closing():
             log.info("closing %s: %s not received within %.1f s", self.client, what, seconds)
             self.transport.close()
+
+
+def _transfer_codings(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The codings of every Transfer-Encoding line, in order, lowercased. llhttp has already
+    refused the ambiguous framings: with Content-Length, chunked twice, chunked followed by
+    another coding, an empty value."""
+    return [coding.strip(b" \t").lower() for name, value in headers
+            if name == b"transfer-encoding" for coding in value.split(b",") if coding.strip(b" \t")]
+
+
+def _refusal(error: httptools.HttpParserError) -> tuple[HTTPStatus, str]:
+    """The status and message for a failed parse: a callback's exception is the context."""
+    cause = error.__context__
+    if isinstance(cause, HeadersTooLarge):
+        return HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, str(cause)
+    if isinstance(cause, UnsupportedTransferCoding):
+        return HTTPStatus.NOT_IMPLEMENTED, str(cause)
+    return HTTPStatus.BAD_REQUEST, f"invalid HTTP request: {error}"
