@@ -116,8 +116,11 @@ def test_the_webhook_proxy_refuses_a_wrong_signature_and_exposes_nothing_else(st
                  push_payload("refs/heads/main", "b" * 40, "local/rice-mlops"))
     assert wrong.status_code == 401, wrong.text
     base = stack.webhook.removesuffix("/webhooks/github")
-    for path in ("/", "/api/v2/dags", "/auth/token", "/webhooks/github/../../api/v2/version"):
-        assert httpx.get(base + path, timeout=30).status_code == 404, path
+    for path in ("/", "/api/v2/dags", "/auth/token", "/webhooks/github/../../api/v2/version",
+                 "/webhooks/github/%2e%2e/%2e%2e/api/v2/version", "/webhooks//../api/v2/dags",
+                 "/webhooks/github/"):
+        # nginx normalises the path before matching it: nothing reaches the API or the UI
+        assert httpx.get(base + path, timeout=30).status_code in (400, 404), path
     assert httpx.get(stack.webhook, timeout=30).status_code == 403  # POST only
 
 
