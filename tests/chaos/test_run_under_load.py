@@ -54,7 +54,9 @@ def test_load_held_while_a_run_trains(loaded_run, chaos_report: ChaosReport):
         "accepted_without_their_run": wrong_run,
         "ledger": found.ledger.counts,
         "services_unhealthy_after": found.unhealthy,
+        "read_errors": found.errors,
     })
+    assert found.errors == []
     assert [s for s in statuses if not s.startswith("2")] == [], figures
     assert all(len(ids) == 1 for ids in found.load_runs.values()), found.load_runs
     assert wrong_run == []
@@ -86,7 +88,9 @@ def test_full_staging_volume_fails_cleanly_then_recovers(loaded_run,
         "ledger": found.ledger.counts,
         "services_unhealthy_after": found.unhealthy,
         "errors": record.get("errors"),
+        "read_errors": found.errors,
     })
+    assert found.errors == []
     assert not record.get("errors"), record["errors"]
     assert record.get("first_attempt") == "up_for_retry", record
     # A clear failure: the directory, what is free and what the run needs.

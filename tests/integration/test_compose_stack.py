@@ -3,8 +3,9 @@ webhook plugin, scheduler, DAG processor, triggerer, Celery workers, MLflow and 
 
 Docker Hub is out of reach here, so `scripts/compose-images` builds every image locally (the
 real software from Debian packages and PyPI) and the .env points the stack at them. A signed
-webhook delivery to the API server runs the whole pipeline on the Celery workers (`train` on the
-training-queue profile's worker), and the image lands in the stack's own registry.
+webhook delivery through the stack's webhook-proxy runs the whole pipeline on the Celery
+workers (`train` on the training-queue profile's worker), and the image lands in the stack's
+own registry.
 """
 
 from __future__ import annotations
@@ -116,11 +117,8 @@ def test_the_webhook_proxy_refuses_a_wrong_signature_and_exposes_nothing_else(st
                  push_payload("refs/heads/main", "b" * 40, "local/rice-mlops"))
     assert wrong.status_code == 401, wrong.text
     base = stack.webhook.removesuffix("/webhooks/github")
-    for path in ("/", "/api/v2/dags", "/auth/token", "/webhooks/github/../../api/v2/version",
-                 "/webhooks/github/%2e%2e/%2e%2e/api/v2/version", "/webhooks//../api/v2/dags",
-                 "/webhooks/github/"):
-        # nginx normalises the path before matching it: nothing reaches the API or the UI
-        assert httpx.get(base + path, timeout=30).status_code in (400, 404), path
+    for path in ("/", "/api/v2/dags", "/auth/token", "/execution/"):  # more: test_webhook_proxy
+        assert httpx.get(base + path, timeout=30).status_code == 404, path
     assert httpx.get(stack.webhook, timeout=30).status_code == 403  # POST only
 
 
@@ -132,10 +130,13 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     api = Api(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
     commit, run_id = compose_pushed_run.commit, compose_pushed_run.run_id
     assert compose_pushed_run.push_status in (200, 201)
+    # This run also carried the load and the full staging volume: a failure here shows them.
+    faults = {"disk": compose_pushed_run.disk, "load": compose_pushed_run.load,
+              "read_errors": compose_pushed_run.errors}
     run = follow(api, run_id, timeout=1500)
     summary = summarize(api, run, stack.airflow, stack.mlflow)
     states = summary["task_states"]
-    assert run["state"] == "success", states
+    assert run["state"] == "success", (states, faults)
     assert states["open_pull_request"] == "skipped"  # no GitHub token in this .env
     log = httpx.get(f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/"
                     "taskInstances/open_pull_request/logs/1", headers=api.headers, timeout=30)

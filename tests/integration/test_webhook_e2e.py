@@ -216,12 +216,14 @@ def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
     while hook_pg.run(queued)["state"] == "queued":
         assert time.monotonic() < deadline, hook_pg.describe(queued)
         time.sleep(2)
-    # It started: that is all this test needs. Ended here, as an operator would end it from
-    # the UI, it does not train and build behind the module's next tests (their runs would
-    # queue behind it for minutes).
+    # It started: that is all this test needs. Stopped here, as an operator would mark it
+    # failed in the UI, it does not train and build behind the module's next tests (their runs
+    # would queue behind it for minutes). Airflow fails what runs and skips what has not; the
+    # run itself ends once its teardown (`report`) has, so wait for that.
     ended = hook_pg.api("PATCH", f"/dags/rice_classifier_cicd/dagRuns/{queued}",
                         json={"state": "failed"})
     assert ended.status_code == 200, ended.text
+    assert hook_pg.wait_for_run(queued, timeout=300)["state"] in ("failed", "success")
 
 
 def test_a_push_that_met_a_503_is_redelivered_by_the_recovery_dag(hook_pg, proxy,

@@ -75,11 +75,11 @@ class _Bounded(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._reading_headers:
             self._header_bytes += len(data)
-        self._starting = []
+        starting: list = []
+        self._starting = starting
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
-            self._starting = None
             self._refuse(*_refusal(error))
             return
         except httptools.HttpParserUpgrade:
@@ -87,7 +87,8 @@ class _Bounded(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-        starting, self._starting = self._starting, None
+        finally:  # whatever escaped, later tasks (a pipelined request's) start at once again
+            self._starting = None
         if self._reading_headers and self._header_bytes > self._settings.max_header_bytes:
             self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, self._too_large())
             return
