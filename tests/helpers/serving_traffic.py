@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 import zlib
 
 
-def exchange(port, data: bytes, idle: float = 0.5) -> tuple[list[int], bool]:
-    """Send raw bytes; the statuses answered and whether the server closed the connection."""
+def raw_answer(port, *pieces: bytes, pause: float = 0.0, idle: float = 5.0
+               ) -> tuple[list[int], bytes, bool]:
+    """Send raw pieces, `pause` seconds apart: the statuses answered, the last response's body
+    and whether the server closed the connection (within `idle` seconds of silence)."""
     with socket.create_connection(("127.0.0.1", port), timeout=idle) as sock:
-        sock.sendall(data)
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(pause)
         received, closed = b"", False
         try:
             while chunk := sock.recv(65536):
@@ -25,6 +30,12 @@ def exchange(port, data: bytes, idle: float = 0.5) -> tuple[list[int], bool]:
             closed = True
     statuses = [int(line.split(b" ")[1]) for line in received.split(b"\r\n")
                 if line.startswith(b"HTTP/1.")]
+    return statuses, received.rsplit(b"\r\n\r\n", 1)[-1], closed
+
+
+def exchange(port, data: bytes, idle: float = 0.5) -> tuple[list[int], bool]:
+    """Send raw bytes; the statuses answered and whether the server closed the connection."""
+    statuses, _, closed = raw_answer(port, data, idle=idle)
     return statuses, closed
 
 

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.serving_traffic import SMUGGLED, SMUGGLING, exchange, multipart, png_claiming
+from tests.helpers.serving_traffic import (
+    SMUGGLED,
+    SMUGGLING,
+    exchange,
+    multipart,
+    png_claiming,
+    raw_answer,
+)
 
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
 
@@ -307,25 +314,6 @@ def app_calls(monkeypatch):
 
     monkeypatch.setattr(ServingApp, "__call__", recording)
     return reached
-
-
-def raw_answer(port, *pieces: bytes, pause: float = 0.0) -> tuple[list[int], bytes, bool]:
-    """Send raw pieces, `pause` seconds apart: the statuses answered, the last response's body
-    and whether the server closed the connection."""
-    received, closed = b"", False
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        for piece in pieces:
-            sock.sendall(piece)
-            time.sleep(pause)
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-            closed = True
-        except TimeoutError:
-            pass
-    statuses = [int(line.split(b" ")[1]) for line in received.split(b"\r\n")
-                if line.startswith(b"HTTP/1.")]
-    return statuses, received.rsplit(b"\r\n\r\n", 1)[-1], closed
 
 
 def chunked_invocation(transfer_encoding: bytes, extra: bytes = b"") -> bytes:
