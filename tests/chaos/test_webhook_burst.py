@@ -15,17 +15,23 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.faults import DAG_ID, Airflow, ChaosReport, unhealthy, utc_now, wait_http
+from tests.helpers.faults import (
+    DAG_ID,
+    Airflow,
+    ChaosReport,
+    deliver,
+    unhealthy,
+    utc_now,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 COMMITS = 20
 SPACING_S = 0.5  # 20 deliveries over 10 s, the restart starting 2 s in
-REPOSITORY = "local/rice-mlops"
 
 
 @dataclass
@@ -37,18 +43,6 @@ class Burst:
     runs: dict[str, list[str]]  # commit -> DAG run ids
     record: dict
     unhealthy: dict[str, str]
-
-
-def _deliver(stack: ComposeStack, commit: str, delivery: str) -> str:
-    from rice_mlops.webhook.send import push_payload, send
-
-    try:
-        answer = send(stack.webhook, stack.env["GITHUB_WEBHOOK_SECRET"],
-                      push_payload("refs/heads/main", commit, REPOSITORY), delivery=delivery,
-                      timeout=10)
-        return str(answer.status_code)
-    except httpx.HTTPError as exc:  # refused or reset while the server is down
-        return f"no answer: {type(exc).__name__}"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +64,7 @@ def burst(shared_compose_stack) -> Burst:
         record["restart"] = stack.compose("restart", "airflow-apiserver", timeout=180).returncode
 
     def one(commit):
-        first[commit] = _deliver(stack, commit, deliveries[commit])
+        first[commit] = deliver(stack, commit, deliveries[commit])[1]
 
     restarter = threading.Thread(target=restart)
     restarter.start()
@@ -92,7 +86,7 @@ def burst(shared_compose_stack) -> Burst:
         answer = first[commit]
         while not answer.startswith("2") and len(redelivered.get(commit, [])) < 10:
             time.sleep(1)
-            answer = _deliver(stack, commit, deliveries[commit])
+            answer = deliver(stack, commit, deliveries[commit])[1]
             redelivered.setdefault(commit, []).append(answer)
     record["all_runs_s"] = round(time.monotonic() - record["t_mono"], 1)
 

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers.airflow_stack import xcom_value
+from tests.helpers.airflow_stack import DAG_ID, xcom_value
 from tests.helpers.compose_stack import ComposeStack
 from tests.helpers.paths import REPO
 
-DAG_ID = "rice_classifier_cicd"
 MODEL_NAME = "rice-classifier"
 RUN_TAG = "rice.airflow_dag_run_id"
 IMAGE_TAG = "rice.image"
+REPOSITORY = "local/rice-mlops"  # the stack's GITHUB_WEBHOOK_REPOSITORIES
 REPORT = REPO / "test-artifacts" / "chaos.json"
 TERMINAL = {"success", "failed", "skipped", "upstream_failed", "removed"}
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -129,16 +129,19 @@ class Airflow:
         return sorted(listed["task_instances"], key=lambda t: t["try_number"])
 
     def wait_task(self, run_id: str, task_id: str, states: set[str], timeout: float,
-                  poll: float = 0.5) -> dict | None:
-        """The task instance once its state is in `states`; None when the run ended first."""
+                  poll: float = 0.5, stop: threading.Event | None = None) -> dict | None:
+        """The task instance once its state is in `states`; None when the run ended first
+        (or `stop` was set: a driver giving up on a background watcher)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop and stop.is_set()):
             ti = self.task(run_id, task_id)
             if ti["state"] in states:
                 return ti
             if self.run(run_id)["state"] in ("success", "failed"):
                 return None
             time.sleep(poll)
+        if stop and stop.is_set():
+            return None
         raise TimeoutError(f"{task_id} of {run_id} not in {sorted(states)} after {timeout:.0f}s")
 
     def wait_run(self, run_id: str, timeout: float) -> dict:
@@ -149,6 +152,24 @@ class Airflow:
                 return run
             time.sleep(3)
         raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
+
+
+def deliver(stack: ComposeStack, commit: str, delivery: str | None = None
+            ) -> tuple[str, str, float, str]:
+    """A signed push of `commit` to the stack's webhook, as GitHub sends it (with `delivery`
+    as its X-GitHub-Delivery, for a redelivery): (commit, status or "no answer: ...", seconds,
+    the run the answer names)."""
+    from rice_mlops.webhook.send import push_payload, send
+
+    start = time.perf_counter()
+    try:
+        answer = send(stack.webhook, stack.env["GITHUB_WEBHOOK_SECRET"],
+                      push_payload("refs/heads/main", commit, REPOSITORY), delivery=delivery,
+                      timeout=10)
+        run_id = answer.json().get("dag_run_id", "") if answer.status_code < 300 else ""
+        return commit, str(answer.status_code), time.perf_counter() - start, run_id
+    except (httpx.HTTPError, ValueError) as exc:  # refused or reset while the server is down
+        return commit, f"no answer: {type(exc).__name__}", time.perf_counter() - start, ""
 
 
 # --- the services --------------------------------------------------------------------------

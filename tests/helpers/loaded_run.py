@@ -26,15 +26,20 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
-
 from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.faults import DAG_ID, Airflow, Ledger, ledger, unhealthy, utc_now
+from tests.helpers.faults import (
+    DAG_ID,
+    Airflow,
+    Ledger,
+    deliver,
+    ledger,
+    unhealthy,
+    utc_now,
+)
 
 RATE = 20  # deliveries per second
 SECONDS = 60
 COMMITS = 20
-REPOSITORY = "local/rice-mlops"
 LEFT_FREE = 512 * 1024  # less than any run's stage
 
 
@@ -62,40 +67,9 @@ def is_tmpfs(path) -> bool:
                    for line in mounts)
 
 
-def deliver(stack: ComposeStack, commit: str, secret: str | None = None
-            ) -> tuple[str, str, float, str]:
-    """(commit, status or "no answer: ...", seconds, the run the answer names)."""
-    from rice_mlops.webhook.send import push_payload, send
-
-    start = time.perf_counter()
-    try:
-        answer = send(stack.webhook, secret or stack.env["GITHUB_WEBHOOK_SECRET"],
-                      push_payload("refs/heads/main", commit, REPOSITORY), timeout=10)
-        run_id = answer.json().get("dag_run_id", "") if answer.status_code < 300 else ""
-        return commit, str(answer.status_code), time.perf_counter() - start, run_id
-    except (httpx.HTTPError, ValueError) as exc:
-        return commit, f"no answer: {type(exc).__name__}", time.perf_counter() - start, ""
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def _task_in(api: Airflow, run_id: str, task_id: str, states: set[str],
-             stop: threading.Event, timeout: float) -> dict | None:
-    """The task instance once in `states`; None when the run ended first or `stop` is set."""
-    deadline = time.monotonic() + timeout
-    while not stop.is_set():
-        ti = api.task(run_id, task_id)
-        if ti["state"] in states:
-            return ti
-        if api.run(run_id)["state"] in ("success", "failed"):
-            return None
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{task_id} not in {sorted(states)} after {timeout:.0f}s")
-        time.sleep(0.5)
-    return None
 
 
 def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: dict,
@@ -104,7 +78,7 @@ def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: d
     ended, look at what it left and free the space again."""
     ballast = stack.staging / ".chaos-ballast"
     try:
-        if _task_in(api, run_id, "train", {"success"}, stop, timeout=1500) is None:
+        if api.wait_task(run_id, "train", {"success"}, timeout=1500, stop=stop) is None:
             raise RuntimeError("the run ended (or the driver stopped) before train succeeded")
         stat = os.statvfs(stack.staging)
         fill = stat.f_bavail * stat.f_frsize - LEFT_FREE
@@ -114,8 +88,8 @@ def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: d
         record.update(injected_at=utc_now(), t=time.time(), t_mono=time.monotonic(),
                       when=f"train succeeded, fetch_artifacts {fetch['state']}",
                       task_state=fetch["state"], ballast_bytes=fill)
-        first = _task_in(api, run_id, "fetch_artifacts", {"up_for_retry", "failed", "success"},
-                         stop, timeout=600)
+        first = api.wait_task(run_id, "fetch_artifacts", {"up_for_retry", "failed", "success"},
+                              timeout=600, stop=stop)
         record["first_attempt"] = (first or {}).get("state")
         record["failed_after_s"] = round(time.monotonic() - record["t_mono"], 1)
         mlflow_run = (api.xcom(run_id, "train") or {}).get("run_id", "")
