@@ -6,7 +6,8 @@ SHELL := /bin/bash
 setup:
 	@scripts/setup.sh
 
-demo: setup
+# demo builds the environment itself, beside the Docker engine's set-up.
+demo:
 	@scripts/demo.sh
 
 test: setup

@@ -7,9 +7,16 @@ set -euo pipefail
 config=$(mktemp -d)/basic_auth.ini
 umask 077
 # Default READ: people who log in browse everything and change only what they create; the
-# pipeline's user manages the experiments and models it creates.
-printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = postgresql://mlflow:%s@postgres/mlflow_auth\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
-  "$MLFLOW_DB_PASSWORD" >"$config"
+# pipeline's user manages the experiments and models it creates. Checked credentials are
+# remembered (bounded, keyed by an HMAC under a per-process secret) for
+# MLFLOW_AUTH_CACHE_SECONDS, since every request would otherwise pay a 32 MiB scrypt hash; a
+# password change clears the user's entries in the worker that serves it, and the others
+# after at most that many seconds.
+cache_seconds=${MLFLOW_AUTH_CACHE_SECONDS:-300}
+[[ $cache_seconds =~ ^[0-9]{1,4}$ ]] && ((10#$cache_seconds <= 3600)) ||
+  { echo "mlflow: MLFLOW_AUTH_CACHE_SECONDS must be 0 to 3600, not '$cache_seconds'" >&2; exit 2; }
+printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = postgresql://mlflow:%s@postgres/mlflow_auth\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\nauth_cache_ttl_seconds = %s\nauth_cache_max_size = 256\n' \
+  "$MLFLOW_DB_PASSWORD" "$cache_seconds" >"$config"
 unset MLFLOW_DB_PASSWORD
 export MLFLOW_AUTH_CONFIG_PATH=$config
 exec mlflow server --app-name basic-auth --artifacts-destination /opt/mlflow/artifacts \

@@ -8,6 +8,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 source scripts/lib/state.sh
 mkdir -p .demo
+# The engine, registry and base image need no Python environment, and the environment needs no
+# engine: both set-ups run at once (about 3 and 2.5 minutes on a fresh 2-core machine).
+engine_log=.demo/docker-engine.log
+scripts/docker-engine start >"$engine_log" 2>&1 &
+engine_pid=$!
+scripts/setup.sh
 export MLFLOW_PORT=${MLFLOW_PORT:-5050}
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 export AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
@@ -17,18 +23,24 @@ scripts/mlflow-server start
 mlflow_env=$(scripts/mlflow-server env)
 load_env_lines MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD <<<"$mlflow_env"
 
+synthetic=()
 if [[ -z ${RICE_DATA_DIR:-} ]]; then
   export RICE_DATA_DIR=$repo/.demo/synthetic
   if [[ ! -d $RICE_DATA_DIR/train ]]; then
     .venv/bin/rice-mlops synth --out "$RICE_DATA_DIR" --per-class "${RICE_SYNTH_PER_CLASS:-150}" --seed 0
   fi
+  # 750 drawn grains separate in 12 epochs (test accuracy 1.0, about 26 s of training here);
+  # the real set's default of 25 would double the wait for nothing.
+  export RICE_EPOCHS=${RICE_EPOCHS:-12}
+  synthetic=(--synthetic)
   echo "demo: synthetic dataset at $RICE_DATA_DIR (set RICE_DATA_DIR to train on real images)"
 fi
 export RICE_DATA_DIR=$(cd "$RICE_DATA_DIR" && pwd)
 
 export RICE_STAGING_DIR=${RICE_STAGING_DIR:-$repo/.demo/staging}
 mkdir -p "$RICE_STAGING_DIR" && chmod 755 "$RICE_STAGING_DIR"
-if scripts/docker-engine start; then
+if wait "$engine_pid"; then
+  cat "$engine_log"
   # Parsed, never evaluated: the values come from files in the engine's state directory.
   engine_env=$(scripts/docker-engine env)
   load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_REGISTRY RICE_REGISTRY_USER \
@@ -40,6 +52,7 @@ if scripts/docker-engine start; then
       'login': os.environ['RICE_REGISTRY_USER'], 'password': os.environ['RICE_REGISTRY_PASSWORD']}))")
   export RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE
 else
+  cat "$engine_log"
   echo "demo: no usable Docker engine here: the image stages will be skipped with that reason"
   export RICE_DOCKER_SOCKET=/nonexistent/docker.sock
 fi
@@ -63,4 +76,4 @@ exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLO
   --admin-password-file "$AIRFLOW_HOME/admin_password" --mlflow-url "$MLFLOW_TRACKING_URI" \
   --mlflow-admin-password-file "${MLFLOW_HOME:-$repo/.run/mlflow}/admin_password" \
   --pipeline-password-file "$AIRFLOW_HOME/pipeline_password" \
-  --sha "$sha" --summary .demo/summary.json
+  --sha "$sha" --summary .demo/summary.json --data-dir "$RICE_DATA_DIR" ${synthetic[@]+"${synthetic[@]}"}

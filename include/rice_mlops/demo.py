@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", default="local/rice-mlops")
     parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--data-dir", help="the dataset the run trains on (for the summary)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="the dataset is the embedded synthetic one")
     args = parser.parse_args(argv)
     # From the environment, never the command line, where every local user's `ps` reads it.
     secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     run = follow(api, response.json()["dag_run_id"], args.timeout)
     summary = summarize(api, run, args.airflow_url, args.mlflow_url)
+    summary["data"] = {"dir": args.data_dir, "synthetic": args.synthetic}
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     accuracy = summary["test_accuracy"]
@@ -162,9 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     image = summary["image"] or f"not pushed (push_image {states.get('push_image')}; see its log)"
     pull = summary["pull_request"] or (f"not opened (open_pull_request "
                                        f"{summary['pull_request_state']}; see its log)")
+    data = args.data_dir or "-"
+    if args.synthetic:
+        data += ("\n                 synthetic grains; the real set is one variable away: "
+                 "RICE_DATA_DIR=/path/to/rice make demo")
     print(f"""
 == rice-mlops demo: {summary['state'].upper()}, {verdict} ==
 run              {summary['dag_run_id']}
+data             {data}
 outcome          {summary['note'] or '-'}
 test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
 quality gate     {summary['gate'] or '-'}

@@ -113,6 +113,8 @@ def _check_demo(demo: subprocess.CompletedProcess, env: dict) -> dict:
     assert summary["shipped"] is True, demo.stdout[-3000:]
     assert summary["image"], demo.stdout[-3000:]
     assert summary["test_accuracy"] > 0.8
+    assert summary["data"] == {"dir": str(Path(env["RICE_DATA_DIR"]).resolve()),
+                               "synthetic": False}
     repository, digest = summary["image"].split("@")
     registry, name = repository.split("/", 1)
     creds = docker_engine_env(env)
