@@ -3,6 +3,7 @@ basic-auth app: strangers get 401, the pipeline's user writes, people log in to 
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import httpx
@@ -59,3 +60,33 @@ def test_a_person_logs_in_and_reads_but_cannot_write_the_pipelines_runs(mlflow_c
     written = httpx.post(f"{url}/api/2.0/mlflow/runs/create",
                          json={"experiment_id": experiment}, auth=person, timeout=30)
     assert written.status_code == 403
+
+
+def test_remembered_credentials_are_forgotten_when_the_password_changes(mlflow_control):
+    """The server remembers checked passwords (MLFLOW_AUTH_CACHE_SECONDS, bounded); a changed
+    password must still lock the old one out at once, not after the cache's lifetime."""
+    from mlflow.server.auth.config import read_auth_config
+
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(mlflow_control.home / "basic_auth.ini")
+    try:
+        config = read_auth_config()
+    finally:
+        del os.environ["MLFLOW_AUTH_CONFIG_PATH"]
+    assert config.auth_cache_ttl_seconds == 300 and config.auth_cache_max_size == 256
+
+    url, admin = mlflow_control.url, mlflow_control.admin
+    user = f"rotating-{uuid.uuid4().hex[:8]}"
+    old, new = ("first-password-" + uuid.uuid4().hex, "second-password-" + uuid.uuid4().hex)
+    assert httpx.post(f"{url}/api/2.0/mlflow/users/create", auth=admin, timeout=30,
+                      json={"username": user, "password": old}).status_code == 200
+    search = f"{url}/api/2.0/mlflow/experiments/search"
+    for _ in range(2):  # the second answer comes from the cache
+        assert httpx.get(search, params={"max_results": 1}, auth=(user, old),
+                         timeout=30).status_code == 200
+    changed = httpx.patch(f"{url}/api/2.0/mlflow/users/update-password", auth=admin,
+                          json={"username": user, "password": new}, timeout=30)
+    assert changed.status_code == 200, changed.text
+    assert httpx.get(search, params={"max_results": 1}, auth=(user, old),
+                     timeout=30).status_code == 401
+    assert httpx.get(search, params={"max_results": 1}, auth=(user, new),
+                     timeout=30).status_code == 200
