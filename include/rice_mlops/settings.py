@@ -35,10 +35,13 @@ def _parsed(env: Mapping[str, str], name: str, default, parse, kind: str):
         raise SettingsError(f"{name}={raw!r} is not {kind}") from None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0,
+         high: int | None = None) -> int:
     value = _parsed(env, name, default, int, "an integer")
     if value < low:
         raise SettingsError(f"{name}={value} must be at least {low}")
+    if high is not None and value > high:
+        raise SettingsError(f"{name}={value} must be at most {high}")
     return value
 
 
@@ -127,6 +130,9 @@ class PipelineSettings:
     retry_delay_seconds: int = 60
     task_timeout_minutes: int = 30
     train_timeout_minutes: int = 180
+    # Training yields the CPU to everything else on its host (the API server answering
+    # webhooks, the scheduler): a nice level for the `train` task's process, 0 to 19.
+    train_nice: int = 10
     dagrun_timeout_minutes: int = 360
     # May `champion` move when no image was pushed? auto: only without a registry connection.
     promote_without_image: str = "auto"
@@ -186,6 +192,7 @@ class PipelineSettings:
                                       cls.task_timeout_minutes, low=1),
             train_timeout_minutes=_int(env, "RICE_TRAIN_TIMEOUT_MINUTES",
                                        cls.train_timeout_minutes, low=1),
+            train_nice=_int(env, "RICE_TRAIN_NICE", cls.train_nice, high=19),
             dagrun_timeout_minutes=_int(env, "RICE_DAGRUN_TIMEOUT_MINUTES",
                                         cls.dagrun_timeout_minutes, low=1),
             promote_without_image=_choice(env, "RICE_PROMOTE_WITHOUT_IMAGE", "auto",

@@ -9,6 +9,7 @@ or conf is executed. Heavy libraries are imported inside the functions.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -51,7 +52,17 @@ def validate_data(settings: PipelineSettings, params: Mapping) -> dict:
             "classes": dataset.classes, "counts": counts}
 
 
+def _yield_cpu(nice: int) -> None:
+    """Lower this task process to nice level `nice` (threads it starts later inherit it), so
+    a training on shared cores does not starve the webhook or the scheduler."""
+    current = os.nice(0)
+    if current < nice:
+        os.nice(nice - current)
+        log.info("training at nice %d (RICE_TRAIN_NICE)", nice)
+
+
 def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id: str) -> dict:
+    _yield_cpu(settings.train_nice)  # first: TensorFlow's thread pools inherit the level
     from rice_mlops.config import TrainConfig
     from rice_mlops.data import discover
     from rice_mlops.training import train_once

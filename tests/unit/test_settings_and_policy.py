@@ -112,3 +112,23 @@ def test_run_ids_are_checked(value):
     with pytest.raises(PolicyError):
         checked_run_id(value)
     assert checked_run_id("0123456789abcdef" * 2) == "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten"])
+def test_a_train_nice_level_outside_0_to_19_is_refused(value):
+    with pytest.raises(SettingsError, match="RICE_TRAIN_NICE"):
+        PipelineSettings.from_env({"RICE_TRAIN_NICE": value})
+
+
+def test_training_yields_the_cpu_at_its_nice_level():
+    """In a child process (a nice level cannot be raised back): the level is reached, and a
+    process already nicer is left alone."""
+    import subprocess
+    import sys
+
+    probe = ("import os; from rice_mlops.tasks import _yield_cpu; os.nice({start}); "
+             "_yield_cpu({level}); print(os.nice(0))")
+    for start, level, expected in ((0, 10, 10), (15, 10, 15), (0, 0, 0)):
+        out = subprocess.run([sys.executable, "-c", probe.format(start=start, level=level)],
+                             capture_output=True, text=True, check=True, timeout=120).stdout
+        assert int(out.split()[-1]) == expected, (start, level, out)
