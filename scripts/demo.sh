@@ -39,8 +39,10 @@ export RICE_DATA_DIR=$(cd "$RICE_DATA_DIR" && pwd)
 
 export RICE_STAGING_DIR=${RICE_STAGING_DIR:-$repo/.demo/staging}
 mkdir -p "$RICE_STAGING_DIR" && chmod 755 "$RICE_STAGING_DIR"
-if wait "$engine_pid"; then
-  cat "$engine_log"
+engine_up=true
+wait "$engine_pid" || engine_up=false
+cat "$engine_log"
+if $engine_up; then
   # Parsed, never evaluated: the values come from files in the engine's state directory.
   engine_env=$(scripts/docker-engine env)
   load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_REGISTRY RICE_REGISTRY_USER \
@@ -52,7 +54,6 @@ if wait "$engine_pid"; then
       'login': os.environ['RICE_REGISTRY_USER'], 'password': os.environ['RICE_REGISTRY_PASSWORD']}))")
   export RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE
 else
-  cat "$engine_log"
   echo "demo: no usable Docker engine here: the image stages will be skipped with that reason"
   export RICE_DOCKER_SOCKET=/nonexistent/docker.sock
 fi

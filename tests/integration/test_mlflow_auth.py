@@ -3,7 +3,6 @@ basic-auth app: strangers get 401, the pipeline's user writes, people log in to 
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import httpx
@@ -62,16 +61,14 @@ def test_a_person_logs_in_and_reads_but_cannot_write_the_pipelines_runs(mlflow_c
     assert written.status_code == 403
 
 
-def test_remembered_credentials_are_forgotten_when_the_password_changes(mlflow_control):
+def test_remembered_credentials_are_forgotten_when_the_password_changes(mlflow_control,
+                                                                     monkeypatch):
     """The server remembers checked passwords (MLFLOW_AUTH_CACHE_SECONDS, bounded); a changed
     password must still lock the old one out at once, not after the cache's lifetime."""
     from mlflow.server.auth.config import read_auth_config
 
-    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(mlflow_control.home / "basic_auth.ini")
-    try:
-        config = read_auth_config()
-    finally:
-        del os.environ["MLFLOW_AUTH_CONFIG_PATH"]
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(mlflow_control.home / "basic_auth.ini"))
+    config = read_auth_config()
     assert config.auth_cache_ttl_seconds == 300 and config.auth_cache_max_size == 256
 
     url, admin = mlflow_control.url, mlflow_control.admin
