@@ -560,7 +560,8 @@ def test_a_body_that_never_starts_or_falls_below_the_rate_is_closed_early(model_
                     sock.sendall(b"x")
             assert _read_all(sock) == b""
         # A body that keeps up is answered (400: not a PNG).
-        statuses, _, _ = raw_answer(port, head, *[b"x" * 250] * 4, pause=0.3, idle=10)
+        statuses, _, _ = raw_answer(port, head + b"x" * 250, *[b"x" * 250] * 3, pause=0.3,
+                                    idle=10)
         assert statuses == [400]
 
 
