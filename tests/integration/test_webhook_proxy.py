@@ -1,6 +1,7 @@
 """docker/webhook-proxy.conf in the real nginx (Debian's, the binary the compose stack's image
 runs), in front of a recording stand-in for the API server: what reaches the API server, under
-which path, and what a delivery gets while the API server is away or too slow.
+which path, what a delivery gets while the API server is away or too slow, and what one client
+can hold (connections in progress, request rate, a connection that never sends its headers).
 
 Requests go over raw sockets: an HTTP client would clean up the dotted and doubled paths an
 attacker sends before they reached nginx.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -55,7 +57,10 @@ class Upstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the per-client limit test holds 128 at once
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -182,3 +187,81 @@ def test_api_server_too_slow_answers_503_before_github_gives_up(proxy, upstream)
                              timeout=10)
     assert status == 503 and headers["retry-after"] == "10"
     assert len(upstream.seen) == 1  # sent once, never again (proxy_next_upstream off)
+
+
+# --- per-client limits and the first-byte deadline (issue 20, "cheap lock-outs") ------------
+# Each test gets its own nginx, so what one client spent does not carry over.
+
+@pytest.fixture
+def limited(upstream, tmp_path):
+    with webhook_proxy(tmp_path, upstream.port) as url:
+        yield int(url.rsplit(":", 1)[1])
+
+
+def _hold(port: int) -> socket.socket:
+    """A delivery in progress: headers and half its body sent, so the upstream is reading."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.sendall(b"POST /webhooks/github HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n"
+                 b"Connection: close\r\n\r\n12345")
+    return sock
+
+
+def test_one_client_holds_at_most_128_deliveries_in_progress(limited, upstream):
+    held = [_hold(limited) for _ in range(128)]
+    try:
+        deadline = time.monotonic() + 10
+        while len(upstream.seen) < 128 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(upstream.seen) == 128
+        status, headers, body = post(limited, "/webhooks/github")
+        assert status == 429, body
+        assert headers["retry-after"] == "1" and b'"status": 429' in body
+        assert len(upstream.seen) == 128  # refused here, never forwarded
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)  # nginx has seen them go
+    assert post(limited, "/webhooks/github")[0] == 200
+
+
+def test_a_flood_from_one_client_is_cut_to_the_rate_and_burst(limited, upstream):
+    started = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda _: post(limited, "/webhooks/github")[0], range(500)))
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {200, 429}, statuses
+    # 200 at once, then 40 a second (one more for the rounding of nginx's clock).
+    assert statuses.count(200) <= 200 + 40 * elapsed + 1, (statuses.count(200), elapsed)
+    assert len(upstream.seen) == statuses.count(200)
+
+
+def test_the_load_tests_rate_from_one_client_all_passes(limited, upstream):
+    """tests/helpers/loaded_run.py: 20 deliveries a second from one address, up to 64 at once
+    (its thread pool); and tests/chaos/test_webhook_burst.py: 20 at once. All 2xx."""
+    start = time.monotonic()
+
+    def paced(i: int) -> int:
+        time.sleep(max(0.0, start + i / 20 - time.monotonic()))
+        return post(limited, "/webhooks/github")[0]
+
+    with ThreadPoolExecutor(64) as pool:
+        burst = list(pool.map(lambda _: post(limited, "/webhooks/github")[0], range(64)))
+        start = time.monotonic()
+        steady = list(pool.map(paced, range(100)))  # 5 s at 20 a second
+    assert burst == [200] * 64 and steady == [200] * 100
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /webhooks/github HTTP/1.1\r\nHost: h\r\n"],
+                         ids=["nothing", "half the headers"])
+def test_a_client_that_does_not_send_its_headers_is_closed_by_the_first_byte_deadline(
+        limited, upstream, sent):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", limited), timeout=15) as conn:
+        conn.sendall(sent)
+        try:
+            answer = conn.recv(1000)
+        except ConnectionResetError:
+            answer = b""
+    # 5 s (client_header_timeout), well before the 10 s the proxy allowed before.
+    assert answer == b"" and time.monotonic() - started < 8
+    assert upstream.seen == []

@@ -45,7 +45,7 @@ def test_the_webhook_proxy_is_published_on_loopback_and_proxies_the_api_server()
     # What nginx does with the file: tests/integration/test_webhook_proxy.py.
     conf = (REPO / "docker" / "webhook-proxy.conf").read_text()
     assert re.findall(r"location\s+([^{]+?)\s*\{", conf) == \
-        ["= /webhooks/github", "@unavailable", "/"]
+        ["= /webhooks/github", "@unavailable", "@limited", "/"]
     assert "set $api_server airflow-apiserver:8080;" in conf  # the compose service's name
 
 

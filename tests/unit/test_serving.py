@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -448,10 +449,10 @@ def test_headers_over_the_cap_across_many_reads_get_431(tight, app_calls):
 def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):
     port, _ = tight
     holders = []
-    for _ in range(2):  # admitted, then waiting for a body that does not come
+    for _ in range(2):  # admitted by their first body byte, then waiting for the rest
         sock = socket.create_connection(("127.0.0.1", port))
         sock.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-                     b"Content-Length: 9\r\n\r\n")
+                     b"Content-Length: 9\r\n\r\n\x89")
         holders.append(sock)
     time.sleep(0.1)
     try:
@@ -468,8 +469,9 @@ def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):
 def test_bodies_over_the_buffer_budget_get_503(tight):
     port, _ = tight
     with socket.create_connection(("127.0.0.1", port)) as holder:
+        # Holds the 850 bytes it sent (not the 900 it declared), so 200 more do not fit.
         holder.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-                       b"Content-Length: 900\r\n\r\n")
+                       b"Content-Length: 900\r\n\r\n" + b"x" * 850)
         time.sleep(0.1)
         status, body, response = request(port, "POST", "/predict", b"x" * 200,
                                           {"Content-Type": "image/png"})
@@ -477,6 +479,90 @@ def test_bodies_over_the_buffer_budget_get_503(tight):
     assert "RICE_SERVING_MAX_BUFFERED_BYTES" in body["message"]
     time.sleep(0.1)  # the holder's bytes are released with its connection
     assert request(port, "POST", "/predict", b"x" * 200, {"Content-Type": "image/png"})[0] == 400
+
+
+def test_idle_posts_that_declare_a_body_hold_no_place_and_no_budget(tight):
+    port, _ = tight
+    holders = []
+    for _ in range(3):  # more than max_requests (2), each declaring most of the budget (1000)
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 900\r\n\r\n")
+        holders.append(sock)
+    time.sleep(0.1)
+    try:
+        # Refused as an image (400), not as a server out of places or budget (503).
+        assert request(port, "POST", "/predict", b"x" * 200, {"Content-Type": "image/png"}
+                       )[0] == 400
+    finally:
+        for sock in holders:
+            sock.close()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return not sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def test_four_idle_8_mib_posts_do_not_lock_a_small_predict_out(model_dir, keras_model):
+    """Issue 20: four connections that declare 8 MiB (the whole 32 MiB budget) and send
+    nothing; a 1 KB /predict is still answered 200 while they are all open."""
+    for port, _ in run_server(model_dir, first_byte_timeout=60):  # defaults otherwise
+        holders = []
+        try:
+            for _ in range(4):
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
+                             b"\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024))
+                holders.append(sock)
+            time.sleep(0.2)
+            image = jpeg_bytes(rng_images(1, size=16)[0])
+            assert len(image) < 2048
+            status, body, _ = request(port, "POST", "/predict", image,
+                                      {"Content-Type": "image/jpeg"})
+            assert status == 200, body
+            assert body["class"] in CLASSES
+            assert all(_still_open(sock) for sock in holders)
+        finally:
+            for sock in holders:
+                sock.close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset counts as closing)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_body_that_never_starts_or_falls_below_the_rate_is_closed_early(model_dir):
+    for port, _ in run_server(model_dir, first_byte_timeout=0.3, min_body_rate=100,
+                              body_timeout=60):
+        head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1000\r\n\r\n")
+        # Idle after its headers: closed after 0.3 s, long before the 60 s body timeout.
+        assert exchange(port, head, idle=10) == ([], True)
+        # 1 byte every 0.3 s (about 3 bytes/s, below 100): closed, never answered.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head)
+            with contextlib.suppress(OSError):  # the server closes while it trickles
+                for _ in range(20):
+                    time.sleep(0.3)
+                    sock.sendall(b"x")
+            assert _read_all(sock) == b""
+        # A body that keeps up is answered (400: not a PNG).
+        statuses, _, _ = raw_answer(port, head + b"x" * 250, *[b"x" * 250] * 3, pause=0.3,
+                                    idle=10)
+        assert statuses == [400]
 
 
 def test_connections_over_the_cap_are_closed_at_once(tight):
@@ -497,9 +583,12 @@ def test_settings_are_read_once_from_the_environment():
 
     settings = Settings.from_env({"RICE_PORT": "9000", "RICE_SERVING_MAX_BODY_BYTES": "1000",
                                   "RICE_SERVING_HEADER_TIMEOUT": "2.5",
-                                  "RICE_SERVING_INFERENCE_SLOTS": "3"})
+                                  "RICE_SERVING_INFERENCE_SLOTS": "3",
+                                  "RICE_SERVING_MIN_BODY_RATE": "4096",
+                                  "RICE_SERVING_FIRST_BYTE_TIMEOUT": "1.5"})
     assert (settings.port, settings.max_body_bytes, settings.header_timeout,
-            settings.inference_slots) == (9000, 1000, 2.5, 3)
+            settings.inference_slots, settings.min_body_rate,
+            settings.first_byte_timeout) == (9000, 1000, 2.5, 3, 4096, 1.5)
     with pytest.raises(ValueError, match="RICE_SERVING_MAX_REQUESTS='lots'"):
         Settings.from_env({"RICE_SERVING_MAX_REQUESTS": "lots"})
     with pytest.raises(ValueError, match="must be positive"):

@@ -5,10 +5,12 @@ GET  /ping /health /version /metadata /metrics
 POST /invocations   {"instances": [...]} or {"inputs": [...]}: raw RGB pixels (N, H, W, 3)
 POST /predict       a JPEG or PNG, as the body (image/jpeg, image/png) or a multipart file
 
-Work is admitted before it is done: a POST over `max_requests` gets 503 at once (GETs are cheap
-and always answered), the body is refused from its Content-Length (413) before it is read, and
-parsing or decoding starts only once an inference slot is free, so memory is bounded by the
-slot count.
+Work is admitted before it is done: a body is refused from its Content-Length (413) before it
+is read; a POST takes one of `max_requests` places when its first body byte arrives (over it,
+503; GETs are cheap and always answered); body bytes count against `max_buffered_bytes` as they
+arrive, never as declared, so a client that declares 8 MiB and sends nothing holds nothing
+(protocol.py closes it soon after); parsing or decoding starts only once an inference slot is
+free, so memory is bounded by the slot count.
 """
 
 from __future__ import annotations
@@ -75,15 +77,6 @@ class ServingApp:
                 await reply.error(error)
             self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
             return
-        if self._admitted >= self.settings.max_requests:
-            await reply.error(BadRequest(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"{self._admitted} requests in progress (RICE_SERVING_MAX_REQUESTS); retry later",
-                {"retry-after": str(self.settings.retry_after_seconds)}), close=True)
-            self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
-            return
-        self._admitted += 1
-        self.metrics.in_flight.inc()
         try:
             await self._dispatch(scope, receive, reply, path, method)
         except BadRequest as error:
@@ -93,9 +86,10 @@ class ServingApp:
             await reply.error(BadRequest(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error"),
                               close=True)
         finally:
-            self._admitted -= 1
+            if reply.admitted:
+                self._admitted -= 1
+                self.metrics.in_flight.dec()
             self._buffered -= reply.held
-            self.metrics.in_flight.dec()
             if reply.status:
                 self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
 
@@ -139,24 +133,35 @@ class ServingApp:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"body of {int(declared)} bytes exceeds the limit of {limit} bytes "
                              "(RICE_SERVING_MAX_BODY_BYTES)")
-        if declared is not None:
-            self._hold(reply, int(declared))
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await receive()  # returns once body bytes have arrived (or the end)
             if message["type"] == "http.disconnect":
                 raise _ClientGone()
+            if not reply.admitted:
+                self._admit(reply)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:  # chunked bodies declare no length: count them as they come
                 raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                  f"body exceeds the limit of {limit} bytes "
                                  "(RICE_SERVING_MAX_BODY_BYTES)")
-            if declared is None:
-                self._hold(reply, len(chunk))
+            self._hold(reply, len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    def _admit(self, reply: _Reply) -> None:
+        """Take one of `max_requests` places (reading, waiting for a slot, predicting), or
+        refuse (503); a request holds one only once its body has started."""
+        if self._admitted >= self.settings.max_requests:
+            raise BadRequest(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{self._admitted} requests in progress (RICE_SERVING_MAX_REQUESTS); retry later",
+                {"retry-after": str(self.settings.retry_after_seconds)})
+        self._admitted += 1
+        reply.admitted = True
+        self.metrics.in_flight.inc()
 
     def _hold(self, reply: _Reply, size: int) -> None:
         """Count body bytes against the budget of all requests together, or refuse (503)."""
@@ -247,6 +252,7 @@ class _Reply:
         self._head = scope["method"] == "HEAD"
         self.status = 0
         self.body_read = False
+        self.admitted = False  # holds one of the server's `max_requests` places
         self.held = 0  # body bytes counted against the server's budget
 
     async def send(self, status: int, body: bytes, headers: list, close: bool = False) -> None:

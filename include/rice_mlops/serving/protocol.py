@@ -9,7 +9,10 @@ refuses. A refused request is answered and its connection closed: the rest of it
 included, are never read, and it never reaches the application.
 
 uvicorn arms its keep-alive timer only after a response, so without these a client that
-connects and dribbles one byte a second would hold its connection forever.
+connects and dribbles one byte a second would hold its connection forever. A body must start
+within `first_byte_timeout` of its headers and then keep up `min_body_rate` on average (time the
+server itself stopped reading is not held against it), all of it within `body_timeout`; a
+slower one is closed, so an idle client holds its connection for seconds, not half a minute.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class _Bounded(HttpToolsProtocol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        # The body being read: when its window started, bytes received since, the hard end.
+        self._body_since = 0.0
+        self._body_bytes = 0
+        self._body_end = 0.0
         self._reading_headers = True
         self._header_bytes = 0  # received while the headers are incomplete
         self._parsed_header_bytes = 0
@@ -154,8 +161,53 @@ class _Bounded(HttpToolsProtocol):
             # here, as in Go's net/http and h11: the coding is what the server lacks.
             raise UnsupportedTransferCoding("Transfer-Encoding other than chunked is not "
                                             "implemented")
-        self._arm(self._settings.body_timeout, "body")
+        now = self.loop.time()
+        self._body_since, self._body_bytes = now, 0
+        self._body_end = now + self._settings.body_timeout
+        self._arm_body()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def _body_due(self) -> float:
+        """When the body has fallen behind: no first byte within `first_byte_timeout`, then
+        below `min_body_rate` on average, or past `body_timeout` in all."""
+        settings = self._settings
+        behind = (self._body_since + settings.first_byte_timeout
+                  + self._body_bytes / settings.min_body_rate)
+        return min(behind, self._body_end)
+
+    def _arm_body(self) -> None:
+        # Checked when due, not re-armed on every read: a body that keeps up is re-armed then.
+        self._disarm()
+        self._deadline = self.loop.call_at(self._body_due(), self._body_check)
+
+    def _body_check(self) -> None:
+        self._deadline = None
+        now = self.loop.time()
+        if self.transport.is_closing():
+            return
+        if now >= self._body_end:
+            self._expired("body", self._settings.body_timeout)
+            return
+        if self.flow.read_paused:
+            # The server stopped reading (a pipelined request waits its turn): not the
+            # client's fault, so its rate window starts again once reading resumes.
+            self._body_since, self._body_bytes = now, 0
+            self._arm_body()
+            return
+        if self._body_due() > now:
+            self._arm_body()  # more bytes came since this was armed
+            return
+        settings = self._settings
+        log.info("closing %s: body %s", self.client,
+                 f"slower than {settings.min_body_rate} bytes/s "
+                 f"({settings.env_name('min_body_rate')})" if self._body_bytes else
+                 f"not started within {settings.first_byte_timeout:.1f} s "
+                 f"({settings.env_name('first_byte_timeout')})")
+        self.transport.close()
 
     def on_message_complete(self) -> None:
         self._disarm()

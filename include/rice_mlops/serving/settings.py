@@ -24,7 +24,8 @@ class Settings:
     max_connections: int = 512
     retry_after_seconds: int = 1
     max_body_bytes: int = 8 * 1024 * 1024
-    # Body bytes held by all requests together (read, or waiting for a slot); over it, 503.
+    # Body bytes held by all requests together (read, or waiting for a slot), counted as they
+    # arrive, never as declared; over it, 503.
     max_buffered_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     max_pixels: int = 2048 * 2048
@@ -33,6 +34,10 @@ class Settings:
     keep_alive_timeout: float = 5.0
     header_timeout: float = 5.0
     body_timeout: float = 30.0
+    # From the headers to the body's first byte, then at least this many bytes a second on
+    # average; slower bodies are closed before `body_timeout` (an idle client holds nothing).
+    first_byte_timeout: float = 2.0
+    min_body_rate: int = 64 * 1024
     # Below `docker stop`'s 10 s, so requests in flight finish before the SIGKILL.
     graceful_timeout: float = 8.0
     log_level: str = "INFO"

@@ -32,9 +32,14 @@ log = logging.getLogger("rice_mlops.webhook")
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 BODY_DEADLINE_SECONDS = 10.0  # GitHub gives up after 10 s: a slower body is not GitHub
-# Unsigned bodies read at once: at most this many times MAX_BODY_BYTES held, each for at most
-# BODY_DEADLINE_SECONDS. GitHub sends a repository's deliveries one by one.
+# Unsigned bytes held at once: at most this many times MAX_BODY_BYTES, counted as they arrive
+# (never as declared), each body for at most BODY_DEADLINE_SECONDS. GitHub sends a
+# repository's deliveries one by one.
 MAX_UNVERIFIED = 8
+# A body's first byte comes with its headers from GitHub (and through webhook-proxy, which
+# streams it); then at least this rate on average. Slower: 408, before the full deadline.
+FIRST_BYTE_SECONDS = 2.0
+MIN_BODY_RATE = 16 * 1024  # bytes per second
 
 
 class WebhookConfigError(ValueError):
@@ -69,6 +74,8 @@ class Settings:
     previous_ttl: float = ROTATION_GRACE_SECONDS
     body_deadline: float = BODY_DEADLINE_SECONDS
     max_unverified: int = MAX_UNVERIFIED
+    first_byte_deadline: float = FIRST_BYTE_SECONDS
+    min_body_rate: float = MIN_BODY_RATE
     recent_seconds: float = RECENT_SECONDS
 
     @classmethod
@@ -92,6 +99,9 @@ class Settings:
                                  ROTATION_GRACE_SECONDS),
             body_deadline=_number(env, "GITHUB_WEBHOOK_BODY_TIMEOUT", BODY_DEADLINE_SECONDS),
             max_unverified=_number(env, "GITHUB_WEBHOOK_MAX_UNVERIFIED", MAX_UNVERIFIED, int),
+            first_byte_deadline=_number(env, "GITHUB_WEBHOOK_FIRST_BYTE_TIMEOUT",
+                                        FIRST_BYTE_SECONDS),
+            min_body_rate=_number(env, "GITHUB_WEBHOOK_MIN_BODY_RATE", MIN_BODY_RATE),
             recent_seconds=_number(env, "GITHUB_WEBHOOK_RECENT_SECONDS", RECENT_SECONDS),
         )
 
@@ -120,7 +130,9 @@ def create_app(settings: Settings | None = None, client: AirflowClient | None = 
     settings.check()
     secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable,
                              grace=settings.previous_ttl)
-    limits = BodyLimits(MAX_BODY_BYTES, settings.body_deadline, settings.max_unverified)
+    limits = BodyLimits(MAX_BODY_BYTES, settings.body_deadline,
+                        settings.max_unverified * MAX_BODY_BYTES, settings.first_byte_deadline,
+                        settings.min_body_rate)
     if not secrets.configured:
         log.warning("GITHUB_WEBHOOK_SECRET is not set (nor GITHUB_WEBHOOK_SECRET_VARIABLE): "
                     "every webhook delivery will be refused")
