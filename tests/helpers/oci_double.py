@@ -66,7 +66,7 @@ class RegistryDouble:
         if self.realm and url.split("?")[0] == self.realm:
             if not self._basic_ok(request):
                 return httpx.Response(401)
-            return httpx.Response(200, json={"token": TOKEN})
+            return _streamed(200, json.dumps({"token": TOKEN}).encode(), {})
         if not url.startswith(self.origin + "/"):
             return httpx.Response(404, text="not this registry")
         if self.realm:
