@@ -30,7 +30,6 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 _TAR_BUFFER = 1 << 20  # tarfile's read size in stream mode
-_WINDOW = 4 * _TAR_BUFFER  # decompressed bytes kept to check what follows a tar's end
 
 
 class LayerError(RuntimeError):
@@ -91,7 +90,7 @@ class _Decompressed:
         self._zlib = None
         self._gzip = None  # decided on the first bytes
         self.position = 0  # decompressed bytes handed out
-        self._window = bytearray()  # the last _WINDOW of them
+        self._recent: list[bytes] = []  # the last chunks handed out (tarfile may hold them)
 
     def _raw(self) -> bytes:
         chunk = self._blob.read()
@@ -137,19 +136,18 @@ class _Decompressed:
         data = self._next(_TAR_BUFFER if size is None or size < 0 else max(size, 1))
         self._budget.spend("image_bytes", len(data))
         self.position += len(data)
-        self._window += data
-        del self._window[:-_WINDOW]
+        self._recent = [*self._recent[-3:], data]
         return data
 
     def rest_is_zeros(self, offset: int) -> bool:
-        """Whether every byte from `offset` to the end of the layer is zero."""
-        start = self.position - len(self._window)
-        if offset < start:
-            return False
-        if any(self._window[offset - start:]):
+        """Whether every byte from `offset` (where tarfile stopped) to the end of the layer is
+        zero; False when `offset` is older than the chunks kept (fail closed)."""
+        held = b"".join(self._recent)
+        start = self.position - len(held)
+        if offset < start or held[offset - start:].strip(b"\0"):
             return False
         while data := self.read(_TAR_BUFFER):
-            if any(data):
+            if data.strip(b"\0"):
                 return False
         return True
 
