@@ -16,7 +16,6 @@ bytes other than zeros after a tar's end (a header this reader stopped at, anoth
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import tarfile
@@ -77,7 +76,7 @@ class _Budget:
         setattr(self, what, total)
         if total > getattr(self.bounds, what):
             raise LayerError(f"the image exceeds the verifier's bound on {what.replace('_', ' ')}"
-                             f" ({getattr(self.bounds, what)}): refused unread (a decompression"
+                             f" ({getattr(self.bounds, what)}): reading stopped (a decompression"
                              " bomb, or an image far larger than the serving image)")
 
 
@@ -268,7 +267,7 @@ def read_paths(registry: Registry, name: str, manifest: dict, watch: Watch,
         digest = str(layer.get("digest"))
         label = f"layer {number} ({digest[:19]})"
         declared = layer.get("size")
-        if not isinstance(declared, int) or declared < 0:
+        if type(declared) is not int or declared < 0:
             raise LayerError(f"{label} declares no size")
         if budget.compressed_bytes + declared > bounds.compressed_bytes:
             raise LayerError(f"{label} declares {declared} bytes: over the verifier's bound on "
@@ -280,7 +279,7 @@ def read_paths(registry: Registry, name: str, manifest: dict, watch: Watch,
                     with tarfile.open(fileobj=stream, mode="r|", bufsize=_TAR_BUFFER) as tar:
                         _apply_layer(tar, watch, files, links, budget, label)
                         end = tar.offset
-                except (tarfile.TarError, EOFError) as exc:
+                except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
                     raise LayerError(f"{label} is not a readable tar ({exc})") from None
                 if not stream.rest_is_zeros(end):
                     raise LayerError(f"{label} has data after the end of its tar archive "
@@ -291,7 +290,3 @@ def read_paths(registry: Registry, name: str, manifest: dict, watch: Watch,
         except RegistryError as exc:
             raise LayerError(f"{label}: {exc}") from None
     return files
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

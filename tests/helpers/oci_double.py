@@ -116,7 +116,8 @@ class RegistryDouble:
         return digest_of(data)
 
     def put_image(self, name: str, layers: list[bytes], env: list[str] | None = None,
-                  tag: str | None = None, media_types: list[str] | None = None) -> str:
+                  tag: str | None = None, media_types: list[str] | None = None,
+                  sizes: list[int] | None = None) -> str:
         config = json.dumps({"architecture": "amd64", "os": "linux",
                              "config": {"Env": env if env is not None else DEFAULT_ENV},
                              "rootfs": {"type": "layers", "diff_ids": []}}).encode()
@@ -125,7 +126,8 @@ class RegistryDouble:
                                "size": len(config)},
                     "layers": [{"mediaType": (media_types or [])[i] if media_types else
                                 (LAYER_GZIP if data[:2] == b"\x1f\x8b" else LAYER_TAR),
-                                "digest": self.put_blob(data), "size": len(data)}
+                                "digest": self.put_blob(data),
+                                "size": sizes[i] if sizes else len(data)}
                                for i, data in enumerate(layers)]}
         raw = json.dumps(manifest, sort_keys=True).encode()
         digest = digest_of(raw)

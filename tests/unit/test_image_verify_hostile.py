@@ -57,8 +57,10 @@ BASE = layer(("dir", "usr"), ("dir", "usr/bin"), ("file", "usr/bin/python3", b"\
 
 
 def _release(registry, double, keys, model: dict[str, bytes], layers: list[bytes], *,
-             version: str = "3", commit: str = SHA, env=None, tag=None, media_types=None):
-    digest = double.put_image(NAME, layers, env=env, tag=tag, media_types=media_types)
+             version: str = "3", commit: str = SHA, env=None, tag=None, media_types=None,
+             sizes=None):
+    digest = double.put_image(NAME, layers, env=env, tag=tag, media_types=media_types,
+                              sizes=sizes)
     statement = provenance(
         repository=f"{double.host}/{NAME}", image_digest=digest, source_commit=commit,
         source_repository="acme/rice", dataset_fingerprint="sha256:" + "d" * 64,
@@ -203,6 +205,22 @@ def test_data_after_the_tar_end_and_a_wrong_declared_size_are_refused(world, key
     digest = _release(registry, double, keys, model, [*_good_layers(model, keys), trailing])
     with pytest.raises(VerificationError, match="not valid gzip"):
         verify_image(registry, NAME, digest, keys["public"])
+    layers = _good_layers(model, keys)
+    for sizes, expected in ([len(BASE) + 10, len(layers[1])], "registry sent"), \
+            ([len(BASE) - 10, len(layers[1])], "larger than"):
+        digest = _release(registry, double, keys, model, layers, sizes=sizes)
+        with pytest.raises(VerificationError, match=expected):
+            verify_image(registry, NAME, digest, keys["public"])
+
+
+def test_a_zstd_layer_and_a_truncated_gzip_layer_are_refused_clearly(world, keys):
+    double, registry, model = world
+    for top, expected in ((b"\x28\xb5\x2f\xfd" + bytes(64), "zstd"),
+                          (layer(("file", "srv/x", os.urandom(4096)))[:-100], "mid-stream"),
+                          (b"not a tar at all" * 64, "not a readable tar")):
+        digest = _release(registry, double, keys, model, [*_good_layers(model, keys), top])
+        with pytest.raises(VerificationError, match=expected):
+            verify_image(registry, NAME, digest, keys["public"])
 
 
 # ---- the trust anchor is the verifier's key ----
