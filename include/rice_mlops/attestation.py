@@ -10,7 +10,11 @@ Three attachments, each a tag-schema OCI artifact whose subject is the image dig
   predicate pins the sha256 of the SBOM and the provenance envelope and the model-files
   statement, so one signature covers every attachment.
 Verification trusts nothing the registry says until the signatures verify with the given key
-and every subject names the digest asked about.
+and every subject names the digest asked about. The given key is the only trust anchor: no key
+is ever read from the image to verify anything, and the key the image's own server checks its
+model with must be that very key (otherwise the server would accept whatever that other key
+signed). The server's start-up check stays a self-check: a model changed or mounted after the
+build does not start. Every layer is read, with bounds (`rice_mlops.layers`).
 """
 
 from __future__ import annotations
