@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def _current_release(registry, name: str, key) -> tuple[int | None, str]:
         raise VerificationError(f"`latest` names {digest}, which does not verify ({exc}): "
                                 "what the current release is cannot be told; pass "
                                 "--min-version N") from None
-    if not str(version or "").isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", str(version or "")):
         raise VerificationError(f"`latest` ({digest}) carries no model version number; pass "
                                 "--min-version N")
     return int(version), f"`latest` is v{version} ({digest})"
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the full git sha the signed provenance must name")
     verify.add_argument("--min-version", type=int, metavar="N",
                         help="refuse a signed model version below N (default: the signed "
-                             "version of the image `latest` names; 0 checks nothing)")
+                             "version of the image `latest` names, if any)")
     verify.add_argument("--rollback-to", type=int, metavar="N",
                         help="accept an older release: only one whose signed model version "
                              "is exactly N")
