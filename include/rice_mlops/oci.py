@@ -125,16 +125,11 @@ class Registry:
         headers = {"Accept-Encoding": "identity"}
         with self._http.stream("GET", realm, params=params, headers=headers,
                                auth=self._basic or httpx.USE_CLIENT_DEFAULT) as response:
-            body = bytearray()
-            for chunk in response.iter_raw():
-                body += chunk
-                if len(body) > MAX_TOKEN_BYTES:
-                    raise RegistryError(f"the token realm {realm} answered more than "
-                                        f"{MAX_TOKEN_BYTES} bytes")
+            body = _bounded_body(response, MAX_TOKEN_BYTES, f"the token realm {realm}'s answer")
         if response.status_code != 200:
             raise RegistryError(f"the token realm {realm} answered {response.status_code}")
         try:
-            token = json.loads(bytes(body))
+            token = json.loads(body)
             value = token.get("token") or token.get("access_token")
         except (ValueError, AttributeError):
             value = None
@@ -143,8 +138,8 @@ class Registry:
         return value
 
     def _request(self, method: str, url: str, *, stream: bool = False,
-              follow_redirects: bool = False, headers: dict | None = None,
-              **kwargs) -> httpx.Response:
+                 follow_redirects: bool = False, headers: dict | None = None,
+                 **kwargs) -> httpx.Response:
         target = self._own(url)
         request = self._http.build_request(method, target, headers=headers, **kwargs)
         response = self._http.send(request, stream=stream, follow_redirects=follow_redirects,
@@ -165,20 +160,15 @@ class Registry:
     def manifest(self, name: str, reference: str) -> tuple[bytes, str, str]:
         """(raw manifest, media type, digest); checked against `reference` when it is one."""
         response = self._request("GET", f"/v2/{name}/manifests/{reference}", stream=True,
-                              headers={"Accept": _ACCEPT, "Accept-Encoding": "identity"})
+                                 headers={"Accept": _ACCEPT, "Accept-Encoding": "identity"})
         try:
             if response.status_code == 404:
                 raise RegistryError(f"{name}:{reference} is not in the registry")
             if response.status_code != 200:
                 raise RegistryError(f"GET manifest {name}:{reference}: {response.status_code}")
-            body = bytearray()
-            for chunk in response.iter_raw(1 << 20):
-                body += chunk
-                if len(body) > MAX_BLOB_BYTES:
-                    raise RegistryError(f"manifest {name}:{reference} is too large")
+            raw = _bounded_body(response, MAX_BLOB_BYTES, f"manifest {name}:{reference}")
         finally:
             response.close()
-        raw = bytes(body)
         digest = digest_of(raw)
         if _DIGEST.fullmatch(reference) and digest != reference:
             raise RegistryError(f"the registry answered {digest} for {reference}")
@@ -196,10 +186,7 @@ class Registry:
         try:
             if response.status_code != 200:
                 raise RegistryError(f"GET blob {name}@{digest}: {response.status_code}")
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                raise RegistryError(f"blob {digest} came {encoding}-encoded: refused (asked "
-                                    "for identity; a decoder here would be unbounded)")
+            _identity(response, f"blob {digest}")
             yield BlobStream(response.iter_raw(1 << 20), digest, limit)
         finally:
             response.close()
@@ -271,6 +258,24 @@ class Registry:
         if len(layers) != 1:
             raise RegistryError(f"the {kind} attachment has {len(layers)} layers, not 1")
         return self.blob(name, layers[0]["digest"]), manifest
+
+
+def _identity(response: httpx.Response, what: str) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RegistryError(f"{what} came {encoding}-encoded: refused (asked for identity; a "
+                            "decoder here would be unbounded)")
+
+
+def _bounded_body(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The raw body of a streamed response, at most `limit` bytes, never decoded."""
+    _identity(response, what)
+    body = bytearray()
+    for chunk in response.iter_raw(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            raise RegistryError(f"{what} is larger than {limit} bytes")
+    return bytes(body)
 
 
 class BlobStream:
