@@ -208,7 +208,7 @@ def _apply_layer(tar: tarfile.TarFile, watch: Watch, files: dict[str, bytes],
             links[path] = member.linkname  # kept even if whited out later: stricter
         if not watch.guards(path):
             continue
-        if path in added:
+        if path in added and not (member.isdir() and added[path] is None):
             raise LayerError(f"{label}: /{path} appears twice in one layer (which one a "
                              "runtime keeps is not for the verifier to guess)")
         if member.isdir():
