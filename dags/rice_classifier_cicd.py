@@ -108,12 +108,13 @@ def rice_classifier_cicd():
         """Commit the artifacts to the model branch and open or update its pull request."""
         return tasks.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
-    @task(outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success", **_DOCKER)
+    @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success",
+          **_DOCKER)
     def promote(trained: dict, data: dict, staged: dict, gate: dict, image: dict | None,
-                run_id=None, outlet_events=None, params=None) -> dict:
+                run_id=None, outlet_events=None, inlet_events=None, params=None) -> dict:
         """Verify the pushed image's attachments, then move `champion`; record it in Airflow."""
-        record = tasks.promote(SETTINGS, trained, data, staged, gate, image, run_id, params)
-        outlet_events[RICE_MODEL].extra = record
+        record = outlet_events[RICE_MODEL].extra = tasks.promote(
+            SETTINGS, trained, data, staged, gate, image, run_id, params, inlet_events[RICE_MODEL])
         return record
 
     @task

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -107,6 +108,28 @@ def _cmd_image_wheels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _current_release(registry, name: str, key) -> tuple[int | None, str]:
+    """The signed model version of what the repository's `latest` tag names (None when
+    there is no `latest`): the minimum an image must reach unless a rollback is named."""
+    from rice_mlops.attestation import VerificationError, signed_release
+    from rice_mlops.oci import RegistryError
+
+    try:
+        digest = registry.manifest(name, "latest")[2]
+    except RegistryError:
+        return None, "no `latest` tag: not checked for being older"
+    try:
+        version = signed_release(registry, name, digest, key)["model_version"]
+    except VerificationError as exc:
+        raise VerificationError(f"`latest` names {digest}, which does not verify ({exc}): "
+                                "what the current release is cannot be told; pass "
+                                "--min-version N") from None
+    if not re.fullmatch(r"[0-9]{1,18}", str(version or "")):
+        raise VerificationError(f"`latest` ({digest}) carries no model version number; pass "
+                                "--min-version N")
+    return int(version), f"`latest` is v{version} ({digest})"
+
+
 def _cmd_image_verify(args: argparse.Namespace) -> int:
     from rice_mlops.attestation import VerificationError, verify_image
     from rice_mlops.oci import Registry, split_reference
@@ -118,14 +141,20 @@ def _cmd_image_verify(args: argparse.Namespace) -> int:
     with Registry(host, os.environ.get("REGISTRY_USERNAME", ""),
                   os.environ.get("REGISTRY_PASSWORD", "")) as registry:
         try:
-            report = verify_image(registry, name, digest, key)
+            minimum, how = args.min_version, f"--min-version {args.min_version}"
+            if minimum is None:
+                minimum, how = _current_release(registry, name, key)
+            report = verify_image(registry, name, digest, key,
+                                  expected_commit=args.expected_commit, min_version=minimum,
+                                  rollback_to=args.rollback_to)
         except VerificationError as exc:
             print(f"NOT VERIFIED {args.image}: {exc}", file=sys.stderr)
             return 1
-    print(json.dumps(report, indent=2, sort_keys=True))
-    print(f"VERIFIED {args.image}: signed by key {args.key}, built from MLflow run "
-          f"{report['mlflow_run_id']} at commit {report['source_commit'] or '(none)'}",
-          file=sys.stderr)
+    print(json.dumps({**report, "release_order": f"{report['release_order']} ({how})"},
+                     indent=2, sort_keys=True))
+    print(f"VERIFIED {args.image}: signed by key {args.key}, model v{report['model_version']} "
+          f"from MLflow run {report['mlflow_run_id']} at commit "
+          f"{report['source_commit'] or '(none)'}", file=sys.stderr)
     return 0
 
 
@@ -219,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "REGISTRY_USERNAME / REGISTRY_PASSWORD)")
     verify.add_argument("image", help="REGISTRY/NAME@sha256:<digest> (a digest, never a tag)")
     verify.add_argument("--key", type=Path, required=True, help="the pipeline's public key (PEM)")
+    verify.add_argument("--expected-commit", metavar="SHA",
+                        help="the full git sha the signed provenance must name")
+    verify.add_argument("--min-version", type=int, metavar="N",
+                        help="refuse a signed model version below N (default: the signed "
+                             "version of the image `latest` names, if any)")
+    verify.add_argument("--rollback-to", type=int, metavar="N",
+                        help="accept an older release: only one whose signed model version "
+                             "is exactly N")
     verify.set_defaults(func=_cmd_image_verify)
     wheels = image.add_parser("wheels", help="download the serving image's wheels into a "
                               "directory, for workers that cannot reach the package index")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -58,18 +60,34 @@ def base_url(host: str) -> str:
     return f"http://{host}" if bare in ("127.0.0.1", "localhost", "::1") else f"https://{host}"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_TOKEN_BYTES = 64 << 10
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
 @dataclass
 class Registry:
-    """A v2 registry client with basic or bearer-token auth (credentials stay in memory)."""
+    """A v2 registry client with basic or bearer-token auth (credentials stay in memory).
+
+    Credentials go to the registry's own origin (scheme, host and port of `host`) and, for a
+    bearer challenge, to a token realm served over https or from that same origin; a realm
+    anywhere else (plain http on another host, another port) is refused before anything is
+    sent. A redirect to another origin (blob storage) carries no Authorization header.
+    """
 
     host: str
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     timeout: float = 30.0
+    transport: httpx.BaseTransport | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        auth = (self.username, self.password) if self.username else None
-        self._http = httpx.Client(base_url=base_url(self.host), timeout=self.timeout, auth=auth)
+        self._http = httpx.Client(base_url=base_url(self.host), timeout=self.timeout,
+                                  transport=self.transport)
+        self._basic = httpx.BasicAuth(self.username, self.password) if self.username else None
 
     def close(self) -> None:
         self._http.close()
@@ -80,52 +98,102 @@ class Registry:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _request(self, method: str, url: str, **kwargs) -> httpx.Response:
-        response = self._http.request(method, url, **kwargs)
+    def _own(self, url: str) -> httpx.URL:
+        """`url` resolved against the registry; refused when it leaves the registry's origin
+        (an upload Location, say), since every request carries the credentials."""
+        target = self._http.base_url.join(url)
+        if _origin(target) != _origin(self._http.base_url):
+            raise RegistryError(f"registry {self.host} sent us to {target.scheme}://"
+                                f"{target.netloc.decode()}, not its own origin: refusing to "
+                                "send its credentials there")
+        return target
+
+    def _realm(self, realm: str) -> httpx.URL:
+        """The token realm, if credentials may go there: https, or the registry's origin."""
+        target = self._http.base_url.join(realm) if realm else None
+        if target is None or not target.host:
+            raise RegistryError(f"registry {self.host} names no usable token realm ({realm!r})")
+        if target.scheme == "https" or _origin(target) == _origin(self._http.base_url):
+            return target
+        raise RegistryError(f"registry {self.host} names the token realm {realm!r}: neither "
+                            "https nor the registry's own host, so its credentials are not "
+                            "sent there (a realm must be https, or the registry itself)")
+
+    def _token(self, challenge: str) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = self._realm(params.pop("realm", ""))
+        headers = {"Accept-Encoding": "identity"}
+        with self._http.stream("GET", realm, params=params, headers=headers,
+                               auth=self._basic or httpx.USE_CLIENT_DEFAULT) as response:
+            body = _bounded_body(response, MAX_TOKEN_BYTES, f"the token realm {realm}'s answer")
+        if response.status_code != 200:
+            raise RegistryError(f"the token realm {realm} answered {response.status_code}")
+        try:
+            token = json.loads(body)
+            value = token.get("token") or token.get("access_token")
+        except (ValueError, AttributeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            raise RegistryError(f"the token realm {realm} answered no token")
+        return value
+
+    def _request(self, method: str, url: str, *, stream: bool = False,
+                 follow_redirects: bool = False, headers: dict | None = None,
+                 **kwargs) -> httpx.Response:
+        target = self._own(url)
+        request = self._http.build_request(method, target, headers=headers, **kwargs)
+        response = self._http.send(request, stream=stream, follow_redirects=follow_redirects,
+                                   auth=self._basic or httpx.USE_CLIENT_DEFAULT)
         challenge = response.headers.get("www-authenticate", "")
         if response.status_code == 401 and challenge.lower().startswith("bearer "):
-            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-            realm = params.pop("realm", "")
-            token = self._http.get(realm, params=params).json()
-            kwargs.setdefault("headers", {})["Authorization"] = \
-                f"Bearer {token.get('token') or token.get('access_token')}"
-            response = httpx.request(method, str(self._http.base_url.join(url)),
-                                     timeout=self.timeout, **kwargs)
+            response.close()
+            bearer = {**(headers or {}), "Authorization": f"Bearer {self._token(challenge)}"}
+            request = self._http.build_request(method, target, headers=bearer, **kwargs)
+            response = self._http.send(request, stream=stream,
+                                       follow_redirects=follow_redirects)
         if response.status_code == 401:
+            response.close()
             raise RegistryError(f"registry {self.host} refused the credentials "
                                 f"({method} {url.split('?')[0]})")
         return response
 
     def manifest(self, name: str, reference: str) -> tuple[bytes, str, str]:
         """(raw manifest, media type, digest); checked against `reference` when it is one."""
-        response = self._request("GET", f"/v2/{name}/manifests/{reference}",
-                                 headers={"Accept": _ACCEPT})
-        if response.status_code == 404:
-            raise RegistryError(f"{name}:{reference} is not in the registry")
-        if response.status_code != 200:
-            raise RegistryError(f"GET manifest {name}:{reference}: {response.status_code}")
-        raw = response.content
-        if len(raw) > MAX_BLOB_BYTES:
-            raise RegistryError(f"manifest {name}:{reference} is too large")
+        response = self._request("GET", f"/v2/{name}/manifests/{reference}", stream=True,
+                                 headers={"Accept": _ACCEPT, "Accept-Encoding": "identity"})
+        try:
+            if response.status_code == 404:
+                raise RegistryError(f"{name}:{reference} is not in the registry")
+            if response.status_code != 200:
+                raise RegistryError(f"GET manifest {name}:{reference}: {response.status_code}")
+            raw = _bounded_body(response, MAX_BLOB_BYTES, f"manifest {name}:{reference}")
+        finally:
+            response.close()
         digest = digest_of(raw)
         if _DIGEST.fullmatch(reference) and digest != reference:
             raise RegistryError(f"the registry answered {digest} for {reference}")
         return raw, response.headers.get("content-type", "").split(";")[0], digest
 
-    def blob(self, name: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes:
-        with self._http.stream("GET", f"/v2/{name}/blobs/{digest}",
-                               follow_redirects=True) as response:
+    @contextmanager
+    def open_blob(self, name: str, digest: str, limit: int) -> Iterator[BlobStream]:
+        """The blob as a stream of chunks, hashed as they arrive: at most `limit` bytes are
+        read, and `BlobStream.check()` (after the last chunk) compares the digest."""
+        if not _DIGEST.fullmatch(digest):
+            raise RegistryError(f"{digest!r} is not a sha256 digest")
+        # identity: a content-encoded answer would be decompressed before any bound applies
+        response = self._request("GET", f"/v2/{name}/blobs/{digest}", stream=True,
+                              follow_redirects=True, headers={"Accept-Encoding": "identity"})
+        try:
             if response.status_code != 200:
                 raise RegistryError(f"GET blob {name}@{digest}: {response.status_code}")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    raise RegistryError(f"blob {digest} is larger than {limit} bytes")
-            data = b"".join(chunks)
-        if digest_of(data) != digest:
-            raise RegistryError(f"blob {digest} does not match its digest")
+            _identity(response, f"blob {digest}")
+            yield BlobStream(response.iter_raw(1 << 20), digest, limit)
+        finally:
+            response.close()
+
+    def blob(self, name: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes:
+        with self.open_blob(name, digest, limit) as stream:
+            data = stream.read_all()
         return data
 
     def push_blob(self, name: str, data: bytes) -> str:
@@ -190,3 +258,52 @@ class Registry:
         if len(layers) != 1:
             raise RegistryError(f"the {kind} attachment has {len(layers)} layers, not 1")
         return self.blob(name, layers[0]["digest"]), manifest
+
+
+def _identity(response: httpx.Response, what: str) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RegistryError(f"{what} came {encoding}-encoded: refused (asked for identity; a "
+                            "decoder here would be unbounded)")
+
+
+def _bounded_body(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The raw body of a streamed response, at most `limit` bytes, never decoded."""
+    _identity(response, what)
+    body = bytearray()
+    for chunk in response.iter_raw(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            raise RegistryError(f"{what} is larger than {limit} bytes")
+    return bytes(body)
+
+
+class BlobStream:
+    """Chunks of one blob: counted against a limit, hashed, checked once exhausted."""
+
+    def __init__(self, chunks: Iterator[bytes], digest: str, limit: int):
+        self._chunks, self.digest, self.limit = chunks, digest, limit
+        self._hash, self.size, self.done = hashlib.sha256(), 0, False
+
+    def read(self) -> bytes:
+        """The next chunk; b"" at the end, after the digest was checked."""
+        if self.done:
+            return b""
+        for chunk in self._chunks:
+            if not chunk:
+                continue
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise RegistryError(f"blob {self.digest} is larger than {self.limit} bytes")
+            self._hash.update(chunk)
+            return chunk
+        self.done = True
+        if "sha256:" + self._hash.hexdigest() != self.digest:
+            raise RegistryError(f"blob {self.digest} does not match its digest")
+        return b""
+
+    def read_all(self) -> bytes:
+        data = bytearray()
+        while chunk := self.read():
+            data += chunk
+        return bytes(data)

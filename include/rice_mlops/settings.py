@@ -9,6 +9,7 @@ stricter than them (see `rice_mlops.run_policy`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -63,6 +64,14 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     value = env.get(name, "").strip().lower() or default
     if value not in allowed:
         raise SettingsError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _rollback(env: Mapping[str, str]) -> str:
+    value = env.get("RICE_ROLLBACK_TO_VERSION", "").strip()
+    if value and not re.fullmatch(r"[1-9][0-9]{0,17}", value):
+        raise SettingsError(f"RICE_ROLLBACK_TO_VERSION={value!r} must be a model version "
+                            "number (or empty)")
     return value
 
 
@@ -146,6 +155,8 @@ class PipelineSettings:
     require_approval: bool = False  # a person approves every release, not only close calls
     approve_not_significant: bool = True  # ask a person when the lead may be noise
     approval_timeout_minutes: int = 24 * 60
+    # promote refuses an image older than the recorded champion unless this names its version
+    rollback_to_version: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -214,6 +225,7 @@ class PipelineSettings:
                                             ("true", "false")) == "true",
             approval_timeout_minutes=_int(env, "RICE_APPROVAL_TIMEOUT_MINUTES",
                                           cls.approval_timeout_minutes, low=1),
+            rollback_to_version=_rollback(env),
         )
 
     def as_dict(self) -> dict:

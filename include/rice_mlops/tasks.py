@@ -370,9 +370,12 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
 
 
 def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
-                  image: Mapping) -> dict:
-    """The checks of `rice-mlops image verify`, plus: the digest is this run's (provenance)
-    and the commit tag still names it. Raises AirflowFailException when any fails."""
+                  image: Mapping, version: str | None = None,
+                  champion_version: str | None = None) -> dict:
+    """The checks of `rice-mlops image verify`, plus: the digest is this run's (provenance:
+    MLflow run, source commit, model `version`), not older than the champion this pipeline
+    recorded unless RICE_ROLLBACK_TO_VERSION names it, and the commit tag still names it.
+    Raises AirflowFailException when any fails."""
     from rice_mlops.attestation import VerificationError, verify_image
     from rice_mlops.image import image_names
     from rice_mlops.oci import RegistryError, split_reference
@@ -385,15 +388,22 @@ def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
                                    f"{host}/{settings.image_name}")
     public = load_public_key(public_pem(_signing_key(settings)))
     tag = image_names(host, settings.image_name, request.source_commit, run_id).tag
+    minimum = int(champion_version) if str(champion_version or "").isdigit() else None
+    rollback = settings.rollback_to_version
     with client:
         try:
-            report = verify_image(client, name, digest, public)
+            report = verify_image(client, name, digest, public,
+                                  expected_commit=request.source_commit, min_version=minimum,
+                                  rollback_to=int(rollback) if rollback else None)
             current = client.manifest(name, tag)[2]
         except (VerificationError, RegistryError) as exc:
             raise AirflowFailException(f"{image['digest_ref']} does not verify: {exc}") from None
     if report["mlflow_run_id"] != run_id:
         raise AirflowFailException(f"{image['digest_ref']} was built from MLflow run "
                                    f"{report['mlflow_run_id']}, not {run_id}")
+    if version is not None and str(report.get("model_version")) != str(version):
+        raise AirflowFailException(f"{image['digest_ref']} is signed as model "
+                                   f"v{report.get('model_version')}, not this run's v{version}")
     if current != digest:
         raise AirflowFailException(f"{image['image']} now names {current}, not the verified "
                                    f"{digest}: someone moved the tag; champion stays")
@@ -409,9 +419,10 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
 
 def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged: Mapping,
             gate: Mapping, image: Mapping | None, dag_run_id: str,
-            params: Mapping | None = None) -> dict:
+            params: Mapping | None = None, champion_events: Iterable = ()) -> dict:
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
+    from rice_mlops.champion import latest_record
     from rice_mlops.docker_tasks import registry_host
 
     if not (image or {}).get("digest"):
@@ -424,10 +435,16 @@ def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged:
         log.warning("promoting v%s without an image (RICE_PROMOTE_WITHOUT_IMAGE=%s)",
                     gate["version"], settings.promote_without_image)
     else:
+        # The minimum is the champion this pipeline recorded (Airflow's asset events), not
+        # MLflow's alias nor the gate's XCom: both can be rewritten from outside the release.
+        record = latest_record(champion_events, DAG_ID)
         report = verify_pushed(settings, _request(params, settings),
-                               checked_run_id(trained["run_id"]), image)
-        log.info("verified %s: signature, provenance (run %s, commit %s) and SBOM",
-                 image["digest_ref"], report["mlflow_run_id"], report["source_commit"])
+                               checked_run_id(trained["run_id"]), image,
+                               version=str(gate["version"]),
+                               champion_version=record.version if record else None)
+        log.info("verified %s: signature, provenance (run %s, commit %s, %s) and SBOM",
+                 image["digest_ref"], report["mlflow_run_id"], report["source_commit"],
+                 report.get("release_order"))
     tflite_sha256 = read_manifest(_staged_dir(settings, trained))["model.tflite"]
     if tflite_sha256 != staged["tflite_sha256"]:
         raise AirflowFailException("the staged TFLite file changed since fetch_artifacts")

@@ -55,10 +55,12 @@ def keys(tmp_path_factory):
             "their_public": load_public_key(theirs[1].read_bytes())}
 
 
-def _model_image(env, engine, keys, root, tag: str, tamper: bool = False) -> str:
+def _model_image(env, engine, keys, root, tag: str, tamper: bool = False,
+                 their_key: bool = False) -> str:
     """A local image FROM the base with a model directory signed by our key at /opt/model
-    (changed after signing when `tamper`)."""
-    from rice_mlops.signing import sign_model_dir
+    (changed after signing when `tamper`) and, as the serving image has, our public key at
+    /opt/rice/evidence/model-signing.pub (their key with `their_key`)."""
+    from rice_mlops.signing import public_pem, sign_model_dir
 
     model = root / "model"
     model.mkdir(parents=True)
@@ -67,7 +69,11 @@ def _model_image(env, engine, keys, root, tag: str, tamper: bool = False) -> str
     sign_model_dir(model, keys["private"], {"run_id": "e" * 32})
     if tamper:
         (model / "labels.json").write_text('{"classes": ["b", "a"]}')
-    (root / "Dockerfile").write_text(f"FROM {engine['RICE_BASE_IMAGE']}\nCOPY model/ /opt/model/\n")
+    (root / "evidence").mkdir()
+    (root / "evidence" / "model-signing.pub").write_bytes(
+        public_pem(keys["their_private" if their_key else "private"]))
+    (root / "Dockerfile").write_text(f"FROM {engine['RICE_BASE_IMAGE']}\nCOPY model/ /opt/model/\n"
+                                     "COPY evidence/ /opt/rice/evidence/\n")
     _docker({**env, "DOCKER_BUILDKIT": "0"}, "build", "--network", "none", "-t", tag, str(root))
     return tag
 
@@ -222,3 +228,32 @@ def test_a_model_changed_after_signing_fails_even_with_valid_attachments(docker_
             (tmp_path / "model" / "model.sig.json").read_bytes())
     with pytest.raises(VerificationError, match="changed labels.json"):
         verify_image(registry, NAME, digest, keys["public"])
+
+
+def test_an_image_carrying_another_key_for_its_server_fails(docker_engine, registry_env, keys,
+                                                             attached, tmp_path):
+    """Signed model, valid attachments, but the server in the image would check the model
+    with their key: trust comes from the verifier's key alone."""
+    from rice_mlops.attestation import VerificationError, verify_image
+
+    registry, _, _ = attached
+    local = _model_image(registry_env, docker_engine, keys, tmp_path,
+                         "rice-attest-test-theirkey:local", their_key=True)
+    try:
+        digest = _push(registry_env, docker_engine, local, "their-key")
+    finally:
+        _docker(registry_env, "rmi", local)
+    _attach(registry, docker_engine, digest, keys,
+            (tmp_path / "model" / "model.sig.json").read_bytes())
+    with pytest.raises(VerificationError, match="carries its own key"):
+        verify_image(registry, NAME, digest, keys["public"])
+
+
+def test_an_older_release_needs_a_rollback_by_name(attached, keys):
+    from rice_mlops.attestation import VerificationError, verify_image
+
+    registry, digest, _ = attached  # signed as model v3
+    with pytest.raises(VerificationError, match="v3, older than v4"):
+        verify_image(registry, NAME, digest, keys["public"], min_version=4)
+    assert verify_image(registry, NAME, digest, keys["public"], min_version=4, rollback_to=3,
+                        expected_commit="a" * 40)["verified"]
