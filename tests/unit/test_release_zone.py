@@ -94,7 +94,7 @@ def digests(trained_dir) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def signing_key(tmp_path_factory):
-    from rice_mlops.signing import generate_keypair, load_private_key
+    from rice_mlops.signing import generate_keypair
 
     private, _ = generate_keypair(tmp_path_factory.mktemp("keys") / "k")
     return private
