@@ -28,6 +28,7 @@ MODEL_BYTES = {"tflite/model.tflite": "model.tflite", "model_meta/labels.json": 
 SMOKE_MAX_PER_CLASS = 200  # the CI test split is 200 real images per class: all of it
 LATENCY_PER_CLASS = 2  # images per class the latency probe times (budgets.PROBE)
 MAX_LABELS_BYTES = 64 * 1024
+MAX_PIXELS = 4096 * 4096  # rice_mlops.data.validate's bound on a dataset image
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CLASS = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 
@@ -124,6 +125,11 @@ def smoke_set(data_dir: Path, classes: Sequence[str],
                                 f"{list(classes)}")
     chosen = [(path, cls) for cls in dataset.classes
               for path in sorted(dataset.files["test"][cls])[:max_per_class]]
+    # The images are copied into the release zone's smoke set: a link could name any file of
+    # this worker (the signing key) instead of an image.
+    links = [str(path) for path, _ in chosen if path.is_symlink() or not path.is_file()]
+    if links:
+        raise ReleaseInputError(f"test images that are links or not regular files: {links[:5]}")
     if not chosen:
         raise ReleaseInputError(f"{data_dir} has no test images to measure the model on")
     return chosen
@@ -142,6 +148,9 @@ def litert_probabilities(tflite: Path, images: Sequence[Path]) -> list[list[floa
     shape, results = None, []
     for path in images:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:  # before decoding: no pixel bomb
+                raise ReleaseInputError(f"{path} has {image.width}x{image.height} pixels, more "
+                                        f"than the {MAX_PIXELS} a test image may have")
             pixels = np.asarray(image.convert("RGB"), dtype=np.float32)[None]
         if pixels.shape != shape:
             interpreter.resize_tensor_input(input_index, pixels.shape, strict=False)

@@ -302,3 +302,25 @@ def test_the_smoke_test_needs_a_bar():
     with pytest.raises(SystemExit):
         smoke.main(["--smoke-dir", "/x", "--min-test-accuracy", "1.5",
                     "--min-class-recall", "0"])
+
+
+def test_the_smoke_set_refuses_links_and_pixel_bombs(dataset, trained_dir, tmp_path):
+    """A test image linked to a file of the release worker (its signing key) never enters the
+    smoke set, and an image too large to decode is refused before decoding."""
+    from PIL import Image
+
+    from rice_mlops.release import litert_probabilities, smoke_set
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    victim = sorted((copy / "test" / CLASSES[0]).iterdir())[0]
+    secret = tmp_path / "signing.key"
+    secret.write_text("PRIVATE")
+    victim.unlink()
+    victim.symlink_to(secret)
+    with pytest.raises(ReleaseInputError, match="links"):
+        smoke_set(copy, CLASSES)
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (5000, 5000)).save(bomb)
+    with pytest.raises(ReleaseInputError, match="pixels"):
+        litert_probabilities(trained_dir / "model.tflite", [bomb])
