@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -324,3 +325,66 @@ def test_the_smoke_set_refuses_links_and_pixel_bombs(dataset, trained_dir, tmp_p
     Image.new("L", (5000, 5000)).save(bomb)
     with pytest.raises(ReleaseInputError, match="pixels"):
         litert_probabilities(trained_dir / "model.tflite", [bomb])
+
+
+@pytest.fixture
+def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypatch):
+    """tasks.prepare_image_context with the engine, the wheels and MLflow stubbed: the glue
+    the Docker worker runs, on a staged run directory another zone could have written."""
+    from rice_mlops import registry, tasks
+    from rice_mlops.run_policy import param_schemas
+    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.signing import load_private_key
+
+    run_id = "ab" * 16
+    staging, socket = tmp_path / "staging", tmp_path / "docker.sock"
+    socket.touch()
+    shutil.copytree(trained_dir, staging / run_id / "model_artifact")
+    (staging / run_id / "evidence").mkdir()
+    (staging / run_id / "evidence" / "MODEL_CARD.md").write_text("# card\n")
+    settings = PipelineSettings(staging_root=staging, docker_socket=str(socket),
+                                data_root=dataset.parent, min_test_accuracy=0.0,
+                                min_class_recall=0.0, max_regression=1.0)
+    monkeypatch.setattr(image_module, "vendor_wheels", _no_wheels)
+    monkeypatch.setattr("rice_mlops.sbom.read_base_image", lambda *_: ("", None))
+    monkeypatch.setattr(tasks, "_signing_key",
+                        lambda _: load_private_key(signing_key.read_bytes()))
+    monkeypatch.setattr(registry, "log_sbom", lambda *_: None)
+    monkeypatch.setattr("rice_mlops.docker_tasks.registry_host", lambda _: None)
+    params = {name: schema["default"] for name, schema in param_schemas(settings).items()}
+    params["data_dir"] = str(dataset)
+    trained = {"run_id": run_id, "dataset_fingerprint": "f" * 64, "image_size": 32,
+               "artifact_sha256": digests, "metrics": {"test_accuracy": 1.0}}
+
+    def run(**overrides):
+        return tasks.prepare_image_context(settings, {**params, **overrides}, trained,
+                                           {"fingerprint": "f" * 64}, {"version": "3"})
+
+    return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging)
+
+
+def test_the_docker_task_builds_its_context_in_the_release_directory(release_task):
+    plan = release_task.run()
+    context = Path(plan["context"])
+    assert context == release_task.settings.release_root / release_task.run_id / "image"
+    assert not (release_task.staging / release_task.run_id / "image").exists()
+    metadata = json.loads((context / "model" / "metadata.json").read_text())
+    assert metadata["release_measurement"]["images"] > 0
+
+
+def test_the_docker_task_fails_closed_on_bytes_training_did_not_record(release_task):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    tflite = release_task.staging / release_task.run_id / "model_artifact" / "model.tflite"
+    tflite.write_bytes(tflite.read_bytes() + b"\0")
+    with pytest.raises(AirflowFailException, match="recorded at training"):
+        release_task.run()
+    assert not release_task.settings.release_root.joinpath(release_task.run_id, "image").exists()
+
+
+def test_the_docker_task_refuses_a_model_below_a_raised_bar_whatever_xcom_says(release_task):
+    """XCom says 1.0 and the gate 'passed'; conf raised the bar to 0.99: not built."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="release zone measured"):
+        release_task.run(min_test_accuracy=0.99)
