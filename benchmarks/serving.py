@@ -197,8 +197,8 @@ def main() -> int:
         build_command,
         image_names,
         prepare_context,
-        smoke_images,
     )
+    from rice_mlops.release import smoke_set
     from rice_mlops.signing import generate_keypair, load_private_key
     from rice_mlops.training import train
     from tests.helpers.datasets import copy_subset
@@ -217,7 +217,9 @@ def main() -> int:
         # with the pipeline's.
         private, _ = generate_keypair(work / "keys")
         context = prepare_context(staged, work / "context", metadata={"run_id": result["run_id"]},
-                                  model_uri=result["model_uri"], smoke_from=smoke_images(data),
+                                  digests=result["artifact_sha256"],
+                                  smoke_from=smoke_set(data, result["classes"]),
+                                  min_test_accuracy=0.0, min_class_recall=0.0,
                                   wheel_cache=work,
                                   signing_key=load_private_key(private.read_bytes()))
         names = image_names(None, "rice-classifier-bench", None, result["run_id"])

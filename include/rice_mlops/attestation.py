@@ -56,8 +56,9 @@ def provenance(*, repository: str, image_digest: str, source_commit: str | None,
                source_repository: str | None, dataset_fingerprint: str, mlflow_run_id: str,
                tracking_uri: str, tflite_sha256: str, lock_files: dict[str, str],
                base_image: str, base_image_id: str | None, dag_id: str, dag_run_id: str,
-               model_version: str) -> bytes:
-    """The in-toto statement (SLSA provenance v1) of one pushed image."""
+               model_version: str, release_measurement: dict | None = None) -> bytes:
+    """The in-toto statement (SLSA provenance v1) of one pushed image. `release_measurement`:
+    the test accuracy and per-class recall the release zone measured on the shipped bytes."""
     dependencies = []
     if source_commit:
         where = f"https://github.com/{source_repository}" if source_repository else "git"
@@ -79,7 +80,9 @@ def provenance(*, repository: str, image_digest: str, source_commit: str | None,
             "buildType": BUILD_TYPE,
             "externalParameters": {"source_commit": source_commit or None,
                                    "source_repository": source_repository or None},
-            "internalParameters": {"dag_id": dag_id, "model_version": model_version},
+            "internalParameters": {"dag_id": dag_id, "model_version": model_version,
+                                   **({"release_measurement": release_measurement}
+                                      if release_measurement else {})},
             "resolvedDependencies": dependencies},
         "runDetails": {"builder": {"id": f"https://rice-mlops.dev/airflow/{dag_id}"},
                        "metadata": {"invocationId": dag_run_id}},

@@ -35,8 +35,9 @@ try:
         except OSError:
             if time.monotonic() > deadline: sys.exit("probe: no /ping")
             time.sleep(0.05)
-    images = [json.load(open(os.path.join(smoke, "expected.json")))["images"]][0]
-    bodies = [open(os.path.join(smoke, i["file"]), "rb").read() for i in images]
+    expected = json.load(open(os.path.join(smoke, "expected.json")))
+    files = expected.get("latency_images") or [i["file"] for i in expected["images"]]
+    bodies = [open(os.path.join(smoke, f), "rb").read() for f in files]
     call("POST", "/predict", bodies[0], {"Content-Type": "image/jpeg"})  # warm-up
     seconds = []
     for _ in range(rounds):

@@ -50,25 +50,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_model_bytes(run_id: str, target: Path) -> dict[str, str]:
+    """Download only model.tflite and labels.json of a run into `target`; returns the digests
+    the run's training logged for them (its manifest). No MLmodel is downloaded or loaded."""
+    import mlflow
+
+    from rice_mlops.release import MODEL_BYTES, manifest_digests, recorded_digests
+    from rice_mlops.vocabulary import RUN_MANIFEST_ARTIFACT
+
+    manifest = mlflow.artifacts.load_text(f"runs:/{run_id}/{RUN_MANIFEST_ARTIFACT}")
+    digests = recorded_digests({"artifact_sha256": manifest_digests(manifest)})
+    target.mkdir(parents=True, exist_ok=True)
+    for artifact, name in MODEL_BYTES.items():
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
+                                                         dst_path=str(target / ".download")))
+        local.replace(target / name)
+    return digests
+
+
 def _cmd_image_build(args: argparse.Namespace) -> int:
+    import shutil
     import subprocess
 
     from rice_mlops import registry
-    from rice_mlops.artifacts import fetch
     from rice_mlops.image import (
         ImageNames,
         build_args,
         build_command,
         image_metadata,
         prepare_context,
-        smoke_images,
     )
+    from rice_mlops.release import read_classes, smoke_set
     from rice_mlops.signing import load_private_key
     from rice_mlops.vocabulary import FINGERPRINT_TAG, MODEL_NAME, SOURCE_TAGS
 
     found = registry.resolve(args.model_uri)
     work = Path(args.work_dir)
-    staged = fetch(found["run_id"], args.model_uri, work / "staging")
+    download = work / "model-bytes"
+    shutil.rmtree(download, ignore_errors=True)
+    digests = _release_model_bytes(found["run_id"], download)
     data_dir = Path(args.data_dir or found["params"].get("data_dir", ""))
     metadata = image_metadata(
         model_name=found["model_name"] or MODEL_NAME, model_version=found["model_version"],
@@ -79,8 +99,11 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
     if not key_file:
         raise ValueError("no signing key: pass --signing-key or set RICE_SIGNING_KEY_FILE (the "
                          "server refuses an unsigned model; `rice-mlops keys generate` makes one)")
-    context = prepare_context(staged, work / "context", metadata=metadata,
-                              model_uri=args.model_uri, smoke_from=smoke_images(data_dir),
+    context = prepare_context(download, work / "context", metadata=metadata, digests=digests,
+                              smoke_from=smoke_set(data_dir,
+                                                   read_classes(download / "labels.json")),
+                              min_test_accuracy=args.min_test_accuracy,
+                              min_class_recall=args.min_class_recall,
                               wheel_cache=work, wheelhouse=args.wheelhouse,
                               signing_key=load_private_key(Path(key_file).read_bytes()))
     repository, _, tag = args.tag.rpartition(":")
@@ -94,7 +117,9 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
         subprocess.run(["docker", "run", "--rm", "--network", "none",
                         "-v", f"{context / 'smoke'}:/smoke:ro", "--entrypoint", "python3",
                         names.immutable, "-m", "rice_mlops.serving.smoke",
-                        "--smoke-dir", "/smoke"], check=True)
+                        "--smoke-dir", "/smoke",
+                        "--min-test-accuracy", repr(args.min_test_accuracy),
+                        "--min-class-recall", repr(args.min_class_recall)], check=True)
     print(f"built {names.immutable} and {names.latest} from run {found['run_id']}")
     return 0
 
@@ -234,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="base image (default: the Dockerfile's python:3.11-slim, or "
                             "RICE_BASE_IMAGE)")
     build.add_argument("--work-dir", type=Path, default=Path(".build/image"))
+    build.add_argument("--min-test-accuracy", type=float, default=settings.min_test_accuracy,
+                       help="refuse to build below this test accuracy, measured with LiteRT "
+                            "on the TFLite bytes (default RICE_MIN_TEST_ACCURACY)")
+    build.add_argument("--min-class-recall", type=float, default=settings.min_class_recall,
+                       help="and below this recall of any class (RICE_MIN_CLASS_RECALL)")
     build.add_argument("--skip-smoke", action="store_true",
                        help="do not run the smoke test against the built image")
     build.add_argument("--wheelhouse", type=Path,

@@ -2,9 +2,12 @@
 
 Each operator derives what its container runs (image, argv, environment, mounts) from values
 it checks itself: the training run id (32 hex characters), the run's conf through the run
-policy, the settings and the registry connection. Nothing executable is read from XCom, and
-the build context is checked against its manifest before anything runs on it. Imported only by
-the DAG file (it needs Airflow and the docker provider).
+policy, the settings and the registry connection. Nothing executable is read from XCom or from
+a directory another zone can write: the build context lives in the release zone's own
+directory (RICE_RELEASE_DIR, mounted by the Docker worker alone), its Dockerfile and server code
+must equal this worker's installed package before anything is built, and the push step is this
+package's script, passed to the container as an argument. Imported only by the DAG file (it
+needs Airflow and the docker provider).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class PlannedDockerOperator(DockerOperator):
 
     def __init__(self, *, training_run_id, settings: PipelineSettings, socket: bool,
                  **kwargs):
-        mounts = [Mount(source=str(settings.staging_root), target=str(settings.staging_root),
+        mounts = [Mount(source=str(settings.release_root), target=str(settings.release_root),
                         type="bind", read_only=True)]
         if socket:
             mounts.append(Mount(source=settings.docker_socket, target=SOCKET_IN_CONTAINER,
@@ -73,19 +76,20 @@ class PlannedDockerOperator(DockerOperator):
 
     def plan(self, context):
         from rice_mlops.artifacts import ManifestError, verify_manifest
-        from rice_mlops.image import plan_for
+        from rice_mlops.image import NotOwned, plan_for, verify_owned
         from rice_mlops.run_policy import PolicyError, checked_run_id, run_request
 
         try:
             run_id = checked_run_id(self.training_run_id)
-            request = run_request(context["params"], self.settings)
+            self.request = run_request(context["params"], self.settings)
         except PolicyError as exc:
             raise AirflowFailException(str(exc)) from None
-        plan = plan_for(self.settings.staging_root, self.settings.image_name, run_id,
-                        request.source_commit, registry_host(self.settings.registry_conn_id))
+        plan = plan_for(self.settings.release_root, self.settings.image_name, run_id,
+                        self.request.source_commit, registry_host(self.settings.registry_conn_id))
         try:
             verify_manifest(plan.context)
-        except ManifestError as exc:
+            verify_owned(plan.context)
+        except (ManifestError, NotOwned) as exc:
             raise AirflowFailException(f"build context of run {run_id} is not what "
                                        f"prepare_image_context wrote: {exc}") from None
         return plan
@@ -113,11 +117,31 @@ class SmokeTestOperator(PlannedDockerOperator):
                          **kwargs)
 
     def execute(self, context):
+        from rice_mlops.serving.smoke import parse_measurement
+
         plan = self.plan(context)
         self.image = plan.local
-        self.command = ["--smoke-dir", str(plan.smoke_dir)]
-        super().execute(context)
-        return self.check_budgets(context, plan)
+        # The bar and the floor come from the settings and the run policy (conf may only
+        # raise them), never from the smoke set or XCom.
+        self.command = ["--smoke-dir", str(plan.smoke_dir),
+                        "--min-test-accuracy", repr(self.request.min_test_accuracy),
+                        "--min-class-recall", repr(self.settings.min_class_recall)]
+        self.xcom_all = True
+        try:
+            output = super().execute(context)
+        except DockerContainerFailedException as exc:
+            logs = _container_logs(exc)
+            if "REFUSED below" in logs:  # no retry makes the shipped bytes more accurate
+                raise AirflowFailException(
+                    "not shipped: the release zone measured the built image below the bar: "
+                    + next(line for line in logs.splitlines() if "REFUSED below" in line)
+                ) from None
+            raise
+        lines = output if isinstance(output, list) else [output]
+        measured = parse_measurement("\n".join(str(line) for line in lines))
+        self.log.info("measured inside the image: accuracy %.4f on %d test images, recall %s",
+                      measured["accuracy"], measured["images"], measured["recall"])
+        return {**self.check_budgets(context, plan), "measured": measured}
 
     def check_budgets(self, context, plan) -> dict:
         """Image size from the engine, p50 latency from a second run of the same image with
@@ -142,12 +166,13 @@ class SmokeTestOperator(PlannedDockerOperator):
 
 
 class RegistryPushOperator(PlannedDockerOperator):
-    """Push the commit tag and `latest` with the context's push.sh; the last log line is the
-    pushed digest. Registry credentials come from an Airflow connection and reach the container
-    only through `private_environment` (never templated, logged or in XCom)."""
+    """Push the commit tag and `latest` with this package's push.sh, given to the container's
+    shell as an argument (no file of any directory is run); the last log line is the pushed
+    digest. Registry credentials come from an Airflow connection and reach the container only
+    through `private_environment` (never templated, logged or in XCom)."""
 
     def __init__(self, **kwargs):
-        super().__init__(socket=True, entrypoint=["/bin/sh"], **kwargs)
+        super().__init__(socket=True, entrypoint=["/bin/sh", "-c"], **kwargs)
 
     def execute(self, context):
         conn_id = self.settings.registry_conn_id
@@ -158,7 +183,9 @@ class RegistryPushOperator(PlannedDockerOperator):
                 "pushed, so not shipped (add a connection with the registry host, login, "
                 "password)")
         plan = self.plan(context)
-        self.command = [str(plan.push_script)]
+        from rice_mlops.image import push_script
+
+        self.command = [push_script(), "push.sh"]
         self.environment = plan.push_environment(conn_id)
         conn = BaseHook.get_connection(conn_id)
         # The provider keeps private variables in `_private_environment`, out of templates.

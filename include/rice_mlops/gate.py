@@ -19,7 +19,7 @@ from rice_mlops.stats import compare_paired, per_class_recall
 class GateResult:
     passed: bool
     reason: str
-    test_accuracy: float
+    test_accuracy: float  # measured from the per-image predictions when the gate has them
     min_test_accuracy: float
     max_regression: float
     champion_version: str | None = None
@@ -35,6 +35,9 @@ class GateResult:
     per_class_recall: dict = field(default_factory=dict)
     champion_per_class_recall: dict = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
+    # What training reported (XCom, MLflow): shown beside the measured figure, never decisive.
+    reported_accuracy: float | None = None
+    measured: bool = False  # test_accuracy was computed here from labels and predictions
 
     def as_dict(self) -> dict:
         return {**asdict(self), "table": gate_table(asdict(self))}
@@ -61,6 +64,10 @@ def decide(
 ) -> GateResult:
     """Pass only when every rule holds; the reason names each rule that did not.
 
+    With per-image `labels` and `predictions` (the staged TFLite file's answers on the test
+    split) the accuracy is measured from them and `test_accuracy` (what training reported) is
+    only recorded beside it: a reported number never passes the bar.
+
     Rules: test accuracy >= `min_test_accuracy`; every class's recall >= `min_class_recall`
     (when per-image predictions are given); not significantly worse than the champion
     (McNemar p < `alpha` with the champion ahead); the estimate not more than
@@ -68,6 +75,11 @@ def decide(
     """
     refusals: list[str] = []
     recall, champion_recall, comparison = {}, {}, None
+    reported, measured = test_accuracy, labels is not None and predictions is not None
+    if measured:
+        if len(labels) != len(predictions) or not labels:
+            raise ValueError(f"{len(predictions)} predictions for {len(labels)} labelled images")
+        test_accuracy = sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels)
     if test_accuracy < min_test_accuracy:
         refusals.append(f"test accuracy {test_accuracy:.4f} is below the minimum "
                         f"{min_test_accuracy:.4f}")
@@ -121,13 +133,17 @@ def decide(
     passed = not refusals
     reason = ("; ".join(refusals) if refusals else
               f"test accuracy {test_accuracy:.4f} >= {min_test_accuracy:.4f}; {against}")
+    if measured and abs(reported - test_accuracy) > 1e-6:
+        reason += (f" (measured by the gate on the staged TFLite file's {len(labels)} test "
+                   f"predictions; training reported {reported:.4f}, not used)")
     return GateResult(
         passed=passed, reason=reason, test_accuracy=test_accuracy,
         min_test_accuracy=min_test_accuracy, max_regression=max_regression,
         champion_version=champion_version, champion_accuracy=champion_accuracy,
         significant=significant, verdict=verdict, min_class_recall=min_class_recall,
         alpha=alpha, confidence=confidence, comparison=comparison, per_class_recall=recall,
-        champion_per_class_recall=champion_recall, refusals=refusals)
+        champion_per_class_recall=champion_recall, refusals=refusals,
+        reported_accuracy=reported, measured=measured)
 
 
 def _pct(value) -> str:

@@ -1,7 +1,10 @@
 """The serving image: its build context (vendored wheels, server, model), names and tags.
 
 `prepare_context` lays out everything `docker build` needs so that the build itself needs no
-network; the same function serves the DAG and `rice-mlops image build`.
+network; the same function serves the DAG and `rice-mlops image build`. It runs in the release
+zone: the Dockerfile, the server and the push step are this installed package's own
+(`verify_owned` checks a context against it before a build), and the model enters only as
+bytes checked against digests recorded at training (`rice_mlops.release`).
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "serving.txt"
 # Vendored beside the wheels and run from its own wheel in the build stage; never installed.
 INSTALLER = "pip==26.3"
 INSTALLER_REQUIREMENTS = REPO_ROOT / "requirements" / "installer.txt"  # INSTALLER, hashed
-MODEL_FILES = ("model.tflite", "labels.json")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"  # the Dockerfile's ARG BASE_IMAGE
-SMOKE_PER_CLASS = 2
+SERVING_INIT = '"""rice-mlops serving runtime."""\n'  # app/rice_mlops/__init__.py
 CONTEXT_DIR = "image"  # beside model_artifact/ in a run's staging directory
 _TAG_OK = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -142,43 +144,15 @@ def download_wheels(dest: Path, requirements: Path = DEFAULT_REQUIREMENTS,
     return sorted(dest.glob("*.whl"))
 
 
-def smoke_images(data_dir: Path, per_class: int = SMOKE_PER_CLASS) -> list[Path]:
-    """The first images of each class in the test split, in a stable order."""
-    from rice_mlops.data import discover
-
-    dataset = discover(data_dir)
-    return [path for cls in dataset.classes
-            for path in sorted(dataset.files["test"][cls])[:per_class]]
-
-
-def expected_predictions(model_dir: Path, images: list[Path], classes: list[str]) -> list[dict]:
-    """What the MLflow model says about each image: the smoke test's reference.
-
-    Loaded from the staged, manifest-checked MLflow model directory (the run's own model),
-    not downloaded again.
-    """
-    import mlflow
-    import numpy as np
-    from PIL import Image
-
-    model = mlflow.pyfunc.load_model(str(model_dir))
-    results = []
-    for index, path in enumerate(images):
-        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)[None]
-        probabilities = np.asarray(model.predict(pixels))[0]
-        results.append({"file": f"images/{index:03d}{path.suffix.lower()}", "source": path.name,
-                        "class": classes[int(np.argmax(probabilities))],
-                        "probabilities": [float(p) for p in probabilities]})
-    return results
-
-
 def prepare_context(
     model_dir: Path,
     out_dir: Path,
     *,
     metadata: dict,
-    model_uri: str,
-    smoke_from: list[Path],
+    digests: dict[str, str],
+    smoke_from: list[tuple[Path, str]],
+    min_test_accuracy: float,
+    min_class_recall: float,
     wheel_cache: Path,
     wheelhouse: Path | None = None,
     dockerfile: Path = DEFAULT_DOCKERFILE,
@@ -189,31 +163,57 @@ def prepare_context(
 ) -> Path:
     """Write a complete build context to `out_dir` (replaced atomically); returns it.
 
-    `model_dir` is a staged, verified model_artifact directory (the MLflow model with
-    model.tflite and labels.json beside it). `smoke/` beside the image files holds real images
-    and the MLflow model's predictions for them; .dockerignore keeps it out of the image.
-    MANIFEST.sha256 lists every file, so the Docker tasks can check what they build and run.
-    Release evidence (see `_add_evidence`): MODEL_CARD.md in model/, the SBOM and the public
-    key in evidence/, and model/model.sig.json over every model file, signed last.
+    Only two files of `model_dir` are read, model.tflite and labels.json, and only once their
+    copies match `digests` (recorded at training; see `rice_mlops.release`): an MLmodel, a
+    pickle or a `code/` directory beside them is never opened. The Dockerfile and the server
+    (app/) come from this installed package, never from a model or staging directory.
+    Before anything is built, LiteRT scores the copied TFLite file on `smoke_from` (the test
+    split, bounded): below `min_test_accuracy` or a class's `min_class_recall` it raises
+    `release.BelowBar`. The figures go into model/metadata.json and the model card; `smoke/`
+    holds the images, their true classes and LiteRT's probabilities, for the smoke test that
+    measures again inside the image (.dockerignore keeps it out of the image).
+    MANIFEST.sha256 lists every file. Release evidence (see `_add_evidence`): MODEL_CARD.md in
+    model/, the SBOM and the public key in evidence/, and model/model.sig.json over every model
+    file, signed last.
     """
     from rice_mlops.artifacts import MANIFEST, write_manifest
+    from rice_mlops.release import (
+        LATENCY_PER_CLASS,
+        BelowBar,
+        card_section,
+        litert_probabilities,
+        measure,
+        take_model_bytes,
+    )
 
-    classes = json.loads((model_dir / "labels.json").read_text())["classes"]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
+        classes = take_model_bytes(model_dir, digests, partial / "model")
+        images = [path for path, _ in smoke_from]
+        probabilities = litert_probabilities(partial / "model" / "model.tflite", images)
+        predicted = [classes[max(range(len(p)), key=p.__getitem__)] for p in probabilities]
+        measurement = measure([cls for _, cls in smoke_from], predicted, classes,
+                              min_test_accuracy=min_test_accuracy,
+                              min_class_recall=min_class_recall)
+        if not measurement.passed:
+            raise BelowBar("not built: the release zone measured the model's own TFLite bytes "
+                           f"on {measurement.images} test images: "
+                           + "; ".join(measurement.refusals))
+        release = {"accuracy": measurement.accuracy, "correct": measurement.correct,
+                   "images": measurement.images, "recall": measurement.recall,
+                   "measured_by": "release zone, LiteRT on the shipped TFLite bytes"}
+        metadata = {**metadata, "release_measurement": release}
         shutil.copy(dockerfile, partial / "Dockerfile")
-        (partial / ".dockerignore").write_text(f"smoke\npush.sh\n{MANIFEST}\n")
-        shutil.copy(PACKAGE_DIR / "serving" / "push.sh", partial / "push.sh")
+        (partial / ".dockerignore").write_text(f"smoke\n{MANIFEST}\n")
         app = partial / "app" / "rice_mlops"
         shutil.copytree(PACKAGE_DIR / "serving", app / "serving",
                         ignore=shutil.ignore_patterns("__pycache__", "*.sh"))
-        (app / "__init__.py").write_text('"""rice-mlops serving runtime."""\n')
-        (partial / "model").mkdir()
-        for name in MODEL_FILES:
-            shutil.copy(model_dir / name, partial / "model" / name)
+        (app / "__init__.py").write_text(SERVING_INIT)
         if model_card is not None:
-            (partial / "model" / "MODEL_CARD.md").write_text(model_card)
+            where = f"LiteRT on model.tflite (sha256 {digests['tflite/model.tflite']})"
+            (partial / "model" / "MODEL_CARD.md").write_text(
+                model_card.rstrip("\n") + card_section(measurement, where))
             metadata = {**metadata, "model_card": "MODEL_CARD.md"}
         (partial / "model" / "metadata.json").write_text(
             json.dumps({**metadata, "classes": classes}, indent=2, sort_keys=True) + "\n")
@@ -221,12 +221,19 @@ def prepare_context(
         _add_evidence(partial, metadata, signing_key, base_image, base_packages)
         smoke = partial / "smoke" / "images"
         smoke.mkdir(parents=True)
-        expected = expected_predictions(model_dir, smoke_from, classes)
-        for item, source in zip(expected, smoke_from, strict=True):
-            shutil.copy(source, partial / "smoke" / item["file"])
-        (partial / "smoke" / "expected.json").write_text(
-            json.dumps({"classes": classes, "model_uri": model_uri, "images": expected},
-                       indent=2) + "\n")
+        items, seen = [], {}
+        for index, ((source, label), probs, cls) in enumerate(
+                zip(smoke_from, probabilities, predicted, strict=True)):
+            item = {"file": f"images/{index:04d}{source.suffix.lower()}", "source": source.name,
+                    "label": label, "class": cls, "probabilities": probs}
+            shutil.copyfile(source, partial / "smoke" / item["file"])
+            items.append(item)
+            seen[label] = seen.get(label, 0) + 1
+            item["latency"] = seen[label] <= LATENCY_PER_CLASS
+        (partial / "smoke" / "expected.json").write_text(json.dumps(
+            {"classes": classes, "tflite_sha256": digests["tflite/model.tflite"],
+             "release_measurement": release, "images": items,
+             "latency_images": [i["file"] for i in items if i.pop("latency")]}, indent=2) + "\n")
         for directory in [partial, *[p for p in partial.rglob("*") if p.is_dir()]]:
             os.chmod(directory, 0o755)  # the image runs as another user and reads smoke/
         write_manifest(partial)
@@ -259,6 +266,48 @@ def _add_evidence(context: Path, metadata: dict, signing_key, base_image: tuple[
         sign_model_dir(context / "model", signing_key, {
             key: metadata.get(key) for key in ("model_name", "model_version", "run_id",
                                                "source_commit", "dataset_fingerprint")})
+
+
+class NotOwned(RuntimeError):
+    """A build context's Dockerfile or server code is not this installed package's own."""
+
+
+def push_script() -> str:
+    """The push step (serving/push.sh) of this installed package, as text for `sh -c`."""
+    return (PACKAGE_DIR / "serving" / "push.sh").read_text()
+
+
+def _owned_files(dockerfile: Path = DEFAULT_DOCKERFILE) -> dict[str, bytes]:
+    """{context path: bytes} of everything in a build context that is code: the Dockerfile,
+    .dockerignore and the server package, as this worker's own package holds them."""
+    from rice_mlops.artifacts import MANIFEST
+
+    files = {"Dockerfile": dockerfile.read_bytes(),
+             ".dockerignore": f"smoke\n{MANIFEST}\n".encode(),
+             "app/rice_mlops/__init__.py": SERVING_INIT.encode()}
+    serving = PACKAGE_DIR / "serving"
+    for path in serving.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".sh":
+            files[f"app/rice_mlops/serving/{path.relative_to(serving).as_posix()}"] = \
+                path.read_bytes()
+    return files
+
+
+def verify_owned(context: Path, dockerfile: Path = DEFAULT_DOCKERFILE) -> None:
+    """Raise NotOwned unless the context's Dockerfile, .dockerignore and app/ are exactly this
+    installed package's (no file changed, added or missing): the build runs no code that came
+    from anywhere else."""
+    owned = _owned_files(dockerfile)
+    present = {p.relative_to(context).as_posix() for p in (context / "app").rglob("*")
+               if p.is_file() or p.is_symlink()}
+    present |= {name for name in ("Dockerfile", ".dockerignore") if (context / name).exists()}
+    problems = [f"unexpected {name}" for name in sorted(present - set(owned))]
+    problems += [f"missing {name}" for name in sorted(set(owned) - present)]
+    problems += [f"{name} differs from the installed package's"
+                 for name in sorted(set(owned) & present)
+                 if (context / name).is_symlink() or (context / name).read_bytes() != owned[name]]
+    if problems:
+        raise NotOwned("; ".join(problems))
 
 
 def build_args(metadata: dict, base_image: str | None) -> dict[str, str]:
@@ -311,10 +360,6 @@ class ImagePlan:
     @property
     def smoke_dir(self) -> Path:
         return self.context / "smoke"
-
-    @property
-    def push_script(self) -> Path:
-        return self.context / "push.sh"
 
     def build_argv(self, base_image: str | None) -> list[str]:
         """`docker build` arguments; the build args come from the context's own metadata."""

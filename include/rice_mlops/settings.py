@@ -105,6 +105,9 @@ def docker_socket_from(env: Mapping[str, str]) -> str:
 class PipelineSettings:
     schedule: str | None = DEFAULT_SCHEDULE
     staging_root: Path = Path("/tmp/rice-mlops/staging")
+    # The release zone's own directory (build contexts, smoke sets, the serving wheel cache):
+    # only the Docker worker mounts it; empty: `<staging_root>-release` beside the staging root.
+    release_dir: str = ""
     data_dir: str = ""  # empty: the synthetic default under staging_root/datasets
     data_root: Path | None = None  # conf's data_dir must resolve under it (or the default)
     epochs: int = 25
@@ -168,6 +171,7 @@ class PipelineSettings:
         return cls(
             schedule=_schedule(env, "RICE_SCHEDULE", DEFAULT_SCHEDULE),
             staging_root=Path(env.get("RICE_STAGING_DIR", "").strip() or cls.staging_root),
+            release_dir=env.get("RICE_RELEASE_DIR", "").strip(),
             data_dir=data_dir,
             data_root=Path(data_root) if data_root else None,
             epochs=_int(env, "RICE_EPOCHS", cls.epochs, low=1),
@@ -233,6 +237,13 @@ class PipelineSettings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {k: (sorted(v) if isinstance(v, frozenset) else
                     str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+    @property
+    def release_root(self) -> Path:
+        """Where the release zone writes what it builds from; no other zone may write here."""
+        if self.release_dir:
+            return Path(self.release_dir)
+        return self.staging_root.with_name(f"{self.staging_root.name}-release")
 
     @property
     def synthetic_root(self) -> Path:

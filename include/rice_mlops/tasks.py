@@ -79,7 +79,7 @@ def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id
     result = train_once(config, dag_run_id, validated=(discover(data_dir), data["fingerprint"]))
     keep = ("run_id", "model_uri", "model_id", "experiment_id", "tracking_uri",
             "image_size", "classes", "metrics", "dataset_fingerprint", "epochs_run",
-            "code_digest")
+            "code_digest", "artifact_sha256")
     return {key: result[key] for key in keep}
 
 
@@ -117,6 +117,7 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
     request = _request(params, settings)
     run_id = checked_run_id(trained["run_id"])
     staged = _staged_dir(settings, trained)
+    _check_trained_bytes(staged / "model.tflite", trained)
     version = registry.register(run_id, trained["model_uri"])
     record = latest_record(champion_events, DAG_ID)
     alias = registry.alias_version()
@@ -137,6 +138,8 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
                                                  paths)
         except ChampionMismatch as exc:
             mismatch = str(exc)
+    # The bar is held against the accuracy of these predictions (decide measures it), not
+    # against the number training reported in XCom.
     result = decide(trained["metrics"]["test_accuracy"],
                     min_test_accuracy=request.min_test_accuracy,
                     max_regression=request.max_regression,
@@ -157,6 +160,25 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
             "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
             document["table"])
     return document
+
+
+def _recorded_digests(trained: Mapping) -> dict[str, str]:
+    from rice_mlops.release import ReleaseInputError, recorded_digests
+
+    try:
+        return recorded_digests(trained)
+    except ReleaseInputError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _check_trained_bytes(tflite: Path, trained: Mapping) -> None:
+    """The staged TFLite file is the one training recorded (not only what its manifest says)."""
+    from rice_mlops.champion import sha256_of
+
+    recorded = _recorded_digests(trained)["tflite/model.tflite"]
+    if (actual := sha256_of(tflite)) != recorded:
+        raise AirflowFailException(f"{tflite} has sha256 {actual}, not the {recorded} recorded "
+                                   "at training: not gated")
 
 
 def _evidence_dir(settings: PipelineSettings, trained: Mapping) -> Path:
@@ -195,16 +217,16 @@ def _signing_key(settings: PipelineSettings):
 
 def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: Mapping,
                           data: Mapping, gate: Mapping) -> dict:
+    """The release zone's build context: the Dockerfile and server from this worker's own
+    package, the model as two files checked against the digests the train task recorded,
+    measured with LiteRT on the test split (below the bar: nothing is built). No Python model
+    is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release`."""
     from rice_mlops import registry
+    from rice_mlops.artifacts import ARTIFACT_DIR
     from rice_mlops.docker_tasks import registry_host
-    from rice_mlops.image import (
-        DEFAULT_BASE_IMAGE,
-        image_metadata,
-        plan_for,
-        prepare_context,
-        smoke_images,
-    )
+    from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, plan_for, prepare_context
     from rice_mlops.model_card import FILE_NAME
+    from rice_mlops.release import BelowBar, ReleaseInputError, read_classes, smoke_set
     from rice_mlops.sbom import debian_components, read_base_image
 
     if not Path(settings.docker_socket).exists():
@@ -213,7 +235,8 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: 
             "is shipped (set DOCKER_HOST or RICE_DOCKER_SOCKET, or start an engine)")
     request = _request(params, settings)
     run_id = checked_run_id(trained["run_id"])
-    plan = plan_for(settings.staging_root, settings.image_name, run_id, request.source_commit,
+    digests = _recorded_digests(trained)
+    plan = plan_for(settings.release_root, settings.image_name, run_id, request.source_commit,
                     registry_host(settings.registry_conn_id))
     metadata = image_metadata(model_name=MODEL_NAME, model_version=gate["version"],
                               run_id=run_id, source_commit=request.source_commit,
@@ -221,14 +244,23 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: 
                               image_size=trained["image_size"])
     base = settings.base_image or DEFAULT_BASE_IMAGE
     dpkg_status, base_id = read_base_image(settings.docker_socket, base)
-    prepare_context(_staged_dir(settings, trained), plan.context, metadata=metadata,
-                    model_uri=trained["model_uri"],
-                    smoke_from=smoke_images(_dataset_dir(request, settings)),
-                    wheel_cache=settings.staging_root / "wheels",
-                    wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None,
-                    signing_key=_signing_key(settings),
-                    model_card=(_evidence_dir(settings, trained) / FILE_NAME).read_text(),
-                    base_image=(base, base_id), base_packages=debian_components(dpkg_status))
+    # Only model.tflite and labels.json are taken from the staged directory, and only once
+    # their copies match the digests recorded at training.
+    source = settings.staging_root / run_id / ARTIFACT_DIR
+    try:
+        classes = read_classes(source / "labels.json")
+        prepare_context(source, plan.context, metadata=metadata, digests=digests,
+                        smoke_from=smoke_set(_dataset_dir(request, settings), classes),
+                        min_test_accuracy=request.min_test_accuracy,
+                        min_class_recall=settings.min_class_recall,
+                        wheel_cache=settings.release_root / "wheels",
+                        wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None,
+                        signing_key=_signing_key(settings),
+                        model_card=(_evidence_dir(settings, trained) / FILE_NAME).read_text(),
+                        base_image=(base, base_id),
+                        base_packages=debian_components(dpkg_status))
+    except (ReleaseInputError, BelowBar) as exc:  # no retry changes the bytes or the figures
+        raise AirflowFailException(str(exc)) from None
     registry.log_sbom(run_id, gate["version"], plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
     return plan.as_dict()
@@ -265,7 +297,7 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapp
     texts = publish.pull_request_texts(
         version=gate["version"], run_id=trained["run_id"], dag_run_id=dag_run_id,
         metrics=json.loads((staged / "metrics.json").read_text()),
-        test_accuracy=trained["metrics"]["test_accuracy"], champion=champion,
+        test_accuracy=gate["test_accuracy"], champion=champion,
         run_url=(f"{trained['tracking_uri']}/#/experiments/{trained['experiment_id']}"
                  f"/runs/{trained['run_id']}"),
         fingerprint=trained["dataset_fingerprint"], source_commit=request.source_commit,
@@ -326,7 +358,7 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
     request = _request(params, settings)
     run_id = checked_run_id(trained["run_id"])
     host, client = _registry(settings)
-    plan = plan_for(settings.staging_root, settings.image_name, run_id, request.source_commit,
+    plan = plan_for(settings.release_root, settings.image_name, run_id, request.source_commit,
                     host)
     from rice_mlops.artifacts import verify_manifest
 
@@ -357,7 +389,10 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
             tflite_sha256=verify_manifest(plan.context)["model/model.tflite"],
             lock_files=lock_digests(REPO_ROOT), base_image=base["rice-mlops:base-image"],
             base_image_id=base.get("rice-mlops:base-image-id"), dag_id=DAG_ID,
-            dag_run_id=dag_run_id, model_version=str(metadata["model_version"]))
+            dag_run_id=dag_run_id, model_version=str(metadata["model_version"]),
+            # Measured by the release zone on these bytes, and again inside the image by the
+            # smoke test, which refuses to let an image through that does not reproduce it.
+            release_measurement=metadata.get("release_measurement"))
         result = attach_evidence(
             client, settings.image_name, digest, provenance_statement=statement, sbom=sbom,
             model_signature=(plan.context / "model" / "model.sig.json").read_bytes(),
@@ -451,7 +486,7 @@ def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged:
     registry.promote(gate["version"], tags={PROMOTED_BY_TAG: dag_run_id})
     # The trusted record of the champion: the next gate compares against this, not MLflow.
     return {"mlflow_run_id": trained["run_id"], "model_version": gate["version"],
-            "test_accuracy": trained["metrics"]["test_accuracy"],
+            "test_accuracy": gate["test_accuracy"],  # measured by the gate, not reported
             "dataset_fingerprint": data["fingerprint"], "classes": list(trained["classes"]),
             "tflite_sha256": tflite_sha256, "code_digest": trained.get("code_digest"),
             "image": (image or {}).get("digest_ref"),
@@ -463,9 +498,16 @@ def prune_old_builds(settings: PipelineSettings, trained: Mapping) -> dict:
 
     from rice_mlops.housekeeping import prune
 
-    report = prune(settings.staging_root, keep=settings.keep_builds,
-                   current=checked_run_id(trained["run_id"]), image_name=settings.image_name,
-                   docker_socket=Path(settings.docker_socket))
+    current = checked_run_id(trained["run_id"])
+    report = prune(settings.staging_root, keep=settings.keep_builds, current=current,
+                   image_name=settings.image_name, docker_socket=Path(settings.docker_socket))
+    if settings.release_root.is_dir():  # the build contexts, in the release zone's directory
+        import shutil
+
+        from rice_mlops.housekeeping import stale_run_dirs
+
+        for run_dir in stale_run_dirs(settings.release_root, settings.keep_builds, current):
+            shutil.rmtree(run_dir, ignore_errors=True)
     log.info("kept %d runs; removed %d directories and %d local tags: %s", len(report.kept),
              len(report.removed_dirs), len(report.removed_tags),
              report.removed_dirs + report.removed_tags)

@@ -255,8 +255,12 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
             }
             # Written last: a run with this tag is complete and can be reused by a retry.
             mlflow.log_dict(result, RESULT_ARTIFACT)
-            mlflow.log_text(_artifact_manifest(run.info.run_id), RUN_MANIFEST_ARTIFACT)
+            manifest = _artifact_manifest(run.info.run_id)
+            mlflow.log_text(manifest, RUN_MANIFEST_ARTIFACT)
             mlflow.set_tag(COMPLETE_TAG, "true")
+            # Not in result.json (the manifest covers it): the digests the release zone checks
+            # the model bytes against, recorded by the task that trained them.
+            result = {**result, "artifact_sha256": _digests(manifest)}
     finally:
         mlflow.keras.autolog(disable=True)
 
@@ -285,6 +289,12 @@ def _artifact_manifest(run_id: str) -> str:
     return "".join(lines)
 
 
+def _digests(manifest: str) -> dict[str, str]:
+    from rice_mlops.release import manifest_digests
+
+    return manifest_digests(manifest)
+
+
 def reusable_result(run, result: dict) -> str | None:
     """Why a complete-looking run must not be reused (None: it may). The run and its result
     come from MLflow, which anyone who reaches it can write: check ids and shapes."""
@@ -303,8 +313,9 @@ def reusable_result(run, result: dict) -> str | None:
     return None
 
 
-def _manifest_matches(run_id: str) -> str | None:
-    """None when the run's artifacts match the manifest it logged; else what differs."""
+def _manifest_matches(run_id: str) -> tuple[str | None, str]:
+    """(None, the manifest) when the run's artifacts match the manifest it logged; else
+    (what differs, "")."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -312,8 +323,10 @@ def _manifest_matches(run_id: str) -> str | None:
         recorded = mlflow.artifacts.load_text(f"runs:/{run_id}/{RUN_MANIFEST_ARTIFACT}")
         actual = _artifact_manifest(run_id)
     except (MlflowException, OSError) as exc:
-        return f"its artifacts cannot be read ({exc})"
-    return None if recorded == actual else "its artifacts no longer match their manifest"
+        return f"its artifacts cannot be read ({exc})", ""
+    if recorded != actual:
+        return "its artifacts no longer match their manifest", ""
+    return None, recorded
 
 
 def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = None, *,
@@ -337,13 +350,16 @@ def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = 
             if run.data.tags.get(COMPLETE_TAG) != "true":
                 continue
             result = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{RESULT_ARTIFACT}")
-            why = reusable_result(run, result) or _manifest_matches(run.info.run_id)
+            why, manifest = reusable_result(run, result), ""
+            if why is None:
+                why, manifest = _manifest_matches(run.info.run_id)
             if why:
                 log.warning("not reusing run %s for DAG run %s: %s", run.info.run_id,
                             dag_run_id, why)
                 continue
             log.info("run %s already completed for DAG run %s; reusing it",
                      run.info.run_id, dag_run_id)
+            result = {**result, "artifact_sha256": _digests(manifest)}
             _write_json(result, output_json)
             return result
         for run in runs:

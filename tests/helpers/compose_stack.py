@@ -131,6 +131,11 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={staging_tmpfs_mb}m,mode=0777",
                         "rice-staging", str(staging)], check=True, capture_output=True)
     staging.chmod(0o777)  # the workers (uid 50000) write here
+    # The release zone's directory: the Docker worker (uid 50000) alone writes it, and no
+    # other service mounts it.
+    release = root / "release"
+    release.mkdir(mode=0o755)
+    os.chown(release, 50000, 0)
     # The stack's network has no route out: the workers read the serving wheels from here.
     download_wheels(staging / "wheelhouse")
     # The pipeline's signing key, readable by the Docker worker's user (uid 50000) alone.
@@ -160,6 +165,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "REGISTRY_USER": "rice",
         "REGISTRY_PASSWORD": secrets.token_urlsafe(16),
         "RICE_STAGING_DIR": str(staging),
+        "RICE_RELEASE_DIR": str(release),
         "RICE_DATA_DIR": str(data_dir),
         "RICE_SCHEDULE": "none",
         "RICE_BASE_IMAGE": engine["RICE_BASE_IMAGE"],

@@ -23,6 +23,9 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         "RICE_SCHEDULE": "none",
         "RICE_REDELIVERY_SCHEDULE": "none",
         "RICE_STAGING_DIR": str(staging),
+        # The release zone's own directory; one host here, so beside the staged runs (it is
+        # removed with them).
+        "RICE_RELEASE_DIR": str(staging / "release"),
         # Long enough for a test to restart a service between two attempts of a task.
         "RICE_RETRY_DELAY_SECONDS": "15",
         # Fail fast when MLflow is down, so a retry (not a 2-minute backoff) recovers.

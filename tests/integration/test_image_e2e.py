@@ -283,3 +283,31 @@ def test_an_image_moved_under_the_commit_tag_fails_verify_and_promote(
         with _registry(docker_engine) as registry:  # put the commit tag back for later tests
             registry.retag("rice-classifier", pushed["digest"], SHA)
         docker(docker_login, "rmi", evil, check=False)
+
+
+def test_the_release_zone_measured_what_it_shipped(pushed, airflow_pg, docker_login,
+                                                   staging_root, small_real_dataset):
+    """Issue 20: the smoke test measured the shipped bytes inside the built image on the test
+    split; the image's metadata and model card carry the release zone's figure, which the
+    smoke test reproduced; the build context lived where only the release zone writes."""
+    smoke = airflow_pg.xcom("e2e-shipped", "smoke_test")
+    measured = smoke["measured"]
+    test_images = sum(len(list((small_real_dataset / "test" / cls).iterdir()))
+                      for cls in CLASSES)
+    assert measured["passed"] and measured["images"] == min(test_images, 200 * len(CLASSES))
+    assert set(measured["recall"]) == set(CLASSES)
+    metadata = json.loads(docker(docker_login, "run", "--rm", "--network", "none",
+                                 "--entrypoint", "cat", pushed["digest_ref"],
+                                 "/opt/model/metadata.json").stdout)
+    assert metadata["release_measurement"]["accuracy"] == measured["accuracy"]
+    assert metadata["release_measurement"]["recall"] == measured["recall"]
+    card = docker(docker_login, "run", "--rm", "--network", "none", "--entrypoint", "cat",
+                  pushed["digest_ref"], "/opt/model/MODEL_CARD.md").stdout
+    assert "Measured by the release zone" in card
+    gate = airflow_pg.xcom("e2e-shipped", "quality_gate")
+    assert gate["measured"] and gate["reported_accuracy"] is not None
+    run_id = airflow_pg.xcom("e2e-shipped", "train")["run_id"]
+    assert (staging_root / "release" / run_id / "image" / "MANIFEST.sha256").is_file()
+    assert not (staging_root / run_id / "image").exists()
+    log = airflow_pg.task_log("e2e-shipped", "prepare_image_context")
+    assert "pyfunc" not in log and "loader_module" not in log

@@ -1,9 +1,9 @@
-"""A serving image whose TFLite file does not match the MLflow model fails its smoke test."""
+"""A serving image whose TFLite file is below the bar is refused inside the image by its smoke
+test, whatever was reported: the release zone measures what it ships."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -11,20 +11,17 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_mismatched_tflite_fails_the_smoke_test(tiny_real_dataset, mlflow_server, docker_engine,
-                                                staging_root, tmp_path):
+def test_a_model_below_the_bar_is_refused_inside_the_image(tiny_real_dataset, mlflow_server,
+                                                           docker_engine, staging_root,
+                                                           tmp_path):
     import keras
 
     from rice_mlops.artifacts import fetch
     from rice_mlops.config import TrainConfig
-    from rice_mlops.image import (
-        build_args,
-        build_command,
-        image_names,
-        prepare_context,
-        smoke_images,
-    )
+    from rice_mlops.data.fingerprint import file_sha256
+    from rice_mlops.image import build_args, build_command, image_names, prepare_context
     from rice_mlops.model import build_model
+    from rice_mlops.release import BelowBar, smoke_set
     from rice_mlops.signing import generate_keypair, load_private_key
     from rice_mlops.tflite_export import export_tflite
     from rice_mlops.training import train
@@ -33,17 +30,25 @@ def test_mismatched_tflite_fails_the_smoke_test(tiny_real_dataset, mlflow_server
                                experiment="it-broken-image"))
     staged = fetch(result["run_id"], result["model_uri"], staging_root)
     broken = staging_root / "broken-model"
-    shutil.copytree(staged, broken)
-    keras.utils.set_random_seed(12345)  # another network: same contract, other answers
+    broken.mkdir()
+    (broken / "labels.json").write_bytes((staged / "labels.json").read_bytes())
+    keras.utils.set_random_seed(12345)  # an untrained network: same contract, chance answers
     export_tflite(build_model(len(result["classes"]), 64), broken / "model.tflite")
-
+    # As if training had recorded these bytes and reported a fine accuracy for them.
+    digests = {"tflite/model.tflite": file_sha256(broken / "model.tflite"),
+               "model_meta/labels.json": file_sha256(broken / "labels.json")}
+    key = load_private_key(generate_keypair(tmp_path / "keys")[0].read_bytes())
     metadata = {"run_id": result["run_id"], "model_version": "0", "source_commit": None}
-    context = prepare_context(broken, staging_root / "broken-context", metadata=metadata,
-                              model_uri=result["model_uri"],
-                              smoke_from=smoke_images(tiny_real_dataset),
-                              wheel_cache=staging_root / "wheels",
-                              signing_key=load_private_key(
-                                  generate_keypair(tmp_path / "keys")[0].read_bytes()))
+    common = dict(metadata=metadata, digests=digests,
+                  smoke_from=smoke_set(tiny_real_dataset, result["classes"]),
+                  wheel_cache=staging_root / "wheels", signing_key=key)
+    # The release zone's own LiteRT measurement refuses it before a build...
+    with pytest.raises(BelowBar, match="release zone measured"):
+        prepare_context(broken, staging_root / "refused-context", min_test_accuracy=0.97,
+                        min_class_recall=0.9, **common)
+    # ...and, were that step skipped, the smoke test refuses it inside the built image.
+    context = prepare_context(broken, staging_root / "broken-context", min_test_accuracy=0.0,
+                              min_class_recall=0.0, **common)
     names = image_names(None, "rice-classifier-broken", None, result["run_id"])
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     subprocess.run(["docker", *build_command(
@@ -54,11 +59,12 @@ def test_mismatched_tflite_fails_the_smoke_test(tiny_real_dataset, mlflow_server
         smoke = subprocess.run(
             ["docker", "run", "--rm", "--network", "none",
              "-v", f"{context / 'smoke'}:/smoke:ro", "--entrypoint", "python3",
-             names.immutable, "-m", "rice_mlops.serving.smoke", "--smoke-dir", "/smoke"],
+             names.immutable, "-m", "rice_mlops.serving.smoke", "--smoke-dir", "/smoke",
+             "--min-test-accuracy", "0.97", "--min-class-recall", "0.9"],
             capture_output=True, text=True, timeout=300)
     finally:
         subprocess.run(["docker", "rmi", names.immutable, names.latest], capture_output=True)
     assert smoke.returncode == 1, smoke.stdout + smoke.stderr
     assert "/ping answered 200" in smoke.stdout
-    assert "MISMATCH" in smoke.stdout
-    assert "does not reproduce the MLflow model" in smoke.stdout
+    assert "smoke: REFUSED below the bar" in smoke.stdout
+    assert "smoke: measured " in smoke.stdout.strip().splitlines()[-1]

@@ -100,6 +100,19 @@ def test_only_the_docker_worker_reaches_the_engine_and_shares_the_staging_path()
             ":" + SERVICES[worker]["environment"]["RICE_DATA_DIR"] + ":ro")
 
 
+def test_only_the_docker_worker_mounts_the_release_directory():
+    """Issue 20: what the release zone builds from lives where no other zone can write."""
+    mounting = {name for name, service in SERVICES.items()
+                if any("RICE_RELEASE_DIR" in str(v) for v in service.get("volumes", []))}
+    assert mounting == {"airflow-worker-docker"}, \
+        f"release zone broken: {sorted(mounting - {'airflow-worker-docker'})} mount its directory"
+    docker = SERVICES["airflow-worker-docker"]
+    release = [v for v in docker["volumes"] if v.startswith("${RICE_RELEASE_DIR")]
+    source, target = re.findall(r"\$\{RICE_RELEASE_DIR[^}]*\}", release[0])
+    assert source == target  # a DockerOperator bind source is a host path
+    assert docker["environment"]["RICE_RELEASE_DIR"] == source
+
+
 @pytest.mark.parametrize("secret", sorted(SECRETS))
 def test_no_secret_value_is_written_in_the_file(secret):
     assert not re.search(rf"{secret}\s*[:=]\s*['\"]?[A-Za-z0-9]", TEXT.replace(

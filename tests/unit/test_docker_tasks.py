@@ -15,3 +15,33 @@ def test_every_docker_task_container_is_always_removed():
         assert task.network_mode == "none" and task.queue == "docker"
     push = image_stages("0" * 32, settings)[2]
     assert "REGISTRY_PASSWORD" not in str(push.environment)
+
+
+def test_docker_tasks_mount_only_the_release_zones_directory_and_run_its_own_push_step(
+        tmp_path):
+    """Issue 20, item 2: the build, smoke and push containers see the release directory (which
+    no compute worker mounts), never the shared staging directory, and the push step is the
+    installed package's script given to `sh -c`, not a file from any directory."""
+    from rice_mlops.docker_tasks import image_stages
+    from rice_mlops.image import PACKAGE_DIR, push_script
+
+    settings = PipelineSettings(staging_root=tmp_path / "staging",
+                                release_dir=str(tmp_path / "release"))
+    assert settings.release_root == tmp_path / "release"
+    assert PipelineSettings(staging_root=tmp_path / "s").release_root == tmp_path / "s-release"
+    for task in image_stages("0" * 32, settings):
+        sources = {mount["Source"] for mount in task.mounts}
+        assert str(settings.release_root) in sources, task.task_id
+        assert not any(s.startswith(str(settings.staging_root)) for s in sources), task.task_id
+    push = image_stages("0" * 32, settings)[2]
+    assert push.entrypoint == ["/bin/sh", "-c"]
+    assert push_script() == (PACKAGE_DIR / "serving" / "push.sh").read_text()
+
+
+def test_settings_read_the_release_directory():
+    env = {"RICE_STAGING_DIR": "/srv/staging", "RICE_RELEASE_DIR": "/srv/release"}
+    from pathlib import Path
+
+    assert PipelineSettings.from_env(env).release_root == Path("/srv/release")
+    assert PipelineSettings.from_env({"RICE_STAGING_DIR": "/srv/staging"}).release_root == \
+        Path("/srv/staging-release")

@@ -148,3 +148,27 @@ def test_smoke_budgets_refuse_an_image_too_large_or_too_slow():
     for bad in ("", "no json", '{"latencies_ms": []}', '{"latencies_ms": [-1]}'):
         with pytest.raises(BudgetError):
             parse_probe(bad)
+
+
+def test_the_bar_is_held_against_measured_predictions_not_the_reported_accuracy():
+    """Issue 20, item 4: reported 0.99 in XCom, actual 0.90, bar 0.97 must not pass."""
+    labels = _labels(20)  # 100 images
+    predictions = list(labels)
+    for index in range(0, 100, 10):  # ten wrong: 0.90, two per class
+        predictions[index] = (labels[index] + 1) % len(CLASSES)
+    result = decide(0.99, min_test_accuracy=0.97, max_regression=0.005, classes=CLASSES,
+                    labels=labels, predictions=predictions, min_class_recall=0.0)
+    assert not result.passed
+    assert result.test_accuracy == pytest.approx(0.90)
+    assert result.reported_accuracy == 0.99 and result.measured
+    assert "test accuracy 0.9000 is below the minimum 0.9700" in result.reason
+    assert "training reported 0.9900, not used" in result.reason
+    # And the other way: an under-reported but good model is judged on what it does.
+    assert decide(0.10, min_test_accuracy=0.97, max_regression=0.005, classes=CLASSES,
+                  labels=labels, predictions=list(labels)).passed
+
+
+def test_the_gate_refuses_predictions_that_do_not_cover_the_labels():
+    with pytest.raises(ValueError, match="predictions for"):
+        decide(0.99, min_test_accuracy=0.5, max_regression=0.0, classes=CLASSES,
+               labels=_labels(2), predictions=[0, 1])
