@@ -168,6 +168,42 @@ def test_the_control_plane_still_reaches_the_metadata_database(stack):
         stack.env["AIRFLOW_DB_PASSWORD"], "***")
 
 
+def test_the_webhook_account_may_trigger_and_nothing_else(stack):
+    """People and accounts zone (issue 20): with the webhook account's own token, a PATCH of
+    quality_gate's XCom, an approval answer, another DAG's trigger and reads get 403; the admin
+    gets past authorization on the same requests (404: no such run), so the 403 is the grant."""
+    from rice_mlops.demo import DAG_ID
+
+    def token(user: str, password: str) -> dict[str, str]:
+        answer = httpx.post(f"{stack.airflow}/auth/token", timeout=30,
+                            json={"username": user, "password": password})
+        assert answer.status_code == 201, answer.status_code
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    webhook = token("webhook", stack.env["AIRFLOW_WEBHOOK_PASSWORD"])
+    admin = token("admin", stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    run = f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns/no-such-run"
+    attempts = {
+        "xcom patch": ("PATCH", f"{run}/taskInstances/quality_gate/xcomEntries/return_value",
+                       {"value": {"passed": True}, "map_index": -1}),
+        "approval": ("PATCH", f"{run}/taskInstances/approve_release/-1/hitlDetails",
+                     {"chosen_options": ["Approve"], "params_input": {}}),
+        "run state": ("PATCH", run, {"state": "success"}),
+        "other dag": ("POST", f"{stack.airflow}/api/v2/dags/other_dag/dagRuns",
+                      {"logical_date": None}),
+        "read runs": ("GET", f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns", None),
+        "connections": ("GET", f"{stack.airflow}/api/v2/connections", None),
+    }
+    for name, (method, url, body) in attempts.items():
+        refused = httpx.request(method, url, json=body, headers=webhook, timeout=30)
+        assert refused.status_code == 403, (
+            f"trust zone broken: the webhook account's {name} answered {refused.status_code}")
+    for name in ("xcom patch", "approval", "run state"):
+        method, url, body = attempts[name]
+        past = httpx.request(method, url, json=body, headers=admin, timeout=30)
+        assert past.status_code == 404, (name, past.status_code, past.text[:300])
+
+
 def test_redis_refuses_a_client_without_the_password(stack):
     anonymous = _exec(stack, "redis", "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping")
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous

@@ -245,6 +245,20 @@ def test_only_the_control_plane_and_mlflow_share_a_network_with_postgres():
         assert "postgres" not in SERVICES[name].get("depends_on", {}), name
 
 
+def test_service_accounts_are_held_to_their_grants():
+    """The webhook account may trigger the DAG and nothing else (rice_mlops.accounts); its role
+    alone could not change anything."""
+    from rice_mlops.accounts import parse_service_accounts
+
+    env = SERVICES["airflow-apiserver"]["environment"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "rice_mlops.accounts.ServiceAccountAuthManager"
+    assert parse_service_accounts(env["RICE_SERVICE_ACCOUNTS"]) == \
+        {"webhook": "trigger", "pipeline": "annotate"}
+    roles = dict(user.split(":") for user in
+                 env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(","))
+    assert roles == {"admin": "admin", "webhook": "viewer", "pipeline": "viewer"}
+
+
 def test_redis_and_the_databases_ask_for_passwords():
     env = SERVICES["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${REDIS_PASSWORD")
