@@ -100,7 +100,7 @@ def shared_compose_stack(docker_engine, small_real_dataset):
     tests that use it run last (see pytest_collection_modifyitems), so it is up only then."""
     override = {"services": {name: {"environment": COMPOSE_TEST_ENV}
                              for name in AIRFLOW_SERVICES}}
-    with compose_stack(small_real_dataset, build_images(),
+    with compose_stack(small_real_dataset, build_images(docker_engine),
                        logs=REPO / "test-artifacts" / "compose-stack.log",
                        profiles=("training-queue",), override=override,
                        # a volume tests/chaos can fill (mounting one needs root, as CI runs)

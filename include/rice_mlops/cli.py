@@ -191,8 +191,8 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
               "is never replaced here)")
         return 0 if args.if_missing else 1
     private, public = generate_keypair(args.dir)
-    print(f"private key {private} (0600: point RICE_SIGNING_KEY_FILE at it, or put it in the "
-          f"password of the rice_signing connection); public key {public} (for `image verify`)")
+    print(f"private key {private} (0600: point RICE_SIGNING_KEY_FILE at it on the release "
+          f"worker alone); public key {public} (for `image verify`)")
     return 0
 
 

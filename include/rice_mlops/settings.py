@@ -118,8 +118,7 @@ class PipelineSettings:
     gate_confidence: float = 0.95  # of the intervals in the gate's result and model card
     max_image_mb: float = 400.0  # the smoke test's budgets: over either, not shipped
     max_p50_ms: float = 250.0
-    # The pipeline's Ed25519 key (PEM): an Airflow connection's password, else a file.
-    signing_conn_id: str = "rice_signing"
+    # The pipeline's Ed25519 key (PEM): a file on the release worker, never a connection.
     signing_key_file: str = ""
     experiment: str = MODEL_NAME
     github_conn_id: str = "github_default"
@@ -182,7 +181,6 @@ class PipelineSettings:
             gate_confidence=_confidence(env),
             max_image_mb=_number(env, "RICE_MAX_IMAGE_MB", cls.max_image_mb, low=1.0),
             max_p50_ms=_number(env, "RICE_MAX_P50_MS", cls.max_p50_ms, low=0.1),
-            signing_conn_id=env.get("RICE_SIGNING_CONN_ID", "").strip() or cls.signing_conn_id,
             signing_key_file=env.get("RICE_SIGNING_KEY_FILE", "").strip(),
             experiment=env.get("RICE_MLFLOW_EXPERIMENT", "").strip() or cls.experiment,
             github_conn_id=env.get("RICE_GITHUB_CONN_ID", "").strip() or cls.github_conn_id,

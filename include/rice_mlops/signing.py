@@ -1,8 +1,9 @@
 """The pipeline's Ed25519 key: generate it, load it, sign DSSE envelopes and model directories.
 
-The private key comes from the Airflow connection RICE_SIGNING_CONN_ID (PEM in its password,
-so a secrets backend can hold it) or else the file RICE_SIGNING_KEY_FILE; it is passed as an
-object, never logged, put on a command line, in XCom or in the image. Verification lives in
+The private key comes only from the file RICE_SIGNING_KEY_FILE, which only the release worker
+mounts (README, "Trust zones"); an Airflow connection would put it in reach of every task,
+since a task may read any connection. It is passed as an object, never logged, put on a
+command line, in XCom or in the image. Verification lives in
 `rice_mlops.serving.model_signature`, the one implementation the server runs too.
 """
 
@@ -56,22 +57,16 @@ def public_pem(private_key) -> bytes:
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def signing_key(conn_id: str, key_file: str):
-    """The pipeline's private key: the connection's password, else the key file."""
-    from rice_mlops.connections import optional_connection
-
-    conn = optional_connection(conn_id)
-    if conn is not None and conn.password:
-        return load_private_key(conn.password.encode())
+def signing_key(key_file: str):
+    """The pipeline's private key, from the release worker's key file."""
     if key_file:
         path = Path(key_file)
         if not path.is_file():
             raise SigningKeyError(f"RICE_SIGNING_KEY_FILE={key_file} does not exist")
         return load_private_key(path.read_bytes())
     raise SigningKeyError(
-        f"no signing key: put an Ed25519 PEM private key in the password of the Airflow "
-        f"connection {conn_id!r} or point RICE_SIGNING_KEY_FILE at one "
-        "(`rice-mlops keys generate --dir DIR` makes a pair)")
+        "no signing key: point RICE_SIGNING_KEY_FILE at an Ed25519 PEM private key on the "
+        "release (Docker-queue) worker (`rice-mlops keys generate --dir DIR` makes a pair)")
 
 
 def generate_keypair(directory: Path) -> tuple[Path, Path]:

@@ -210,7 +210,7 @@ def _signing_key(settings: PipelineSettings):
     from rice_mlops.signing import SigningKeyError, signing_key
 
     try:
-        return signing_key(settings.signing_conn_id, settings.signing_key_file)
+        return signing_key(settings.signing_key_file)
     except SigningKeyError as exc:  # no retry creates a key
         raise AirflowFailException(str(exc)) from None
 

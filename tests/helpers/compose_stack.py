@@ -86,10 +86,18 @@ class ComposeStack:
             time.sleep(2)
 
 
-def build_images() -> dict[str, str]:
-    """The *_IMAGE lines scripts/compose-images prints after building every image."""
+def build_images(engine: dict[str, str] | None = None) -> dict[str, str]:
+    """The *_IMAGE lines scripts/compose-images prints after building every image and pinning
+    each to its digest in the engine's loopback registry (`docker_engine_env()`), the Docker
+    tasks' CLI image included."""
+    import os
+
+    engine = engine if engine is not None else docker_engine_env()
+    # By name in the environment: the registry password never reaches a command line.
+    env = {**os.environ, **{key: engine[key] for key in (
+        "RICE_REGISTRY", "RICE_REGISTRY_USER", "RICE_REGISTRY_PASSWORD", "RICE_DOCKER_CLI_IMAGE")}}
     built = subprocess.run([REPO / "scripts" / "compose-images", "build"], capture_output=True,
-                           text=True, timeout=1800)
+                           text=True, timeout=1800, env=env)
     if built.returncode != 0:
         raise RuntimeError(f"scripts/compose-images build failed: {built.stderr[-3000:]}")
     return dict(line.split("=", 1) for line in built.stdout.split())
@@ -169,7 +177,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "RICE_DATA_DIR": str(data_dir),
         "RICE_SCHEDULE": "none",
         "RICE_BASE_IMAGE": engine["RICE_BASE_IMAGE"],
-        "RICE_DOCKER_CLI_IMAGE": engine["RICE_DOCKER_CLI_IMAGE"],
+        # The digest-pinned one from `images` when given (build_images pins it).
+        "RICE_DOCKER_CLI_IMAGE": images.get("RICE_DOCKER_CLI_IMAGE",
+                                            engine["RICE_DOCKER_CLI_IMAGE"]),
         "RICE_SERVING_WHEELHOUSE": str(staging / "wheelhouse"),
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         "AIRFLOW_PORT": str(free_port()),

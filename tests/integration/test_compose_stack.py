@@ -91,6 +91,119 @@ def test_each_database_role_reaches_only_its_own_database(stack):
     assert trust.returncode != 0 and "password authentication failed" in trust.stderr
 
 
+# Run inside a worker as an attacker who holds that worker (and, at worst, the airflow role's
+# password, passed in RICE_PROBE_PASSWORD by name): every way to the metadata database.
+_DB_PROBE = r"""
+import json, os, socket
+out = {"env": sorted(k for k in os.environ
+                     if k in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__FERNET_KEY")),
+       "backend": os.environ.get("AIRFLOW__CELERY__RESULT_BACKEND", "").split(":", 1)[0]}
+password = os.environ.pop("RICE_PROBE_PASSWORD")
+out["holds_password"] = any(password in v for v in os.environ.values())
+try:
+    socket.getaddrinfo("postgres", 5432)
+    out["resolves"] = True
+except OSError:
+    out["resolves"] = False
+def connect(host):
+    try:
+        socket.create_connection((host, 5432), timeout=5).close()
+    except OSError as exc:
+        return "tcp: " + type(exc).__name__
+    import psycopg
+    try:
+        psycopg.connect(host=host, port=5432, user="airflow", dbname="airflow",
+                        password=password, connect_timeout=5).close()
+        return "connected"
+    except psycopg.Error as exc:
+        return "refused: " + str(exc).replace(password, "***")[:200]
+out["by_ip"] = connect(os.environ["RICE_PROBE_IP"])
+from airflow.configuration import conf
+out["sql_alchemy_conn"] = conf.get("database", "sql_alchemy_conn").split(":", 1)[0]
+for mount in ("/opt/airflow/dags", "/opt/airflow/plugins"):
+    try:
+        open(os.path.join(mount, ".rice-probe"), "w").close()
+        out[mount] = "writable"
+    except OSError as exc:
+        out[mount] = exc.strerror
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("service", ["airflow-worker", "airflow-worker-training",
+                                     "airflow-worker-docker"])
+def test_no_worker_can_open_the_metadata_database(stack, service):
+    """Compute and release zones hold no metadata database (issue 20): from inside each worker
+    there is no URL, password or Fernet key, the name `postgres` does not resolve, and even
+    with the airflow role's password at PostgreSQL's own address no session opens; dags/ and
+    plugins/ cannot be written."""
+    import json
+
+    container = stack.compose("ps", "-q", "postgres").stdout.split()[0]
+    networks = json.loads(subprocess.run(
+        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
+        capture_output=True, text=True, check=True).stdout)
+    assert len(networks) == 1 and next(iter(networks)).endswith("_metadata"), networks
+    address = next(iter(networks.values()))["IPAddress"]
+    probe = _exec(stack, service, "python", "-c", _DB_PROBE,
+                  env={"RICE_PROBE_PASSWORD": stack.env["AIRFLOW_DB_PASSWORD"],
+                       "RICE_PROBE_IP": address})
+    assert probe.returncode == 0, probe.stderr[-2000:].replace(
+        stack.env["AIRFLOW_DB_PASSWORD"], "***")
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    zone = f"trust zone broken: {service} reaches the metadata database"
+    assert seen["env"] == [] and not seen["holds_password"], (zone, seen)
+    assert seen["backend"] == "redis", (zone, seen)
+    assert seen["sql_alchemy_conn"] == "sqlite", (zone, seen)  # Airflow's unused default
+    assert seen["resolves"] is False, (zone, seen)
+    assert seen["by_ip"] != "connected", (zone, seen)
+    assert seen["/opt/airflow/dags"] == seen["/opt/airflow/plugins"] == \
+        "Read-only file system", (f"trust zone broken: {service} can rewrite the DAG", seen)
+
+
+def test_the_control_plane_still_reaches_the_metadata_database(stack):
+    """The other side of the wall: the scheduler opens a session with its own URL."""
+    probe = _exec(stack, "airflow-scheduler", "airflow", "db", "check")
+    assert probe.returncode == 0, probe.stderr[-2000:].replace(
+        stack.env["AIRFLOW_DB_PASSWORD"], "***")
+
+
+def test_the_webhook_account_may_trigger_and_nothing_else(stack):
+    """People and accounts zone (issue 20): with the webhook account's own token, a PATCH of
+    quality_gate's XCom, an approval answer, another DAG's trigger and reads get 403; the admin
+    gets past authorization on the same requests (404: no such run), so the 403 is the grant."""
+    from rice_mlops.demo import DAG_ID
+
+    def token(user: str, password: str) -> dict[str, str]:
+        answer = httpx.post(f"{stack.airflow}/auth/token", timeout=30,
+                            json={"username": user, "password": password})
+        assert answer.status_code == 201, answer.status_code
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    webhook = token("webhook", stack.env["AIRFLOW_WEBHOOK_PASSWORD"])
+    admin = token("admin", stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    run = f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns/no-such-run"
+    attempts = {
+        "xcom patch": ("PATCH", f"{run}/taskInstances/quality_gate/xcomEntries/return_value",
+                       {"value": {"passed": True}, "map_index": -1}),
+        "approval": ("PATCH", f"{run}/taskInstances/approve_release/-1/hitlDetails",
+                     {"chosen_options": ["Approve"], "params_input": {}}),
+        "run state": ("PATCH", run, {"state": "success"}),
+        "other dag": ("POST", f"{stack.airflow}/api/v2/dags/other_dag/dagRuns",
+                      {"logical_date": None}),
+        "read runs": ("GET", f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns", None),
+        "connections": ("GET", f"{stack.airflow}/api/v2/connections", None),
+    }
+    for name, (method, url, body) in attempts.items():
+        refused = httpx.request(method, url, json=body, headers=webhook, timeout=30)
+        assert refused.status_code == 403, (
+            f"trust zone broken: the webhook account's {name} answered {refused.status_code}")
+    for name in ("xcom patch", "approval", "run state"):
+        method, url, body = attempts[name]
+        past = httpx.request(method, url, json=body, headers=admin, timeout=30)
+        assert past.status_code == 404, (name, past.status_code, past.text[:300])
+
+
 def test_redis_refuses_a_client_without_the_password(stack):
     anonymous = _exec(stack, "redis", "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping")
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous

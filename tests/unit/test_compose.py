@@ -1,5 +1,7 @@
 """docker-compose.yaml: every service, volume, file and variable it references exists, secrets
-come only from .env, ports stay on loopback, long-running services have health checks."""
+come only from .env, ports stay on loopback, long-running services have health checks, and the
+trust zones hold (README, "Trust zones in the stack"): no worker holds or reaches the metadata
+database, dags/ and plugins/ are read-only, every image is pinned by digest."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "RE
            "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
            "AIRFLOW_PIPELINE_PASSWORD"}
 WORKERS = {"airflow-worker", "airflow-worker-docker", "airflow-worker-training"}
+CONTROL_PLANE = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer"}
 SERVICES = COMPOSE["services"]
 
 
@@ -32,7 +36,7 @@ def test_the_stack_has_every_component():
     server = (REPO / "docker" / "mlflow-server.sh").read_text()
     assert "--app-name basic-auth" in server and "default_permission = READ" in server
     assert "--allowed-hosts" in server and "--artifacts-destination" in server
-    base = (REPO / SERVICES["airflow-scheduler"]["build"]["dockerfile"]).read_text()
+    base = (REPO / "docker" / "airflow.Dockerfile").read_text()
     assert "ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11" in base
     assert "FROM ${AIRFLOW_BASE_IMAGE}" in base
     assert "requirements/lock.txt" in base
@@ -144,8 +148,8 @@ def test_each_secret_reaches_only_the_services_that_use_it():
     assert _holders("MLFLOW_ADMIN_PASSWORD") == {"mlflow", "mlflow-users"}
     assert _holders("MLFLOW_FLASK_SECRET_KEY") == {"mlflow"}
     assert _holders("MLFLOW_PIPELINE_PASSWORD") == {"mlflow-users"} | WORKERS
-    airflow_db = _holders("AIRFLOW_DB_PASSWORD")
-    assert "mlflow" not in airflow_db and "postgres" in airflow_db
+    assert _holders("AIRFLOW_DB_PASSWORD") == CONTROL_PLANE | {"postgres"}
+    assert _holders("AIRFLOW_FERNET_KEY") == CONTROL_PLANE
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -162,12 +166,110 @@ def test_no_secret_on_a_command_line(name):
         assert f"$${variable}" in argv or f"$${{{variable}" in argv, (name, variable)
 
 
-def test_every_third_party_image_can_be_pinned_by_digest():
-    for name, service in SERVICES.items():
-        image = service.get("image", "")
-        assert image.startswith("${") or image.startswith("rice-mlops/"), (name, image)
-    dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
-    assert "FROM ${AIRFLOW_BASE_IMAGE}" in dockerfile
+def _image_variable(name: str) -> str:
+    image = SERVICES[name].get("image", "")
+    found = re.fullmatch(r"\$\{([A-Z_]+_IMAGE):\?[^}]*\}", image)
+    assert found, f"{name}: image {image!r} is not a required *_IMAGE variable"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_image_is_pinned_by_digest(name):
+    """No tag that can move: each image is a required variable with no default in the file or
+    in .env.example, filled with name@sha256:... by scripts/compose-images, and nothing builds
+    at `up` (a build would run whatever the base tag points at then)."""
+    variable = _image_variable(name)
+    assert ENV_EXAMPLE[variable] == "", (name, variable)
+    assert "build" not in SERVICES[name], name
+    assert variable in _PINNED, f"scripts/compose-images does not print {variable}"
+
+
+def _printed_by_compose_images() -> set[str]:
+    """The *_IMAGE variables `scripts/compose-images pin` prints (name@sha256 each)."""
+    script = (REPO / "scripts" / "compose-images").read_text()
+    loop = re.search(r"for var in ([a-z ]+); do\n\s+echo \"\$\{var\^\^\}_IMAGE=\$\(pinned", script)
+    assert loop, "compose-images: the pinning loop moved"
+    return {f"{word.upper()}_IMAGE" for word in loop.group(1).split()} | set(
+        re.findall(r'echo "([A-Z_]+_IMAGE)=\$\(pinned', script))
+
+
+_PINNED = _printed_by_compose_images()
+
+
+def test_the_docker_tasks_cli_image_is_pinned_too():
+    """The image the DockerOperator tasks run with the engine socket: required, no default."""
+    for name in WORKERS:
+        value = SERVICES[name]["environment"]["RICE_DOCKER_CLI_IMAGE"]
+        assert re.fullmatch(r"\$\{RICE_DOCKER_CLI_IMAGE:\?[^}]*\}", value), (name, value)
+    assert ENV_EXAMPLE["RICE_DOCKER_CLI_IMAGE"] == ""
+    assert "RICE_DOCKER_CLI_IMAGE=$(pinned" in (REPO / "scripts" / "compose-images").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_dags_and_plugins_are_read_only(name):
+    """No task can rewrite the DAG or the plugin the next parse or API server start loads."""
+    for mount in SERVICES[name].get("volumes", []):
+        source, _, rest = mount.partition(":")
+        if source.rstrip("/") in ("./dags", "./plugins"):
+            assert rest.split(":")[1:] == ["ro"], (name, mount)
+
+
+def test_every_airflow_service_mounts_dags_and_plugins():
+    for name in CONTROL_PLANE - {"airflow-init"} | WORKERS:
+        mounts = SERVICES[name]["volumes"]
+        assert "./dags:/opt/airflow/dags:ro" in mounts and \
+            "./plugins:/opt/airflow/plugins:ro" in mounts, name
+
+
+@pytest.mark.parametrize("name", sorted(WORKERS))
+def test_no_worker_holds_the_metadata_database(name):
+    """Compute and release zones: no metadata-database URL, no database result backend, no
+    Fernet key; Airflow 3 workers run tasks through the API server's execution API."""
+    env = SERVICES[name]["environment"]
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env, name
+    assert "AIRFLOW__CORE__FERNET_KEY" not in env, name
+    backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert backend.startswith("redis://:${REDIS_PASSWORD"), (name, backend)
+    assert not any(str(value).startswith(("db+", "postgresql")) or "@postgres" in str(value)
+                   for value in env.values()), name
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == \
+        "http://airflow-apiserver:8080/execution/"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${REDIS_PASSWORD")
+
+
+def test_the_scheduler_and_the_workers_share_the_redis_result_backend():
+    backends = {SERVICES[name]["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"]
+                for name in WORKERS | {"airflow-scheduler"}}
+    assert backends == {"redis://:${REDIS_PASSWORD:?set in .env}@redis:6379/1"}
+
+
+def _networks(name: str) -> set[str]:
+    return set(SERVICES[name].get("networks") or ["default"])
+
+
+def test_only_the_control_plane_and_mlflow_share_a_network_with_postgres():
+    """A worker cannot even resolve `postgres`: the database's network is not one of its own."""
+    assert _networks("postgres") == {"metadata"}
+    assert COMPOSE["networks"]["metadata"].get("internal") is True
+    assert {name for name in SERVICES if "metadata" in _networks(name)} == \
+        CONTROL_PLANE | {"postgres", "mlflow"}
+    for name in WORKERS:
+        assert _networks(name) == {"default"}, name
+        assert "postgres" not in SERVICES[name].get("depends_on", {}), name
+
+
+def test_service_accounts_are_held_to_their_grants():
+    """The webhook account may trigger the DAG and nothing else (rice_mlops.accounts); its role
+    alone could not change anything."""
+    from rice_mlops.accounts import parse_service_accounts
+
+    env = SERVICES["airflow-apiserver"]["environment"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "rice_mlops.accounts.ServiceAccountAuthManager"
+    assert parse_service_accounts(env["RICE_SERVICE_ACCOUNTS"]) == \
+        {"webhook": "trigger", "pipeline": "annotate"}
+    roles = dict(user.split(":") for user in
+                 env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(","))
+    assert roles == {"admin": "admin", "webhook": "viewer", "pipeline": "viewer"}
 
 
 def test_redis_and_the_databases_ask_for_passwords():

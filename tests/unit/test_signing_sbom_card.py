@@ -71,6 +71,27 @@ def test_a_non_ed25519_or_garbage_key_is_refused_without_quoting_it():
     assert "c2VjcmV0" not in str(caught.value)
 
 
+def test_the_private_key_is_read_from_the_key_file_alone(tmp_path, monkeypatch):
+    """Keys only as files on the release worker: a `rice_signing` connection (which any task
+    may read) is never a source, even when it holds a valid key and the file is missing."""
+    from cryptography.hazmat.primitives import serialization
+
+    from rice_mlops.signing import signing_key
+
+    private, _ = generate_keypair(tmp_path / "keys")
+    pem = private.read_text()
+    monkeypatch.setenv("AIRFLOW_CONN_RICE_SIGNING", json.dumps(
+        {"conn_type": "generic", "password": pem}))
+    with pytest.raises(SigningKeyError, match="RICE_SIGNING_KEY_FILE") as refused:
+        signing_key("")
+    assert "connection" not in str(refused.value) and "BEGIN" not in str(refused.value)
+    with pytest.raises(SigningKeyError, match="does not exist"):
+        signing_key(str(tmp_path / "missing.key"))
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    assert signing_key(str(private)).public_key().public_bytes(*raw) == \
+        load_private_key(pem.encode()).public_key().public_bytes(*raw)
+
+
 def test_envelope_verifies_with_its_key_only(keys):
     from rice_mlops.signing import load_public_key
 
