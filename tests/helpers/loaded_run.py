@@ -12,6 +12,11 @@ tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
 - staging full: the staging volume (a tmpfs, when the suite runs as root) is filled the moment
   `train` succeeds, so `fetch_artifacts` finds no room; the space is freed once that attempt
   has ended, and its retry must stage the run.
+- an insider in the compute zone (issue 20): once the run is staged, and before the release
+  zone builds, code running in the training worker's container writes a build context into
+  the run's staging directory (a Dockerfile, a server and a push.sh that would leave a marker
+  on the release side, and a matching MANIFEST.sha256), and tries to write into the release
+  zone's directory.
 
 Nothing here asserts: the tests read what was recorded, including what went wrong recording it.
 """
@@ -57,6 +62,7 @@ class LoadedRun:
     fetch_tries: list[dict]
     first_fetch_log: str
     ledger: Ledger
+    plant: dict
     unhealthy: dict[str, str]
     errors: list[str]  # what could not be read afterwards
 
@@ -105,6 +111,73 @@ def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: d
         record["freed_t"] = time.time()
 
 
+MARKER = "rice-planted-by-the-compute-zone"
+
+# Run inside the training worker's container, as whoever holds that worker: a build context as
+# the release zone once took it from staging, every file of it leaving MARKER where it runs.
+_PLANT = r"""
+import hashlib, json, os, sys
+from pathlib import Path
+marker, run, release = sys.argv[1], sys.argv[2], os.environ["RICE_PLANT_RELEASE"]
+context = Path(os.environ["RICE_STAGING_DIR"]) / run / "image"
+files = {
+    "Dockerfile": f"FROM scratch\nRUN touch /{marker}\nCOPY app/ /opt/rice/app/\n",
+    "push.sh": f"#!/bin/sh\ntouch /tmp/{marker} \"$RICE_RELEASE_DIR/{marker}\"\n",
+    "app/rice_mlops/serving/__main__.py": f"open('/tmp/{marker}', 'w')  # {marker}\n",
+}
+out = {"context": str(context), "planted": [], "errors": []}
+for name, text in files.items():
+    try:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(text)
+        out["planted"].append(name)
+    except OSError as exc:
+        out["errors"].append(f"{name}: {exc.strerror}")
+try:
+    (context / "push.sh").chmod(0o755)
+    (context / "MANIFEST.sha256").write_text("".join(
+        f"{hashlib.sha256((context / n).read_bytes()).hexdigest()}  {n}\n" for n in files))
+except OSError as exc:
+    out["errors"].append(f"manifest: {exc.strerror}")
+out["release_visible"] = os.path.exists(release)
+try:
+    Path(release, run, "image").mkdir(parents=True, exist_ok=True)
+    Path(release, run, "image", marker).write_text(marker)
+    out["release_write"] = "written"
+except OSError as exc:
+    out["release_write"] = exc.strerror
+print(json.dumps(out))
+"""
+
+
+def _plant_when_staged(stack: ComposeStack, api: Airflow, run_id: str, record: dict,
+                       stop: threading.Event) -> None:
+    """Once fetch_artifacts has staged the run, plant a build context from the training
+    worker (see _PLANT) and note where the release zone's own step stood at that moment."""
+    import json
+    import subprocess
+
+    from tests.helpers.paths import REPO
+
+    try:
+        if api.wait_task(run_id, "fetch_artifacts", {"success"}, timeout=1500,
+                         stop=stop) is None:
+            raise RuntimeError("the run ended (or the driver stopped) before it was staged")
+        mlflow_run = (api.xcom(run_id, "train") or {}).get("run_id", "")
+        record["before"] = api.task(run_id, "prepare_image_context")["state"]
+        planted = subprocess.run(
+            [*stack.command, "exec", "-T", "-e", "RICE_PLANT_RELEASE", "airflow-worker-training",
+             "python", "-c", _PLANT, MARKER, mlflow_run],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+            env={**os.environ, "RICE_PLANT_RELEASE": stack.env["RICE_RELEASE_DIR"]})
+        if planted.returncode != 0:
+            raise RuntimeError(f"the plant did not run: {planted.stderr[-1000:]}")
+        record.update(json.loads(planted.stdout.strip().splitlines()[-1]))
+        record["after"] = api.task(run_id, "prepare_image_context")["state"]
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        record.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
+
+
 def _hold_load(stack: ComposeStack, api: Airflow, run_id: str
                ) -> tuple[dict, list, dict[str, list[str]]]:
     tag = uuid.uuid4().hex
@@ -151,6 +224,10 @@ def push_under_load(stack: ComposeStack, commit: str) -> LoadedRun:
                               daemon=True)
     if disk["tmpfs"]:
         filler.start()
+    plant: dict = {}
+    planter = threading.Thread(target=_plant_when_staged, args=(stack, api, run_id, plant, stop),
+                               daemon=True)
+    planter.start()
     try:
         if api.wait_task(run_id, "train", {"running"}, timeout=900) is None:
             raise AssertionError(f"{run_id} ended before train ran: {api.tasks(run_id)}")
@@ -158,8 +235,9 @@ def push_under_load(stack: ComposeStack, commit: str) -> LoadedRun:
         run = api.wait_run(run_id, timeout=1500)
     finally:  # never leave the filler to fill a volume behind the next tests
         stop.set()
-        if filler.is_alive():
-            filler.join(timeout=120)
+        for watcher in (filler, planter):
+            if watcher.is_alive():
+                watcher.join(timeout=120)
     errors: list[str] = []
     return LoadedRun(
         stack, commit, int(status), run_id, run["state"], load, answers, load_runs, disk,
@@ -167,5 +245,6 @@ def push_under_load(stack: ComposeStack, commit: str) -> LoadedRun:
         _read(errors, "fetch_artifacts log", lambda: api.log(run_id, "fetch_artifacts", 1), ""),
         _read(errors, "ledger", lambda: ledger(stack, api, run_id, commit),
               Ledger(problems=["the ledger could not be read"])),
+        plant,
         _read(errors, "health", lambda: unhealthy(stack), {"?": "not read"}),
         errors)

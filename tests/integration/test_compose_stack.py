@@ -11,6 +11,7 @@ own registry.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -321,3 +322,51 @@ def _check_mlflow_ui(stack: ComposeStack, summary: dict) -> None:
         page.goto(summary["mlflow_run_url"])
         page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
         assert screenshot(page, "compose-mlflow-run.png").stat().st_size > 10_000
+
+
+# Run inside the shipped image: is anything of the planted context in it?
+_IMAGE_PROBE = r"""
+import os, sys
+marker = sys.argv[1]
+found = [os.path.join(root, name) for root, dirs, files in os.walk("/", topdown=True)
+         for name in files + dirs if marker in name]
+for root, _, files in os.walk("/opt/rice/app"):
+    for name in files:
+        with open(os.path.join(root, name), "rb") as handle:
+            if marker.encode() in handle.read():
+                found.append(os.path.join(root, name))
+print("\n".join(found) or "clean")
+"""
+
+
+def test_a_build_context_planted_by_the_compute_zone_is_neither_built_nor_run(
+        stack, compose_pushed_run):
+    """Insider, compute zone (issue 20, item 1): code in the training worker's container
+    writes a Dockerfile, a server and a push.sh (with a matching MANIFEST.sha256) where the
+    release zone once took its build context, and tries the release zone's own directory,
+    before prepare_image_context starts. The run ships an image with none of it, and no marker
+    that the planted code would leave is on the release side."""
+    from tests.helpers.faults import Airflow
+    from tests.helpers.loaded_run import MARKER
+
+    plant = compose_pushed_run.plant
+    zone = "trust zone broken: the compute zone reaches the release zone's build"
+    assert not plant.get("errors") and plant["planted"], plant
+    # Planted in time, or this test would show nothing.
+    assert plant["before"] in (None, "none", "scheduled", "queued"), plant
+    assert not plant["release_visible"] and plant["release_write"] != "written", (zone, plant)
+    assert compose_pushed_run.state == "success", compose_pushed_run.ledger
+
+    release = stack.env["RICE_RELEASE_DIR"]
+    assert [str(p) for p in Path(release).rglob(f"*{MARKER}*")] == [], zone
+    on_worker = _exec(stack, "airflow-worker-docker", "sh", "-c",
+                      f'ls /tmp/{MARKER} "$RICE_RELEASE_DIR/{MARKER}" 2>/dev/null; true')
+    assert on_worker.stdout.strip() == "", (zone, on_worker.stdout)
+
+    api = Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    shipped = api.xcom(compose_pushed_run.run_id, "record_image")["digest_ref"]
+    probe = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint",
+                            "python3", shipped, "-c", _IMAGE_PROBE, MARKER],
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.strip() == "clean", (zone, probe.stdout)
