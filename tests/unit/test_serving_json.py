@@ -1,5 +1,6 @@
 """/invocations' JSON decoding (rice_mlops.serving.decode): the same float32 pixels as the
-orjson + np.asarray path it replaced, the same refusals, and hostile bodies refused quickly.
+orjson + np.asarray path it replaced, the same refusals, and hostile bodies refused in bounded
+memory (their speed: benchmarks/json_decode.py).
 
 Pure functions, no server and no model: the HTTP side is in test_serving.py.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import orjson
@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rice_mlops.serving.decode import BadRequest, array_from_json, pixels_from_json
+from tests.helpers.hostile_json import HOSTILE, RECTANGULAR
 from tests.helpers.paths import REPO
-
-RECTANGULAR = "must be a rectangular array of numbers shaped (N, H, W, 3)"
 
 
 def old_path(body: bytes) -> np.ndarray:
@@ -206,66 +205,15 @@ def test_bad_documents_are_400s_that_say_what_was_expected(document, fragment):
     assert fragment in refusal(json.dumps(document).encode())
 
 
-# --- hostile bodies: a 4xx, quickly, in bounded memory ------------------------------------
-
-PIXEL = b"[[[[1,2,3]]]]"
-NOT_JSON = "not valid JSON"
-REPEATED = ('exactly one of "instances" or "inputs" holding raw RGB pixels shaped (N, H, W, 3); '
-            "got keys: instances, instances")
-
-
-def instances(value: bytes) -> bytes:
-    return b'{"instances":' + value + b"}"
-
-
-HOSTILE = {  # name: (the body, built when the test runs; what the 400 says)
-    "not JSON": (lambda: b"{not json", NOT_JSON),
-    "empty": (lambda: b"", NOT_JSON),
-    "whitespace": (lambda: b" \r\n\t", NOT_JSON),
-    "trailing garbage": (lambda: instances(PIXEL) + b" x", NOT_JSON),
-    "two documents": (lambda: instances(PIXEL) + b'{"inputs":[]}', NOT_JSON),
-    "trailing comma": (lambda: instances(b"[1,2,]"), NOT_JSON),
-    "NaN": (lambda: instances(b"[[[[NaN,1,2]]]]"), NOT_JSON),
-    "Infinity": (lambda: instances(b"[[[[Infinity,1,2]]]]"), NOT_JSON),
-    "-Infinity": (lambda: instances(b"[[[[-Infinity,1,2]]]]"), NOT_JSON),
-    "1e400": (lambda: instances(b"[[[[1e400,1,2]]]]"), NOT_JSON),
-    "2**64": (lambda: instances(b"[[[[18446744073709551616,1,2]]]]"), NOT_JSON),
-    "-2**63-1": (lambda: instances(b"[[[[-9223372036854775809,1,2]]]]"), NOT_JSON),
-    "a 400-digit integer": (lambda: instances(b"[[[[" + b"9" * 400 + b",1,2]]]]"), NOT_JSON),
-    "leading zeros": (lambda: instances(b"[[[[007,1,2]]]]"), NOT_JSON),
-    "hex": (lambda: instances(b"[[[[0x1F,1,2]]]]"), NOT_JSON),
-    "single quotes": (lambda: b"{'instances':[]}", NOT_JSON),
-    "comment": (lambda: instances(b"[] /* x */"), NOT_JSON),
-    "non-UTF-8 in a string": (lambda: b'{"instances":[], "x":"\xff\xfe"}', NOT_JSON),
-    "non-UTF-8 outside": (lambda: instances(PIXEL) + b"\xff", NOT_JSON),
-    "UTF-16": (lambda: '{"instances":[]}'.encode("utf-16"), NOT_JSON),
-    "NUL byte": (lambda: instances(PIXEL) + b"\x00", NOT_JSON),
-    "nested 100,000 deep": (lambda: instances(b"[" * 100_000 + b"]" * 100_000), NOT_JSON),
-    "objects 100,000 deep": (lambda: b'{"a":' * 100_000 + b"1" + b"}" * 100_000, NOT_JSON),
-    "nested 1,000 deep": (lambda: instances(b"[" * 1000 + b"]" * 1000), RECTANGULAR),
-    "nested 64 deep": (lambda: instances(b"[" * 64 + b"]" * 64), "got shape [1, 1, 1,"),
-    "duplicate key": (lambda: b'{"instances":' + PIXEL + b',"instances":' + PIXEL + b"}",
-                      REPEATED),
-    "instances and inputs": (lambda: b'{"inputs":' + PIXEL + b',"instances":' + PIXEL + b"}",
-                             "got keys: inputs, instances"),
-    "600,000 keys": (lambda: b"{" + b",".join(b'"k%06d":0' % i for i in range(600_000)) + b"}",
-                     "got keys: k000000, k000001"),
-    "many tiny arrays": (lambda: instances(b"[" + b"[]," * 2_500_000 + b"[]]"),
-                         "got shape [2500001, 0]"),
-    "many numbers": (lambda: instances(b"[" + b"0," * 4_000_000 + b"0]"), "got shape [4000001]"),
-    "many ragged arrays": (lambda: instances(b"[" + b"[0],[]," * 1_100_000 + b"[0]]"),
-                           RECTANGULAR),
-}
-
+# --- hostile bodies: a 400 that says why, in bounded memory ------------------------------------
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_bodies_are_400s_quickly(name):
+def test_hostile_bodies_are_400s_that_say_why(name):
+    """How fast each is refused is measured in benchmarks/json_decode.py, not asserted here."""
     make, fragment = HOSTILE[name]
     body = make()
     assert len(body) <= 8 * 1024 * 1024  # RICE_SERVING_MAX_BODY_BYTES
-    started = time.perf_counter()
     message = refusal(body)
-    assert time.perf_counter() - started < 2.0, name  # 0.1-0.5 s at 8 MiB when idle
     assert fragment in message, (name, message)
     assert len(message) < 1000  # 600,000 keys are not all listed
 
@@ -298,16 +246,3 @@ def test_hostile_bodies_cost_bounded_memory(name):
         [sys.executable, "-c", _PEAK], input=body, capture_output=True, check=True,
         env={"PYTHONPATH": f"{REPO / 'include'}", "PATH": "/usr/bin:/bin"}).stdout)
     assert peak_mib < 20 * len(body) / 2**20 + 10, (name, peak_mib)
-
-
-def test_the_usual_body_decodes_in_a_few_milliseconds():
-    """The benchmark's body (one 128x128 image, json.dumps of floats, 356 KB): about 1.5 ms
-    idle against 6.7 ms for orjson + np.asarray. A loose bound, for a loaded machine."""
-    body = json.dumps({"instances": images((1, 128, 128, 3), integers=False)}).encode()
-    pixels_from_json(body)
-    timings = []
-    for _ in range(20):
-        started = time.perf_counter()
-        pixels_from_json(body)
-        timings.append(time.perf_counter() - started)
-    assert sorted(timings)[len(timings) // 2] < 0.02
