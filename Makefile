@@ -19,7 +19,7 @@ down:
 	@scripts/docker-engine stop
 
 lint: setup
-	@.venv/bin/ruff check .
+	@scripts/lint.sh
 
 # Re-resolve requirements/base.in and dev.in; pin every version with its hashes into lock.txt,
 # dev.txt and installer.txt, and re-hash serving.txt from the lock.

@@ -1,6 +1,6 @@
 """How fast /invocations' JSON decoding answers: the usual body (one 128x128 image as
-`json.dumps` of random floats, about 1 MB) and every hostile body of tests/helpers/hostile_json.py (each
-at most 8 MiB), in process, no server.
+`json.dumps` of random floats, about 1 MB) and every hostile body of
+tests/helpers/hostile_json.py (each at most 8 MiB), in process, no server.
 
     .venv/bin/python -m benchmarks.json_decode [--repeat 20]
 

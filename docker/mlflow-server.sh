@@ -13,8 +13,10 @@ umask 077
 # password change clears the user's entries in the worker that serves it, and the others
 # after at most that many seconds.
 cache_seconds=${MLFLOW_AUTH_CACHE_SECONDS:-300}
-[[ $cache_seconds =~ ^[0-9]{1,4}$ ]] && ((10#$cache_seconds <= 3600)) ||
-  { echo "mlflow: MLFLOW_AUTH_CACHE_SECONDS must be 0 to 3600, not '$cache_seconds'" >&2; exit 2; }
+if ! [[ $cache_seconds =~ ^[0-9]{1,4}$ ]] || ((10#$cache_seconds > 3600)); then
+  echo "mlflow: MLFLOW_AUTH_CACHE_SECONDS must be 0 to 3600, not '$cache_seconds'" >&2
+  exit 2
+fi
 printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = postgresql://mlflow:%s@postgres/mlflow_auth\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\nauth_cache_ttl_seconds = %s\nauth_cache_max_size = 256\n' \
   "$MLFLOW_DB_PASSWORD" "$cache_seconds" >"$config"
 unset MLFLOW_DB_PASSWORD

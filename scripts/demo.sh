@@ -35,7 +35,8 @@ if [[ -z ${RICE_DATA_DIR:-} ]]; then
   synthetic=(--synthetic)
   echo "demo: synthetic dataset at $RICE_DATA_DIR (set RICE_DATA_DIR to train on real images)"
 fi
-export RICE_DATA_DIR=$(cd "$RICE_DATA_DIR" && pwd)
+RICE_DATA_DIR=$(cd "$RICE_DATA_DIR" && pwd)
+export RICE_DATA_DIR
 
 export RICE_STAGING_DIR=${RICE_STAGING_DIR:-$repo/.demo/staging}
 mkdir -p "$RICE_STAGING_DIR" && chmod 755 "$RICE_STAGING_DIR"
@@ -48,11 +49,11 @@ if $engine_up; then
   load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_REGISTRY RICE_REGISTRY_USER \
     RICE_REGISTRY_PASSWORD <<<"$engine_env"
   # The push task reads the registry from this connection; its password never leaves it.
-  export AIRFLOW_CONN_RICE_REGISTRY=$(.venv/bin/python -c "import json,os; print(json.dumps({
+  AIRFLOW_CONN_RICE_REGISTRY=$(.venv/bin/python -c "import json,os; print(json.dumps({
       'conn_type': 'generic', 'host': os.environ['RICE_REGISTRY'].split(':')[0],
       'port': int(os.environ['RICE_REGISTRY'].split(':')[1]),
       'login': os.environ['RICE_REGISTRY_USER'], 'password': os.environ['RICE_REGISTRY_PASSWORD']}))")
-  export RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE
+  export AIRFLOW_CONN_RICE_REGISTRY RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE
 else
   echo "demo: no usable Docker engine here: the image stages will be skipped with that reason"
   export RICE_DOCKER_SOCKET=/nonexistent/docker.sock
@@ -67,7 +68,8 @@ if [[ -z ${RICE_SIGNING_KEY_FILE:-} ]]; then
 fi
 
 [[ -s .demo/webhook_secret ]] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(20))' >.demo/webhook_secret)
-export GITHUB_WEBHOOK_SECRET=$(cat .demo/webhook_secret)
+GITHUB_WEBHOOK_SECRET=$(cat .demo/webhook_secret)
+export GITHUB_WEBHOOK_SECRET
 export RICE_SCHEDULE=${RICE_SCHEDULE:-none}  # unpausing a cron DAG would start a nightly run too
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$repo/.run/airflow}
 scripts/airflow-stack start

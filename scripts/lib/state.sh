@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts in scripts/: where they keep state, how they read it back and how they
 # decide a pid is still theirs. State holds passwords and pid files, so a directory someone else
 # can write to would let them choose what we read, kill or overwrite (issue #13).
