@@ -282,3 +282,12 @@ def test_redis_and_the_databases_ask_for_passwords():
     assert "airflow:${AIRFLOW_DB_PASSWORD" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     mlflow = SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert mlflow.startswith("postgresql://mlflow:${MLFLOW_DB_PASSWORD")
+
+
+def test_training_has_the_least_cpu_weight():
+    """Under contention the control plane and the webhook come before training (issue 25)."""
+    services = COMPOSE["services"]
+    training = services["airflow-worker-training"]["cpu_shares"]
+    others = {name: service.get("cpu_shares", 1024) for name, service in services.items()
+              if name != "airflow-worker-training"}
+    assert 2 <= training < min(others.values()), (training, others)
