@@ -4,7 +4,7 @@ Approval is asked when the deployment requires it (RICE_REQUIRE_APPROVAL) or whe
 says the challenger's lead over the champion is within the noise (`significant: false`).
 Otherwise the task answers at once. Approve → publication; Reject or no answer before
 RICE_APPROVAL_TIMEOUT_MINUTES → every publication task is skipped: not shipped. Who answered
-is recorded on the MLflow model version.
+is recorded on the MLflow model version. RICE_APPROVERS names the only people who may answer.
 """
 
 from __future__ import annotations
@@ -50,9 +50,12 @@ class ReleaseApproval(ApprovalOperator):
     template_fields = (*ApprovalOperator.template_fields, "gate")
 
     def __init__(self, *, gate, settings: PipelineSettings, **kwargs):
+        # Named approvers: Airflow then lets only them answer (is_authorized_hitl_task),
+        # whatever role another account holds.
+        approvers = [{"id": name, "name": name} for name in settings.approvers]
         super().__init__(subject="Ship the rice classifier?", defaults="Reject",
                          response_timeout=timedelta(minutes=settings.approval_timeout_minutes),
-                         **kwargs)
+                         assigned_users=approvers or None, **kwargs)
         self.gate = gate
         self.settings = settings
 

@@ -75,6 +75,15 @@ def _rollback(env: Mapping[str, str]) -> str:
     return value
 
 
+def _approvers(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in env.get("RICE_APPROVERS", "").split(",") if n.strip())
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}", name):
+            raise SettingsError(f"RICE_APPROVERS: {name!r} is not an Airflow user id (letters, "
+                                "digits, . _ @ -), comma-separated")
+    return names
+
+
 def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
     value = env.get(name, default).strip()
     return None if value.lower() in ("", "none") else value
@@ -157,6 +166,9 @@ class PipelineSettings:
     require_approval: bool = False  # a person approves every release, not only close calls
     approve_not_significant: bool = True  # ask a person when the lead may be noise
     approval_timeout_minutes: int = 24 * 60
+    # Who may answer approve_release (Airflow user ids); empty: anyone allowed to update the
+    # run's task instances, which in SimpleAuthManager is every `user` role.
+    approvers: tuple[str, ...] = ()
     # promote refuses an image older than the recorded champion unless this names its version
     rollback_to_version: str = ""
 
@@ -228,6 +240,7 @@ class PipelineSettings:
             approval_timeout_minutes=_int(env, "RICE_APPROVAL_TIMEOUT_MINUTES",
                                           cls.approval_timeout_minutes, low=1),
             rollback_to_version=_rollback(env),
+            approvers=_approvers(env),
         )
 
     def as_dict(self) -> dict:

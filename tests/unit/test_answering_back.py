@@ -138,3 +138,31 @@ def test_a_rejected_or_unanswered_release_is_not_shipped():
                          promoted=None)
     assert timed_out.note == "NOT SHIPPED: nobody approved the release in time"
     assert _outcome(approval={"required": True, "approved": True, "by": "bob"}).kind == "shipped"
+
+
+def test_named_approvers_are_the_only_ones_asked(monkeypatch):
+    """RICE_APPROVERS becomes the approval task's assigned users; Airflow's auth manager then
+    lets only them answer, whatever role another person holds."""
+    pytest.importorskip("airflow")
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    from rice_mlops.approval import ReleaseApproval
+    from rice_mlops.settings import PipelineSettings, SettingsError
+
+    settings = PipelineSettings.from_env({"RICE_APPROVERS": "alice, bob@example.org"})
+    assert settings.approvers == ("alice", "bob@example.org")
+    task = ReleaseApproval(task_id="approve_release", gate={}, settings=settings)
+    assert task.assigned_users == [{"id": "alice", "name": "alice"},
+                                   {"id": "bob@example.org", "name": "bob@example.org"}]
+    assigned = {user["id"] for user in task.assigned_users}
+    manager = SimpleAuthManager()
+    assert manager.is_authorized_hitl_task(
+        assigned_users=assigned, user=SimpleAuthManagerUser(username="alice", role="user"))
+    assert not manager.is_authorized_hitl_task(
+        assigned_users=assigned, user=SimpleAuthManagerUser(username="mallory", role="admin"))
+    unnamed = ReleaseApproval(task_id="approve_release", gate={},
+                              settings=PipelineSettings.from_env({}))
+    assert not unnamed.assigned_users
+    with pytest.raises(SettingsError, match="RICE_APPROVERS: 'a b' is not an Airflow user id"):
+        PipelineSettings.from_env({"RICE_APPROVERS": "alice,a b"})
