@@ -30,6 +30,9 @@ class Outcome:
         return {**asdict(self), "description": self.description}
 
 
+RELEASE_MEASURES = "prepare_image_context"  # the task where the release zone measures
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
 
@@ -46,8 +49,14 @@ def _shipped(gate: Mapping, promoted: Mapping) -> str:
 
 def decide_outcome(*, admission: Mapping | None, freshness: Mapping | None,
                    gate: Mapping | None, promoted: Mapping | None,
-                   failed_tasks: list[str], approval: Mapping | None = None) -> Outcome:
-    """The run's outcome; a crash outranks everything, then the earliest decision."""
+                   failed_tasks: list[str], approval: Mapping | None = None,
+                   release_refusal: str | None = None) -> Outcome:
+    """The run's outcome; a crash outranks everything, then the earliest decision.
+
+    `release_refusal`: why the release zone refused to build (its own measurement of the
+    model's bytes below the bar), when that is the only failure: a decision, not a crash."""
+    if release_refusal and set(failed_tasks) == {RELEASE_MEASURES}:
+        return Outcome("not_shipped", f"NOT SHIPPED: {release_refusal}", "failure", True)
     if failed_tasks:
         return Outcome("crashed", f"FAILED: {', '.join(sorted(failed_tasks))} failed; "
                        "nothing shipped (see the task logs)", "error", True)

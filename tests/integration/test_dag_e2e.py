@@ -126,6 +126,55 @@ def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipp
     assert len(versions) >= 2
 
 
+def test_an_admin_who_patches_the_gate_ships_nothing_below_the_bar(airflow_pg, shipped_run,
+                                                                     tiny_real_dataset):
+    """Insider, the strongest (issue 20, item 4): an admin PATCHes the failed gate's XCom to
+    "passed" (and "significant", so no person is asked) and clears `shippable` and everything
+    after it. The release zone measures the staged TFLite bytes itself against the run's bar
+    (1.0 here), builds nothing, and the run note says so; the champion stays."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    before = client.get_model_version_by_alias("rice-classifier", "champion").version
+    if airflow_pg.api("GET", "/dags/rice_classifier_cicd/dagRuns/e2e-gated").status_code == 404:
+        response = airflow_pg.trigger(_conf(tiny_real_dataset, min_test_accuracy=1.0),
+                                      "e2e-gated")
+        assert response.status_code == 200, response.text
+    airflow_pg.wait_for_run("e2e-gated")
+    gate = airflow_pg.xcom("e2e-gated", "quality_gate")
+    assert gate["passed"] is False, gate
+    run = "/dags/rice_classifier_cicd/dagRuns/e2e-gated"
+    forged = {**gate, "passed": True, "significant": True}
+    patched = airflow_pg.api("PATCH", f"{run}/taskInstances/quality_gate/xcomEntries/"
+                             "return_value", json={"value": forged, "map_index": -1})
+    assert patched.status_code == 200, patched.text
+    assert airflow_pg.xcom("e2e-gated", "quality_gate")["passed"] is True
+    cleared = airflow_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
+        "dry_run": False, "task_ids": ["shippable"], "dag_run_id": "e2e-gated",
+        "include_downstream": True, "include_upstream": False, "only_failed": False,
+        "reset_dag_runs": True})
+    assert cleared.status_code == 200, cleared.text
+    import time
+
+    time.sleep(5)  # the run is set running again by the clear
+    airflow_pg.wait_for_run("e2e-gated")
+    states = airflow_pg.task_states("e2e-gated")
+    # The patched XCom got past `shippable` and the approval...
+    assert states["shippable"] == "success", states
+    # ...and the release zone's own measurement stopped it: nothing built, pushed or promoted.
+    assert states["prepare_image_context"] == "failed", states
+    for task_id in ("build_image", "smoke_test", "push_image", "record_image", "promote"):
+        assert states[task_id] in ("upstream_failed", "skipped"), states
+    log = airflow_pg.task_log("e2e-gated", "prepare_image_context",
+                              airflow_pg.task_instance("e2e-gated",
+                                                       "prepare_image_context")["try_number"])
+    assert "the release zone measured the model's own TFLite bytes" in log, log[-3000:]
+    assert "is below the bar 1.0000" in log, log[-3000:]
+    note = airflow_pg.note("e2e-gated") or ""
+    assert note.startswith("NOT SHIPPED: not built: the release zone measured"), note
+    assert client.get_model_version_by_alias("rice-classifier", "champion").version == before
+
+
 @pytest.mark.parametrize(
     ("conf", "fragment"),
     [

@@ -166,3 +166,17 @@ def test_named_approvers_are_the_only_ones_asked(monkeypatch):
     assert not unnamed.assigned_users
     with pytest.raises(SettingsError, match="RICE_APPROVERS: 'a b' is not an Airflow user id"):
         PipelineSettings.from_env({"RICE_APPROVERS": "alice,a b"})
+
+
+def test_a_release_zone_refusal_is_a_decision_named_in_the_note():
+    """The release zone's own measurement below the bar, whatever the gate's XCom said."""
+    why = ("not built: the release zone measured the model's own TFLite bytes on 30 test "
+           "images: test accuracy 0.5000 below the bar 0.9700")
+    refused = _outcome(failed_tasks=["prepare_image_context"], release_refusal=why,
+                       promoted=None)
+    assert (refused.kind, refused.state, refused.notify) == ("not_shipped", "failure", True)
+    assert refused.note == f"NOT SHIPPED: {why}"
+    # Another failure beside it is still a crash, and a refusal without a failure is no news.
+    both = _outcome(failed_tasks=["prepare_image_context", "train"], release_refusal=why)
+    assert both.kind == "crashed"
+    assert _outcome(release_refusal=why).kind == "shipped"
