@@ -1,17 +1,31 @@
 """Every pipeline variable described once: name, field, default, what it accepts, meaning.
 
-`PipelineSettings.from_env` parses the variables; this catalogue says what they are for. A
-default is the field's default in `PipelineSettings` unless an entry describes it in words (a
-fallback to another variable, or a value decided elsewhere); the unit tests hold the catalogue
-to `from_env`: one entry per field, every variable it reads, the defaults it gives and the
-bounds it enforces.
+`PipelineSettings.from_env` parses the variables; this catalogue says what they are for, and
+the README's pipeline settings table is generated from it:
+
+    python -m rice_mlops.settings_catalog                    # print the table
+    python -m rice_mlops.settings_catalog --write README.md  # rewrite it between the markers
+    python -m rice_mlops.settings_catalog --check README.md  # exit 1 when README differs
+
+(`scripts/settings-table [--check]` runs the last two on the checkout's README.) A default is
+the field's default in `PipelineSettings` unless an entry describes it in words (a fallback to
+another variable, or a value decided elsewhere); the unit tests hold the catalogue to
+`from_env`: one entry per field, every variable it reads, the defaults it gives and the bounds
+it enforces.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from rice_mlops.settings import PipelineSettings
+
+START = "<!-- settings-table:start -->"
+END = "<!-- settings-table:end -->"
 
 _DEFAULTS = {f.name: f.default for f in fields(PipelineSettings)}
 
@@ -180,3 +194,60 @@ SETTINGS: tuple[Setting, ...] = (
        "model version is older than the champion it recorded unless this names that version"),
 )
 
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(settings: Sequence[Setting] = SETTINGS) -> str:
+    """The README's pipeline settings table, one row per variable, in catalogue order."""
+    rows = ["| variable | default | accepts | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{s.env}` | {_cell(s.shown_default)} | {_cell(s.kind)} | {_cell(s.meaning)} |"
+             for s in settings]
+    return "\n".join(rows) + "\n"
+
+
+def with_table(readme: str, table: str | None = None) -> str:
+    """`readme` with the text between the markers replaced by the table; ValueError when the
+    markers are missing or out of order."""
+    table = markdown_table() if table is None else table
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start or readme.count(START) != 1 or readme.count(END) != 1:
+        raise ValueError(f"expected one {START} line and, after it, one {END} line")
+    head = readme[:start + len(START)]
+    return f"{head}\n{table}{readme[end:]}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rice_mlops.settings_catalog",
+                                     description="The README's pipeline settings table.")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", metavar="README", type=Path,
+                        help="rewrite the table between the markers in README")
+    action.add_argument("--check", metavar="README", type=Path,
+                        help="exit 1 when README's table differs from the catalogue")
+    args = parser.parse_args(argv)
+    if not (path := args.write or args.check):
+        sys.stdout.write(markdown_table())
+        return 0
+    readme = path.read_text(encoding="utf-8")
+    try:
+        wanted = with_table(readme)
+    except ValueError as exc:
+        print(f"settings-table: {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        if wanted != readme:
+            print(f"settings-table: {path}: the pipeline settings table differs from "
+                  "rice_mlops.settings_catalog; run scripts/settings-table to regenerate it",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if wanted != readme:
+        path.write_text(wanted, encoding="utf-8")
+        print(f"settings-table: {path}: table rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""The settings catalogue tells the truth about `PipelineSettings.from_env`."""
+"""The settings catalogue tells the truth about `PipelineSettings.from_env`, and the README's
+pipeline settings table is the one generated from it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
+from rice_mlops import settings_catalog
 from rice_mlops.settings import PipelineSettings, SettingsError
-from rice_mlops.settings_catalog import SETTINGS, shown
+from rice_mlops.settings_catalog import END, SETTINGS, START, main, markdown_table, shown
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 BY_ENV = {s.env: s for s in SETTINGS}
 # Variables from_env reads that are not RICE_*: fallbacks of a catalogued variable, each named
 # in that variable's default.
@@ -42,6 +46,38 @@ class RecordingEnv(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+def test_the_readme_table_is_the_generated_one():
+    readme = README.read_text(encoding="utf-8")
+    start, end = readme.index(START), readme.index(END)
+    assert readme[start + len(START):end].strip() == markdown_table().strip(), \
+        "README.md's settings table is stale: run scripts/settings-table"
+    assert main(["--check", str(README)]) == 0
+
+
+def test_check_mode_fails_on_a_stale_table_and_write_mode_fixes_it(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{START}\n| `RICE_EPOCHS` | 3 | | |\n{END}\n\nafter\n")
+    assert main(["--check", str(readme)]) == 1
+    assert "run scripts/settings-table" in capsys.readouterr().err
+    assert main(["--write", str(readme)]) == 0
+    assert readme.read_text() == f"# x\n\n{START}\n{markdown_table()}{END}\n\nafter\n"
+    assert main(["--check", str(readme)]) == 0
+
+
+def test_check_mode_fails_without_the_markers(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{END}\n{START}\n")
+    assert main(["--check", str(readme)]) == 1
+    assert START in capsys.readouterr().err
+
+
+def test_a_pipe_in_a_meaning_does_not_split_the_row():
+    entry = settings_catalog.Setting(env="RICE_X", field="epochs", kind="a | b", meaning="c|d",
+                                     default_text="e")
+    row = markdown_table([entry]).splitlines()[-1]
+    assert row == "| `RICE_X` | e | a \\| b | c\\|d |"
 
 
 def test_every_field_has_exactly_one_entry_and_every_entry_a_field():
