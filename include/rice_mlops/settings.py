@@ -1,9 +1,21 @@
-"""The deployment's settings: the single home of every `RICE_*` variable and its default.
+"""The pipeline's settings: every `RICE_*` variable the DAGs and their tasks use, with its default.
 
-Read once, by `PipelineSettings.from_env()` (the DAG file calls it at parse time; tasks receive
-the values). Nothing else reads `RICE_*` variables, and no module reads the environment at
-import. These are operator settings, so they are trusted; a run's conf may only make a run
-stricter than them (see `rice_mlops.run_policy`).
+Read once, by `PipelineSettings.from_env()` (the DAG files call it at parse time; tasks receive
+the values), and no module reads the environment at import. Each variable is described once in
+`rice_mlops.settings_catalog`, from which the README's table is generated. These are operator
+settings, so they are trusted; a run's conf may only make a run stricter than them (see
+`rice_mlops.run_policy`).
+
+Other processes read their own variables, each in one place: the serving image's server
+`RICE_SERVING_*`, `RICE_MODEL_DIR`, `RICE_HOST`, `RICE_PORT`, `RICE_LOG_LEVEL` (`serving.settings`)
+and `RICE_MODEL_PUBLIC_KEY` (`serving.__main__`); the webhook plugin `GITHUB_WEBHOOK_*`,
+`AIRFLOW_WEBHOOK_*`, `RICE_WEBHOOK_DAG_ID`, `AIRFLOW__API__BASE_URL` and
+`AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` (`webhook.app`); the API server's auth manager
+`RICE_SERVICE_ACCOUNTS` (`accounts`); the `mlflow-users` service `MLFLOW_*` (`mlflow_auth`); the
+command line `GITHUB_WEBHOOK_SECRET` (`cli`, `demo`) and `REGISTRY_USERNAME`/`_PASSWORD` (`cli`).
+`attestation` reads `RICE_MODEL_DIR` and `RICE_MODEL_PUBLIC_KEY` from an image's configuration, not
+from this process's environment. Here, besides `RICE_*`, only the fallbacks `DOCKER_HOST` (for
+`RICE_DOCKER_SOCKET`) and `AIRFLOW__API__BASE_URL` (for `RICE_AIRFLOW_URL`) are read.
 """
 
 from __future__ import annotations

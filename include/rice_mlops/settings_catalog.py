@@ -1,0 +1,256 @@
+"""Every pipeline variable described once: name, field, default, what it accepts, meaning.
+
+`PipelineSettings.from_env` parses the variables; this catalogue says what they are for, and
+the README's pipeline settings table is generated from it:
+
+    python -m rice_mlops.settings_catalog                    # print the table
+    python -m rice_mlops.settings_catalog --write README.md  # rewrite it between the markers
+    python -m rice_mlops.settings_catalog --check README.md  # exit 1 when README differs
+
+(`scripts/settings-table [--check]` runs the last two on the checkout's README.) A default is
+the field's default in `PipelineSettings` unless an entry describes it in words (a fallback to
+another variable, or a value decided elsewhere); the unit tests hold the catalogue to
+`from_env`: one entry per field, every variable it reads, the defaults it gives and the bounds
+it enforces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from rice_mlops.settings import PipelineSettings
+
+START = "<!-- settings-table:start -->"
+END = "<!-- settings-table:end -->"
+
+_DEFAULTS = {f.name: f.default for f in fields(PipelineSettings)}
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str  # the variable
+    field: str  # the PipelineSettings field it fills
+    kind: str  # what it accepts, as people read it: "integer ≥ 1", "fraction 0–1", ...
+    meaning: str
+    default_text: str = ""  # empty: the field's default, shown as a value
+
+    @property
+    def default(self):
+        """The field's default in `PipelineSettings`."""
+        return _DEFAULTS[self.field]
+
+    @property
+    def shown_default(self) -> str:
+        return self.default_text or shown(self.default)
+
+
+def shown(value) -> str:
+    """A default as the table shows it: numbers bare, text in backquotes, nothing as a dash."""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (frozenset, tuple)):
+        return ", ".join(f"`{v}`" for v in sorted(value)) or "—"
+    if value is None or str(value) == "":
+        return "—"
+    return f"`{value}`"
+
+
+def _s(env: str, field: str, kind: str, meaning: str, default_text: str = "") -> Setting:
+    return Setting(env=env, field=field, kind=kind, meaning=meaning, default_text=default_text)
+
+
+_MINUTES = "integer ≥ 1"
+SETTINGS: tuple[Setting, ...] = (
+    _s("RICE_SCHEDULE", "schedule", "cron or `none`",
+       "nightly cron (UTC); `none` for API-triggered runs only"),
+    _s("RICE_STAGING_DIR", "staging_root", "path",
+       "per-run staging (model artifacts, the model card); the workers of every zone write it"),
+    _s("RICE_RELEASE_DIR", "release_dir", "path",
+       "the release zone's own directory: build contexts, smoke sets, the serving wheel cache; "
+       "the Docker bind source, so the same path on the Docker host and the Docker worker, "
+       "which alone mounts it", "`<RICE_STAGING_DIR>-release`"),
+    _s("RICE_DATA_DIR", "data_dir", "path",
+       "dataset used when the run's `data_dir` is empty; empty means synthetic"),
+    _s("RICE_DATA_ROOT", "data_root", "path",
+       "a run's `data_dir` must resolve under it; unset (and no `RICE_DATA_DIR`): conf may not "
+       "name a dataset", "`RICE_DATA_DIR`"),
+    _s("RICE_EPOCHS", "epochs", "integer ≥ 1", "default of the `epochs` param"),
+    _s("RICE_MIN_TEST_ACCURACY", "min_test_accuracy", "fraction 0–1",
+       "the gate's bar: default and floor of the `min_test_accuracy` param"),
+    _s("RICE_MAX_REGRESSION", "max_regression", "fraction 0–1",
+       "how much worse than the champion is tolerated: default and ceiling of "
+       "`max_regression`"),
+    _s("RICE_MIN_CLASS_RECALL", "min_class_recall", "fraction 0–1",
+       "every class's test recall must reach it, or the gate refuses naming the class"),
+    _s("RICE_GATE_ALPHA", "gate_alpha", "fraction 0–1",
+       "significance level of McNemar's exact test: a challenger significantly worse than the "
+       "champion is refused; a lead with p ≥ alpha passes as `significant: false`"),
+    _s("RICE_GATE_CONFIDENCE", "gate_confidence", "fraction strictly between 0 and 1",
+       "confidence of the interval for the accuracy difference (gate) and the accuracy "
+       "intervals (model card)"),
+    _s("RICE_MAX_IMAGE_MB", "max_image_mb", "number ≥ 1",
+       "the serving image's size budget (MB, from the engine after the smoke test); over it "
+       "nothing is pushed"),
+    _s("RICE_MAX_P50_MS", "max_p50_ms", "number ≥ 0.1",
+       "the serving image's p50 `/predict` latency budget (ms, measured on the smoke images "
+       "after the smoke test, no network); over it nothing is pushed"),
+    _s("RICE_SIGNING_KEY_FILE", "signing_key_file", "path",
+       "the pipeline's Ed25519 private key (PEM) that signs model files, provenance and "
+       "attachments: a file on the release (Docker-queue) worker alone, the only place the key "
+       "is read from (no Airflow connection: any task may read any connection). Without a key "
+       "the image stages fail with that reason"),
+    _s("RICE_MLFLOW_EXPERIMENT", "experiment", "name", "experiment of the training runs"),
+    _s("RICE_GITHUB_CONN_ID", "github_conn_id", "connection id",
+       "the GitHub connection the pull request is opened with (connection `github_default` "
+       "below)"),
+    _s("RICE_GITHUB_REPOSITORY", "github_repository", "`owner/name`",
+       "where the pull request goes (conf cannot change it); unset skips the pull request"),
+    _s("RICE_ALLOWED_SOURCE_REPOSITORIES", "allowed_source_repositories",
+       "comma-separated `owner/name`",
+       "a run's `source_repository` may name these, besides `RICE_GITHUB_REPOSITORY`; none "
+       "configured: any well-formed name"),
+    _s("RICE_PR_BASE", "pr_base", "branch",
+       "where the artifacts go: the base branch of the pull request"),
+    _s("RICE_PR_BRANCH", "pr_branch", "branch",
+       "where the artifacts go: the branch the artifact commit is pushed to, the pull "
+       "request's head"),
+    _s("RICE_PR_PATH", "pr_path", "path in the repository",
+       "where the artifacts go: their directory in the repository"),
+    _s("RICE_PR_AUTHOR", "pr_author", "name", "author of the artifact commit"),
+    _s("RICE_PR_EMAIL", "pr_email", "e-mail address", "author's e-mail of the artifact commit"),
+    _s("RICE_REGISTRY_CONN_ID", "registry_conn_id", "connection id",
+       "the registry connection the image is pushed with (connection `rice_registry` below)"),
+    _s("RICE_IMAGE_NAME", "image_name", "name", "image repository name"),
+    _s("RICE_BASE_IMAGE", "base_image", "image reference", "base of the serving image",
+       "the Dockerfile's `python:3.11-slim`"),
+    _s("RICE_DOCKER_CLI_IMAGE", "docker_cli_image", "image reference",
+       "image the build and push tasks run the docker CLI in"),
+    _s("RICE_DOCKER_SOCKET", "docker_socket", "path",
+       "the engine; when absent the image stages are skipped with that reason (and nothing "
+       "ships); a `DOCKER_HOST` that is not a unix socket is refused",
+       "from `DOCKER_HOST` (`unix://…`), else `/var/run/docker.sock`"),
+    _s("RICE_SERVING_WHEELHOUSE", "wheelhouse", "path",
+       "directory of serving wheels (`rice-mlops image wheels --dest DIR`) for workers that "
+       "cannot reach the package index"),
+    _s("RICE_KEEP_BUILDS", "keep_builds", "integer ≥ 0",
+       "runs whose staging directory and local image tags the `prune_old_builds` task keeps "
+       "(pushed images stay in the registry)"),
+    _s("RICE_TRAIN_QUEUE", "train_queue", "Celery queue",
+       "Celery queue for `train` alone (workers started with `--queues NAME`, e.g. a bigger "
+       "host)"),
+    _s("RICE_DOCKER_QUEUE", "docker_queue", "Celery queue",
+       "Celery queue of the release zone's tasks (`prune_old_builds`, `prepare_image_context`, "
+       "`build_image`, `smoke_test`, `push_image`, `attest_image`, `promote`): in compose only "
+       "`airflow-worker-docker` listens on it and holds the engine socket and the registry "
+       "connection", "— (`docker` in compose)"),
+    _s("RICE_RETRY_DELAY_SECONDS", "retry_delay_seconds", "integer ≥ 0",
+       "delay between the two retries every task gets"),
+    _s("RICE_TASK_TIMEOUT_MINUTES", "task_timeout_minutes", _MINUTES,
+       "`execution_timeout` of every task but `train`"),
+    _s("RICE_TRAIN_TIMEOUT_MINUTES", "train_timeout_minutes", _MINUTES,
+       "`execution_timeout` of `train`"),
+    _s("RICE_TRAIN_NICE", "train_nice", "integer 0–19",
+       "nice level of the `train` task's process, so a training on shared cores leaves the "
+       "webhook and the scheduler their CPU"),
+    _s("RICE_DAGRUN_TIMEOUT_MINUTES", "dagrun_timeout_minutes", _MINUTES,
+       "`dagrun_timeout` of a whole run"),
+    _s("RICE_PROMOTE_WITHOUT_IMAGE", "promote_without_image", "one of auto/true/false",
+       "may `champion` move when no image was pushed: `auto` only when no `rice_registry` "
+       "connection exists, `true`, `false`"),
+    _s("RICE_AIRFLOW_API_CONN_ID", "airflow_api_conn_id", "connection id",
+       "the DAG's own service account on the REST API (http connection: host, port, login, "
+       "password; role `user`): run notes and the newer-push check; without it both are "
+       "skipped with the reason in the log"),
+    _s("RICE_AIRFLOW_URL", "airflow_url", "URL",
+       "the Airflow UI the commit status links to (`<url>/dags/rice_classifier_cicd/runs/<run>`)",
+       "`AIRFLOW__API__BASE_URL`, else `http://127.0.0.1:8080`"),
+    _s("RICE_NOTIFY_EMAILS", "notify_emails", "comma-separated e-mail addresses",
+       "recipients of an e-mail on a crash or a NOT SHIPPED run; nothing is sent when empty"),
+    _s("RICE_NOTIFY_FROM", "notify_from", "e-mail address", "sender of Airflow's SMTP notifier"),
+    _s("RICE_SMTP_CONN_ID", "smtp_conn_id", "connection id",
+       "the SMTP connection of Airflow's SMTP notifier"),
+    _s("RICE_REDELIVERY_SCHEDULE", "redelivery_schedule", "cron or `none`",
+       "the `rice_webhook_redelivery` DAG; `none` turns it off"),
+    _s("RICE_GITHUB_HOOK_ID", "github_hook_id", "webhook id",
+       "the repository webhook to watch; empty: the one whose URL ends in `/webhooks/github`"),
+    _s("RICE_REQUIRE_APPROVAL", "require_approval", "one of true/false",
+       "a person approves every release (otherwise only when the gate calls the lead not "
+       "significant, or the run's conf sets `require_approval`)"),
+    _s("RICE_APPROVE_NOT_SIGNIFICANT", "approve_not_significant", "one of true/false",
+       "ask a person when the gate says the challenger's lead may be noise "
+       "(`significant: false`)"),
+    _s("RICE_APPROVAL_TIMEOUT_MINUTES", "approval_timeout_minutes", _MINUTES,
+       "how long `approve_release` waits; no answer means Reject: not shipped"),
+    _s("RICE_APPROVERS", "approvers", "comma-separated Airflow user ids",
+       "the only people who may answer `approve_release` (its assigned users); empty: anyone "
+       "allowed to update the run's task instances (in SimpleAuthManager, every `user` role)"),
+    _s("RICE_ROLLBACK_TO_VERSION", "rollback_to_version", "model version number",
+       "on the release workers: an allowed rollback. `promote` refuses an image whose signed "
+       "model version is older than the champion it recorded unless this names that version"),
+)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(settings: Sequence[Setting] = SETTINGS) -> str:
+    """The README's pipeline settings table, one row per variable, in catalogue order."""
+    rows = ["| variable | default | accepts | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{s.env}` | {_cell(s.shown_default)} | {_cell(s.kind)} | {_cell(s.meaning)} |"
+             for s in settings]
+    return "\n".join(rows) + "\n"
+
+
+def with_table(readme: str, table: str | None = None) -> str:
+    """`readme` with the text between the markers replaced by the table; ValueError when the
+    markers are missing or out of order."""
+    table = markdown_table() if table is None else table
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start or readme.count(START) != 1 or readme.count(END) != 1:
+        raise ValueError(f"expected one {START} line and, after it, one {END} line")
+    head = readme[:start + len(START)]
+    return f"{head}\n{table}{readme[end:]}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rice_mlops.settings_catalog",
+                                     description="The README's pipeline settings table.")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", metavar="README", type=Path,
+                        help="rewrite the table between the markers in README")
+    action.add_argument("--check", metavar="README", type=Path,
+                        help="exit 1 when README's table differs from the catalogue")
+    args = parser.parse_args(argv)
+    if not (path := args.write or args.check):
+        sys.stdout.write(markdown_table())
+        return 0
+    readme = path.read_text(encoding="utf-8")
+    try:
+        wanted = with_table(readme)
+    except ValueError as exc:
+        print(f"settings-table: {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        if wanted != readme:
+            print(f"settings-table: {path}: the pipeline settings table differs from "
+                  "rice_mlops.settings_catalog; run scripts/settings-table to regenerate it",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if wanted != readme:
+        path.write_text(wanted, encoding="utf-8")
+        print(f"settings-table: {path}: table rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
