@@ -176,5 +176,7 @@ def test_the_kind_is_what_from_env_enforces(entry):
             assert got == (None if value == "none" else value)
         elif entry.kind.startswith("one of") and isinstance(got, bool):
             assert got == (value == "true")
+        elif entry.kind.startswith("comma-separated"):
+            assert got == tuple(part.strip() for part in value.split(","))
         else:
             assert str(got) == value or float(got) == float(value)
