@@ -25,7 +25,7 @@ from rice_mlops.approval import ReleaseApproval
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.vocabulary import MODEL_NAME
+from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 SETTINGS = PipelineSettings.from_env()
 RICE_MODEL = Asset(name="rice_classifier_model", uri=f"mlflow://registered-models/{MODEL_NAME}")
@@ -33,7 +33,7 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 
 
 @dag(
-    dag_id=tasks.DAG_ID,
+    dag_id=DAG_ID,
     schedule=SETTINGS.schedule,
     start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
     dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),

@@ -17,11 +17,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rice_mlops.run_policy import PolicyError, RunRequest, checked_run_id, run_request
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.vocabulary import MODEL_NAME, PROMOTED_BY_TAG
+from rice_mlops.vocabulary import DAG_ID, MODEL_NAME, PROMOTED_BY_TAG
 
 log = logging.getLogger(__name__)
-
-DAG_ID = "rice_classifier_cicd"
 
 
 def _request(params: Mapping, settings: PipelineSettings) -> RunRequest:
