@@ -221,7 +221,7 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: 
     is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release`."""
     from rice_mlops import registry
     from rice_mlops.artifacts import ARTIFACT_DIR
-    from rice_mlops.docker_tasks import registry_host
+    from rice_mlops.connections import registry_host
     from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, plan_for, prepare_context
     from rice_mlops.model_card import FILE_NAME
     from rice_mlops.release import BelowBar, ReleaseInputError, read_classes, smoke_set
@@ -322,13 +322,13 @@ def _registry(settings: PipelineSettings):
     """A registry client with the connection's credentials (kept in memory, never logged)."""
     from airflow.sdk import BaseHook
 
-    from rice_mlops.docker_tasks import registry_host
+    from rice_mlops.connections import registry_host
     from rice_mlops.oci import Registry
 
     host = registry_host(settings.registry_conn_id)
     if host is None:
         raise AirflowSkipException(f"no Airflow connection {settings.registry_conn_id!r}")
-    from rice_mlops.docker_tasks import registry_api
+    from rice_mlops.connections import registry_api
 
     conn = BaseHook.get_connection(settings.registry_conn_id)
     api = registry_api(settings.registry_conn_id) or host
@@ -456,7 +456,7 @@ def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged:
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
     from rice_mlops.champion import latest_record
-    from rice_mlops.docker_tasks import registry_host
+    from rice_mlops.connections import registry_host
 
     if not (image or {}).get("digest"):
         configured = registry_host(settings.registry_conn_id) is not None

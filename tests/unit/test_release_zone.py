@@ -350,7 +350,7 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
     monkeypatch.setattr(tasks, "_signing_key",
                         lambda _: load_private_key(signing_key.read_bytes()))
     monkeypatch.setattr(registry, "log_sbom", lambda *_: None)
-    monkeypatch.setattr("rice_mlops.docker_tasks.registry_host", lambda _: None)
+    monkeypatch.setattr("rice_mlops.connections.registry_host", lambda _: None)
     params = {name: schema["default"] for name, schema in param_schemas(settings).items()}
     params["data_dir"] = str(dataset)
     trained = {"run_id": run_id, "dataset_fingerprint": "f" * 64, "image_size": 32,
