@@ -33,8 +33,7 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 
 
 @dag(
-    dag_id=DAG_ID,
-    schedule=SETTINGS.schedule,
+    dag_id=DAG_ID, schedule=SETTINGS.schedule,
     start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
     dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
     doc_md=__doc__, tags=["mlops", "rice", "training", "mlflow"],
@@ -76,10 +75,10 @@ def rice_classifier_cicd():
         return stages.training.fetch_artifacts(SETTINGS, trained)
 
     @task(inlets=[RICE_MODEL])
-    def quality_gate(trained: dict, data: dict, staged: dict, params=None, inlet_events=None
+    def quality_gate(data: dict, trained: dict, staged: dict, params=None, inlet_events=None
                      ) -> dict:
         """Register a version; decide against the bar and the recorded champion."""
-        return stages.evaluation.quality_gate(SETTINGS, params, trained, data,
+        return stages.evaluation.quality_gate(SETTINGS, params, data, trained,
                                               inlet_events[RICE_MODEL])
 
     @task(**_DOCKER)
@@ -88,9 +87,9 @@ def rice_classifier_cicd():
         return stages.release.prune_old_builds(SETTINGS, trained)
 
     @task(**_DOCKER)
-    def prepare_image_context(trained: dict, data: dict, gate: dict, params=None) -> dict:
+    def prepare_image_context(data: dict, trained: dict, gate: dict, params=None) -> dict:
         """Lay out the hermetic build context: Dockerfile, server, model, wheels, smoke set."""
-        return stages.release.prepare_image_context(SETTINGS, params, trained, data, gate)
+        return stages.release.prepare_image_context(SETTINGS, params, data, trained, gate)
 
     @task
     def record_image(trained: dict, gate: dict, plan: dict, pushed: str) -> dict:
@@ -110,17 +109,17 @@ def rice_classifier_cicd():
 
     @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success",
           **_DOCKER)
-    def promote(trained: dict, data: dict, staged: dict, gate: dict, image: dict | None,
-                run_id=None, outlet_events=None, inlet_events=None, params=None) -> dict:
+    def promote(data: dict, trained: dict, staged: dict, gate: dict, image: dict | None,
+                params=None, run_id=None, inlet_events=None, outlet_events=None) -> dict:
         """Verify the pushed image's attachments, then move `champion`; record it in Airflow."""
         record = outlet_events[RICE_MODEL].extra = stages.release.promote(
-            SETTINGS, trained, data, staged, gate, image, run_id, params, inlet_events[RICE_MODEL])
+            SETTINGS, params, data, trained, staged, gate, image, run_id, inlet_events[RICE_MODEL])
         return record
 
     @task
     def report(*results, params=None, ti=None) -> dict:
         """Write the outcome: run note, commit status, e-mail (a teardown: always runs)."""
-        return stages.report.report(SETTINGS, params, ti, *results)
+        return stages.report.report(SETTINGS, params, *results, ti)
 
     admission = admit()
     data = validate_data()
@@ -128,17 +127,17 @@ def rice_classifier_cicd():
     freshness = check_changed(data)
     trained = train(data)
     staged = fetch_artifacts(trained)
-    gate = quality_gate(trained, data, staged)
+    gate = quality_gate(data, trained, staged)
     # Before the gate: runs that ship nothing tidy up too, and no retag races the pruning.
     staged >> prune_old_builds(trained) >> gate
-    plan = prepare_image_context(trained, data, gate)
+    plan = prepare_image_context(data, trained, gate)
     ship = proceed.override(task_id="shippable")(gate, "passed")
     approval = ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
     build, smoke, push = image_stages(trained["run_id"], SETTINGS)
     plan >> build >> smoke >> push
     image = attest_image(trained, record_image(trained, gate, plan, push.output))
     pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
-    promoted = promote(trained, data, staged, gate, image)
+    promoted = promote(data, trained, staged, gate, image)
     pull >> promoted
     # Direct downstream of a short-circuit are skipped; the rest follow their trigger rules.
     proceed.override(task_id="changed")(freshness, "train") >> [trained, pull, promoted]

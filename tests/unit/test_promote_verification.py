@@ -140,7 +140,6 @@ def test_promote_takes_the_minimum_from_its_own_asset_events_not_xcom(monkeypatc
               SimpleNamespace(source_dag_id="other_dag", source_task_id="promote",
                               extra={**extra, "model_version": "2"})]
     with pytest.raises(RuntimeError, match="stop here"):
-        release.promote(PipelineSettings(), {"run_id": RUN}, {}, {},
-                      {"version": "10", "champion_version": "1"}, _image(), "r1",
-                      {"source_commit": SHA}, events)
+        release.promote(PipelineSettings(), {"source_commit": SHA}, {}, {"run_id": RUN}, {},
+                        {"version": "10", "champion_version": "1"}, _image(), "r1", events)
     assert seen == {"version": "10", "champion": "9"}

@@ -358,8 +358,8 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
                "artifact_sha256": digests, "metrics": {"test_accuracy": 1.0}}
 
     def run(**overrides):
-        return release.prepare_image_context(settings, {**params, **overrides}, trained,
-                                             {"fingerprint": "f" * 64}, {"version": "3"})
+        return release.prepare_image_context(settings, {**params, **overrides},
+                                             {"fingerprint": "f" * 64}, trained, {"version": "3"})
 
     return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging)
 

@@ -21,7 +21,7 @@ from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 log = logging.getLogger(__name__)
 
 
-def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, data: Mapping,
+def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
                  champion_events: Iterable) -> dict:
     from rice_mlops import registry
     from rice_mlops.champion import (
@@ -73,7 +73,7 @@ def quality_gate(settings: PipelineSettings, params: Mapping, trained: Mapping, 
                 "champion_comparison": "; ".join([how, *notes]),
                 "champion_record": record.as_dict() if record else None}
     registry.record_gate(run_id, version, passed, reason, details=document)
-    document["model_card_sha256"] = _model_card(settings, request, trained, data, staged,
+    document["model_card_sha256"] = _model_card(settings, request, data, trained, staged,
                                                 document)
     log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
             "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
@@ -91,8 +91,8 @@ def _check_trained_bytes(tflite: Path, trained: Mapping) -> None:
                                    "at training: not gated")
 
 
-def _model_card(settings: PipelineSettings, request: RunRequest, trained: Mapping,
-                data: Mapping, staged: Path, gate: Mapping) -> str:
+def _model_card(settings: PipelineSettings, request: RunRequest, data: Mapping,
+                trained: Mapping, staged: Path, gate: Mapping) -> str:
     """Render this version's MODEL_CARD.md beside its staged artifacts and log it to MLflow."""
     import hashlib
     import json

@@ -40,8 +40,8 @@ def _signing_key(settings: PipelineSettings):
         raise AirflowFailException(str(exc)) from None
 
 
-def prepare_image_context(settings: PipelineSettings, params: Mapping, trained: Mapping,
-                          data: Mapping, gate: Mapping) -> dict:
+def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Mapping,
+                          trained: Mapping, gate: Mapping) -> dict:
     """The release zone's build context: the Dockerfile and server from this worker's own
     package, the model as two files checked against the digests the train task recorded,
     measured with LiteRT on the test split (below the bar: nothing is built). No Python model
@@ -229,9 +229,9 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
     return settings.promote_without_image == "true"
 
 
-def promote(settings: PipelineSettings, trained: Mapping, data: Mapping, staged: Mapping,
-            gate: Mapping, image: Mapping | None, dag_run_id: str,
-            params: Mapping | None = None, champion_events: Iterable = ()) -> dict:
+def promote(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
+            staged: Mapping, gate: Mapping, image: Mapping | None, dag_run_id: str,
+            champion_events: Iterable) -> dict:
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
     from rice_mlops.champion import latest_record

@@ -19,9 +19,9 @@ from rice_mlops.vocabulary import DAG_ID
 log = logging.getLogger(__name__)
 
 
-def report(settings: PipelineSettings, params: Mapping, ti, admission: Mapping | None,
+def report(settings: PipelineSettings, params: Mapping, admission: Mapping | None,
            freshness: Mapping | None, gate: Mapping | None, promoted: Mapping | None,
-           approval: Mapping | None = None) -> dict:
+           approval: Mapping | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
     from rice_mlops.airflow_api import AirflowApi
     from rice_mlops.outcome import decide_outcome
