@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def validate_data(settings: PipelineSettings, params: Mapping) -> dict:
+    """Every image of the run's dataset checked (all problems at once), and its fingerprint."""
     from rice_mlops.data import DataValidationError, validate
     from rice_mlops.data.fingerprint import fingerprint
 

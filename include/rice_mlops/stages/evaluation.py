@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
                  champion_events: Iterable) -> dict:
+    """Register a version; decide against the bar and the champion the asset events record."""
     from rice_mlops import registry
     from rice_mlops.champion import (
         ChampionMismatch,

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapping,
                       gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+    """Commit the staged artifacts and model card to the model branch; open or update its PR."""
     import json
 
     from rice_mlops import publish, registry
@@ -97,6 +98,7 @@ def commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: s
 
 
 def redeliver_failed_pushes(settings: PipelineSettings) -> list[int]:
+    """Ask GitHub to redeliver every push delivery whose latest attempt failed."""
     from rice_mlops import publish
     from rice_mlops.redelivery import find_hook, redeliver_failed
 

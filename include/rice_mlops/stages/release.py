@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def _signing_key(settings: PipelineSettings):
+    """The pipeline's signing key; a missing or bad key fails the task without retry."""
     from rice_mlops.signing import SigningKeyError, signing_key
 
     try:
@@ -91,6 +92,7 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Map
 
 
 def record_image(trained: Mapping, gate: Mapping, plan: Mapping, pushed: str | None) -> dict:
+    """The digest push.sh reported, recorded on the MLflow run and model version."""
     from rice_mlops import registry
     from rice_mlops.image import parse_pushed_digest
 
@@ -232,6 +234,7 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
 def promote(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
             staged: Mapping, gate: Mapping, image: Mapping | None, dag_run_id: str,
             champion_events: Iterable) -> dict:
+    """Verify the pushed image, then move `champion`; returns the record for the asset event."""
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
     from rice_mlops.champion import latest_record
@@ -270,6 +273,7 @@ def promote(settings: PipelineSettings, params: Mapping, data: Mapping, trained:
 
 
 def prune_old_builds(settings: PipelineSettings, trained: Mapping) -> dict:
+    """Staging, build contexts and local tags of all but the newest RICE_KEEP_BUILDS runs."""
     from dataclasses import asdict
 
     from rice_mlops.housekeeping import prune

@@ -30,6 +30,7 @@ def _yield_cpu(nice: int) -> None:
 
 
 def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id: str) -> dict:
+    """One MLflow run for this DAG run on the checked dataset (a retry reuses a verified run)."""
     _yield_cpu(settings.train_nice)  # first: TensorFlow's thread pools inherit the level
     from rice_mlops.config import TrainConfig
     from rice_mlops.data import discover
@@ -52,6 +53,7 @@ def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id
 
 
 def fetch_artifacts(settings: PipelineSettings, trained: Mapping) -> dict:
+    """The run's artifacts staged under RICE_STAGING_DIR with their manifest."""
     from rice_mlops.artifacts import fetch, read_manifest
 
     staged = fetch(checked_run_id(trained["run_id"]), trained["model_uri"],
