@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
-from rice_mlops import tasks
+from rice_mlops import stages
 from rice_mlops.approval import ReleaseApproval
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.vocabulary import MODEL_NAME
+from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 SETTINGS = PipelineSettings.from_env()
 RICE_MODEL = Asset(name="rice_classifier_model", uri=f"mlflow://registered-models/{MODEL_NAME}")
@@ -33,12 +33,10 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 
 
 @dag(
-    dag_id=tasks.DAG_ID,
-    schedule=SETTINGS.schedule,
+    dag_id=DAG_ID, schedule=SETTINGS.schedule,
     start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
     dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
-    doc_md=__doc__,
-    tags=["mlops", "rice", "training", "mlflow"],
+    doc_md=__doc__, tags=["mlops", "rice", "training", "mlflow"],
     default_args={"owner": "ml-platform", "retries": 2,
                   "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
                   "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes)},
@@ -48,7 +46,7 @@ def rice_classifier_cicd():
     @task
     def admit(params=None, ti=None) -> dict:
         """Post `pending`; stop a queued push that a newer push to its branch superseded."""
-        return tasks.admit(SETTINGS, params, ti)
+        return stages.admission.admit(SETTINGS, params, ti)
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def proceed(decision: dict, key: str) -> bool:
@@ -58,69 +56,70 @@ def rice_classifier_cicd():
     @task
     def validate_data(params=None) -> dict:
         """Check every image of the dataset and compute its fingerprint."""
-        return tasks.validate_data(SETTINGS, params)
+        return stages.data.validate_data(SETTINGS, params)
 
     @task(inlets=[RICE_MODEL])
     def check_changed(data: dict, params=None, inlet_events=None) -> dict:
         """Stop when data and training code equal the champion's (conf `force` retrains)."""
-        return tasks.check_changed(SETTINGS, params, data, inlet_events[RICE_MODEL])
+        return stages.admission.check_changed(SETTINGS, params, data, inlet_events[RICE_MODEL])
 
     @task(execution_timeout=timedelta(minutes=SETTINGS.train_timeout_minutes),
           **SETTINGS.queue("train"))
     def train(data: dict, params=None, run_id=None) -> dict:
         """Train and log one MLflow run for this DAG run (a retry reuses a verified run)."""
-        return tasks.train(SETTINGS, params, data, run_id)
+        return stages.training.train(SETTINGS, params, data, run_id)
 
     @task
     def fetch_artifacts(trained: dict) -> dict:
         """Stage the run's model, TFLite file, labels, metrics and plot with a manifest."""
-        return tasks.fetch_artifacts(SETTINGS, trained)
+        return stages.training.fetch_artifacts(SETTINGS, trained)
 
     @task(inlets=[RICE_MODEL])
-    def quality_gate(trained: dict, data: dict, staged: dict, params=None, inlet_events=None
+    def quality_gate(data: dict, trained: dict, staged: dict, params=None, inlet_events=None
                      ) -> dict:
         """Register a version; decide against the bar and the recorded champion."""
-        return tasks.quality_gate(SETTINGS, params, trained, data, inlet_events[RICE_MODEL])
+        return stages.evaluation.quality_gate(SETTINGS, params, data, trained,
+                                              inlet_events[RICE_MODEL])
 
     @task(**_DOCKER)
     def prune_old_builds(trained: dict) -> dict:
         """Drop staging and local tags of all but the newest RICE_KEEP_BUILDS runs."""
-        return tasks.prune_old_builds(SETTINGS, trained)
+        return stages.release.prune_old_builds(SETTINGS, trained)
 
     @task(**_DOCKER)
-    def prepare_image_context(trained: dict, data: dict, gate: dict, params=None) -> dict:
+    def prepare_image_context(data: dict, trained: dict, gate: dict, params=None) -> dict:
         """Lay out the hermetic build context: Dockerfile, server, model, wheels, smoke set."""
-        return tasks.prepare_image_context(SETTINGS, params, trained, data, gate)
+        return stages.release.prepare_image_context(SETTINGS, params, data, trained, gate)
 
     @task
     def record_image(trained: dict, gate: dict, plan: dict, pushed: str) -> dict:
         """Record the pushed digest on the MLflow run and model version."""
-        return tasks.record_image(trained, gate, plan, pushed)
+        return stages.release.record_image(trained, gate, plan, pushed)
 
     @task(**_DOCKER)
     def attest_image(trained: dict, image: dict, params=None, run_id=None) -> dict:
         """Sign the pushed digest; attach provenance, SBOM and signature to it."""
-        return tasks.attest_image(SETTINGS, params, trained, image, run_id)
+        return stages.release.attest_image(SETTINGS, params, trained, image, run_id)
 
     @task(trigger_rule="none_failed_min_one_success")
     def open_pull_request(trained: dict, gate: dict, image: dict | None, params=None,
                           run_id=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
-        return tasks.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
+        return stages.publication.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
     @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success",
           **_DOCKER)
-    def promote(trained: dict, data: dict, staged: dict, gate: dict, image: dict | None,
-                run_id=None, outlet_events=None, inlet_events=None, params=None) -> dict:
+    def promote(data: dict, trained: dict, staged: dict, gate: dict, image: dict | None,
+                params=None, run_id=None, inlet_events=None, outlet_events=None) -> dict:
         """Verify the pushed image's attachments, then move `champion`; record it in Airflow."""
-        record = outlet_events[RICE_MODEL].extra = tasks.promote(
-            SETTINGS, trained, data, staged, gate, image, run_id, params, inlet_events[RICE_MODEL])
+        record = outlet_events[RICE_MODEL].extra = stages.release.promote(
+            SETTINGS, params, data, trained, staged, gate, image, run_id, inlet_events[RICE_MODEL])
         return record
 
     @task
-    def report(*stages, params=None, ti=None) -> dict:
+    def report(*results, params=None, ti=None) -> dict:
         """Write the outcome: run note, commit status, e-mail (a teardown: always runs)."""
-        return tasks.report(SETTINGS, params, ti, *stages)
+        return stages.report.report(SETTINGS, params, *results, ti)
 
     admission = admit()
     data = validate_data()
@@ -128,17 +127,17 @@ def rice_classifier_cicd():
     freshness = check_changed(data)
     trained = train(data)
     staged = fetch_artifacts(trained)
-    gate = quality_gate(trained, data, staged)
+    gate = quality_gate(data, trained, staged)
     # Before the gate: runs that ship nothing tidy up too, and no retag races the pruning.
     staged >> prune_old_builds(trained) >> gate
-    plan = prepare_image_context(trained, data, gate)
+    plan = prepare_image_context(data, trained, gate)
     ship = proceed.override(task_id="shippable")(gate, "passed")
     approval = ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
     build, smoke, push = image_stages(trained["run_id"], SETTINGS)
     plan >> build >> smoke >> push
     image = attest_image(trained, record_image(trained, gate, plan, push.output))
     pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
-    promoted = promote(trained, data, staged, gate, image)
+    promoted = promote(data, trained, staged, gate, image)
     pull >> promoted
     # Direct downstream of a short-circuit are skipped; the rest follow their trigger rules.
     proceed.override(task_id="changed")(freshness, "train") >> [trained, pull, promoted]

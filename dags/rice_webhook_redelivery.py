@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from rice_mlops import tasks
 from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages import publication
 
 SETTINGS = PipelineSettings.from_env()
 
@@ -34,7 +34,7 @@ def rice_webhook_redelivery():
     @task
     def redeliver_failed_pushes() -> list[int]:
         """Ask GitHub to redeliver every push delivery whose latest attempt failed."""
-        return tasks.redeliver_failed_pushes(SETTINGS)
+        return publication.redeliver_failed_pushes(SETTINGS)
 
     redeliver_failed_pushes()
 

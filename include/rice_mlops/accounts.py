@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
-DAG_ID = "rice_classifier_cicd"
+from rice_mlops.vocabulary import DAG_ID
+
 # grant -> the (method, Dag entity) pairs it allows on DAG_ID; None is the Dag itself.
 GRANTS: Mapping[str, frozenset[tuple[str, DagAccessEntity | None]]] = {
     "trigger": frozenset({("POST", DagAccessEntity.RUN)}),

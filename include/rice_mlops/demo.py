@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.send import push_payload, send
 
-DAG_ID = "rice_classifier_cicd"
 FINISHED = ("success", "failed")
 
 

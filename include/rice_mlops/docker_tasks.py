@@ -6,8 +6,9 @@ policy, the settings and the registry connection. Nothing executable is read fro
 a directory another zone can write: the build context lives in the release zone's own
 directory (RICE_RELEASE_DIR, mounted by the Docker worker alone), its Dockerfile and server code
 must equal this worker's installed package before anything is built, and the push step is this
-package's script, passed to the container as an argument. Imported only by the DAG file (it
-needs Airflow and the docker provider).
+package's script, passed to the container as an argument. Only the DAG file imports this
+module (it needs Airflow and the docker provider); the registry connection's addresses, which
+the release stage needs too, are read in `rice_mlops.connections`.
 """
 
 from __future__ import annotations
@@ -18,30 +19,10 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from docker.types import Mount
 
-from rice_mlops.connections import optional_connection
+from rice_mlops.connections import optional_connection, registry_host
 from rice_mlops.settings import PipelineSettings
 
 SOCKET_IN_CONTAINER = "/var/run/docker.sock"
-
-
-def registry_host(conn_id: str) -> str | None:
-    """`host[:port]` of the registry connection, or None when it is not configured."""
-    conn = optional_connection(conn_id)
-    if conn is None:
-        return None
-    host = (conn.host or "").removeprefix("https://").removeprefix("http://").rstrip("/")
-    return f"{host}:{conn.port}" if host and conn.port else (host or None)
-
-
-def registry_api(conn_id: str) -> str | None:
-    """Where this worker reaches the registry's HTTP API: the connection's extra `api_url`
-    when the worker's network names it differently from the engine (compose: the engine pushes
-    to 127.0.0.1:PORT, a worker container reaches http://registry:5000), else the host."""
-    conn = optional_connection(conn_id)
-    if conn is None:
-        return None
-    extra = conn.extra_dejson or {}
-    return str(extra.get("api_url") or "").rstrip("/") or registry_host(conn_id)
 
 
 def _container_logs(exc: DockerContainerFailedException) -> str:

@@ -72,9 +72,8 @@ def vendor_wheels(target: Path, cache_root: Path, requirements: Path = DEFAULT_R
                   machine: str | None = None, wheelhouse: Path | None = None) -> list[Path]:
     """Wheels for the image's platform (CPython 3.11, manylinux), the installer pip included.
 
-    Downloaded once per requirements file and platform into `cache_root`, then copied. With a
-    `wheelhouse` (a directory filled by `rice-mlops image wheels` on a host with package index
-    access), pip reads only that directory: the way for workers without network.
+    Downloaded once per requirements file and platform into `cache_root`, then linked. With a
+    `wheelhouse` (from `rice-mlops image wheels`), pip reads only it: for workers offline.
     """
     machine = machine or platform.machine()
     key = hashlib.sha256(requirements.read_bytes() + f"{machine} {INSTALLER}".encode())

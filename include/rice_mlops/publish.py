@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from rice_mlops.vocabulary import DAG_ID
+
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -251,7 +253,7 @@ def render_body(new: dict, champion: dict | None, *, run_url: str, fingerprint: 
 {evidence}
 ![confusion matrix]({confusion_matrix_url})
 
-<sub>Opened by the `rice_classifier_cicd` DAG; this branch is reset on every run.</sub>
+<sub>Opened by the `{DAG_ID}` DAG; this branch is reset on every run.</sub>
 """
 
 

@@ -1,7 +1,9 @@
-"""The names the pipeline shares with MLflow and the registry: one home, so they never drift."""
+"""The names the pipeline shares with Airflow, MLflow and the registry: one home, so they never
+drift."""
 
 from __future__ import annotations
 
+DAG_ID = "rice_classifier_cicd"  # the webhook triggers it; its runs and assets carry it
 MODEL_NAME = "rice-classifier"
 CHAMPION_ALIAS = "champion"
 

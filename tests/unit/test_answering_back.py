@@ -93,7 +93,7 @@ def test_unchanged_only_when_data_and_code_equal_the_recorded_champion(tmp_path)
     pytest.importorskip("airflow")
     from rice_mlops.code_digest import training_code_digest as digest_of
     from rice_mlops.config import TrainConfig
-    from rice_mlops.tasks import check_changed
+    from rice_mlops.stages.admission import check_changed
 
     settings = PipelineSettings(data_root=tmp_path)
     params = {name: schema["default"] for name, schema in param_schemas(settings).items()}

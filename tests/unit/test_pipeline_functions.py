@@ -103,7 +103,7 @@ def test_pull_request_texts_name_the_push_and_neutralise_its_text():
     ("auto", True, False), ("auto", False, True), ("true", True, True), ("false", False, False)])
 def test_when_champion_may_move_without_an_image(setting, registry, allowed):
     pytest.importorskip("airflow")
-    from rice_mlops.tasks import may_promote_without_image
+    from rice_mlops.stages.release import may_promote_without_image
 
     settings = PipelineSettings(promote_without_image=setting)
     assert may_promote_without_image(settings, registry) is allowed

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops import tasks
 from rice_mlops.run_policy import RunRequest
 from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages import release
+from rice_mlops.vocabulary import DAG_ID
 
 RUN = "a" * 32
 SHA = "b" * 40
@@ -42,8 +43,8 @@ def wired(monkeypatch):
     import rice_mlops.attestation as attestation
 
     state = {"tag": DIGEST, "run": RUN, "version": "7", "calls": []}
-    monkeypatch.setattr(tasks, "_registry", lambda s: (HOST, FakeRegistry(state["tag"])))
-    monkeypatch.setattr(tasks, "_signing_key", lambda s: Ed25519PrivateKey.generate())
+    monkeypatch.setattr(release, "_registry", lambda s: (HOST, FakeRegistry(state["tag"])))
+    monkeypatch.setattr(release, "_signing_key", lambda s: Ed25519PrivateKey.generate())
 
     def verify_image(*args, expected_commit=None, min_version=None, rollback_to=None):
         state["calls"].append({"expected_commit": expected_commit, "min_version": min_version,
@@ -63,20 +64,20 @@ def _image(ref=f"{HOST}/rice-classifier@{DIGEST}", digest=DIGEST) -> dict:
 
 
 def test_verified_image_of_this_run_passes(wired):
-    report = tasks.verify_pushed(PipelineSettings(), _request(), RUN, _image())
+    report = release.verify_pushed(PipelineSettings(), _request(), RUN, _image())
     assert report["mlflow_run_id"] == RUN
 
 
 def test_a_moved_commit_tag_refuses(wired):
     wired["tag"] = "sha256:" + "d" * 64
     with pytest.raises(AirflowFailException, match="someone moved the tag"):
-        tasks.verify_pushed(PipelineSettings(), _request(), RUN, _image())
+        release.verify_pushed(PipelineSettings(), _request(), RUN, _image())
 
 
 def test_another_runs_image_refuses(wired):
     wired["run"] = "e" * 32
     with pytest.raises(AirflowFailException, match="not " + RUN):
-        tasks.verify_pushed(PipelineSettings(), _request(), RUN, _image())
+        release.verify_pushed(PipelineSettings(), _request(), RUN, _image())
 
 
 @pytest.mark.parametrize("image", [
@@ -86,30 +87,30 @@ def test_another_runs_image_refuses(wired):
 ])
 def test_an_xcom_naming_another_repository_or_digest_refuses(wired, image):
     with pytest.raises(AirflowFailException, match="is not an image of"):
-        tasks.verify_pushed(PipelineSettings(), _request(), RUN, image)
+        release.verify_pushed(PipelineSettings(), _request(), RUN, image)
 
 
 def test_the_run_s_commit_and_the_recorded_champion_go_to_the_verifier(wired):
-    tasks.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="7",
+    release.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="7",
                         champion_version="6")
     assert wired["calls"] == [{"expected_commit": SHA, "min_version": 6, "rollback_to": None}]
 
 
 def test_an_image_signed_as_another_version_refuses(wired):
     with pytest.raises(AirflowFailException, match="signed as model v7, not this run's v8"):
-        tasks.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="8")
+        release.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="8")
 
 
 def test_an_image_older_than_the_recorded_champion_needs_a_named_rollback(wired):
     with pytest.raises(AirflowFailException, match="v7, older than v9"):
-        tasks.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="7",
+        release.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="7",
                             champion_version="9")
     settings = PipelineSettings.from_env({"RICE_ROLLBACK_TO_VERSION": "7"})
-    report = tasks.verify_pushed(settings, _request(), RUN, _image(), version="7",
+    report = release.verify_pushed(settings, _request(), RUN, _image(), version="7",
                                  champion_version="9")
     assert report["release_order"] == "rollback to v7, asked for by name"
     with pytest.raises(AirflowFailException, match="rollback to v6 was asked for"):
-        tasks.verify_pushed(PipelineSettings.from_env({"RICE_ROLLBACK_TO_VERSION": "6"}),
+        release.verify_pushed(PipelineSettings.from_env({"RICE_ROLLBACK_TO_VERSION": "6"}),
                             _request(), RUN, _image(), version="7", champion_version="9")
 
 
@@ -130,16 +131,15 @@ def test_promote_takes_the_minimum_from_its_own_asset_events_not_xcom(monkeypatc
         seen.update(version=version, champion=champion_version)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(tasks, "verify_pushed", verify_pushed)
-    monkeypatch.setattr(tasks, "_request", lambda params, settings: _request())
+    monkeypatch.setattr(release, "verify_pushed", verify_pushed)
+    monkeypatch.setattr(release, "checked_request", lambda settings, params: _request())
     extra = {"model_version": "9", "mlflow_run_id": "f" * 32, "tflite_sha256": "0" * 64,
              "test_accuracy": 0.99, "dataset_fingerprint": "sha256:x", "classes": ["a"]}
-    events = [SimpleNamespace(source_dag_id=tasks.DAG_ID, source_task_id="promote",
+    events = [SimpleNamespace(source_dag_id=DAG_ID, source_task_id="promote",
                               extra=extra),
               SimpleNamespace(source_dag_id="other_dag", source_task_id="promote",
                               extra={**extra, "model_version": "2"})]
     with pytest.raises(RuntimeError, match="stop here"):
-        tasks.promote(PipelineSettings(), {"run_id": RUN}, {}, {},
-                      {"version": "10", "champion_version": "1"}, _image(), "r1",
-                      {"source_commit": SHA}, events)
+        release.promote(PipelineSettings(), {"source_commit": SHA}, {}, {"run_id": RUN}, {},
+                        {"version": "10", "champion_version": "1"}, _image(), "r1", events)
     assert seen == {"version": "10", "champion": "9"}

@@ -165,7 +165,7 @@ def test_no_python_model_loader_on_the_docker_queue_code_path():
     """Static guard: the modules the Docker worker runs for a release never name a Python
     model loader (pyfunc, pickle, cloudpickle, load_model)."""
     modules = ["image.py", "release.py", "docker_tasks.py", "budgets.py", "attestation.py",
-               "sbom.py", "signing.py", "serving/smoke.py"]
+               "sbom.py", "signing.py", "serving/smoke.py", "stages/release.py"]
     for name in modules:
         tree = ast.parse((REPO / "include" / "rice_mlops" / name).read_text())
         names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
@@ -329,12 +329,13 @@ def test_the_smoke_set_refuses_links_and_pixel_bombs(dataset, trained_dir, tmp_p
 
 @pytest.fixture
 def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypatch):
-    """tasks.prepare_image_context with the engine, the wheels and MLflow stubbed: the glue
+    """The release stage's prepare_image_context, engine, wheels and MLflow stubbed: the glue
     the Docker worker runs, on a staged run directory another zone could have written."""
-    from rice_mlops import registry, tasks
+    from rice_mlops import registry
     from rice_mlops.run_policy import param_schemas
     from rice_mlops.settings import PipelineSettings
     from rice_mlops.signing import load_private_key
+    from rice_mlops.stages import release
 
     run_id = "ab" * 16
     staging, socket = tmp_path / "staging", tmp_path / "docker.sock"
@@ -347,18 +348,18 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
                                 min_class_recall=0.0, max_regression=1.0)
     monkeypatch.setattr(image_module, "vendor_wheels", _no_wheels)
     monkeypatch.setattr("rice_mlops.sbom.read_base_image", lambda *_: ("", None))
-    monkeypatch.setattr(tasks, "_signing_key",
+    monkeypatch.setattr(release, "_signing_key",
                         lambda _: load_private_key(signing_key.read_bytes()))
     monkeypatch.setattr(registry, "log_sbom", lambda *_: None)
-    monkeypatch.setattr("rice_mlops.docker_tasks.registry_host", lambda _: None)
+    monkeypatch.setattr(release, "registry_host", lambda _: None)
     params = {name: schema["default"] for name, schema in param_schemas(settings).items()}
     params["data_dir"] = str(dataset)
     trained = {"run_id": run_id, "dataset_fingerprint": "f" * 64, "image_size": 32,
                "artifact_sha256": digests, "metrics": {"test_accuracy": 1.0}}
 
     def run(**overrides):
-        return tasks.prepare_image_context(settings, {**params, **overrides}, trained,
-                                           {"fingerprint": "f" * 64}, {"version": "3"})
+        return release.prepare_image_context(settings, {**params, **overrides},
+                                             {"fingerprint": "f" * 64}, trained, {"version": "3"})
 
     return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging)
 

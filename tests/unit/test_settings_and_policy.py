@@ -126,7 +126,7 @@ def test_training_yields_the_cpu_at_its_nice_level():
     import subprocess
     import sys
 
-    probe = ("import os; from rice_mlops.tasks import _yield_cpu; os.nice({start}); "
+    probe = ("import os; from rice_mlops.stages.training import _yield_cpu; os.nice({start}); "
              "_yield_cpu({level}); print(os.nice(0))")
     for start, level, expected in ((0, 10, 10), (15, 10, 15), (0, 0, 0)):
         out = subprocess.run([sys.executable, "-c", probe.format(start=start, level=level)],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.airflow_client import AirflowClient, AirflowRejected, AirflowUnavailable
 from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
 from rice_mlops.webhook.limits import BodyLimits, BodyRefused
@@ -87,7 +88,7 @@ class Settings:
             secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
             branch=env.get("GITHUB_WEBHOOK_BRANCH", "main"),
             repositories=frozenset(r.strip() for r in repos.split(",") if r.strip()),
-            dag_id=env.get("RICE_WEBHOOK_DAG_ID", "rice_classifier_cicd"),
+            dag_id=env.get("RICE_WEBHOOK_DAG_ID", DAG_ID),
             api_url=env.get("AIRFLOW_WEBHOOK_API_URL")
             or env.get("AIRFLOW__API__BASE_URL", "http://127.0.0.1:8080"),
             username=env.get("AIRFLOW_WEBHOOK_USERNAME", ""),

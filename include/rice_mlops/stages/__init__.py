@@ -1,0 +1,20 @@
+"""The DAG's task callables, one module per stage; the zone each runs in is in its docstring.
+
+Each callable takes the deployment's settings, the run's params (checked again by the run
+policy), the upstream tasks' results in pipeline order, then Airflow's context values, and
+returns the small dict the next tasks need (XCom). Nothing read from XCom or conf is executed;
+heavy libraries (TensorFlow, MLflow, docker) are imported inside the functions, so parsing the
+DAG stays light.
+"""
+
+from rice_mlops.stages import (
+    admission,
+    data,
+    evaluation,
+    publication,
+    release,
+    report,
+    training,
+)
+
+__all__ = ["admission", "data", "evaluation", "publication", "release", "report", "training"]

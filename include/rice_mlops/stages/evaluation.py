@@ -1,0 +1,113 @@
+"""Evaluation: the quality gate and the model card of the version it registers.
+
+Runs on the default worker (compute zone). The gate measures the staged TFLite file (checked
+against the digest recorded at training) on the test split, against the bar and the champion
+this pipeline recorded in Airflow's asset events; it hands on one gate document through XCom.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from rice_mlops.run_policy import RunRequest, checked_run_id
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages.common import checked_request, evidence_dir, staged_dir, training_digests
+from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+
+def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
+                 champion_events: Iterable) -> dict:
+    """Register a version; decide against the bar and the champion the asset events record."""
+    from rice_mlops import registry
+    from rice_mlops.champion import (
+        ChampionMismatch,
+        champion_predictions,
+        latest_record,
+        tflite_predictions,
+    )
+    from rice_mlops.data import discover
+    from rice_mlops.gate import decide
+
+    request = checked_request(settings, params)
+    run_id = checked_run_id(trained["run_id"])
+    staged = staged_dir(settings, trained)
+    _check_trained_bytes(staged / "model.tflite", trained)
+    version = registry.register(run_id, trained["model_uri"])
+    record = latest_record(champion_events, DAG_ID)
+    alias = registry.alias_version()
+    notes = []
+    if alias is not None and (record is None or alias != record.version):
+        notes.append(f"MLflow's @champion points at v{alias}, which this pipeline did not "
+                     f"promote{f' (it promoted v{record.version})' if record else ''}: ignored")
+        log.warning(notes[-1])
+    # Both models answer the same test images through the same interpreter: the challenger
+    # from its staged (manifest-checked) TFLite file, the one that ships.
+    dataset = discover(Path(data["data_dir"]))
+    paths, labels = dataset.examples("test")
+    predictions = tflite_predictions(staged / "model.tflite", paths)
+    champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
+    if record is not None and record.version != version:
+        try:
+            champion, how = champion_predictions(record, data["fingerprint"], dataset.classes,
+                                                 paths)
+        except ChampionMismatch as exc:
+            mismatch = str(exc)
+    # The bar is held against the accuracy of these predictions (decide measures it), not
+    # against the number training reported in XCom.
+    result = decide(trained["metrics"]["test_accuracy"],
+                    min_test_accuracy=request.min_test_accuracy,
+                    max_regression=request.max_regression,
+                    champion_version=record.version if champion is not None else None,
+                    classes=dataset.classes, labels=labels, predictions=predictions,
+                    champion_predictions=champion, min_class_recall=settings.min_class_recall,
+                    alpha=settings.gate_alpha, confidence=settings.gate_confidence)
+    passed, reason = result.passed and mismatch is None, result.reason
+    if mismatch:
+        reason = f"{mismatch}; {reason}"
+    document = {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
+                "champion_comparison": "; ".join([how, *notes]),
+                "champion_record": record.as_dict() if record else None}
+    registry.record_gate(run_id, version, passed, reason, details=document)
+    document["model_card_sha256"] = _model_card(settings, request, data, trained, staged,
+                                                document)
+    log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
+            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
+            document["table"])
+    return document
+
+
+def _check_trained_bytes(tflite: Path, trained: Mapping) -> None:
+    """The staged TFLite file is the one training recorded (not only what its manifest says)."""
+    from rice_mlops.champion import sha256_of
+
+    recorded = training_digests(trained)["tflite/model.tflite"]
+    if (actual := sha256_of(tflite)) != recorded:
+        raise AirflowFailException(f"{tflite} has sha256 {actual}, not the {recorded} recorded "
+                                   "at training: not gated")
+
+
+def _model_card(settings: PipelineSettings, request: RunRequest, data: Mapping,
+                trained: Mapping, staged: Path, gate: Mapping) -> str:
+    """Render this version's MODEL_CARD.md beside its staged artifacts and log it to MLflow."""
+    import hashlib
+    import json
+
+    from rice_mlops import model_card, registry
+
+    text = model_card.render(
+        model_name=MODEL_NAME, version=gate["version"], run_id=trained["run_id"],
+        source_commit=request.source_commit, fingerprint=data["fingerprint"],
+        counts=data["counts"], metrics=json.loads((staged / "metrics.json").read_text()),
+        gate=gate, confidence=settings.gate_confidence)
+    target = evidence_dir(settings, trained) / model_card.FILE_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    registry.log_model_card(trained["run_id"], gate["version"], text, digest)
+    return digest

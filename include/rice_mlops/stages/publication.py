@@ -1,0 +1,114 @@
+"""Publication: what the run tells GitHub, the pull request and the commit status.
+
+Runs on the default worker (compute zone), which holds the GitHub token (`github_default`).
+`open_pull_request` commits the staged artifacts and the model card to the model branch;
+`commit_status` is posted by admission and the report; `redeliver_failed_pushes` is the
+webhook redelivery DAG's one task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rice_mlops.run_policy import RunRequest
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages.common import checked_request, evidence_dir, staged_dir
+from rice_mlops.vocabulary import DAG_ID
+
+log = logging.getLogger(__name__)
+
+
+def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapping,
+                      gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+    """Commit the staged artifacts and model card to the model branch; open or update its PR."""
+    import json
+
+    from rice_mlops import publish, registry
+
+    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+        raise AirflowSkipException(reason)
+    if not settings.github_repository:
+        raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY (the pull "
+                                   "request goes only to the configured repository)")
+    request = checked_request(settings, params)
+    staged = staged_dir(settings, trained)
+    champion = (registry.version_metrics(gate["champion_version"])
+                if gate.get("champion_version") else None)
+    client = publish.client_from_connection(settings.github_conn_id)
+    repository = settings.github_repository
+    texts = publish.pull_request_texts(
+        version=gate["version"], run_id=trained["run_id"], dag_run_id=dag_run_id,
+        metrics=json.loads((staged / "metrics.json").read_text()),
+        test_accuracy=gate["test_accuracy"], champion=champion,
+        run_url=(f"{trained['tracking_uri']}/#/experiments/{trained['experiment_id']}"
+                 f"/runs/{trained['run_id']}"),
+        fingerprint=trained["dataset_fingerprint"], source_commit=request.source_commit,
+        pusher=request.pusher, compare_url=request.compare_url,
+        image=(image or {}).get("digest_ref"),
+        figure_url=(f"{publish.web_url(client.api_url)}/{repository}/blob/"
+                    f"{settings.pr_branch}/{settings.pr_path}/confusion_matrix.png?raw=true"),
+        gate_reason=gate["reason"], gate_table=gate.get("table", ""))
+    target = publish.Target(repository=repository, base=settings.pr_base,
+                            branch=settings.pr_branch, path=settings.pr_path,
+                            author_name=settings.pr_author, author_email=settings.pr_email)
+    try:
+        files = publish.artifact_files(staged, settings.pr_path)
+        card = evidence_dir(settings, trained) / "MODEL_CARD.md"
+        files[f"{settings.pr_path}/{card.name}"] = card.read_bytes()  # what the image holds
+        return publish.publish(client, target, files,
+                               message=texts["message"], title=texts["title"],
+                               body=texts["body"])
+    except publish.GitHubAuthError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def run_url(settings: PipelineSettings, dag_run_id: str) -> str:
+    """The run's page in the Airflow UI (RICE_AIRFLOW_URL)."""
+    from urllib.parse import quote
+
+    return f"{settings.airflow_url}/dags/{DAG_ID}/runs/{quote(dag_run_id, safe='')}"
+
+
+def commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: str,
+                  state: str, description: str) -> None:
+    """Post the run's state on its commit; nightly runs have none. Best effort: a status
+    that cannot be posted is logged with the reason and never fails the run."""
+    from rice_mlops import publish
+    from rice_mlops.commit_status import post_status
+
+    if not request.source_commit or len(request.source_commit) != 40:
+        return
+    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+        log.info("commit status not posted: %s", reason)
+        return
+    repository = request.source_repository or settings.github_repository
+    try:
+        # Bounded well inside the task's timeout: a slow GitHub must not hold the run.
+        client = publish.client_from_connection(settings.github_conn_id, timeout=10,
+                                                attempts=2)
+        post_status(client, repository,
+                    request.source_commit, state, description, run_url(settings, dag_run_id))
+        log.info("commit %s of %s: %s (%s)", request.source_commit[:12], repository, state,
+                 description)
+    except Exception as exc:  # noqa: BLE001 - the answer must not decide the run
+        log.warning("commit status %s not posted on %s: %s", state, repository, exc)
+
+
+def redeliver_failed_pushes(settings: PipelineSettings) -> list[int]:
+    """Ask GitHub to redeliver every push delivery whose latest attempt failed."""
+    from rice_mlops import publish
+    from rice_mlops.redelivery import find_hook, redeliver_failed
+
+    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+        raise AirflowSkipException(reason)
+    if not settings.github_repository:
+        raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY")
+    client = publish.client_from_connection(settings.github_conn_id)
+    hook = find_hook(client, settings.github_repository, settings.github_hook_id)
+    if hook is None:
+        raise AirflowSkipException(f"no webhook of {settings.github_repository} points at "
+                                   "/webhooks/github (or set RICE_GITHUB_HOOK_ID)")
+    return redeliver_failed(client, settings.github_repository, hook)

@@ -1,0 +1,73 @@
+"""Report: the run's outcome in one line, as a run note, a commit status and an e-mail.
+
+A teardown on the default worker (compute zone): it runs whatever happened, and its own
+outcome does not decide the run's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages.common import checked_request
+from rice_mlops.stages.publication import commit_status, run_url
+from rice_mlops.vocabulary import DAG_ID
+
+log = logging.getLogger(__name__)
+
+
+def report(settings: PipelineSettings, params: Mapping, admission: Mapping | None,
+           freshness: Mapping | None, gate: Mapping | None, promoted: Mapping | None,
+           approval: Mapping | None, ti) -> dict:
+    """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
+    from rice_mlops.airflow_api import AirflowApi
+    from rice_mlops.outcome import decide_outcome
+
+    dag_run_id = ti.run_id
+    states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
+    failed = [task for task, state in states.items() if state == "failed"]
+    outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
+                             promoted=promoted, failed_tasks=failed, approval=approval)
+    log.info("outcome: %s", outcome.note)
+    try:
+        api = AirflowApi.from_connection(settings.airflow_api_conn_id)
+        if api is None:
+            log.info("no Airflow connection %r: run note not written",
+                     settings.airflow_api_conn_id)
+        else:
+            api.set_note(DAG_ID, dag_run_id, outcome.note)
+    except Exception as exc:  # noqa: BLE001 - reporting must not hide the outcome
+        log.warning("run note not written: %s", exc)
+    try:
+        request = checked_request(settings, params)
+    except AirflowFailException:
+        request = None
+    if request is not None:
+        commit_status(settings, request, dag_run_id, outcome.state, outcome.description)
+    if outcome.notify and settings.notify_emails:
+        _notify(settings, dag_run_id, outcome)
+    return outcome.as_dict()
+
+
+def _notify(settings: PipelineSettings, dag_run_id: str, outcome) -> None:
+    """One e-mail through Airflow's SMTP notifier; its texts are set here, so nothing of the
+    run (a reason, a path) is ever rendered as a template."""
+    import html
+
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    from airflow.sdk import get_current_context
+
+    url = run_url(settings, dag_run_id)
+    body = (f"<p>{html.escape(outcome.note)}</p><p>Airflow run: <a href=\"{html.escape(url)}\">"
+            f"{html.escape(dag_run_id)}</a></p>")
+    notifier = SmtpNotifier(to=list(settings.notify_emails), from_email=settings.notify_from,
+                            subject=f"[rice-mlops] {outcome.kind}: {dag_run_id}"[:200],
+                            html_content=body, smtp_conn_id=settings.smtp_conn_id)
+    try:
+        notifier.notify(get_current_context())
+        log.info("notified %s", ", ".join(settings.notify_emails))
+    except Exception as exc:  # noqa: BLE001 - a mail server down must not hide the outcome
+        log.warning("notification not sent: %s", exc)
