@@ -31,6 +31,7 @@ class Outcome:
 
 
 RELEASE_MEASURES = "prepare_image_context"  # the task where the release zone measures
+REFUSAL_KEY = "release_refusal"  # its XCom key for why it refused
 
 
 def _pct(value: float | None) -> str:

@@ -41,6 +41,19 @@ def _signing_key(settings: PipelineSettings):
         raise AirflowFailException(str(exc)) from None
 
 
+def _record_refusal(reason: str) -> None:
+    """Why the release zone measured the bytes below the bar, for the report's note."""
+    from airflow.sdk import get_current_context
+
+    from rice_mlops.outcome import REFUSAL_KEY
+
+    try:
+        ti = get_current_context()["ti"]
+    except RuntimeError:  # called outside a task (tests, the CLI): nothing to record on
+        return
+    ti.xcom_push(key=REFUSAL_KEY, value=reason[:2000])
+
+
 def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Mapping,
                           trained: Mapping, gate: Mapping) -> dict:
     """The release zone's build context: the Dockerfile and server from this worker's own
@@ -84,7 +97,10 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Map
                         model_card=(evidence_dir(settings, trained) / FILE_NAME).read_text(),
                         base_image=(base, base_id),
                         base_packages=debian_components(dpkg_status))
-    except (ReleaseInputError, BelowBar) as exc:  # no retry changes the bytes or the figures
+    except BelowBar as exc:  # a decision, and the run's note names it (stages.report)
+        _record_refusal(str(exc))
+        raise AirflowFailException(str(exc)) from None
+    except ReleaseInputError as exc:  # no retry changes the bytes or the figures
         raise AirflowFailException(str(exc)) from None
     registry.log_sbom(run_id, gate["version"], plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)

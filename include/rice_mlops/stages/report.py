@@ -24,13 +24,18 @@ def report(settings: PipelineSettings, params: Mapping, admission: Mapping | Non
            approval: Mapping | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
     from rice_mlops.airflow_api import AirflowApi
-    from rice_mlops.outcome import decide_outcome
+    from rice_mlops.outcome import REFUSAL_KEY, RELEASE_MEASURES, decide_outcome
 
     dag_run_id = ti.run_id
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
     failed = [task for task, state in states.items() if state == "failed"]
+    refusal = None
+    if RELEASE_MEASURES in failed:
+        pulled = ti.xcom_pull(task_ids=RELEASE_MEASURES, key=REFUSAL_KEY)
+        refusal = pulled[:2000] if isinstance(pulled, str) else None
     outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
-                             promoted=promoted, failed_tasks=failed, approval=approval)
+                             promoted=promoted, failed_tasks=failed, approval=approval,
+                             release_refusal=refusal)
     log.info("outcome: %s", outcome.note)
     try:
         api = AirflowApi.from_connection(settings.airflow_api_conn_id)
