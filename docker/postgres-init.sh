@@ -16,3 +16,12 @@ CREATE DATABASE mlflow_auth OWNER mlflow;
 -- PUBLIC may connect to every new database by default: only the owner may here.
 REVOKE ALL ON DATABASE airflow, mlflow, mlflow_auth FROM PUBLIC;
 SQL
+# Logins over TCP only from PostgreSQL's own network (samenet: the subnets it is attached to, in
+# compose `metadata` alone), not from anywhere a route leads: Docker isolates networks with
+# iptables rules, and an engine run with --iptables=false (as on the CI machine) routes between
+# them. A worker holding the airflow role's password still gets "no pg_hba.conf entry".
+hba=$PGDATA/pg_hba.conf
+grep -Ev '^[[:space:]]*host[[:space:]]+all[[:space:]]+all[[:space:]]+(all|0\.0\.0\.0/0|::/0)[[:space:]]' \
+  "$hba" >"$hba.new"
+printf 'host all all samenet scram-sha-256\n' >>"$hba.new"
+mv "$hba.new" "$hba"

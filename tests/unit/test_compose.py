@@ -291,3 +291,26 @@ def test_training_has_the_least_cpu_weight():
     others = {name: service.get("cpu_shares", 1024) for name, service in services.items()
               if name != "airflow-worker-training"}
     assert 2 <= training < min(others.values()), (training, others)
+
+
+def test_postgres_takes_logins_only_from_its_own_network(tmp_path):
+    """docker/postgres-init.sh (psql stood in for) leaves pg_hba.conf with no catch-all host
+    line: TCP logins only from `samenet`, and loopback, as initdb wrote it."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "psql").write_text("#!/bin/sh\ncat >/dev/null\n")
+    (bin_dir / "psql").chmod(0o755)
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+                   "host all all all scram-sha-256\nhost  all  all  0.0.0.0/0  md5\n")
+    subprocess.run(["bash", str(REPO / "docker" / "postgres-init.sh")], check=True,
+                   env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGDATA": str(tmp_path),
+                        "AIRFLOW_DB_PASSWORD": "a" * 16, "MLFLOW_DB_PASSWORD": "m" * 16})
+    lines = [line.split() for line in hba.read_text().splitlines()]
+    assert lines == [["local", "all", "all", "trust"],
+                     ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
+                     ["host", "all", "all", "samenet", "scram-sha-256"]]
+    assert os.access(hba, os.R_OK)

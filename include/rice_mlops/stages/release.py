@@ -222,10 +222,15 @@ def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
     rollback = settings.rollback_to_version
     with client:
         try:
+            # The tag first: when it has moved, that is the news, whatever else fails after.
+            current = client.manifest(name, tag)[2]
+            if current != digest:
+                raise AirflowFailException(
+                    f"{image['image']} now names {current}, not the pushed {digest}: someone "
+                    "moved the tag; champion stays")
             report = verify_image(client, name, digest, public,
                                   expected_commit=request.source_commit, min_version=minimum,
                                   rollback_to=int(rollback) if rollback else None)
-            current = client.manifest(name, tag)[2]
         except (VerificationError, RegistryError) as exc:
             raise AirflowFailException(f"{image['digest_ref']} does not verify: {exc}") from None
     if report["mlflow_run_id"] != run_id:
@@ -234,9 +239,6 @@ def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
     if version is not None and str(report.get("model_version")) != str(version):
         raise AirflowFailException(f"{image['digest_ref']} is signed as model "
                                    f"v{report.get('model_version')}, not this run's v{version}")
-    if current != digest:
-        raise AirflowFailException(f"{image['image']} now names {current}, not the verified "
-                                   f"{digest}: someone moved the tag; champion stays")
     return report
 
 
