@@ -14,7 +14,6 @@ Imports nothing heavy at module level; MLflow is never imported here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -68,14 +67,6 @@ def manifest_digests(text: str) -> dict[str, str]:
     return entries
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def take_model_bytes(source: Path, digests: Mapping[str, str], target: Path) -> list[str]:
     """Copy model.tflite and labels.json from `source` into `target` (a new directory the
     release zone owns) and check the copies against `digests`; returns the class names.
@@ -84,6 +75,8 @@ def take_model_bytes(source: Path, digests: Mapping[str, str], target: Path) -> 
     files is never opened. Raises ReleaseInputError on a missing file, a link, a digest that
     differs or labels that are not a short list of class names.
     """
+    from rice_mlops.data.fingerprint import file_sha256
+
     target.mkdir(parents=True, exist_ok=False)
     for artifact, name in MODEL_BYTES.items():
         origin = source / name
@@ -91,7 +84,7 @@ def take_model_bytes(source: Path, digests: Mapping[str, str], target: Path) -> 
             raise ReleaseInputError(f"{origin} is not a regular file")
         copy = target / name
         shutil.copyfile(origin, copy)
-        actual = _sha256(copy)
+        actual = file_sha256(copy)
         if actual != digests[artifact]:
             raise ReleaseInputError(
                 f"{name} has sha256 {actual}, not the {digests[artifact]} recorded at training "
