@@ -211,6 +211,18 @@ def test_cli_verify_prints_what_is_attached_and_fails_with_another_key(attached,
     assert Path(ours).exists()
 
 
+def _attested_model_image(registry, env, engine, keys, root, tag: str, **variant) -> str:
+    """A `_model_image` variant pushed under `tag`, its local copy removed, with valid
+    attachments signed by our key: the digest."""
+    local = _model_image(env, engine, keys, root, f"rice-attest-test-{tag}:local", **variant)
+    try:
+        digest = _push(env, engine, local, tag)
+    finally:
+        _docker(env, "rmi", local)
+    _attach(registry, engine, digest, keys, (root / "model" / "model.sig.json").read_bytes())
+    return digest
+
+
 def test_a_model_changed_after_signing_fails_even_with_valid_attachments(docker_engine,
                                                                         registry_env, keys,
                                                                         attached, tmp_path):
@@ -218,14 +230,8 @@ def test_a_model_changed_after_signing_fails_even_with_valid_attachments(docker_
     from rice_mlops.attestation import VerificationError, verify_image
 
     registry, _, _ = attached
-    local = _model_image(registry_env, docker_engine, keys, tmp_path, "rice-attest-test-bad:local",
-                         tamper=True)
-    try:
-        digest = _push(registry_env, docker_engine, local, "tampered")
-    finally:
-        _docker(registry_env, "rmi", local)
-    _attach(registry, docker_engine, digest, keys,
-            (tmp_path / "model" / "model.sig.json").read_bytes())
+    digest = _attested_model_image(registry, registry_env, docker_engine, keys, tmp_path,
+                                   "tampered", tamper=True)
     with pytest.raises(VerificationError, match="changed labels.json"):
         verify_image(registry, NAME, digest, keys["public"])
 
@@ -237,14 +243,8 @@ def test_an_image_carrying_another_key_for_its_server_fails(docker_engine, regis
     from rice_mlops.attestation import VerificationError, verify_image
 
     registry, _, _ = attached
-    local = _model_image(registry_env, docker_engine, keys, tmp_path,
-                         "rice-attest-test-theirkey:local", their_key=True)
-    try:
-        digest = _push(registry_env, docker_engine, local, "their-key")
-    finally:
-        _docker(registry_env, "rmi", local)
-    _attach(registry, docker_engine, digest, keys,
-            (tmp_path / "model" / "model.sig.json").read_bytes())
+    digest = _attested_model_image(registry, registry_env, docker_engine, keys, tmp_path,
+                                   "their-key", their_key=True)
     with pytest.raises(VerificationError, match="carries its own key"):
         verify_image(registry, NAME, digest, keys["public"])
 
