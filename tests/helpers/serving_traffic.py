@@ -1,6 +1,7 @@
 """Raw HTTP traffic for the serving tests: smuggling shapes, hostile images and multipart bodies.
 
-Shared by the unit tests (server in a thread) and the hostile-traffic tests (the real image).
+Shared by the unit tests (server in a thread) and the hostile-traffic tests (the real image);
+`still_open` serves the webhook receiver's tests too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,19 @@ import socket
 import struct
 import time
 import zlib
+
+
+def still_open(sock: socket.socket) -> bool:
+    """True while the server has neither answered nor closed `sock`."""
+    sock.setblocking(False)
+    try:
+        return not sock.recv(1, socket.MSG_PEEK)  # b"": closed
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
 
 
 def raw_answer(port, *pieces: bytes, pause: float = 0.0, idle: float = 5.0

@@ -22,6 +22,7 @@ from tests.helpers.serving_traffic import (
     multipart,
     png_claiming,
     raw_answer,
+    still_open,
 )
 
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
@@ -446,24 +447,31 @@ def test_headers_over_the_cap_across_many_reads_get_431(tight, app_calls):
     assert app_calls() == []
 
 
+@contextlib.contextmanager
+def _holding(port: int, count: int, head: bytes):
+    """`count` connections that sent `head` and then wait; closed on leaving."""
+    holders = []
+    try:
+        for _ in range(count):
+            holders.append(socket.create_connection(("127.0.0.1", port)))
+            holders[-1].sendall(head)
+        yield holders
+    finally:
+        for sock in holders:
+            sock.close()
+
+
 def test_posts_over_the_admission_cap_get_503_and_gets_still_answer(tight):
     port, _ = tight
-    holders = []
-    for _ in range(2):  # admitted by their first body byte, then waiting for the rest
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-                     b"Content-Length: 9\r\n\r\n\x89")
-        holders.append(sock)
-    time.sleep(0.1)
-    try:
+    # Two, admitted by their first body byte, then waiting for the rest.
+    with _holding(port, 2, b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 9\r\n\r\n\x89"):
+        time.sleep(0.1)
         status, body, response = request(port, "POST", "/predict", b"x",
                                           {"Content-Type": "image/png"})
         assert status == 503 and response.getheader("Retry-After") == "1"
         assert "RICE_SERVING_MAX_REQUESTS" in body["message"]
         assert request(port, "GET", "/ping")[0] == 200
-    finally:
-        for sock in holders:
-            sock.close()
 
 
 def test_bodies_over_the_buffer_budget_get_503(tight):
@@ -483,45 +491,21 @@ def test_bodies_over_the_buffer_budget_get_503(tight):
 
 def test_idle_posts_that_declare_a_body_hold_no_place_and_no_budget(tight):
     port, _ = tight
-    holders = []
-    for _ in range(3):  # more than max_requests (2), each declaring most of the budget (1000)
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-                     b"Content-Length: 900\r\n\r\n")
-        holders.append(sock)
-    time.sleep(0.1)
-    try:
+    # More than max_requests (2), each declaring most of the budget (1000).
+    with _holding(port, 3, b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 900\r\n\r\n"):
+        time.sleep(0.1)
         # Refused as an image (400), not as a server out of places or budget (503).
         assert request(port, "POST", "/predict", b"x" * 200, {"Content-Type": "image/png"}
                        )[0] == 400
-    finally:
-        for sock in holders:
-            sock.close()
-
-
-def _still_open(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return not sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.setblocking(True)
 
 
 def test_four_idle_8_mib_posts_do_not_lock_a_small_predict_out(model_dir, keras_model):
     """Issue 20: four connections that declare 8 MiB (the whole 32 MiB budget) and send
     nothing; a 1 KB /predict is still answered 200 while they are all open."""
     for port, _ in run_server(model_dir, first_byte_timeout=60):  # defaults otherwise
-        holders = []
-        try:
-            for _ in range(4):
-                sock = socket.create_connection(("127.0.0.1", port))
-                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
-                             b"\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024))
-                holders.append(sock)
+        with _holding(port, 4, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
+                               b"\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024)) as holders:
             time.sleep(0.2)
             image = jpeg_bytes(rng_images(1, size=16)[0])
             assert len(image) < 2048
@@ -529,10 +513,7 @@ def test_four_idle_8_mib_posts_do_not_lock_a_small_predict_out(model_dir, keras_
                                       {"Content-Type": "image/jpeg"})
             assert status == 200, body
             assert body["class"] in CLASSES
-            assert all(_still_open(sock) for sock in holders)
-        finally:
-            for sock in holders:
-                sock.close()
+            assert all(still_open(sock) for sock in holders)
 
 
 def _read_all(sock: socket.socket) -> bytes:

@@ -22,6 +22,7 @@ from rice_mlops.webhook.app import Settings, WebhookConfigError, create_app
 from rice_mlops.webhook.secrets import MIN_SECRET_LENGTH, WebhookSecrets
 from rice_mlops.webhook.signature import sign
 from tests.helpers.ports import free_port
+from tests.helpers.serving_traffic import still_open
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s" * MIN_SECRET_LENGTH
@@ -313,19 +314,6 @@ def _push(port: int, sha: str = "a" * 40) -> httpx.Response:
                 push_payload("refs/heads/main", sha, "acme/rice"), timeout=10)
 
 
-def _open(sock: socket.socket) -> bool:
-    """True while the server has neither answered nor closed `sock`."""
-    sock.setblocking(False)
-    try:
-        return not sock.recv(1, socket.MSG_PEEK)  # b"": closed
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.setblocking(True)
-
-
 def _declare(port: int, length: int, first: bytes = b"") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(b"POST /github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -345,7 +333,7 @@ def test_idle_connections_that_declare_a_body_do_not_lock_a_signed_push_out(idle
             assert answer.json()["reason"] == "DAG run triggered"
             assert len(airflow.runs) == 1
             # Answered while every idle client still held its connection.
-            assert all(_open(sock) for sock in holders)
+            assert all(still_open(sock) for sock in holders)
         finally:
             for sock in holders:
                 sock.close()
@@ -389,7 +377,7 @@ def test_the_budget_counts_bytes_received_and_still_bounds_them():
             other.close()
             assert status.startswith(b"HTTP/1.1 503"), status
             assert _push(port).status_code == 200
-            assert _open(big)
+            assert still_open(big)
         finally:
             big.close()
 
