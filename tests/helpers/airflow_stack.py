@@ -165,21 +165,23 @@ class AirflowStack:
         return xcom_value(response.json())
 
     def clear_task(self, run_id: str, task_id: str, token: str | None = None,
-                   timeout: float = 300, dag_id: str = DAG_ID) -> dict:
+                   timeout: float = 300, dag_id: str = DAG_ID,
+                   include_downstream: bool = False) -> dict:
         """Clear one task instance through the REST API and wait for its next try to finish.
 
-        Only that task is cleared (no upstream or downstream) and the run is set running
-        again, as the UI's "Clear" does. `token` clears as another account (a bearer token,
-        e.g. an ordinary user's); the admin's is used otherwise. Returns the task instance
-        once a try after the one it had before the clear has finished, whatever its state;
-        raises with the run's task states and failed logs after `timeout` seconds.
+        Only that task is cleared (no upstream; its downstream too with `include_downstream`)
+        and the run is set running again, as the UI's "Clear" does. `token` clears as another
+        account (a bearer token, e.g. an ordinary user's); the admin's is used otherwise.
+        Returns the task instance once a try after the one it had before the clear has
+        finished, whatever its state; raises with the run's task states and failed logs after
+        `timeout` seconds.
         """
         before = self.task_instance(run_id, task_id, dag_id)["try_number"]
         headers = {"Authorization": f"Bearer {token}"} if token else None
         response = self.api("POST", f"/dags/{dag_id}/clearTaskInstances", headers=headers, json={
             "dry_run": False, "task_ids": [task_id], "dag_run_id": run_id,
-            "include_downstream": False, "include_upstream": False, "only_failed": False,
-            "reset_dag_runs": True})
+            "include_downstream": include_downstream, "include_upstream": False,
+            "only_failed": False, "reset_dag_runs": True})
         assert response.status_code == 200, response.text
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

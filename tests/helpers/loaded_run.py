@@ -24,7 +24,9 @@ Nothing here asserts: the tests read what was recorded, including what went wron
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -41,6 +43,7 @@ from tests.helpers.faults import (
     unhealthy,
     utc_now,
 )
+from tests.helpers.paths import REPO
 
 RATE = 20  # deliveries per second
 SECONDS = 60
@@ -154,11 +157,6 @@ def _plant_when_staged(stack: ComposeStack, api: Airflow, run_id: str, record: d
                        stop: threading.Event) -> None:
     """Once fetch_artifacts has staged the run, plant a build context from the training
     worker (see _PLANT) and note where the release zone's own step stood at that moment."""
-    import json
-    import subprocess
-
-    from tests.helpers.paths import REPO
-
     try:
         if api.wait_task(run_id, "fetch_artifacts", {"success"}, timeout=1500,
                          stop=stop) is None:

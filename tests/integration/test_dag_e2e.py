@@ -149,14 +149,7 @@ def test_an_admin_who_patches_the_gate_ships_nothing_below_the_bar(airflow_pg, s
                              "return_value", json={"value": forged, "map_index": -1})
     assert patched.status_code == 200, patched.text
     assert airflow_pg.xcom("e2e-gated", "quality_gate")["passed"] is True
-    cleared = airflow_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
-        "dry_run": False, "task_ids": ["shippable"], "dag_run_id": "e2e-gated",
-        "include_downstream": True, "include_upstream": False, "only_failed": False,
-        "reset_dag_runs": True})
-    assert cleared.status_code == 200, cleared.text
-    import time
-
-    time.sleep(5)  # the run is set running again by the clear
+    airflow_pg.clear_task("e2e-gated", "shippable", include_downstream=True)
     airflow_pg.wait_for_run("e2e-gated")
     states = airflow_pg.task_states("e2e-gated")
     # The patched XCom got past `shippable` and the approval...
