@@ -47,8 +47,9 @@ def main() -> int:
     pg_env = {**os.environ, "PGPORT": str(free_port()), "PG_DB": "airflow_bench"}
     if args.database == "postgres":
         subprocess.run([REPO / "scripts" / "postgres", "start"], env=pg_env, check=True)
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
-            f"postgresql://postgres@127.0.0.1:{pg_env['PGPORT']}/airflow_bench")
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = subprocess.run(
+            [REPO / "scripts" / "postgres", "url"], env=pg_env, check=True,
+            capture_output=True, text=True).stdout.strip()
     stack = AirflowStack(home=Path(tempfile.mkdtemp(prefix="bench-webhook-")), port=free_port(),
                          env=env)
     stack.start()

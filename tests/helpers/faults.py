@@ -154,8 +154,8 @@ class Airflow:
         raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
 
 
-def deliver(stack: ComposeStack, commit: str, delivery: str | None = None
-            ) -> tuple[str, str, float, str]:
+def deliver(stack: ComposeStack, commit: str, delivery: str | None = None,
+            client: httpx.Client | None = None) -> tuple[str, str, float, str]:
     """A signed push of `commit` to the stack's webhook, as GitHub sends it (with `delivery`
     as its X-GitHub-Delivery, for a redelivery): (commit, status or "no answer: ...", seconds,
     the run the answer names)."""
@@ -165,7 +165,7 @@ def deliver(stack: ComposeStack, commit: str, delivery: str | None = None
     try:
         answer = send(stack.webhook, stack.env["GITHUB_WEBHOOK_SECRET"],
                       push_payload("refs/heads/main", commit, REPOSITORY), delivery=delivery,
-                      timeout=10)
+                      timeout=10, client=client)
         run_id = answer.json().get("dag_run_id", "") if answer.status_code < 300 else ""
         return commit, str(answer.status_code), time.perf_counter() - start, run_id
     except (httpx.HTTPError, ValueError) as exc:  # refused or reset while the server is down

@@ -51,7 +51,7 @@ def local_conf(root: Path, listen: int, upstream: int) -> Path:
                     (UPSTREAM, f"127.0.0.1:{upstream}"),
                     ("pid /tmp/nginx.pid;", f"pid {root}/nginx.pid;"),
                     ("error_log /dev/stderr warn;", f"error_log {root}/error.log warn;"),
-                    ("access_log /dev/stdout;", f"access_log {root}/access.log;")]
+                    ("access_log /dev/stdout timed;", f"access_log {root}/access.log timed;")]
     for old, new in replacements:
         if old not in text:
             raise AssertionError(f"{CONF} no longer holds {old!r}; update tests/helpers/nginx.py")

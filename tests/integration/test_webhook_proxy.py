@@ -9,6 +9,7 @@ attacker sends before they reached nginx.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -187,6 +188,18 @@ def test_api_server_too_slow_answers_503_before_github_gives_up(proxy, upstream)
                              timeout=10)
     assert status == 503 and headers["retry-after"] == "10"
     assert len(upstream.seen) == 1  # sent once, never again (proxy_next_upstream off)
+
+
+def test_the_access_log_says_how_long_the_proxy_and_the_receiver_took(upstream, tmp_path):
+    """An on-call engineer tells a slow receiver from a slow network or client by the log."""
+    upstream.delay = 0.4
+    with webhook_proxy(tmp_path, upstream.port) as url:
+        assert post(int(url.rsplit(":", 1)[1]), "/webhooks/github")[0] == 200
+    line = next(line for line in (tmp_path / "access.log").read_text().splitlines()
+                if "POST /webhooks/github" in line)
+    timings = dict(re.findall(r"\b(u?rt)=([0-9.]+)", line))
+    assert set(timings) == {"rt", "urt"}, line
+    assert float(timings["rt"]) >= float(timings["urt"]) >= 0.4, line
 
 
 # --- per-client limits and the first-byte deadline (issue 20, "cheap lock-outs") ------------

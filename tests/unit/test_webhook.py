@@ -182,3 +182,29 @@ async def test_the_environment_secret_wins_and_nothing_configured_is_empty(monke
     assert not WebhookSecrets(None, _long("old"), None).configured
     assert await WebhookSecrets(None, _long("old"), None).current() == ()
     assert await WebhookSecrets(None, None, None).current() == ()
+
+
+def test_send_posts_one_signed_delivery_through_the_client_it_is_given():
+    import httpx
+
+    from rice_mlops.webhook.send import push_payload, send
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": 200})
+
+    payload = push_payload("refs/heads/main", "a" * 40, "acme/rice")
+    with httpx.Client(transport=httpx.MockTransport(answer),
+                      headers={"Connection": "close"}) as client:
+        for _ in range(2):
+            assert send("http://hook.test/github", GITHUB_VECTOR[0], payload, delivery=None,
+                        client=client).status_code == 200
+    assert len(seen) == 2
+    for request in seen:
+        # the receiver's own check accepts it, and the client's headers ride along
+        verify([GITHUB_VECTOR[0]], request.content, request.headers["x-hub-signature-256"])
+        assert request.headers["x-github-event"] == "push"
+        assert request.headers["connection"] == "close"
+    assert seen[0].headers["x-github-delivery"] != seen[1].headers["x-github-delivery"]
