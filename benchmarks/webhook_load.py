@@ -1,0 +1,124 @@
+"""Webhook answer time at a steady rate while the CPU is busy, per way of sending (issue 25).
+
+    .venv/bin/python benchmarks/webhook_load.py [--rate 20] [--seconds 15] [--burn 2]
+
+Starts the repository's Airflow processes on PostgreSQL with the webhook plugin (DAG paused),
+triggers 20 commits once, then sends their redeliveries at `--rate` per second while `--burn`
+busy processes at nice 10 stand in for a training, in three ways, each twice, alternating:
+
+- `new-client`: a new httpx client per delivery (what `rice-mlops webhook send` does once);
+- `close`: one client, a new TCP connection per delivery (as GitHub's deliveries arrive);
+- `keep-alive`: one client, pooled connections.
+
+The server is the same in all three; the differences are the sender's own cost. Appends to
+benchmarks/results/webhook_load.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+
+SECRET = "benchmark secret, long enough to be accepted"
+COMMITS = [f"{i + 1:040x}" for i in range(20)]
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"p50_ms": round(statistics.median(ms), 1),
+            "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 1), "max_ms": round(ms[-1], 1)}
+
+
+def _phase(url: str, mode: str, rate: int, seconds: int) -> dict:
+    from rice_mlops.webhook.send import push_payload, send
+
+    headers = {"Connection": "close"} if mode == "close" else {}
+    client = None if mode == "new-client" else httpx.Client(
+        headers=headers, limits=httpx.Limits(max_connections=64))
+    start = time.monotonic()
+
+    def paced(i: int) -> tuple[int, float]:
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        began = time.perf_counter()
+        answer = send(url, SECRET, push_payload("refs/heads/main", COMMITS[i % len(COMMITS)],
+                                                "acme/rice"), timeout=15, client=client)
+        return answer.status_code, time.perf_counter() - began
+
+    try:
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            results = list(pool.map(paced, range(rate * seconds)))
+    finally:
+        if client is not None:
+            client.close()
+    codes: dict[str, int] = {}
+    for code, _ in results:
+        codes[str(code)] = codes.get(str(code), 0) + 1
+    return {"mode": mode, "answers": codes, **_percentiles([s for _, s in results])}
+
+
+def main() -> int:
+    from results_log import record
+
+    from rice_mlops.webhook.send import push_payload, send
+    from tests.helpers.airflow_stack import AirflowStack
+    from tests.helpers.ports import free_port
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--burn", type=int, default=2, help="busy processes at nice 10")
+    args = parser.parse_args()
+
+    pg_env = {**os.environ, "PGPORT": str(free_port()), "PG_DB": "airflow_bench"}
+    postgres = REPO / "scripts" / "postgres"
+    subprocess.run([postgres, "start"], env=pg_env, check=True)
+    env = {"GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_WEBHOOK_REPOSITORIES": "acme/rice",
+           "RICE_SCHEDULE": "none",
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": subprocess.run(
+               [postgres, "url"], env=pg_env, check=True, capture_output=True,
+               text=True).stdout.strip()}
+    stack = AirflowStack(home=Path(tempfile.mkdtemp(prefix="bench-webhook-load-")),
+                         port=free_port(), env=env)
+    burners: list[subprocess.Popen] = []
+    phases = []
+    try:
+        stack.start()
+        stack.wait_for_dag()  # left paused: runs are created, not executed
+        url = f"{stack.url}/webhooks/github"
+        for commit in COMMITS:  # the REST triggers happen here, not in the measured phases
+            answer = send(url, SECRET, push_payload("refs/heads/main", commit, "acme/rice"),
+                          delivery=str(uuid.uuid4()), timeout=30)
+            assert answer.status_code == 200, answer.text
+        burners = [subprocess.Popen(["nice", "-n", "10", sys.executable, "-c",
+                                     "while True: pass"]) for _ in range(args.burn)]
+        for mode in ("new-client", "close", "keep-alive") * 2:
+            phases.append(_phase(url, mode, args.rate, args.seconds))
+            print(json.dumps(phases[-1]), flush=True)
+    finally:
+        for burner in burners:
+            burner.kill()
+        stack.stop()
+        subprocess.run([postgres, "destroy"], env=pg_env, check=False)
+    record("webhook_load", {"rate_per_s": args.rate, "seconds_per_phase": args.seconds,
+                            "burn_processes": args.burn, "phases": phases})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
