@@ -162,9 +162,10 @@ def _cmd_image_verify(args: argparse.Namespace) -> int:
 
     host, name, digest = split_reference(args.image)
     key = load_public_key(args.key.read_bytes())
-    # Credentials from the environment only: never on the command line (ps, shell history).
-    with Registry(host, os.environ.get("REGISTRY_USERNAME", ""),
-                  os.environ.get("REGISTRY_PASSWORD", "")) as registry:
+    from rice_mlops.tool_settings import ToolSettings
+
+    tools = ToolSettings.from_env()  # credentials from the environment only, never argv
+    with Registry(host, tools.registry_username, tools.registry_password) as registry:
         try:
             minimum, how = args.min_version, f"--min-version {args.min_version}"
             if minimum is None:
@@ -198,8 +199,9 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def _cmd_webhook_send(args: argparse.Namespace) -> int:
     from rice_mlops.webhook.send import push_payload, send
+    from rice_mlops.webhook.settings import WebhookSettings
 
-    secret = args.secret or os.environ.get("GITHUB_WEBHOOK_SECRET")
+    secret = args.secret or WebhookSettings.from_env().secret
     if not secret:
         raise ValueError("no secret: pass --secret or set GITHUB_WEBHOOK_SECRET")
     payload = (push_payload(args.ref, args.sha, args.repository) if args.event == "push"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
@@ -15,6 +14,7 @@ import httpx
 
 from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.send import push_payload, send
+from rice_mlops.webhook.settings import WebhookSettings
 
 FINISHED = ("success", "failed")
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the dataset is the embedded synthetic one")
     args = parser.parse_args(argv)
     # From the environment, never the command line, where every local user's `ps` reads it.
-    secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+    secret = WebhookSettings.from_env().secret
     if not secret:
         parser.error("GITHUB_WEBHOOK_SECRET is not set: export the webhook secret first")
 
