@@ -125,7 +125,7 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_image_wheels(args: argparse.Namespace) -> int:
-    from rice_mlops.image import download_wheels
+    from rice_mlops.wheels import download_wheels
 
     wheels = download_wheels(args.dest, machine=args.machine)
     print(f"{len(wheels)} serving wheels for {args.machine or 'this machine'} in {args.dest}; "
