@@ -198,10 +198,10 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_webhook_send(args: argparse.Namespace) -> int:
+    from rice_mlops import readers
     from rice_mlops.webhook.send import push_payload, send
-    from rice_mlops.webhook.settings import WebhookSettings
 
-    secret = args.secret or WebhookSettings.from_env().secret
+    secret = args.secret or readers.secret(os.environ, "GITHUB_WEBHOOK_SECRET")
     if not secret:
         raise ValueError("no secret: pass --secret or set GITHUB_WEBHOOK_SECRET")
     payload = (push_payload(args.ref, args.sha, args.repository) if args.event == "push"
@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # its defaults are the pipeline's settings
         return args.func(args)
     except DataValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)

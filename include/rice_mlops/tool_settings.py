@@ -3,7 +3,8 @@
 `rice-mlops image verify` (`REGISTRY_USERNAME`, `REGISTRY_PASSWORD`), the compose stack's
 `mlflow-users` service (`rice_mlops.mlflow_auth`: `MLFLOW_*`) and the API server's auth
 manager (`rice_mlops.accounts`: `RICE_SERVICE_ACCOUNTS`). `rice-mlops webhook send` and the
-demo sign with `GITHUB_WEBHOOK_SECRET`, the webhook's own variable (`rice_mlops.webhook.settings`).
+demo sign with `GITHUB_WEBHOOK_SECRET`, the webhook's own variable (catalogued with
+`rice_mlops.webhook.settings`), read with the same `readers.secret`.
 Each variable is described once in `rice_mlops.settings_catalog`.
 """
 

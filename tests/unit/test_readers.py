@@ -88,3 +88,14 @@ def test_the_webhook_reads_its_dag_id_and_falls_back_to_the_api_servers_url():
     assert (settings.dag_id, settings.api_url, settings.serialize) == \
         ("rice_staging", "http://api:8080", False)
     assert WebhookSettings.from_env({}).serialize is True
+
+
+def test_the_command_line_answers_a_bad_setting_with_its_message_not_a_traceback(monkeypatch,
+                                                                                  capsys):
+    from rice_mlops.cli import main
+
+    monkeypatch.setenv("RICE_EPOCHS", "many")
+    assert main(["synth", "--help"]) == 2
+    assert capsys.readouterr().err == (
+        "error: RICE_EPOCHS='many' is not an integer; it accepts an integer ≥ 1: change it, or "
+        "unset it for the default (25)\n")
