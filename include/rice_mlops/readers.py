@@ -31,10 +31,12 @@ class SettingsError(ValueError):
     """
 
     def __init__(self, name: str, problem: str, accepts: str = "", todo: str = "") -> None:
-        self.name = name
-        self.accepts = accepts
+        self.name, self.problem, self.accepts, self.todo = name, problem, accepts, todo
         accepted = f"; it accepts {accepts}" if accepts else ""
         super().__init__(f"{problem}{accepted}: {todo or 'change it, or unset it'}")
+
+    def __reduce__(self):  # pickles (a process pool, a task runner) with its four parts
+        return type(self), (self.name, self.problem, self.accepts, self.todo)
 
 
 def text(env: Mapping[str, str], name: str, default: str = "") -> str:

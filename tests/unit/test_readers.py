@@ -99,3 +99,14 @@ def test_the_command_line_answers_a_bad_setting_with_its_message_not_a_traceback
     assert capsys.readouterr().err == (
         "error: RICE_EPOCHS='many' is not an integer; it accepts an integer ≥ 1: change it, or "
         "unset it for the default (25)\n")
+
+
+def test_the_error_survives_pickling_with_its_message_and_variable():
+    import pickle
+
+    from rice_mlops.webhook.secrets import SecretTooShort, check_length
+
+    for error in (SettingsError("RICE_X", "RICE_X='y' is not an integer", "an integer"),
+                  pytest.raises(SecretTooShort, check_length, "GITHUB_WEBHOOK_SECRET", "x").value):
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), str(copy), copy.name) == (type(error), str(error), error.name)
