@@ -22,6 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from rice_mlops.settings import PipelineSettings
@@ -66,16 +67,10 @@ def shown(value) -> str:
     return f"`{value}`"
 
 
-def _s(env: str, field: str, kind: str, meaning: str, default_text: str = "") -> Setting:
-    return Setting(env=env, field=field, kind=kind, meaning=meaning, default_text=default_text)
-
-
-def _w(env: str, field: str, kind: str, meaning: str, default_text: str = "") -> Setting:
-    return Setting(env, field, kind, meaning, default_text, of=WebhookSettings)
-
-
-def _t(env: str, field: str, kind: str, meaning: str, default_text: str = "") -> Setting:
-    return Setting(env, field, kind, meaning, default_text, of=ToolSettings)
+# An entry of each catalogue: Setting(env, field, kind, meaning[, default_text]).
+_s = partial(Setting, of=PipelineSettings)
+_w = partial(Setting, of=WebhookSettings)
+_t = partial(Setting, of=ToolSettings)
 
 
 _MINUTES = "integer ≥ 1"
