@@ -217,3 +217,16 @@ def test_the_kind_is_what_from_env_enforces(entry):
             assert got == tuple(part.strip() for part in value.split(","))
         else:
             assert str(got) == value or float(got) == float(value)
+
+
+def test_the_catalogue_needs_only_the_standard_library():
+    """`scripts/settings-table` runs under whatever python3 there is (no virtualenv needed)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; before = set(sys.modules); import rice_mlops.settings_catalog; "
+             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
+             " - set(sys.stdlib_module_names) - {'rice_mlops'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"

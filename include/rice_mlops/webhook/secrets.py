@@ -21,11 +21,11 @@ from collections.abc import Callable
 import anyio
 
 from rice_mlops.readers import SettingsError
+from rice_mlops.webhook.settings import ROTATION_GRACE_SECONDS
 
 log = logging.getLogger("rice_mlops.webhook")
 
 VARIABLE_TTL_SECONDS = 60.0
-ROTATION_GRACE_SECONDS = 3600.0
 FIRST_READ_RETRY = 5.0
 # GitHub leaves the secret to the user; below this an offline guess against one signed
 # delivery becomes plausible. 32 characters is what `secrets.token_hex(16)` gives.

@@ -3,7 +3,9 @@
 Read with the package's readers and refused with its one error type (`rice_mlops.readers`);
 every variable is described once in `rice_mlops.settings_catalog`, from which the README's
 webhook table is generated. Every resource an unsigned caller can make the receiver hold has a
-bound here (see `rice_mlops.webhook.limits`).
+bound here (see `rice_mlops.webhook.limits`). Standard library only, like the readers: the
+settings catalogue (and `scripts/settings-table`) imports it without the webhook's own
+dependencies.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from dataclasses import dataclass
 
 from rice_mlops import readers as read
 from rice_mlops.vocabulary import DAG_ID
-from rice_mlops.webhook.recent import RECENT_SECONDS
-from rice_mlops.webhook.secrets import ROTATION_GRACE_SECONDS, check_length
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 BODY_DEADLINE_SECONDS = 10.0  # GitHub gives up after 10 s: a slower body is not GitHub
@@ -28,6 +28,11 @@ MAX_UNVERIFIED = 8
 FIRST_BYTE_SECONDS = 2.0
 MIN_BODY_RATE = 16 * 1024  # bytes per second
 DEFAULT_API_URL = "http://127.0.0.1:8080"
+# How long a replaced secret stays valid (rice_mlops.webhook.secrets).
+ROTATION_GRACE_SECONDS = 3600.0
+# How long a triggered push is answered as a duplicate without asking Airflow again
+# (rice_mlops.webhook.recent).
+RECENT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -82,5 +87,7 @@ class WebhookSettings:
 
     def check(self) -> None:
         """Refuse to start with a secret short enough to guess (the message names it)."""
+        from rice_mlops.webhook.secrets import check_length
+
         check_length("GITHUB_WEBHOOK_SECRET", self.secret)
         check_length("GITHUB_WEBHOOK_SECRET_PREVIOUS", self.previous_secret)
