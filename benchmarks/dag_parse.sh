@@ -2,7 +2,8 @@
 # DAG file parse time as Airflow's own `airflow dags report` measures it, three times.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-export AIRFLOW_HOME=$(mktemp -d)
+AIRFLOW_HOME=$(mktemp -d)
+export AIRFLOW_HOME
 trap 'rm -rf "$AIRFLOW_HOME"' EXIT
 export AIRFLOW__CORE__DAGS_FOLDER=$repo/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
 "$repo/.venv/bin/airflow" db migrate >/dev/null 2>&1

@@ -13,6 +13,9 @@ if ! command -v shellcheck >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
 fi
 # Every script with a shell's #! line, and the library they source.
-mapfile -t shell_scripts < <(grep -rlE '^#!(/usr/bin/env (ba)?sh|/bin/(ba)?sh)' scripts docker .ci | sort)
+mapfile -t shell_scripts < <(grep -rlE '^#!(/usr/bin/env (ba)?sh|/bin/(ba)?sh)' scripts docker .ci \
+  benchmarks | sort)
 shellcheck -x "${shell_scripts[@]}" scripts/lib/*.sh
-.venv/bin/ruff check .
+ruff=.venv/bin/ruff
+[[ -x $ruff ]] || ruff=ruff  # a worktree without its own virtualenv: ruff from PATH
+"$ruff" check .

@@ -21,12 +21,12 @@ Read once when the API server creates its auth manager; an unknown grant name st
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
+from rice_mlops.tool_settings import SettingsError, ToolSettings
 from rice_mlops.vocabulary import DAG_ID
 
 # grant -> the (method, Dag entity) pairs it allows on DAG_ID; None is the Dag itself.
@@ -43,8 +43,9 @@ def parse_service_accounts(value: str) -> dict[str, str]:
     for entry in filter(None, (part.strip() for part in value.split(","))):
         name, sep, grant = (piece.strip() for piece in entry.partition("="))
         if not sep or not name or grant not in GRANTS:
-            raise ValueError(f"RICE_SERVICE_ACCOUNTS: {entry!r} is not name=grant with a grant "
-                             f"in {sorted(GRANTS)}")
+            raise SettingsError("RICE_SERVICE_ACCOUNTS",
+                                f"RICE_SERVICE_ACCOUNTS: {entry!r} is not name=grant",
+                                f"comma-separated name=grant, a grant one of {sorted(GRANTS)}")
         accounts[name] = grant
     return accounts
 
@@ -54,7 +55,7 @@ class ServiceAccountAuthManager(SimpleAuthManager):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.service_accounts = parse_service_accounts(os.environ.get("RICE_SERVICE_ACCOUNTS", ""))
+        self.service_accounts = parse_service_accounts(ToolSettings.from_env().service_accounts)
 
     def _grant(self, user) -> frozenset | None:
         """The grant of a service account; None for a person (SimpleAuthManager decides)."""

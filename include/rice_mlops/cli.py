@@ -125,7 +125,7 @@ def _cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_image_wheels(args: argparse.Namespace) -> int:
-    from rice_mlops.image import download_wheels
+    from rice_mlops.wheels import download_wheels
 
     wheels = download_wheels(args.dest, machine=args.machine)
     print(f"{len(wheels)} serving wheels for {args.machine or 'this machine'} in {args.dest}; "
@@ -162,9 +162,10 @@ def _cmd_image_verify(args: argparse.Namespace) -> int:
 
     host, name, digest = split_reference(args.image)
     key = load_public_key(args.key.read_bytes())
-    # Credentials from the environment only: never on the command line (ps, shell history).
-    with Registry(host, os.environ.get("REGISTRY_USERNAME", ""),
-                  os.environ.get("REGISTRY_PASSWORD", "")) as registry:
+    from rice_mlops.tool_settings import ToolSettings
+
+    tools = ToolSettings.from_env()  # credentials from the environment only, never argv
+    with Registry(host, tools.registry_username, tools.registry_password) as registry:
         try:
             minimum, how = args.min_version, f"--min-version {args.min_version}"
             if minimum is None:
@@ -197,9 +198,10 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_webhook_send(args: argparse.Namespace) -> int:
+    from rice_mlops import readers
     from rice_mlops.webhook.send import push_payload, send
 
-    secret = args.secret or os.environ.get("GITHUB_WEBHOOK_SECRET")
+    secret = args.secret or readers.secret(os.environ, "GITHUB_WEBHOOK_SECRET")
     if not secret:
         raise ValueError("no secret: pass --secret or set GITHUB_WEBHOOK_SECRET")
     payload = (push_payload(args.ref, args.sha, args.repository) if args.event == "push"
@@ -322,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # its defaults are the pipeline's settings
         return args.func(args)
     except DataValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)

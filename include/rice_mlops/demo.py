@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from rice_mlops import readers
 from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.send import push_payload, send
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the dataset is the embedded synthetic one")
     args = parser.parse_args(argv)
     # From the environment, never the command line, where every local user's `ps` reads it.
-    secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+    secret = readers.secret(os.environ, "GITHUB_WEBHOOK_SECRET")
     if not secret:
         parser.error("GITHUB_WEBHOOK_SECRET is not set: export the webhook secret first")
 

@@ -3,7 +3,8 @@
 The admin account manages users and nothing else; the pipeline writes with a user of its own
 (MANAGE on the experiments and models it creates, READ elsewhere: the server's default), and
 people who browse log in with accounts that get READ. Run by `scripts/mlflow-server start` and
-the compose stack's `mlflow-users` service; every credential comes from the environment:
+the compose stack's `mlflow-users` service; every credential comes from the environment
+(`rice_mlops.tool_settings`):
 
     MLFLOW_TRACKING_URI, MLFLOW_AUTH_ADMIN_USERNAME (admin), MLFLOW_AUTH_ADMIN_PASSWORD,
     MLFLOW_PIPELINE_USERNAME, MLFLOW_PIPELINE_PASSWORD
@@ -12,7 +13,6 @@ the compose stack's `mlflow-users` service; every credential comes from the envi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -58,21 +58,23 @@ def ensure_user(url: str, admin: tuple[str, str], username: str, password: str,
 
 
 def main() -> int:
-    env = os.environ
-    missing = [name for name in ("MLFLOW_TRACKING_URI", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                                 "MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD")
-               if not env.get(name)]
-    if missing:
-        print(f"mlflow-users: set {', '.join(missing)}", file=sys.stderr)
-        return 2
-    admin = (env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    from rice_mlops.tool_settings import SettingsError, ToolSettings
+
     try:
-        outcome = ensure_user(env["MLFLOW_TRACKING_URI"], admin, env["MLFLOW_PIPELINE_USERNAME"],
-                              env["MLFLOW_PIPELINE_PASSWORD"])
+        settings = ToolSettings.from_env()
+        settings.require_mlflow_users()
+    except SettingsError as exc:
+        print(f"mlflow-users: {exc}", file=sys.stderr)
+        return 2
+    admin = (settings.mlflow_admin_username, settings.mlflow_admin_password)
+    try:
+        outcome = ensure_user(settings.mlflow_tracking_uri, admin,
+                              settings.mlflow_pipeline_username,
+                              settings.mlflow_pipeline_password)
     except MlflowAuthError as exc:
         print(f"mlflow-users: {exc}", file=sys.stderr)
         return 1
-    print(f"mlflow-users: pipeline user {env['MLFLOW_PIPELINE_USERNAME']!r} {outcome}")
+    print(f"mlflow-users: pipeline user {settings.mlflow_pipeline_username!r} {outcome}")
     return 0
 
 

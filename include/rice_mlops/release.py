@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# The run artifacts whose digests training records (training.MANIFESTED_ARTIFACTS) and the
+# The run artifacts whose digests training records (run_seal.MANIFESTED_ARTIFACTS) and the
 # file names they take in a build context.
 MODEL_BYTES = {"tflite/model.tflite": "model.tflite", "model_meta/labels.json": "labels.json"}
 SMOKE_MAX_PER_CLASS = 200  # the CI test split is 200 real images per class: all of it

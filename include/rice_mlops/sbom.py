@@ -21,7 +21,7 @@ from pathlib import Path
 
 SPEC_VERSION = "1.5"
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
-_NOT_IN_IMAGE = {"pip"}  # the build stage's installer (rice_mlops.image.INSTALLER)
+_NOT_IN_IMAGE = {"pip"}  # the build stage's installer (rice_mlops.wheels.INSTALLER)
 
 
 def _normalise(name: str) -> str:

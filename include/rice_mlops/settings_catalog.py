@@ -1,17 +1,19 @@
-"""Every pipeline variable described once: name, field, default, what it accepts, meaning.
+"""Every variable the package reads, described once: name, field, default, accepts, meaning.
 
-`PipelineSettings.from_env` parses the variables; this catalogue says what they are for, and
-the README's pipeline settings table is generated from it:
+Three settings classes read them, all with the readers of `rice_mlops.readers`: the pipeline's
+`PipelineSettings`, the webhook's `WebhookSettings` and the command line's and service helpers'
+`ToolSettings` (the serving image's server keeps its own parser and documents its variables in
+the README's serving section). Each catalogue below generates one table in the README:
 
-    python -m rice_mlops.settings_catalog                    # print the table
-    python -m rice_mlops.settings_catalog --write README.md  # rewrite it between the markers
+    python -m rice_mlops.settings_catalog                    # print the tables
+    python -m rice_mlops.settings_catalog --write README.md  # rewrite them between the markers
     python -m rice_mlops.settings_catalog --check README.md  # exit 1 when README differs
 
 (`scripts/settings-table [--check]` runs the last two on the checkout's README.) A default is
-the field's default in `PipelineSettings` unless an entry describes it in words (a fallback to
-another variable, or a value decided elsewhere); the unit tests hold the catalogue to
-`from_env`: one entry per field, every variable it reads, the defaults it gives and the bounds
-it enforces.
+the field's default in the entry's settings class unless the entry describes it in words (a
+fallback to another variable, or a value decided elsewhere); the unit tests hold each catalogue
+to its class's `from_env`: one entry per field, every variable it reads, the defaults it gives
+and the bounds it enforces.
 """
 
 from __future__ import annotations
@@ -20,28 +22,30 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from rice_mlops.settings import PipelineSettings
+from rice_mlops.tool_settings import ToolSettings
+from rice_mlops.webhook.settings import WebhookSettings
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
-
-_DEFAULTS = {f.name: f.default for f in fields(PipelineSettings)}
 
 
 @dataclass(frozen=True)
 class Setting:
     env: str  # the variable
-    field: str  # the PipelineSettings field it fills
+    field: str  # the field it fills in `of`
     kind: str  # what it accepts, as people read it: "integer ≥ 1", "fraction 0–1", ...
     meaning: str
     default_text: str = ""  # empty: the field's default, shown as a value
+    of: type = PipelineSettings  # the settings class that reads it
 
     @property
     def default(self):
-        """The field's default in `PipelineSettings`."""
-        return _DEFAULTS[self.field]
+        """The field's default in its settings class."""
+        return {f.name: f.default for f in fields(self.of)}[self.field]
 
     @property
     def shown_default(self) -> str:
@@ -63,8 +67,10 @@ def shown(value) -> str:
     return f"`{value}`"
 
 
-def _s(env: str, field: str, kind: str, meaning: str, default_text: str = "") -> Setting:
-    return Setting(env=env, field=field, kind=kind, meaning=meaning, default_text=default_text)
+# An entry of each catalogue: Setting(env, field, kind, meaning[, default_text]).
+_s = partial(Setting, of=PipelineSettings)
+_w = partial(Setting, of=WebhookSettings)
+_t = partial(Setting, of=ToolSettings)
 
 
 _MINUTES = "integer ≥ 1"
@@ -198,32 +204,143 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+_SECONDS = "number > 0"
+WEBHOOK_SETTINGS: tuple[Setting, ...] = (
+    _w("GITHUB_WEBHOOK_SECRET", "secret", "secret, ≥ 32 characters",
+       "the webhook secret (the plugin refuses to start with a shorter one and names the "
+       "variable); unset (and no `GITHUB_WEBHOOK_SECRET_VARIABLE`) means every delivery is "
+       "refused. `rice-mlops webhook send` and the demo sign with it"),
+    _w("GITHUB_WEBHOOK_SECRET_VARIABLE", "secret_variable", "Airflow Variable key",
+       "with `GITHUB_WEBHOOK_SECRET` unset: name of an Airflow Variable holding the secret, so "
+       "a secrets backend (Vault, AWS SM, ...) can keep it; re-read every minute, the replaced "
+       "value accepted for an hour (the compose file uses `GITHUB_WEBHOOK_SECRET` from `.env`)"),
+    _w("GITHUB_WEBHOOK_SECRET_PREVIOUS", "previous_secret", "secret, ≥ 32 characters",
+       "the old secret, still accepted while a rotation is under way, for "
+       "`GITHUB_WEBHOOK_PREVIOUS_SECRET_TTL` seconds after the API server starts"),
+    _w("GITHUB_WEBHOOK_PREVIOUS_SECRET_TTL", "previous_ttl", _SECONDS,
+       "how long a previous secret (the variable above, or the value a Variable replaced) "
+       "stays valid"),
+    _w("GITHUB_WEBHOOK_BODY_TIMEOUT", "body_deadline", _SECONDS,
+       "seconds a delivery may take to send its body (GitHub gives up after 10 s); slower ones "
+       "get 408 and the connection is closed"),
+    _w("GITHUB_WEBHOOK_MAX_UNVERIFIED", "max_unverified", "integer ≥ 1",
+       "unsigned body bytes held at once, in 25 MB bodies: at most 8 × 25 MB, counted as they "
+       "arrive (never as declared, so idle connections hold none); bytes over it get 503 at "
+       "once"),
+    _w("GITHUB_WEBHOOK_FIRST_BYTE_TIMEOUT", "first_byte_deadline", _SECONDS,
+       "seconds from a delivery's headers to its body's first byte; later: 408"),
+    _w("GITHUB_WEBHOOK_MIN_BODY_RATE", "min_body_rate", _SECONDS,
+       "bytes a second a body must average after that; slower: 408 before the timeout above"),
+    _w("GITHUB_WEBHOOK_RECENT_SECONDS", "recent_seconds", _SECONDS,
+       "a push whose run this receiver triggered (or found) within this time, or is triggering "
+       "now, is answered as a duplicate without asking the REST API again: a replayed signed "
+       "body costs a lookup, not a database transaction; a run deleted since is asked for "
+       "again once this time has passed"),
+    _w("GITHUB_WEBHOOK_BRANCH", "branch", "branch", "the branch whose pushes trigger"),
+    _w("GITHUB_WEBHOOK_REPOSITORIES", "repositories", "comma-separated `owner/name`",
+       "allow-list of the repositories whose pushes trigger; empty: any"),
+    _w("RICE_WEBHOOK_DAG_ID", "dag_id", "DAG id",
+       "the DAG a push triggers (a staging copy of the pipeline, say); the service account "
+       "must be allowed to trigger it"),
+    _w("AIRFLOW_WEBHOOK_API_URL", "api_url", "URL",
+       "the API server's own REST API, as the webhook reaches it",
+       "`AIRFLOW__API__BASE_URL`, else `http://127.0.0.1:8080`"),
+    _w("AIRFLOW_WEBHOOK_USERNAME", "username", "Airflow user id",
+       "service account the webhook triggers with (role `user`; in compose it may trigger "
+       "`rice_classifier_cicd` and nothing else)", "set by `scripts/airflow-stack`"),
+    _w("AIRFLOW_WEBHOOK_PASSWORD", "password", "secret",
+       "that account's password", "set by `scripts/airflow-stack`"),
+    _w("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "serialize", "Airflow's database URL",
+       "Airflow's own setting, read to decide one thing: on SQLite the webhook triggers one "
+       "run at a time (concurrent triggers fail \"database is locked\" there)",
+       "SQLite: `true` (serialize)"),
+)
+
+TOOL_SETTINGS: tuple[Setting, ...] = (
+    _t("REGISTRY_USERNAME", "registry_username", "registry login",
+       "`rice-mlops image verify`: the registry login (from the environment only, never argv)"),
+    _t("REGISTRY_PASSWORD", "registry_password", "secret",
+       "`rice-mlops image verify`: the registry password"),
+    _t("RICE_SERVICE_ACCOUNTS", "service_accounts", "comma-separated name=grant",
+       "the API server's auth manager (`rice_mlops.accounts`): accounts held to a grant "
+       "(`trigger`, `annotate`) whatever their role; an unknown grant stops the API server"),
+    _t("MLFLOW_TRACKING_URI", "mlflow_tracking_uri", "URL",
+       "the tracking server (`mlflow-users` sets the pipeline's user up there; MLflow's client "
+       "reads it too, with `MLFLOW_TRACKING_USERNAME`/`PASSWORD` the pipeline's user: see "
+       "\"MLflow: who may write\")"),
+    _t("MLFLOW_AUTH_ADMIN_USERNAME", "mlflow_admin_username", "name",
+       "`mlflow-users`: the MLflow admin, which manages users and nothing else"),
+    _t("MLFLOW_AUTH_ADMIN_PASSWORD", "mlflow_admin_password", "secret",
+       "`mlflow-users`: the admin's password (required)"),
+    _t("MLFLOW_PIPELINE_USERNAME", "mlflow_pipeline_username", "name",
+       "`mlflow-users`: the pipeline's own MLflow user, created or given this password "
+       "(required)"),
+    _t("MLFLOW_PIPELINE_PASSWORD", "mlflow_pipeline_password", "secret",
+       "`mlflow-users`: that user's password (required)"),
+)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """One settings class, its variables, and the README table generated from them."""
+
+    name: str  # the table's markers: <!-- {name}:start --> ... <!-- {name}:end -->
+    of: type
+    entries: tuple[Setting, ...]
+
+    @property
+    def start(self) -> str:
+        return f"<!-- {self.name}:start -->"
+
+    @property
+    def end(self) -> str:
+        return f"<!-- {self.name}:end -->"
+
+
+CATALOGUES: tuple[Catalogue, ...] = (
+    Catalogue("settings-table", PipelineSettings, SETTINGS),
+    Catalogue("webhook-settings-table", WebhookSettings, WEBHOOK_SETTINGS),
+    Catalogue("tool-settings-table", ToolSettings, TOOL_SETTINGS),
+)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
 def markdown_table(settings: Sequence[Setting] = SETTINGS) -> str:
-    """The README's pipeline settings table, one row per variable, in catalogue order."""
+    """A README settings table, one row per variable, in catalogue order."""
     rows = ["| variable | default | accepts | meaning |", "|---|---|---|---|"]
     rows += [f"| `{s.env}` | {_cell(s.shown_default)} | {_cell(s.kind)} | {_cell(s.meaning)} |"
              for s in settings]
     return "\n".join(rows) + "\n"
 
 
-def with_table(readme: str, table: str | None = None) -> str:
+def with_table(readme: str, table: str | None = None, start_marker: str = START,
+               end_marker: str = END) -> str:
     """`readme` with the text between the markers replaced by the table; ValueError when the
     markers are missing or out of order."""
     table = markdown_table() if table is None else table
-    start, end = readme.find(START), readme.find(END)
-    if start < 0 or end < start or readme.count(START) != 1 or readme.count(END) != 1:
-        raise ValueError(f"expected one {START} line and, after it, one {END} line")
-    head = readme[:start + len(START)]
+    start, end = readme.find(start_marker), readme.find(end_marker)
+    if (start < 0 or end < start or readme.count(start_marker) != 1
+            or readme.count(end_marker) != 1):
+        raise ValueError(f"expected one {start_marker} line and, after it, one {end_marker} "
+                         "line")
+    head = readme[:start + len(start_marker)]
     return f"{head}\n{table}{readme[end:]}"
+
+
+def with_tables(readme: str) -> str:
+    """`readme` with every catalogue's table regenerated between its markers."""
+    for catalogue in CATALOGUES:
+        readme = with_table(readme, markdown_table(catalogue.entries), catalogue.start,
+                            catalogue.end)
+    return readme
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rice_mlops.settings_catalog",
-                                     description="The README's pipeline settings table.")
+                                     description="The README's settings tables.")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", metavar="README", type=Path,
                         help="rewrite the table between the markers in README")
@@ -231,17 +348,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exit 1 when README's table differs from the catalogue")
     args = parser.parse_args(argv)
     if not (path := args.write or args.check):
-        sys.stdout.write(markdown_table())
+        for catalogue in CATALOGUES:
+            sys.stdout.write(f"{catalogue.start}\n{markdown_table(catalogue.entries)}\n")
         return 0
     readme = path.read_text(encoding="utf-8")
     try:
-        wanted = with_table(readme)
+        wanted = with_tables(readme)
     except ValueError as exc:
         print(f"settings-table: {path}: {exc}", file=sys.stderr)
         return 1
     if args.check:
         if wanted != readme:
-            print(f"settings-table: {path}: the pipeline settings table differs from "
+            print(f"settings-table: {path}: a settings table differs from "
                   "rice_mlops.settings_catalog; run scripts/settings-table to regenerate it",
                   file=sys.stderr)
             return 1

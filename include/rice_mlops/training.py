@@ -6,7 +6,6 @@ import csv
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from dataclasses import replace
@@ -17,32 +16,25 @@ from PIL import Image
 
 from rice_mlops.config import TrainConfig
 from rice_mlops.data import Dataset, validate
-from rice_mlops.data.fingerprint import file_sha256, fingerprint
+from rice_mlops.data.fingerprint import fingerprint
 from rice_mlops.evaluation import (
     evaluate,
     flat_metrics,
     plot_confusion_matrix,
     plot_training_curves,
 )
-from rice_mlops.run_policy import RUN_ID
+from rice_mlops.run_seal import digests, manifest_matches, reusable_result, seal
 from rice_mlops.tflite_export import PARITY_TOLERANCE, TFLiteParityError, export_tflite, parity
 from rice_mlops.vocabulary import (
     CODE_DIGEST_TAG,
     COMPLETE_TAG,
     FINGERPRINT_TAG,
     RESULT_ARTIFACT,
-    RUN_MANIFEST_ARTIFACT,
     SOURCE_TAGS,
-    TFLITE_ARTIFACT,
 )
 
 log = logging.getLogger(__name__)
 
-# The files a reused run must still hold, unchanged: listed with their sha256 in
-# RUN_MANIFEST_ARTIFACT, written after them and before the completion tag.
-MANIFESTED_ARTIFACTS = (TFLITE_ARTIFACT, "model_meta/labels.json", "evaluation/metrics.json",
-                        RESULT_ARTIFACT)
-_MODEL_URI = re.compile(r"models:/m-[0-9a-f]{32}")
 PARITY_SAMPLE = 40  # raw test images checked through TFLite; a few seconds of invokes
 
 
@@ -142,6 +134,96 @@ def _log_artifacts(mlflow, evaluation: dict, history: dict, classes: list[str], 
     mlflow.log_artifacts(str(tflite_dir), artifact_path="tflite")
 
 
+def _checked_dataset(config: TrainConfig, validated: tuple[Dataset, str] | None
+                     ) -> tuple[Dataset, str]:
+    """The dataset and its fingerprint: as an earlier step checked them, or checked here."""
+    if validated is not None:
+        return validated
+    dataset = validate(config.data_dir, min_per_class=config.min_per_class)
+    return dataset, fingerprint(dataset)
+
+
+def _deterministic_keras(seed: int) -> None:
+    """Same seed, same weights; no progress bars in task logs."""
+    import keras
+    import tensorflow as tf
+
+    keras.config.disable_interactive_logging()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _record_inputs(mlflow, config: TrainConfig, dataset: Dataset, counts: dict,
+                   data_fingerprint: str, code_digest: str) -> None:
+    """What the run was trained from: source, data and code as tags, params, split sizes."""
+    mlflow.set_tags({SOURCE_TAGS[k]: v for k, v in config.source.items()
+                     if k in SOURCE_TAGS and v})
+    mlflow.set_tag(FINGERPRINT_TAG, data_fingerprint)
+    mlflow.set_tag(CODE_DIGEST_TAG, code_digest)
+    mlflow.log_params(_run_params(config, dataset.classes, dataset.layout))
+    mlflow.log_metrics({f"n_{split}": n for split, n in counts.items()})
+
+
+def _batches(dataset: Dataset, counts: dict, config: TrainConfig) -> tuple[dict, object, object]:
+    """Every split decoded once and cached; the shuffled, augmented training batches and the
+    validation batches."""
+    from rice_mlops.data.pipeline import cached_split, eval_batches, training_batches
+
+    splits = {s: cached_split(*dataset.examples(s), config.image_size) for s in counts}
+    train_ds = training_batches(splits["train"], config.batch_size, config.seed, config.augment)
+    return splits, train_ds, eval_batches(splits["val"], 256)
+
+
+def _fit(model, train_ds, val_ds, epochs: int) -> tuple[dict, float]:
+    """Fit, logging each epoch: the history and the seconds it took."""
+    started = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+                        callbacks=[_epoch_logger(epochs)]).history
+    return history, time.perf_counter() - started
+
+
+def _evaluate_and_export(mlflow, model, dataset: Dataset, test_split, history: dict,
+                         train_seconds: float) -> tuple[dict, dict]:
+    """Score the test split, export TFLite and check it against Keras, log metrics and
+    artifacts: the evaluation and the metrics. A TFLite file that disagrees is refused."""
+    from rice_mlops.data.pipeline import eval_batches
+
+    classes = dataset.classes
+    test_paths, test_labels = dataset.examples("test")
+    probabilities = model.predict(eval_batches(test_split, 256), verbose=0)
+    evaluation = evaluate(test_labels, probabilities, classes)
+    metrics = {**flat_metrics(evaluation), "val_accuracy": float(history["val_accuracy"][-1]),
+               "train_seconds": train_seconds}
+    with tempfile.TemporaryDirectory(prefix="rice-run-") as work:
+        tflite_dir = Path(work) / "tflite"
+        tflite_dir.mkdir()
+        tflite_path = export_tflite(model, tflite_dir / "model.tflite")
+        metrics["tflite_max_abs_diff"] = parity(model, tflite_path,
+                                                _raw_images(test_paths, PARITY_SAMPLE))
+        mlflow.log_metrics(metrics)
+        predictions = _predictions_csv(Path(work) / "predictions.csv", dataset.root,
+                                       test_paths, test_labels, probabilities, classes)
+        _log_artifacts(mlflow, evaluation, history, classes, tflite_dir, predictions)
+    if metrics["tflite_max_abs_diff"] > PARITY_TOLERANCE:
+        raise TFLiteParityError(
+            f"TFLite export differs from Keras by {metrics['tflite_max_abs_diff']:.2e} "
+            f"(tolerance {PARITY_TOLERANCE:.0e}); the export is not servable")
+    return evaluation, metrics
+
+
+def _log_model(mlflow, model, dataset: Dataset, image_size: int):
+    """The Keras model with its raw-pixel signature and an input example: the model info."""
+    import tensorflow as tf
+
+    example = np.asarray(_raw_images(dataset.examples("test")[0], 1), dtype=np.float32)
+    example = tf.image.resize(example, (image_size, image_size)).numpy()
+    # mlflow.keras.log_model loses the input example (3.17.2 writes it before creating
+    # the model directory); the tensorflow flavor saves the same data/model.keras.
+    return mlflow.tensorflow.log_model(model, name="model",
+                                       signature=_signature(len(dataset.classes)),
+                                       input_example=example)
+
+
 def train(config: TrainConfig, output_json: Path | None = None, *,
           validated: tuple[Dataset, str] | None = None) -> dict:
     """Train on `config.data_dir`, log everything to the active MLflow tracking server.
@@ -152,11 +234,7 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
     so they are not computed twice.
     """
     _quiet_tensorflow()
-    if validated is None:
-        dataset = validate(config.data_dir, min_per_class=config.min_per_class)
-        data_fingerprint = fingerprint(dataset)
-    else:
-        dataset, data_fingerprint = validated
+    dataset, data_fingerprint = _checked_dataset(config, validated)
     from rice_mlops.code_digest import training_code_digest
 
     code_digest = training_code_digest(config.model_params())
@@ -165,77 +243,26 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
     log.info("dataset %s: %s layout, %s, classes %s, fingerprint %s",
              dataset.root, dataset.layout, counts, classes, data_fingerprint)
 
-    import keras
     import mlflow
-    import tensorflow as tf
 
-    from rice_mlops.data.pipeline import cached_split, eval_batches, training_batches
     from rice_mlops.model import build_model
 
-    keras.config.disable_interactive_logging()  # no progress bars in task logs
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-
-    splits = {s: cached_split(*dataset.examples(s), config.image_size) for s in counts}
-    train_ds = training_batches(splits["train"], config.batch_size, config.seed, config.augment)
-    val_ds = eval_batches(splits["val"], 256)
-    steps_per_epoch = -(-counts["train"] // config.batch_size)
-
+    _deterministic_keras(config.seed)
+    splits, train_ds, val_ds = _batches(dataset, counts, config)
     model = build_model(len(classes), config.image_size, config.architecture)
-    _compile(model, config, steps_per_epoch)
-
+    _compile(model, config, steps_per_epoch=-(-counts["train"] // config.batch_size))
     mlflow.set_experiment(config.experiment)
-    # Autolog brings fit params and per-epoch metrics; the model is logged below, once, with
-    # the raw-pixel signature and the TFLite export beside it.
+    # Autolog brings fit params and per-epoch metrics; the model is logged once, by
+    # _log_model, with the raw-pixel signature and the TFLite export beside it.
     mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
     try:
         with mlflow.start_run() as run:
-            mlflow.set_tags({SOURCE_TAGS[k]: v for k, v in config.source.items()
-                             if k in SOURCE_TAGS and v})
-            mlflow.set_tag(FINGERPRINT_TAG, data_fingerprint)
-            mlflow.set_tag(CODE_DIGEST_TAG, code_digest)
-            mlflow.log_params(_run_params(config, classes, dataset.layout))
-            mlflow.log_metrics({f"n_{split}": n for split, n in counts.items()})
-
-            started = time.perf_counter()
-            history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                                verbose=0, callbacks=[_epoch_logger(config.epochs)]).history
-            train_seconds = time.perf_counter() - started
-
-            test_paths, test_labels = dataset.examples("test")
-            probabilities = model.predict(eval_batches(splits["test"], 256), verbose=0)
-            evaluation = evaluate(test_labels, probabilities, classes)
-            metrics = {
-                **flat_metrics(evaluation),
-                "val_accuracy": float(history["val_accuracy"][-1]),
-                "train_seconds": train_seconds,
-            }
-
-            with tempfile.TemporaryDirectory(prefix="rice-run-") as work:
-                tflite_dir = Path(work) / "tflite"
-                tflite_dir.mkdir()
-                tflite_path = export_tflite(model, tflite_dir / "model.tflite")
-                metrics["tflite_max_abs_diff"] = parity(
-                    model, tflite_path, _raw_images(test_paths, PARITY_SAMPLE)
-                )
-                mlflow.log_metrics(metrics)
-                predictions = _predictions_csv(Path(work) / "predictions.csv", dataset.root,
-                                               test_paths, test_labels, probabilities, classes)
-                _log_artifacts(mlflow, evaluation, history, classes, tflite_dir, predictions)
-            if metrics["tflite_max_abs_diff"] > PARITY_TOLERANCE:
-                raise TFLiteParityError(
-                    f"TFLite export differs from Keras by {metrics['tflite_max_abs_diff']:.2e} "
-                    f"(tolerance {PARITY_TOLERANCE:.0e}); the export is not servable"
-                )
-
-            example = np.asarray(_raw_images(test_paths, 1), dtype=np.float32)
-            example = tf.image.resize(example, (config.image_size, config.image_size)).numpy()
-            # mlflow.keras.log_model loses the input example (3.17.2 writes it before creating
-            # the model directory); the tensorflow flavor saves the same data/model.keras.
-            model_info = mlflow.tensorflow.log_model(
-                model, name="model", signature=_signature(len(classes)), input_example=example
-            )
-            result = {
+            _record_inputs(mlflow, config, dataset, counts, data_fingerprint, code_digest)
+            history, train_seconds = _fit(model, train_ds, val_ds, config.epochs)
+            evaluation, metrics = _evaluate_and_export(mlflow, model, dataset, splits["test"],
+                                                       history, train_seconds)
+            model_info = _log_model(mlflow, model, dataset, config.image_size)
+            result = seal(mlflow, {
                 "run_id": run.info.run_id,
                 "experiment_id": run.info.experiment_id,
                 "model_uri": model_info.model_uri,
@@ -252,15 +279,7 @@ def train(config: TrainConfig, output_json: Path | None = None, *,
                 "counts": counts,
                 "epochs_run": len(history["loss"]),
                 "train_seconds": train_seconds,
-            }
-            # Written last: a run with this tag is complete and can be reused by a retry.
-            mlflow.log_dict(result, RESULT_ARTIFACT)
-            manifest = _artifact_manifest(run.info.run_id)
-            mlflow.log_text(manifest, RUN_MANIFEST_ARTIFACT)
-            mlflow.set_tag(COMPLETE_TAG, "true")
-            # Not in result.json (the manifest covers it): the digests the release zone checks
-            # the model bytes against, recorded by the task that trained them.
-            result = {**result, "artifact_sha256": _digests(manifest)}
+            })
     finally:
         mlflow.keras.autolog(disable=True)
 
@@ -274,59 +293,6 @@ def _write_json(result: dict, output_json: Path | None) -> None:
     if output_json:
         Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(output_json).write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _artifact_manifest(run_id: str) -> str:
-    """`sha256sum` lines over the run's manifested artifacts, as the server stores them."""
-    import mlflow
-
-    lines = []
-    with tempfile.TemporaryDirectory(prefix="rice-manifest-") as scratch:
-        for artifact in MANIFESTED_ARTIFACTS:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
-                                                        dst_path=scratch)
-            lines.append(f"{file_sha256(Path(local))}  {artifact}\n")
-    return "".join(lines)
-
-
-def _digests(manifest: str) -> dict[str, str]:
-    from rice_mlops.release import manifest_digests
-
-    return manifest_digests(manifest)
-
-
-def reusable_result(run, result: dict) -> str | None:
-    """Why a complete-looking run must not be reused (None: it may). The run and its result
-    come from MLflow, which anyone who reaches it can write: check ids and shapes."""
-    run_id = run.info.run_id
-    if not RUN_ID.fullmatch(run_id or ""):
-        return f"run id {run_id!r} is not 32 hex characters"
-    if result.get("run_id") != run_id:
-        return f"its result names run {result.get('run_id')!r}, not itself"
-    if not _MODEL_URI.fullmatch(str(result.get("model_uri"))):
-        return f"its model URI {result.get('model_uri')!r} is not models:/m-<32 hex>"
-    metrics = result.get("metrics") or {}
-    for key in ("test_accuracy", "val_accuracy", "test_macro_f1"):
-        value = metrics.get(key)
-        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            return f"metric {key} is {value!r}, not a number in [0, 1]"
-    return None
-
-
-def _manifest_matches(run_id: str) -> tuple[str | None, str]:
-    """(None, the manifest) when the run's artifacts match the manifest it logged; else
-    (what differs, "")."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        recorded = mlflow.artifacts.load_text(f"runs:/{run_id}/{RUN_MANIFEST_ARTIFACT}")
-        actual = _artifact_manifest(run_id)
-    except (MlflowException, OSError) as exc:
-        return f"its artifacts cannot be read ({exc})", ""
-    if recorded != actual:
-        return "its artifacts no longer match their manifest", ""
-    return None, recorded
 
 
 def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = None, *,
@@ -352,14 +318,14 @@ def train_once(config: TrainConfig, dag_run_id: str, output_json: Path | None = 
             result = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{RESULT_ARTIFACT}")
             why, manifest = reusable_result(run, result), ""
             if why is None:
-                why, manifest = _manifest_matches(run.info.run_id)
+                why, manifest = manifest_matches(run.info.run_id)
             if why:
                 log.warning("not reusing run %s for DAG run %s: %s", run.info.run_id,
                             dag_run_id, why)
                 continue
             log.info("run %s already completed for DAG run %s; reusing it",
                      run.info.run_id, dag_run_id)
-            result = {**result, "artifact_sha256": _digests(manifest)}
+            result = {**result, "artifact_sha256": digests(manifest)}
             _write_json(result, output_json)
             return result
         for run in runs:

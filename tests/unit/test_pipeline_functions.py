@@ -11,8 +11,8 @@ import pytest
 from rice_mlops.champion import ChampionRecord, latest_record
 from rice_mlops.image import PushOutputError, parse_pushed_digest, plan_for
 from rice_mlops.publish import pull_request_texts
+from rice_mlops.run_seal import reusable_result
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.training import reusable_result
 
 RUN = "0123456789abcdef" * 2
 DIGEST = "sha256:" + "ab" * 32

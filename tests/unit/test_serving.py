@@ -572,7 +572,11 @@ def test_settings_are_read_once_from_the_environment():
             settings.first_byte_timeout) == (9000, 1000, 2.5, 3, 4096, 1.5)
     with pytest.raises(ValueError, match="RICE_SERVING_MAX_REQUESTS='lots'"):
         Settings.from_env({"RICE_SERVING_MAX_REQUESTS": "lots"})
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="RICE_SERVING_BODY_TIMEOUT=0 is out of bounds; it "
+                                         "accepts a number > 0: change it, or unset it"):
         Settings.from_env({"RICE_SERVING_BODY_TIMEOUT": "0"})
+    with pytest.raises(ValueError, match="RICE_SERVING_BODY_TIMEOUT=nan is out of bounds"):
+        Settings.from_env({"RICE_SERVING_BODY_TIMEOUT": "nan"})
+    assert Settings.from_env({"RICE_MODEL_PUBLIC_KEY": "/k.pub"}).model_public_key == "/k.pub"
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]

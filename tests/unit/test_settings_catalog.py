@@ -1,5 +1,6 @@
-"""The settings catalogue tells the truth about `PipelineSettings.from_env`, and the README's
-pipeline settings table is the one generated from it."""
+"""The settings catalogues tell the truth about `PipelineSettings.from_env`,
+`WebhookSettings.from_env` and `ToolSettings.from_env`, and the README's settings tables are the
+ones generated from them."""
 
 from __future__ import annotations
 
@@ -12,14 +13,29 @@ from pathlib import Path
 import pytest
 
 from rice_mlops import settings_catalog
-from rice_mlops.settings import PipelineSettings, SettingsError
-from rice_mlops.settings_catalog import END, SETTINGS, START, main, markdown_table, shown
+from rice_mlops.readers import SettingsError
+from rice_mlops.settings_catalog import (
+    CATALOGUES,
+    END,
+    START,
+    Catalogue,
+    main,
+    markdown_table,
+    shown,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-BY_ENV = {s.env: s for s in SETTINGS}
-# Variables from_env reads that are not RICE_*: fallbacks of a catalogued variable, each named
-# in that variable's default.
-FALLBACKS = {"DOCKER_HOST": "RICE_DOCKER_SOCKET", "AIRFLOW__API__BASE_URL": "RICE_AIRFLOW_URL"}
+ENTRIES = [entry for catalogue in CATALOGUES for entry in catalogue.entries]
+BY_ENV = {s.env: s for s in ENTRIES}
+# Variables a from_env reads that no entry of its catalogue names: fallbacks of a catalogued
+# variable, each named in that variable's default.
+FALLBACKS = {
+    "settings-table": {"DOCKER_HOST": "RICE_DOCKER_SOCKET",
+                       "AIRFLOW__API__BASE_URL": "RICE_AIRFLOW_URL"},
+    "webhook-settings-table": {"AIRFLOW__API__BASE_URL": "AIRFLOW_WEBHOOK_API_URL"},
+    "tool-settings-table": {},
+}
+_by_name = pytest.mark.parametrize("catalogue", CATALOGUES, ids=lambda c: c.name)
 
 
 class RecordingEnv(Mapping[str, str]):
@@ -48,21 +64,26 @@ class RecordingEnv(Mapping[str, str]):
         return len(self.values)
 
 
-def test_the_readme_table_is_the_generated_one():
+@_by_name
+def test_the_readme_table_is_the_generated_one(catalogue: Catalogue):
     readme = README.read_text(encoding="utf-8")
-    start, end = readme.index(START), readme.index(END)
-    assert readme[start + len(START):end].strip() == markdown_table().strip(), \
-        "README.md's settings table is stale: run scripts/settings-table"
+    start, end = readme.index(catalogue.start), readme.index(catalogue.end)
+    assert readme[start + len(catalogue.start):end].strip() == \
+        markdown_table(catalogue.entries).strip(), \
+        f"README.md's {catalogue.name} is stale: run scripts/settings-table"
     assert main(["--check", str(README)]) == 0
 
 
 def test_check_mode_fails_on_a_stale_table_and_write_mode_fixes_it(tmp_path, capsys):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{START}\n| `RICE_EPOCHS` | 3 | | |\n{END}\n\nafter\n")
+    others = "".join(f"{c.start}\n{c.end}\n" for c in CATALOGUES[1:])
+    readme.write_text(f"# x\n\n{START}\n| `RICE_EPOCHS` | 3 | | |\n{END}\n\n{others}after\n")
     assert main(["--check", str(readme)]) == 1
     assert "run scripts/settings-table" in capsys.readouterr().err
     assert main(["--write", str(readme)]) == 0
-    assert readme.read_text() == f"# x\n\n{START}\n{markdown_table()}{END}\n\nafter\n"
+    written = "".join(f"{c.start}\n{markdown_table(c.entries)}{c.end}\n" for c in CATALOGUES[1:])
+    assert readme.read_text() == \
+        f"# x\n\n{START}\n{markdown_table()}{END}\n\n{written}after\n"
     assert main(["--check", str(readme)]) == 0
 
 
@@ -80,46 +101,56 @@ def test_a_pipe_in_a_meaning_does_not_split_the_row():
     assert row == "| `RICE_X` | e | a \\| b | c\\|d |"
 
 
-def test_every_field_has_exactly_one_entry_and_every_entry_a_field():
-    counts = Counter(s.field for s in SETTINGS)
-    names = {f.name for f in fields(PipelineSettings)}
+def test_every_variable_is_catalogued_once():
+    assert len(BY_ENV) == len(ENTRIES), "a variable is catalogued twice"
+
+
+@_by_name
+def test_every_field_has_exactly_one_entry_and_every_entry_a_field(catalogue: Catalogue):
+    assert {entry.of for entry in catalogue.entries} == {catalogue.of}
+    counts = Counter(s.field for s in catalogue.entries)
+    names = {f.name for f in fields(catalogue.of)}
     assert {field for field, n in counts.items() if n > 1} == set()
     assert names - set(counts) == set(), "fields without a catalogue entry"
     assert set(counts) - names == set(), "entries naming no field"
-    assert len(BY_ENV) == len(SETTINGS), "a variable is catalogued twice"
 
 
-def test_every_variable_from_env_reads_is_catalogued_and_every_catalogued_one_is_read():
+@_by_name
+def test_every_variable_from_env_reads_is_catalogued_and_every_catalogued_one_is_read(
+        catalogue: Catalogue):
     env = RecordingEnv()
-    PipelineSettings.from_env(env)
+    catalogue.of.from_env(env)
     asked = set(env.asked)
-    assert {n for n in asked if n.startswith("RICE_")} - set(BY_ENV) == set(), \
+    catalogued = {entry.env for entry in catalogue.entries}
+    fallbacks = FALLBACKS[catalogue.name]
+    assert asked - catalogued - set(fallbacks) == set(), \
         "from_env reads variables the catalogue does not describe"
-    assert set(BY_ENV) - asked == set(), "catalogued variables from_env never reads"
-    assert {n for n in asked if not n.startswith("RICE_")} == set(FALLBACKS)
+    assert catalogued - asked == set(), "catalogued variables from_env never reads"
+    assert set(fallbacks) <= asked
 
 
-@pytest.mark.parametrize(("fallback", "variable"), FALLBACKS.items())
+@pytest.mark.parametrize(("fallback", "variable"),
+                         [pair for c in CATALOGUES for pair in FALLBACKS[c.name].items()])
 def test_a_fallback_is_named_in_its_variables_default(fallback, variable):
     assert f"`{fallback}`" in BY_ENV[variable].shown_default
 
 
 def test_a_variable_fills_the_field_its_entry_names():
     """A distinct value in every free-text variable lands in the field the entry names."""
-    for entry in SETTINGS:
+    for entry in ENTRIES:
         if entry.kind not in _FREE_TEXT:
             continue
         value = f"/probe/{entry.env.lower()}"
-        got = getattr(PipelineSettings.from_env({entry.env: value}), entry.field)
+        got = getattr(entry.of.from_env({entry.env: value}), entry.field)
         if isinstance(got, (frozenset, tuple)):
             assert set(got) == {value}, entry.env
         else:
             assert str(got) == value, entry.env
 
 
-@pytest.mark.parametrize("entry", SETTINGS, ids=lambda s: s.env)
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda s: s.env)
 def test_the_shown_default_is_what_from_env_gives(entry):
-    value = getattr(PipelineSettings.from_env({}), entry.field)
+    value = getattr(entry.of.from_env({}), entry.field)
     if not entry.default_text:  # a plain value: shown as the field's default, which it must be
         assert value == entry.default
         assert entry.shown_default == shown(value)
@@ -137,7 +168,9 @@ def _probes(kind: str) -> tuple[list[str], list[str]] | None:
         return [str(low - 1), str(high + 1)], [str(low), str(high)]
     if m := re.fullmatch(r"number ≥ ([\d.]+)", kind):
         low = float(m[1])
-        return [str(low / 2), "nan", "much"], [str(low), str(low * 10)]
+        return [str(low / 2), "nan", "inf", "much"], [str(low), str(low * 10)]
+    if kind == "number > 0":
+        return ["0", "-1", "nan", "inf", "soon"], ["0.5", "3600"]
     if kind == "fraction 0–1":
         return ["-0.01", "1.01", "nan"], ["0", "0.5", "1"]
     if kind == "fraction strictly between 0 and 1":
@@ -155,22 +188,26 @@ def _probes(kind: str) -> tuple[list[str], list[str]] | None:
 
 _FREE_TEXT = {"path", "name", "branch", "path in the repository", "e-mail address",
               "connection id", "image reference", "Celery queue", "URL", "webhook id",
-              "`owner/name`", "comma-separated `owner/name`", "comma-separated e-mail addresses"}
+              "`owner/name`", "comma-separated `owner/name`", "comma-separated e-mail addresses",
+              "secret", "secret, ≥ 32 characters", "Airflow Variable key", "DAG id",
+              "Airflow user id", "registry login", "comma-separated name=grant"}
+# Read to derive a field, not to fill it with what it holds.
+_DERIVED = {"Airflow's database URL"}
 
 
 def test_every_kind_is_probed_or_free_text():
-    unknown = {s.kind for s in SETTINGS if _probes(s.kind) is None} - _FREE_TEXT
+    unknown = {s.kind for s in ENTRIES if _probes(s.kind) is None} - _FREE_TEXT - _DERIVED
     assert unknown == set(), "a kind the tests do not know how to check"
 
 
-@pytest.mark.parametrize("entry", [s for s in SETTINGS if _probes(s.kind)], ids=lambda s: s.env)
+@pytest.mark.parametrize("entry", [s for s in ENTRIES if _probes(s.kind)], ids=lambda s: s.env)
 def test_the_kind_is_what_from_env_enforces(entry):
     refused, accepted = _probes(entry.kind)
     for value in refused:
         with pytest.raises(SettingsError, match=entry.env):
-            PipelineSettings.from_env({entry.env: value})
+            entry.of.from_env({entry.env: value})
     for value in accepted:
-        settings = PipelineSettings.from_env({entry.env: value})
+        settings = entry.of.from_env({entry.env: value})
         got = getattr(settings, entry.field)
         if entry.kind == "cron or `none`":
             assert got == (None if value == "none" else value)
@@ -180,3 +217,16 @@ def test_the_kind_is_what_from_env_enforces(entry):
             assert got == tuple(part.strip() for part in value.split(","))
         else:
             assert str(got) == value or float(got) == float(value)
+
+
+def test_the_catalogue_needs_only_the_standard_library():
+    """`scripts/settings-table` runs under whatever python3 there is (no virtualenv needed)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; before = set(sys.modules); import rice_mlops.settings_catalog; "
+             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
+             " - set(sys.stdlib_module_names) - {'rice_mlops'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rice_mlops.gate import decide, gate_table
+from rice_mlops.gate import Decision, Rules, decide, gate_table, judge, reason
 from rice_mlops.registry import gate_tags
 from rice_mlops.stats import (
     compare_paired,
@@ -172,3 +172,21 @@ def test_the_gate_refuses_predictions_that_do_not_cover_the_labels():
     with pytest.raises(ValueError, match="predictions for"):
         decide(0.99, min_test_accuracy=0.5, max_regression=0.0, classes=CLASSES,
                labels=_labels(2), predictions=[0, 1])
+
+
+def test_the_decision_is_typed_and_worded_apart():
+    """`judge` decides with no words; `reason` words the same decision; `decide` is both."""
+    labels = _labels()
+    predictions = list(labels)
+    predictions[:12] = [1] * 12  # Arborio: 28/40 right, under a 0.9 floor
+    rules = Rules(min_test_accuracy=0.9, max_regression=0.005, min_class_recall=0.9)
+    decision = judge(0.99, rules, classes=CLASSES, labels=labels, predictions=predictions)
+    assert isinstance(decision, Decision) and not decision.passed
+    assert decision.weak_classes == ("Arborio",) and not decision.below_bar
+    assert decision.measured and decision.images == 200 and decision.test_accuracy == 0.94
+    assert decision.verdict == "no champion" and decision.significant is None
+    words = reason(decision, rules)
+    assert words.startswith("recall of class Arborio is 0.7000 (28/40), below the floor 0.9000")
+    assert "training reported 0.9900, not used" in words
+    assert decide(0.99, min_test_accuracy=0.9, max_regression=0.005, min_class_recall=0.9,
+                  classes=CLASSES, labels=labels, predictions=predictions).reason == words

@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rice_mlops.webhook.airflow_client import AirflowRejected, AirflowUnavailable, TriggerResult
-from rice_mlops.webhook.app import Settings, create_app
+from rice_mlops.webhook.app import create_app
 from rice_mlops.webhook.recent import OncePerRun
+from rice_mlops.webhook.settings import WebhookSettings
 from rice_mlops.webhook.signature import sign
 
 SECRET = "an-in-process-test-secret-of-decent-length"
@@ -42,7 +43,7 @@ def airflow():
 
 @pytest.fixture
 def client(airflow):
-    settings = Settings(secret=SECRET, branch="main", repositories=frozenset({"acme/rice"}),
+    settings = WebhookSettings(secret=SECRET, branch="main", repositories=frozenset({"acme/rice"}),
                         dag_id="rice_classifier_cicd", api_url="http://unused", username="u",
                         password="p", serialize=False)
     return TestClient(create_app(settings, client=airflow))

@@ -18,8 +18,10 @@ import anyio
 import httpx
 import pytest
 
-from rice_mlops.webhook.app import Settings, WebhookConfigError, create_app
+from rice_mlops.readers import SettingsError
+from rice_mlops.webhook.app import create_app
 from rice_mlops.webhook.secrets import MIN_SECRET_LENGTH, WebhookSecrets
+from rice_mlops.webhook.settings import WebhookSettings
 from rice_mlops.webhook.signature import sign
 from tests.helpers.ports import free_port
 from tests.helpers.serving_traffic import still_open
@@ -28,17 +30,18 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = "s" * MIN_SECRET_LENGTH
 
 
-def _settings(**overrides) -> Settings:
+def _settings(**overrides) -> WebhookSettings:
     values = dict(secret=SECRET, branch="main", repositories=frozenset(),
                   dag_id="rice_classifier_cicd", api_url="http://127.0.0.1:9", username="u",
                   password="p", serialize=False)
-    return Settings(**{**values, **overrides})
+    return WebhookSettings(**{**values, **overrides})
 
 
 _SERVER = """
 import sys, uvicorn
-from rice_mlops.webhook.app import Settings, create_app
-settings = Settings(secret="s" * 32, branch="main", repositories=frozenset(), dag_id="d",
+from rice_mlops.webhook.app import create_app
+from rice_mlops.webhook.settings import WebhookSettings
+settings = WebhookSettings(secret="s" * 32, branch="main", repositories=frozenset(), dag_id="d",
                     api_url="http://127.0.0.1:9", username="u", password="p", serialize=False,
                     body_deadline=2.0, max_unverified=1)
 uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
@@ -209,7 +212,8 @@ async def test_the_previous_secret_expires():
 @pytest.mark.parametrize("variable", ["GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET_PREVIOUS"])
 def test_a_short_secret_is_refused_at_start_up_with_its_name(variable):
     key = "secret" if variable == "GITHUB_WEBHOOK_SECRET" else "previous_secret"
-    with pytest.raises(WebhookConfigError, match=f"{variable} is 9 characters long; at least"):
+    with pytest.raises(SettingsError,
+                       match=f"{variable} is 9 characters long; it accepts a secret of at least"):
         create_app(_settings(**{key: "change-me"}))
 
 
@@ -227,8 +231,8 @@ def test_a_short_secret_stops_the_plugin_with_the_variable_named():
                                         ("GITHUB_WEBHOOK_MAX_UNVERIFIED", "0")])
 def test_bad_limits_are_refused_with_their_name(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    with pytest.raises(WebhookConfigError, match=name):
-        Settings.from_env()
+    with pytest.raises(SettingsError, match=name):
+        WebhookSettings.from_env()
 
 
 @pytest.mark.anyio
@@ -385,8 +389,8 @@ def test_the_budget_counts_bytes_received_and_still_bounds_them():
 def test_body_rate_and_first_byte_settings_are_read_with_their_names(monkeypatch):
     monkeypatch.setenv("GITHUB_WEBHOOK_FIRST_BYTE_TIMEOUT", "1.5")
     monkeypatch.setenv("GITHUB_WEBHOOK_MIN_BODY_RATE", "2048")
-    settings = Settings.from_env()
+    settings = WebhookSettings.from_env()
     assert (settings.first_byte_deadline, settings.min_body_rate) == (1.5, 2048)
     monkeypatch.setenv("GITHUB_WEBHOOK_MIN_BODY_RATE", "-1")
-    with pytest.raises(WebhookConfigError, match="GITHUB_WEBHOOK_MIN_BODY_RATE"):
-        Settings.from_env()
+    with pytest.raises(SettingsError, match="GITHUB_WEBHOOK_MIN_BODY_RATE"):
+        WebhookSettings.from_env()

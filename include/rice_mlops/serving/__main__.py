@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-from rice_mlops.serving.model_signature import (
-    DEFAULT_PUBLIC_KEY,
-    ModelSignatureError,
-    verify_model_dir,
-)
+from rice_mlops.serving.model_signature import ModelSignatureError, verify_model_dir
 from rice_mlops.serving.server import serve
 from rice_mlops.serving.settings import Settings
 
@@ -24,8 +19,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:  # a model that is not exactly what the pipeline signed is never served
-        verify_model_dir(settings.model_dir,
-                         os.environ.get("RICE_MODEL_PUBLIC_KEY", DEFAULT_PUBLIC_KEY))
+        verify_model_dir(settings.model_dir, settings.model_public_key)
     except ModelSignatureError as exc:
         logging.getLogger("rice_mlops.serving").critical("refusing to start: %s", exc)
         return 78  # EX_CONFIG

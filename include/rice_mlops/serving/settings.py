@@ -1,13 +1,23 @@
 """The server's settings: read once from the environment at start-up, then frozen.
 
-Every resource a client can hold has a bound here, so an operator can see and change it.
+Every resource a client can hold has a bound here, so an operator can see and change it. The
+serving package ships alone in the image, so it keeps this parser of its own rather than
+importing the pipeline's (`rice_mlops.readers`), but in the same style: unset or empty means
+the default, and a refusal says which variable, what it holds, what it accepts and what to do.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+
+from rice_mlops.serving.model_signature import DEFAULT_PUBLIC_KEY
+
+
+class SettingsError(ValueError):
+    """A variable holds a value the server cannot start with; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -41,35 +51,52 @@ class Settings:
     # Below `docker stop`'s 10 s, so requests in flight finish before the SIGKILL.
     graceful_timeout: float = 8.0
     log_level: str = "INFO"
+    # The pipeline's public key: a model whose signature it does not verify is never served.
+    model_public_key: str = DEFAULT_PUBLIC_KEY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """`RICE_MODEL_DIR`, `RICE_HOST`, `RICE_PORT`, `RICE_LOG_LEVEL` and
-        `RICE_SERVING_<FIELD>` for every other field (for example
+        """`RICE_MODEL_DIR`, `RICE_MODEL_PUBLIC_KEY`, `RICE_HOST`, `RICE_PORT`,
+        `RICE_LOG_LEVEL` and `RICE_SERVING_<FIELD>` for every other field (for example
         `RICE_SERVING_MAX_BODY_BYTES`)."""
         environ = os.environ if environ is None else environ
         defaults = cls()
         values = {}
         for field in fields(cls):
             name = _ENV_NAMES.get(field.name, f"RICE_SERVING_{field.name.upper()}")
-            raw = environ.get(name)
-            if raw is None or raw == "":
+            raw = environ.get(name, "").strip()
+            if not raw:
                 continue
-            kind = type(getattr(defaults, field.name))
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-            if kind in (int, float) and value <= 0 and field.name != "port":
-                raise ValueError(f"{name} must be positive, got {raw!r}")
-            values[field.name] = value
+            default = getattr(defaults, field.name)
+            values[field.name] = _parsed(name, raw, default, zero_ok=field.name == "port")
         if "inference_slots" not in values:
             values["inference_slots"] = max(1, min(os.cpu_count() or 1, 4))
         return cls(**values)
 
     def env_name(self, field_name: str) -> str:
+        """The variable that sets `field_name`."""
         return _ENV_NAMES.get(field_name, f"RICE_SERVING_{field_name.upper()}")
 
 
-_ENV_NAMES = {"model_dir": "RICE_MODEL_DIR", "host": "RICE_HOST", "port": "RICE_PORT",
+_ENV_NAMES = {"model_dir": "RICE_MODEL_DIR", "model_public_key": "RICE_MODEL_PUBLIC_KEY",
+              "host": "RICE_HOST", "port": "RICE_PORT",
               "log_level": "RICE_LOG_LEVEL"}
+
+
+def _parsed(name: str, raw: str, default, zero_ok: bool):
+    """`raw` as the type of `default`; a number must be finite and positive (or 0 with
+    `zero_ok`)."""
+    kind = type(default)
+    if kind is str:
+        return raw
+    what = "an integer" if kind is int else "a number"
+    accepts = f"{what} {'≥' if zero_ok else '>'} 0"
+    todo = f"change it, or unset it for the default ({default})"
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not {what}; it accepts {accepts}: {todo}"
+                            ) from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise SettingsError(f"{name}={raw} is out of bounds; it accepts {accepts}: {todo}")
+    return value

@@ -10,109 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.airflow_client import AirflowClient, AirflowRejected, AirflowUnavailable
 from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
 from rice_mlops.webhook.limits import BodyLimits, BodyRefused
-from rice_mlops.webhook.recent import RECENT_SECONDS, OncePerRun
-from rice_mlops.webhook.secrets import (
-    ROTATION_GRACE_SECONDS,
-    SecretUnavailable,
-    WebhookSecrets,
-    check_length,
-)
+from rice_mlops.webhook.recent import OncePerRun
+from rice_mlops.webhook.secrets import SecretUnavailable, WebhookSecrets
+from rice_mlops.webhook.settings import MAX_BODY_BYTES, WebhookSettings
 from rice_mlops.webhook.signature import SignatureError, verify
 
 log = logging.getLogger("rice_mlops.webhook")
-
-MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
-BODY_DEADLINE_SECONDS = 10.0  # GitHub gives up after 10 s: a slower body is not GitHub
-# Unsigned bytes held at once: at most this many times MAX_BODY_BYTES, counted as they arrive
-# (never as declared), each body for at most BODY_DEADLINE_SECONDS. GitHub sends a
-# repository's deliveries one by one.
-MAX_UNVERIFIED = 8
-# A body's first byte comes with its headers from GitHub (and through webhook-proxy, which
-# streams it); then at least this rate on average. Slower: 408, before the full deadline.
-FIRST_BYTE_SECONDS = 2.0
-MIN_BODY_RATE = 16 * 1024  # bytes per second
-
-
-class WebhookConfigError(ValueError):
-    """A setting the receiver cannot start with; the message names the variable."""
-
-
-def _number(env, name: str, default: float, kind=float):
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise WebhookConfigError(f"{name} must be a positive {kind.__name__}, not {raw!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Settings:
-    secret: str | None
-    branch: str
-    repositories: frozenset[str]
-    dag_id: str
-    api_url: str
-    username: str
-    password: str
-    serialize: bool
-    previous_secret: str | None = None
-    secret_variable: str | None = None
-    previous_ttl: float = ROTATION_GRACE_SECONDS
-    body_deadline: float = BODY_DEADLINE_SECONDS
-    max_unverified: int = MAX_UNVERIFIED
-    first_byte_deadline: float = FIRST_BYTE_SECONDS
-    min_body_rate: float = MIN_BODY_RATE
-    recent_seconds: float = RECENT_SECONDS
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
-        database = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite")
-        repos = env.get("GITHUB_WEBHOOK_REPOSITORIES", "")
-        return cls(
-            secret=env.get("GITHUB_WEBHOOK_SECRET") or None,
-            branch=env.get("GITHUB_WEBHOOK_BRANCH", "main"),
-            repositories=frozenset(r.strip() for r in repos.split(",") if r.strip()),
-            dag_id=env.get("RICE_WEBHOOK_DAG_ID", DAG_ID),
-            api_url=env.get("AIRFLOW_WEBHOOK_API_URL")
-            or env.get("AIRFLOW__API__BASE_URL", "http://127.0.0.1:8080"),
-            username=env.get("AIRFLOW_WEBHOOK_USERNAME", ""),
-            password=env.get("AIRFLOW_WEBHOOK_PASSWORD", ""),
-            serialize=database.startswith("sqlite"),
-            previous_secret=env.get("GITHUB_WEBHOOK_SECRET_PREVIOUS") or None,
-            secret_variable=env.get("GITHUB_WEBHOOK_SECRET_VARIABLE") or None,
-            previous_ttl=_number(env, "GITHUB_WEBHOOK_PREVIOUS_SECRET_TTL",
-                                 ROTATION_GRACE_SECONDS),
-            body_deadline=_number(env, "GITHUB_WEBHOOK_BODY_TIMEOUT", BODY_DEADLINE_SECONDS),
-            max_unverified=_number(env, "GITHUB_WEBHOOK_MAX_UNVERIFIED", MAX_UNVERIFIED, int),
-            first_byte_deadline=_number(env, "GITHUB_WEBHOOK_FIRST_BYTE_TIMEOUT",
-                                        FIRST_BYTE_SECONDS),
-            min_body_rate=_number(env, "GITHUB_WEBHOOK_MIN_BODY_RATE", MIN_BODY_RATE),
-            recent_seconds=_number(env, "GITHUB_WEBHOOK_RECENT_SECONDS", RECENT_SECONDS),
-        )
-
-    def check(self) -> None:
-        """Refuse to start with a secret short enough to guess (the message names it)."""
-        try:
-            check_length("GITHUB_WEBHOOK_SECRET", self.secret)
-            check_length("GITHUB_WEBHOOK_SECRET_PREVIOUS", self.previous_secret)
-        except ValueError as exc:
-            raise WebhookConfigError(str(exc)) from None
 
 
 def _answer(status: int, reason: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -124,10 +34,10 @@ def _answer(status: int, reason: str, headers: dict | None = None, **extra) -> J
 _CLOSE = {"Connection": "close"}
 
 
-def create_app(settings: Settings | None = None, client: AirflowClient | None = None
+def create_app(settings: WebhookSettings | None = None, client: AirflowClient | None = None
                ) -> FastAPI:
     """The webhook app; `client` (tests pass a recording double) triggers the DAG runs."""
-    settings = settings or Settings.from_env()
+    settings = settings or WebhookSettings.from_env()
     settings.check()
     secrets = WebhookSecrets(settings.secret, settings.previous_secret, settings.secret_variable,
                              grace=settings.previous_ttl)

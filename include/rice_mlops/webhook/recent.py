@@ -17,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from rice_mlops.webhook.airflow_client import TriggerResult
+from rice_mlops.webhook.settings import RECENT_SECONDS
 
-RECENT_SECONDS = 120.0
 MAX_RECENT = 4096
 
 Trigger = Callable[[str, str, dict], Awaitable[TriggerResult]]

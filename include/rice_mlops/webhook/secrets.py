@@ -20,10 +20,12 @@ from collections.abc import Callable
 
 import anyio
 
+from rice_mlops.readers import SettingsError
+from rice_mlops.webhook.settings import ROTATION_GRACE_SECONDS
+
 log = logging.getLogger("rice_mlops.webhook")
 
 VARIABLE_TTL_SECONDS = 60.0
-ROTATION_GRACE_SECONDS = 3600.0
 FIRST_READ_RETRY = 5.0
 # GitHub leaves the secret to the user; below this an offline guess against one signed
 # delivery becomes plausible. 32 characters is what `secrets.token_hex(16)` gives.
@@ -34,17 +36,19 @@ class SecretUnavailable(RuntimeError):
     """The secret's Variable could not be read (metadata DB or secrets backend down)."""
 
 
-class SecretTooShort(ValueError):
+class SecretTooShort(SettingsError):
     """A configured secret is shorter than MIN_SECRET_LENGTH."""
 
 
 def check_length(name: str, value: str | None) -> None:
-    """Raise SecretTooShort naming `name` unless `value` is unset or long enough."""
+    """Raise SecretTooShort naming `name` (never the value) unless `value` is unset or long
+    enough."""
     if value and len(value) < MIN_SECRET_LENGTH:
         raise SecretTooShort(
-            f"{name} is {len(value)} characters long; at least {MIN_SECRET_LENGTH} are "
-            "required. Generate one with: python3 -c 'import secrets; "
-            "print(secrets.token_hex(32))', then set it here and on GitHub")
+            name, f"{name} is {len(value)} characters long",
+            f"a secret of at least {MIN_SECRET_LENGTH} characters",
+            "generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))', "
+            "then set it here and on GitHub")
 
 
 def read_variable(key: str) -> str | None:

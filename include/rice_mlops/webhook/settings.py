@@ -1,0 +1,93 @@
+"""The webhook receiver's settings: read once from the API server's environment, then frozen.
+
+Read with the package's readers and refused with its one error type (`rice_mlops.readers`);
+every variable is described once in `rice_mlops.settings_catalog`, from which the README's
+webhook table is generated. Every resource an unsigned caller can make the receiver hold has a
+bound here (see `rice_mlops.webhook.limits`). Standard library only, like the readers: the
+settings catalogue (and `scripts/settings-table`) imports it without the webhook's own
+dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rice_mlops import readers as read
+from rice_mlops.vocabulary import DAG_ID
+
+MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+BODY_DEADLINE_SECONDS = 10.0  # GitHub gives up after 10 s: a slower body is not GitHub
+# Unsigned bytes held at once: at most this many times MAX_BODY_BYTES, counted as they arrive
+# (never as declared), each body for at most BODY_DEADLINE_SECONDS. GitHub sends a
+# repository's deliveries one by one.
+MAX_UNVERIFIED = 8
+# A body's first byte comes with its headers from GitHub (and through webhook-proxy, which
+# streams it); then at least this rate on average. Slower: 408, before the full deadline.
+FIRST_BYTE_SECONDS = 2.0
+MIN_BODY_RATE = 16 * 1024  # bytes per second
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+# How long a replaced secret stays valid (rice_mlops.webhook.secrets).
+ROTATION_GRACE_SECONDS = 3600.0
+# How long a triggered push is answered as a duplicate without asking Airflow again
+# (rice_mlops.webhook.recent).
+RECENT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    secret: str | None = None
+    branch: str = "main"
+    repositories: frozenset[str] = frozenset()  # empty: any repository
+    dag_id: str = DAG_ID
+    api_url: str = DEFAULT_API_URL
+    username: str = ""
+    password: str = ""
+    # Trigger one run at a time: on SQLite concurrent dagRun POSTs fail "database is locked".
+    serialize: bool = True
+    previous_secret: str | None = None
+    secret_variable: str | None = None
+    previous_ttl: float = ROTATION_GRACE_SECONDS
+    body_deadline: float = BODY_DEADLINE_SECONDS
+    max_unverified: int = MAX_UNVERIFIED
+    first_byte_deadline: float = FIRST_BYTE_SECONDS
+    min_body_rate: float = MIN_BODY_RATE
+    recent_seconds: float = RECENT_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
+        env = os.environ if env is None else env
+        database = read.text(env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite")
+        return cls(
+            secret=read.secret(env, "GITHUB_WEBHOOK_SECRET"),
+            branch=read.text(env, "GITHUB_WEBHOOK_BRANCH", cls.branch),
+            repositories=frozenset(read.listed(env, "GITHUB_WEBHOOK_REPOSITORIES")),
+            dag_id=read.text(env, "RICE_WEBHOOK_DAG_ID", cls.dag_id),
+            api_url=read.text(env, "AIRFLOW_WEBHOOK_API_URL",
+                              read.text(env, "AIRFLOW__API__BASE_URL", cls.api_url)),
+            username=read.text(env, "AIRFLOW_WEBHOOK_USERNAME"),
+            password=read.secret(env, "AIRFLOW_WEBHOOK_PASSWORD") or "",
+            serialize=database.startswith("sqlite"),
+            previous_secret=read.secret(env, "GITHUB_WEBHOOK_SECRET_PREVIOUS"),
+            secret_variable=read.text(env, "GITHUB_WEBHOOK_SECRET_VARIABLE") or None,
+            previous_ttl=read.number(env, "GITHUB_WEBHOOK_PREVIOUS_SECRET_TTL",
+                                     cls.previous_ttl, above=True),
+            body_deadline=read.number(env, "GITHUB_WEBHOOK_BODY_TIMEOUT", cls.body_deadline,
+                                      above=True),
+            max_unverified=read.integer(env, "GITHUB_WEBHOOK_MAX_UNVERIFIED", cls.max_unverified,
+                                        low=1),
+            first_byte_deadline=read.number(env, "GITHUB_WEBHOOK_FIRST_BYTE_TIMEOUT",
+                                            cls.first_byte_deadline, above=True),
+            min_body_rate=read.number(env, "GITHUB_WEBHOOK_MIN_BODY_RATE", cls.min_body_rate,
+                                      above=True),
+            recent_seconds=read.number(env, "GITHUB_WEBHOOK_RECENT_SECONDS", cls.recent_seconds,
+                                       above=True),
+        )
+
+    def check(self) -> None:
+        """Refuse to start with a secret short enough to guess (the message names it)."""
+        from rice_mlops.webhook.secrets import check_length
+
+        check_length("GITHUB_WEBHOOK_SECRET", self.secret)
+        check_length("GITHUB_WEBHOOK_SECRET_PREVIOUS", self.previous_secret)
