@@ -91,37 +91,47 @@ def run_count(stack) -> int:
     return response.json()["total_entries"]
 
 
-def test_signed_push_to_main_triggers_one_executed_run(hook_pg):
+@pytest.fixture(scope="module")
+def pushed(hook_pg) -> dict:
+    """The module's one executed run: a signed push to main, delivered once and run to its
+    end (the hung-task test clears a task of it rather than training another)."""
     before = run_count(hook_pg)
     delivery = str(uuid.uuid4())
     response = deliver(hook_pg, push(), delivery=delivery)
     assert response.status_code == 200, response.text
     run_id = response.json()["dag_run_id"]
+    after = run_count(hook_pg)
+    finished = hook_pg.wait_for_run(run_id, timeout=600)
+    return {"run_id": run_id, "delivery": delivery, "runs_before": before,
+            "runs_after": after, "state": finished["state"]}
+
+
+def test_signed_push_to_main_triggers_one_executed_run(hook_pg, pushed):
+    run_id = pushed["run_id"]
     assert run_id == f"github__{REPO_NAME.replace('/', '.')}__{SHA}"
     run = hook_pg.run(run_id)
     assert run["run_type"] == "manual"
     assert run["conf"] == {"source_commit": SHA, "source_ref": "refs/heads/main",
                            "source_repository": REPO_NAME, "pusher": "octocat",
                            "compare_url": push()["compare"]}
-    assert run_count(hook_pg) == before + 1
-    finished = hook_pg.wait_for_run(run_id, timeout=600)
-    assert finished["state"] == "success", hook_pg.describe(run_id)
+    assert pushed["runs_after"] == pushed["runs_before"] + 1
+    assert pushed["state"] == "success", hook_pg.describe(run_id)
     # No GitHub connection in this stack: skipped with the reason, never a silent success.
     assert hook_pg.task_states(run_id)["open_pull_request"] == "skipped"
     assert "no Airflow connection 'github_default'" in hook_pg.task_log(run_id,
                                                                          "open_pull_request")
 
-    again = deliver(hook_pg, push(), delivery=delivery)  # a redelivery
+    again = deliver(hook_pg, push(), delivery=pushed["delivery"])  # a redelivery
     assert again.status_code == 200 and again.json()["duplicate"] is True
     assert again.json()["dag_run_id"] == run_id
-    assert run_count(hook_pg) == before + 1
+    assert run_count(hook_pg) == pushed["runs_after"]
     # GitHub signs only the body: the same body replayed with fresh delivery ids is the same
     # push, not a new one.
     for _ in range(3):
         replay = deliver(hook_pg, push(), delivery=str(uuid.uuid4()))
         assert replay.status_code == 200 and replay.json()["duplicate"] is True, replay.text
         assert replay.json()["dag_run_id"] == run_id
-    assert run_count(hook_pg) == before + 1
+    assert run_count(hook_pg) == pushed["runs_after"]
 
 
 @pytest.mark.parametrize(
@@ -178,9 +188,11 @@ def test_api_down_answers_503_and_the_redelivery_triggers_once(hook_pg, proxy):
     assert run_count(hook_pg) == before + 1
 
 
-def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
+def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg, pushed):
     """GitHub accepts the connection and never answers: the pull request task is cut off by
-    its execution_timeout (1 minute here) instead of holding the only active run slot."""
+    its execution_timeout (1 minute here) instead of holding the only active run slot. The
+    module's executed run is put back to work by clearing its pull request task, as an
+    operator would from the UI: a second training would prove nothing more."""
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(64)  # handshakes complete in the backlog; nothing is ever read or answered
@@ -189,23 +201,33 @@ def test_a_hung_task_is_ended_by_its_timeout_and_the_next_run_starts(hook_pg):
         "connection_id": "github_default", "conn_type": "github",
         "host": f"http://127.0.0.1:{port}", "password": "ghp_hangs"})
     assert created.status_code == 201, created.text
+    hung, queued = pushed["run_id"], "hang-queued"
     try:
+        before = hook_pg.task_instance(hung, "open_pull_request")["try_number"]
+        cleared = hook_pg.api("POST", "/dags/rice_classifier_cicd/clearTaskInstances", json={
+            "dry_run": False, "task_ids": ["open_pull_request"], "dag_run_id": hung,
+            "include_downstream": False, "include_upstream": False, "only_failed": False,
+            "reset_dag_runs": True})
+        assert cleared.status_code == 200, cleared.text
+        deadline = time.monotonic() + 300
+        while not ((pull := hook_pg.task_instance(hung, "open_pull_request"))["try_number"]
+                   > before and pull["state"] in ("running", "up_for_retry", "failed")):
+            assert time.monotonic() < deadline, hook_pg.describe(hung)
+            time.sleep(1)
         # Through the REST API with `force`: the same data and code as the champion would
-        # otherwise end as unchanged before reaching GitHub.
-        hung, queued = "hang-1", "hang-2"
-        for run_id, sha in ((hung, "c" * 40), (queued, "d" * 40)):
-            conf = {"force": True, "source_commit": sha, "source_ref": "refs/heads/main",
-                    "source_repository": REPO_NAME}
-            assert hook_pg.trigger(conf, run_id).status_code == 200
+        # otherwise end as unchanged. It must wait: the cleared run holds the only slot.
+        conf = {"force": True, "source_commit": "d" * 40, "source_ref": "refs/heads/main",
+                "source_repository": REPO_NAME}
+        assert hook_pg.trigger(conf, queued).status_code == 200
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            pull = next(t for t in hook_pg.task_instances(hung)
-                        if t["task_id"] == "open_pull_request")
-            if pull["state"] in ("up_for_retry", "failed"):
+            pull = hook_pg.task_instance(hung, "open_pull_request")
+            if pull["try_number"] > before and pull["state"] in ("up_for_retry", "failed"):
                 break
+            assert hook_pg.run(queued)["state"] == "queued", hook_pg.describe(queued)
             time.sleep(2)
         assert pull["state"] in ("up_for_retry", "failed"), hook_pg.describe(hung)
-        log = hook_pg.task_log(hung, "open_pull_request")
+        log = hook_pg.task_log(hung, "open_pull_request", try_number=pull["try_number"])
         assert "Timeout" in log, log[-2000:]
     finally:
         hook_pg.api("DELETE", "/connections/github_default")
