@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rice_mlops.handoffs import Gate
+from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -144,9 +146,9 @@ def test_an_admin_who_patches_the_gate_ships_nothing_below_the_bar(airflow_pg, s
     gate = airflow_pg.xcom("e2e-gated", "quality_gate")
     assert gate["passed"] is False, gate
     run = "/dags/rice_classifier_cicd/dagRuns/e2e-gated"
-    forged = {**gate, "passed": True, "significant": True}
+    forged = Gate(**{**gate, "passed": True, "significant": True})
     patched = airflow_pg.api("PATCH", f"{run}/taskInstances/quality_gate/xcomEntries/"
-                             "return_value", json={"value": forged, "map_index": -1})
+                             "return_value", json={"value": stored_xcom(forged), "map_index": -1})
     assert patched.status_code == 200, patched.text
     assert airflow_pg.xcom("e2e-gated", "quality_gate")["passed"] is True
     airflow_pg.clear_task("e2e-gated", "shippable", include_downstream=True)

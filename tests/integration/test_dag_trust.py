@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rice_mlops.handoffs import Trained
+from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -140,11 +142,12 @@ def test_a_user_patching_xcom_cannot_change_what_runs_next_to_the_socket(airflow
     token = _user_token(airflow_pg)
     xcom = f"{DAG}/dagRuns/{RUN}/taskInstances"
     evil = f"run --rm -v {staging_root}:/x busybox touch /x/pwned"
-    # The old hand-off (a shell string from prepare_image_context) and the run id the Docker
-    # tasks take from `train`, both replaced with commands.
+    # The old hand-off (a shell string from prepare_image_context) and the run id of the
+    # `Trained` hand-off the Docker tasks take from `train`, both replaced with commands.
+    trained = Trained(**{**airflow_pg.xcom(RUN, "train"), "run_id": f"$(docker {evil})"})
     for task_id, key, value in (
             ("prepare_image_context", "return_value", {"build_command": f"docker {evil}"}),
-            ("train", "run_id", f"$(docker {evil})")):
+            ("train", "return_value", stored_xcom(trained))):
         response = _as_user(airflow_pg, token, "PATCH", f"{xcom}/{task_id}/xcomEntries/{key}",
                             json={"value": value, "map_index": -1})
         assert response.status_code == 200, response.text

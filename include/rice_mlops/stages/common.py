@@ -1,6 +1,7 @@
-"""What several stages read the same way: the run's request, and the paths derived from it.
+"""What several stages read the same way: the run's request, and the checked staged files.
 
-XCom values are data: ids are checked, and paths are derived from settings and checked ids.
+XCom values are data: ids are checked, and paths are derived from settings and checked ids
+(`handoffs.Trained`'s methods).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.run_policy import PolicyError, RunRequest, checked_run_id, run_request
+from rice_mlops.handoffs import Trained
+from rice_mlops.run_policy import PolicyError, RunRequest, run_request
 from rice_mlops.settings import PipelineSettings
 
 
@@ -29,25 +31,20 @@ def dataset_dir(settings: PipelineSettings, request: RunRequest) -> Path:
     return request.data_dir or ensure_synthetic(settings.synthetic_root)
 
 
-def staged_dir(settings: PipelineSettings, trained: Mapping) -> Path:
+def staged_dir(settings: PipelineSettings, trained: Trained) -> Path:
     """The run's staged artifacts, checked against their manifest."""
-    from rice_mlops.artifacts import ARTIFACT_DIR, verify_manifest
+    from rice_mlops.artifacts import verify_manifest
 
-    staged = settings.staging_root / checked_run_id(trained["run_id"]) / ARTIFACT_DIR
+    staged = trained.staged_dir(settings)
     verify_manifest(staged)
     return staged
 
 
-def evidence_dir(settings: PipelineSettings, trained: Mapping) -> Path:
-    """Where the run's model card is written beside its staged artifacts."""
-    return settings.staging_root / checked_run_id(trained["run_id"]) / "evidence"
-
-
-def training_digests(trained: Mapping) -> dict[str, str]:
+def training_digests(trained: Trained) -> dict[str, str]:
     """The sha256 of each model file as the train task recorded it."""
-    from rice_mlops.release import ReleaseInputError, recorded_digests
+    from rice_mlops.release import ReleaseInputError
 
     try:
-        return recorded_digests(trained)
+        return trained.digests()
     except ReleaseInputError as exc:
         raise AirflowFailException(str(exc)) from None
