@@ -2,9 +2,9 @@
 
 Each callable takes the deployment's settings, the run's params (checked again by the run
 policy), the upstream tasks' results in pipeline order, then Airflow's context values, and
-returns the typed result the next tasks need (`rice_mlops.handoffs`, through XCom). Nothing read from XCom or conf is executed;
-heavy libraries (TensorFlow, MLflow, docker) are imported inside the functions, so parsing the
-DAG stays light.
+returns the typed result the next tasks need (`rice_mlops.handoffs`, through XCom). Nothing
+read from XCom or conf is executed; heavy libraries (TensorFlow, MLflow, docker) are imported
+inside the functions, so parsing the DAG stays light.
 """
 
 from rice_mlops.stages import (
