@@ -26,6 +26,7 @@ from rice_mlops.approval import ReleaseApproval
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
+from rice_mlops.stops import skip_all_after
 from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 SETTINGS = PipelineSettings.from_env()
@@ -124,26 +125,25 @@ def rice_classifier_cicd():
         return stages.report.report(SETTINGS, params, *results, ti)
 
     admission = admit()
-    data = validate_data()
-    proceed.override(task_id="admitted")(admission, "proceed") >> data
+    admitted = proceed.override(task_id="admitted")(admission, "proceed")
+    data = admitted >> validate_data()
     freshness = check_changed(data)
-    trained = train(data)
+    changed = proceed.override(task_id="changed")(freshness, "train")
+    trained = changed >> train(data)
     staged = fetch_artifacts(trained)
     gate = quality_gate(data, trained, staged)
     # Before the gate: runs that ship nothing tidy up too, and no retag races the pruning.
     staged >> prune_old_builds(trained) >> gate
-    plan = prepare_image_context(data, trained, gate)
     ship = proceed.override(task_id="shippable")(gate, "passed")
-    approval = ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
+    approval = ship >> ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
+    plan = approval >> prepare_image_context(data, trained, gate)
     build, smoke, push = image_stages(trained, SETTINGS)
     plan >> build >> smoke >> push
     image = attest_image(trained, record_image(trained, gate, plan, push.output))
     pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
     promoted = pull >> promote(data, trained, staged, gate, image)
-    # Direct downstream of a short-circuit are skipped; the rest follow their trigger rules.
-    proceed.override(task_id="changed")(freshness, "train") >> [trained, pull, promoted]
-    ship >> [approval, plan, pull, promoted]  # a stop skips every publication task
-    approval >> [plan, pull, promoted]
+    # A stop skips every task after it, whatever the task's trigger rule (rice_mlops.stops).
+    skip_all_after(admitted, changed, ship, approval)
     report(admission, freshness, gate, approval.output, promoted).as_teardown(setups=admission)
 
 
