@@ -52,7 +52,7 @@ def rice_classifier_cicd():
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def proceed(decision: h.Admission | h.Freshness | h.Gate, field: str) -> bool:
         """Skip what follows when the decision says stop (the report still runs)."""
-        return getattr(decision, field) is True
+        return stages.common.proceed(decision, field)
 
     @task
     def validate_data(params=None) -> h.Dataset:

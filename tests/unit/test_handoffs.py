@@ -208,3 +208,27 @@ def test_every_place_airflow_runs_sets_the_same_allowlist():
     tests = airflow_env("http://mlflow", Path("/staging"))
     assert tests["AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES"] == \
         ALLOWED_DESERIALIZATION_CLASSES
+
+
+def test_a_stage_refuses_a_plain_value_where_a_hand_off_belongs():
+    """The REST API stores only plain values (it refuses serde's keys), so a dict where a
+    hand-off belongs was written by someone else than its task: refused, not retried."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from rice_mlops.stages import release
+    from rice_mlops.stages.common import proceed
+
+    assert proceed(make.gate(passed=True), "passed") is True
+    assert proceed(Admission(proceed=False), "proceed") is False
+    assert proceed(Freshness(train=True, code_digest="d", reason="r"), "train") is True
+    with pytest.raises(AirflowFailException,
+                       match="proceed takes Admission or Freshness or Gate as decision, not a "
+                             "dict"):
+        proceed({"passed": True}, "passed")
+    settings = PipelineSettings()
+    with pytest.raises(AirflowFailException, match="takes Image or None as image, not a dict"):
+        release.attest_image(settings, {}, make.trained(RUN), {"digest": DIGEST}, "run")
+    with pytest.raises(AirflowFailException, match="takes Trained as trained, not a dict"):
+        release.attest_image(settings, {}, {"run_id": RUN}, None, "run")
+    with pytest.raises(AirflowSkipException, match="nothing to attest"):  # None is allowed
+        release.attest_image(settings, {}, make.trained(RUN), None, "run")

@@ -9,6 +9,7 @@ inside the functions, so parsing the DAG stays light.
 
 from rice_mlops.stages import (
     admission,
+    common,
     data,
     evaluation,
     publication,
@@ -17,4 +18,5 @@ from rice_mlops.stages import (
     training,
 )
 
-__all__ = ["admission", "data", "evaluation", "publication", "release", "report", "training"]
+__all__ = ["admission", "common", "data", "evaluation", "publication", "release", "report",
+           "training"]

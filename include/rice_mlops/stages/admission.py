@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from rice_mlops.handoffs import Admission, Dataset, Freshness
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request
+from rice_mlops.stages.common import checked_handoffs, checked_request
 from rice_mlops.stages.publication import commit_status
 from rice_mlops.vocabulary import DAG_ID
 
@@ -55,6 +55,7 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     return Admission(proceed=True)
 
 
+@checked_handoffs
 def check_changed(settings: PipelineSettings, params: Mapping, data: Dataset,
                   champion_events: Iterable) -> Freshness:
     """Whether training could change anything: not when the dataset fingerprint and the

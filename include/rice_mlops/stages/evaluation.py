@@ -17,12 +17,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from rice_mlops.handoffs import Dataset, Gate, Trained
 from rice_mlops.run_policy import RunRequest, checked_run_id
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, staged_dir, training_digests
+from rice_mlops.stages.common import checked_handoffs, checked_request, staged_dir, training_digests
 from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 log = logging.getLogger(__name__)
 
 
+@checked_handoffs
 def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, trained: Trained,
                  champion_events: Iterable) -> Gate:
     """Register a version; decide against the bar and the champion the asset events record."""

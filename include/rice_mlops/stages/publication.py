@@ -16,12 +16,13 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from rice_mlops.handoffs import Gate, Image, Trained
 from rice_mlops.run_policy import RunRequest
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, staged_dir
+from rice_mlops.stages.common import checked_handoffs, checked_request, staged_dir
 from rice_mlops.vocabulary import DAG_ID
 
 log = logging.getLogger(__name__)
 
 
+@checked_handoffs
 def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trained,
                       gate: Gate, image: Image | None, dag_run_id: str) -> dict:
     """Commit the staged artifacts and model card to the model branch; open or update its PR."""

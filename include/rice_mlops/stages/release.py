@@ -29,7 +29,13 @@ from rice_mlops.handoffs import (
 )
 from rice_mlops.run_policy import RunRequest, checked_run_id
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, dataset_dir, staged_dir, training_digests
+from rice_mlops.stages.common import (
+    checked_handoffs,
+    checked_request,
+    dataset_dir,
+    staged_dir,
+    training_digests,
+)
 from rice_mlops.vocabulary import DAG_ID, MODEL_NAME, PROMOTED_BY_TAG
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,7 @@ def _record_refusal(reason: str) -> None:
     ti.xcom_push(key=REFUSAL_KEY, value=reason[:2000])
 
 
+@checked_handoffs
 def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dataset,
                           trained: Trained, gate: Gate) -> BuildContext:
     """The release zone's build context: the Dockerfile and server from this worker's own
@@ -109,6 +116,7 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
     return BuildContext.of(plan)
 
 
+@checked_handoffs
 def record_image(settings: PipelineSettings, trained: Trained, gate: Gate, plan: BuildContext,
                  pushed: str | None) -> Image:
     """The digest push.sh reported, recorded on the MLflow run and model version."""
@@ -136,6 +144,7 @@ def _registry(settings: PipelineSettings):
     return host, Registry(api, conn.login or "", conn.password or "")
 
 
+@checked_handoffs
 def attest_image(settings: PipelineSettings, params: Mapping, trained: Trained,
                  image: Image | None, dag_run_id: str) -> Image:
     """Sign the pushed digest and attach provenance, SBOM and signature to it.
@@ -251,6 +260,7 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
     return settings.promote_without_image == "true"
 
 
+@checked_handoffs
 def promote(settings: PipelineSettings, params: Mapping, data: Dataset, trained: Trained,
             staged: Staged, gate: Gate, image: Image | None, dag_run_id: str,
             champion_events: Iterable, champion_event=None) -> Promoted:
@@ -295,6 +305,7 @@ def promote(settings: PipelineSettings, params: Mapping, data: Dataset, trained:
     return record
 
 
+@checked_handoffs
 def prune_old_builds(settings: PipelineSettings, trained: Trained) -> dict:
     """Staging, build contexts and local tags of all but the newest RICE_KEEP_BUILDS runs."""
     from dataclasses import asdict

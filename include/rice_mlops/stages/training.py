@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from rice_mlops.handoffs import Dataset, Staged, Trained
 from rice_mlops.run_policy import checked_run_id
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, dataset_dir
+from rice_mlops.stages.common import checked_handoffs, checked_request, dataset_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def _yield_cpu(nice: int) -> None:
         log.info("training at nice %d (RICE_TRAIN_NICE)", nice)
 
 
+@checked_handoffs
 def train(settings: PipelineSettings, params: Mapping, data: Dataset, dag_run_id: str
           ) -> Trained:
     """One MLflow run for this DAG run on the checked dataset (a retry reuses a verified run)."""
@@ -52,6 +53,7 @@ def train(settings: PipelineSettings, params: Mapping, data: Dataset, dag_run_id
     return Trained.from_result(result)
 
 
+@checked_handoffs
 def fetch_artifacts(settings: PipelineSettings, trained: Trained) -> Staged:
     """The run's artifacts staged under RICE_STAGING_DIR with their manifest."""
     from rice_mlops.artifacts import fetch, read_manifest
