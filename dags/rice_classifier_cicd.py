@@ -20,11 +20,13 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
+from rice_mlops import handoffs as h  # the typed results the tasks hand each other
 from rice_mlops import stages
 from rice_mlops.approval import ReleaseApproval
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
+from rice_mlops.stops import skip_all_after
 from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 SETTINGS = PipelineSettings.from_env()
@@ -33,9 +35,8 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 
 
 @dag(
-    dag_id=DAG_ID, schedule=SETTINGS.schedule,
-    start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
+    dag_id=DAG_ID, schedule=SETTINGS.schedule, start_date=datetime(2026, 1, 1), catchup=False,
+    max_active_runs=1, dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
     doc_md=__doc__, tags=["mlops", "rice", "training", "mlflow"],
     default_args={"owner": "ml-platform", "retries": 2,
                   "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
@@ -44,77 +45,79 @@ _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the so
 )
 def rice_classifier_cicd():
     @task
-    def admit(params=None, ti=None) -> dict:
+    def admit(params=None, ti=None) -> h.Admission:
         """Post `pending`; stop a queued push that a newer push to its branch superseded."""
         return stages.admission.admit(SETTINGS, params, ti)
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def proceed(decision: dict, key: str) -> bool:
+    def proceed(decision: h.Admission | h.Freshness | h.Gate, field: str) -> bool:
         """Skip what follows when the decision says stop (the report still runs)."""
-        return decision[key]
+        return stages.common.proceed(decision, field)
 
     @task
-    def validate_data(params=None) -> dict:
+    def validate_data(params=None) -> h.Dataset:
         """Check every image of the dataset and compute its fingerprint."""
         return stages.data.validate_data(SETTINGS, params)
 
     @task(inlets=[RICE_MODEL])
-    def check_changed(data: dict, params=None, inlet_events=None) -> dict:
+    def check_changed(data: h.Dataset, params=None, inlet_events=None) -> h.Freshness:
         """Stop when data and training code equal the champion's (conf `force` retrains)."""
         return stages.admission.check_changed(SETTINGS, params, data, inlet_events[RICE_MODEL])
 
     @task(execution_timeout=timedelta(minutes=SETTINGS.train_timeout_minutes),
           **SETTINGS.queue("train"))
-    def train(data: dict, params=None, run_id=None) -> dict:
+    def train(data: h.Dataset, params=None, run_id=None) -> h.Trained:
         """Train and log one MLflow run for this DAG run (a retry reuses a verified run)."""
         return stages.training.train(SETTINGS, params, data, run_id)
 
     @task
-    def fetch_artifacts(trained: dict) -> dict:
+    def fetch_artifacts(trained: h.Trained) -> h.Staged:
         """Stage the run's model, TFLite file, labels, metrics and plot with a manifest."""
         return stages.training.fetch_artifacts(SETTINGS, trained)
 
     @task(inlets=[RICE_MODEL])
-    def quality_gate(data: dict, trained: dict, staged: dict, params=None, inlet_events=None
-                     ) -> dict:
+    def quality_gate(data: h.Dataset, trained: h.Trained, staged: h.Staged, params=None,
+                     inlet_events=None) -> h.Gate:
         """Register a version; decide against the bar and the recorded champion."""
         return stages.evaluation.quality_gate(SETTINGS, params, data, trained,
                                               inlet_events[RICE_MODEL])
 
     @task(**_DOCKER)
-    def prune_old_builds(trained: dict) -> dict:
+    def prune_old_builds(trained: h.Trained) -> dict:
         """Drop staging and local tags of all but the newest RICE_KEEP_BUILDS runs."""
         return stages.release.prune_old_builds(SETTINGS, trained)
 
     @task(**_DOCKER)
-    def prepare_image_context(data: dict, trained: dict, gate: dict, params=None) -> dict:
+    def prepare_image_context(data: h.Dataset, trained: h.Trained, gate: h.Gate, params=None
+                              ) -> h.BuildContext:
         """Lay out the hermetic build context: Dockerfile, server, model, wheels, smoke set."""
         return stages.release.prepare_image_context(SETTINGS, params, data, trained, gate)
 
     @task
-    def record_image(trained: dict, gate: dict, plan: dict, pushed: str) -> dict:
+    def record_image(trained: h.Trained, gate: h.Gate, plan: h.BuildContext, pushed: str
+                     ) -> h.Image:
         """Record the pushed digest on the MLflow run and model version."""
-        return stages.release.record_image(trained, gate, plan, pushed)
+        return stages.release.record_image(SETTINGS, trained, gate, plan, pushed)
 
     @task(**_DOCKER)
-    def attest_image(trained: dict, image: dict, params=None, run_id=None) -> dict:
+    def attest_image(trained: h.Trained, image: h.Image, params=None, run_id=None) -> h.Image:
         """Sign the pushed digest; attach provenance, SBOM and signature to it."""
         return stages.release.attest_image(SETTINGS, params, trained, image, run_id)
 
     @task(trigger_rule="none_failed_min_one_success")
-    def open_pull_request(trained: dict, gate: dict, image: dict | None, params=None,
+    def open_pull_request(trained: h.Trained, gate: h.Gate, image: h.Image | None, params=None,
                           run_id=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
         return stages.publication.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
     @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success",
           **_DOCKER)
-    def promote(data: dict, trained: dict, staged: dict, gate: dict, image: dict | None,
-                params=None, run_id=None, inlet_events=None, outlet_events=None) -> dict:
+    def promote(data: h.Dataset, trained: h.Trained, staged: h.Staged, gate: h.Gate,
+                image: h.Image | None, params=None, run_id=None, inlet_events=None,
+                outlet_events=None) -> h.Promoted:
         """Verify the pushed image's attachments, then move `champion`; record it in Airflow."""
-        record = outlet_events[RICE_MODEL].extra = stages.release.promote(
-            SETTINGS, params, data, trained, staged, gate, image, run_id, inlet_events[RICE_MODEL])
-        return record
+        return stages.release.promote(SETTINGS, params, data, trained, staged, gate, image, run_id,
+                                      inlet_events[RICE_MODEL], outlet_events[RICE_MODEL])
 
     @task
     def report(*results, params=None, ti=None) -> dict:
@@ -122,28 +125,26 @@ def rice_classifier_cicd():
         return stages.report.report(SETTINGS, params, *results, ti)
 
     admission = admit()
-    data = validate_data()
-    proceed.override(task_id="admitted")(admission, "proceed") >> data
+    admitted = proceed.override(task_id="admitted")(admission, "proceed")
+    data = admitted >> validate_data()
     freshness = check_changed(data)
-    trained = train(data)
+    changed = proceed.override(task_id="changed")(freshness, "train")
+    trained = changed >> train(data)
     staged = fetch_artifacts(trained)
     gate = quality_gate(data, trained, staged)
     # Before the gate: runs that ship nothing tidy up too, and no retag races the pruning.
     staged >> prune_old_builds(trained) >> gate
-    plan = prepare_image_context(data, trained, gate)
     ship = proceed.override(task_id="shippable")(gate, "passed")
-    approval = ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
-    build, smoke, push = image_stages(trained["run_id"], SETTINGS)
+    approval = ship >> ReleaseApproval(task_id="approve_release", gate=gate, settings=SETTINGS)
+    plan = approval >> prepare_image_context(data, trained, gate)
+    build, smoke, push = image_stages(trained, SETTINGS)
     plan >> build >> smoke >> push
     image = attest_image(trained, record_image(trained, gate, plan, push.output))
     pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
-    promoted = promote(data, trained, staged, gate, image)
-    pull >> promoted
-    # Direct downstream of a short-circuit are skipped; the rest follow their trigger rules.
-    proceed.override(task_id="changed")(freshness, "train") >> [trained, pull, promoted]
-    ship >> [approval, plan, pull, promoted]  # a stop skips every publication task
-    approval >> [plan, pull, promoted]
-    report(admission, freshness, gate, promoted, approval.output).as_teardown(setups=admission)
+    promoted = pull >> promote(data, trained, staged, gate, image)
+    # A stop skips every task after it, whatever the task's trigger rule (rice_mlops.stops).
+    skip_all_after(admitted, changed, ship, approval)
+    report(admission, freshness, gate, approval.output, promoted).as_teardown(setups=admission)
 
 
 rice_classifier_cicd()

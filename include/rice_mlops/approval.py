@@ -14,33 +14,33 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from rice_mlops.handoffs import Approval, Gate
 from rice_mlops.settings import PipelineSettings
 
 
-def approval_reason(gate: Mapping, require_approval: bool, not_significant: bool = True
+def approval_reason(gate: Gate, require_approval: bool, not_significant: bool = True
                     ) -> str | None:
     """Why a person must approve this release, or None when nobody needs to.
 
     `not_significant`: ask when the gate says the lead over the champion may be noise."""
-    if not gate.get("passed"):
+    if not gate.passed:
         return None  # nothing will be published anyway
     if require_approval:
         return "this deployment requires approval for every release (RICE_REQUIRE_APPROVAL)"
-    if not_significant and gate.get("significant") is False:
+    if not_significant and gate.significant is False:
         return "the challenger's lead over the champion is not statistically significant"
     return None
 
 
-def approval_body(gate: Mapping, reason: str) -> str:
+def approval_body(gate: Gate, reason: str) -> str:
     def pct(value):
         return "—" if value is None else f"{100 * value:.2f} %"
 
     return (f"**Why you are asked:** {reason}.\n\n"
             "| | test accuracy |\n|---|---|\n"
-            f"| challenger v{gate.get('version')} | {pct(gate.get('test_accuracy'))} |\n"
-            f"| champion v{gate.get('champion_version') or '—'} | "
-            f"{pct(gate.get('champion_accuracy'))} |\n\n"
-            f"**Gate:** {gate.get('reason', '')}\n\n"
+            f"| challenger v{gate.version} | {pct(gate.test_accuracy)} |\n"
+            f"| champion v{gate.champion_version or '—'} | {pct(gate.champion_accuracy)} |\n\n"
+            f"**Gate:** {gate.reason}\n\n"
             "Approve to build, push and promote it; Reject (or no answer in time) ships nothing.")
 
 
@@ -67,8 +67,8 @@ class ReleaseApproval(ApprovalOperator):
                                  self.settings.approve_not_significant)
         if reason is None:
             self.log.info("no approval needed for this release")
-            return {"required": False, "approved": True}
-        self.subject = f"Ship rice classifier v{self.gate['version']}?"
+            return Approval(required=False, approved=True)
+        self.subject = f"Ship rice classifier v{self.gate.version}?"
         self.body = approval_body(self.gate, reason)
         return super().execute(context)
 
@@ -81,9 +81,10 @@ class ReleaseApproval(ApprovalOperator):
         approved = chosen == [self.APPROVE]
         user = event.get("responded_by_user") or {}
         responder = (user.get("name") or user.get("id")) if isinstance(user, Mapping) else user
-        decision = {"required": True, "approved": approved, "by": responder}
+        decision = Approval(required=True, approved=approved,
+                            by=str(responder) if responder else None)
         if chosen:
-            registry.tag_version(self.gate["version"], {
+            registry.tag_version(self.gate.version, {
                 "rice.approval": "approved" if approved else "rejected",
                 "rice.approval_by": str(responder or "nobody (timed out)")})
             context["ti"].xcom_push(key="return_value", value=decision)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from rice_mlops import readers
+from rice_mlops.handoffs import unwrapped  # a typed hand-off is read as its fields
 from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.send import push_payload, send
 
@@ -55,7 +56,7 @@ class Api:
             return None
         value = response.json()["value"]
         try:
-            return json.loads(value) if isinstance(value, str) else value
+            return unwrapped(json.loads(value) if isinstance(value, str) else value)
         except ValueError:
             return value
 

@@ -1,14 +1,15 @@
 """The Docker tasks: build, smoke-test and push the serving image of one training run.
 
-Each operator derives what its container runs (image, argv, environment, mounts) from values
-it checks itself: the training run id (32 hex characters), the run's conf through the run
-policy, the settings and the registry connection. Nothing executable is read from XCom or from
-a directory another zone can write: the build context lives in the release zone's own
-directory (RICE_RELEASE_DIR, mounted by the Docker worker alone), its Dockerfile and server code
-must equal this worker's installed package before anything is built, and the push step is this
-package's script, passed to the container as an argument. Only the DAG file imports this
-module (it needs Airflow and the docker provider); the registry connection's addresses, which
-the release stage needs too, are read in `rice_mlops.connections`.
+Each operator derives what its container runs (image, argv, environment, mounts) from values it
+checks itself: the training run id (32 hex characters) of the `train` task's hand-off, the
+run's conf through the run policy, the settings and the registry connection. Nothing executable
+is read from XCom or from a directory another zone can write: the build context lives in the
+release zone's own directory (RICE_RELEASE_DIR, mounted by the Docker worker alone), its
+Dockerfile and server code must equal this worker's installed package before anything is built,
+and the push step is this package's script, passed to the container as an argument. Only the
+DAG file imports this module (it needs Airflow and the docker provider); the registry
+connection's addresses, which the release stage needs too, are read in
+`rice_mlops.connections`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from docker.types import Mount
 
 from rice_mlops.connections import optional_connection, registry_host
+from rice_mlops.handoffs import Trained
 from rice_mlops.settings import PipelineSettings
 
 SOCKET_IN_CONTAINER = "/var/run/docker.sock"
@@ -33,14 +35,14 @@ def _container_logs(exc: DockerContainerFailedException) -> str:
 class PlannedDockerOperator(DockerOperator):
     """A DockerOperator for one training run's image plan (see `rice_mlops.image.plan_for`).
 
-    `training_run_id` is the only value taken from upstream (templated, usually an XComArg),
-    and it only selects a directory under the staging root once it is checked.
+    `trained` is the only value taken from upstream (templated: the `train` task's XComArg,
+    rendered to its `Trained` hand-off), and only its run id is read, which selects a directory
+    under the release root once it is checked.
     """
 
-    template_fields = (*DockerOperator.template_fields, "training_run_id")
+    template_fields = (*DockerOperator.template_fields, "trained")
 
-    def __init__(self, *, training_run_id, settings: PipelineSettings, socket: bool,
-                 **kwargs):
+    def __init__(self, *, trained, settings: PipelineSettings, socket: bool, **kwargs):
         mounts = [Mount(source=str(settings.release_root), target=str(settings.release_root),
                         type="bind", read_only=True)]
         if socket:
@@ -52,26 +54,28 @@ class PlannedDockerOperator(DockerOperator):
         super().__init__(docker_url=f"unix://{settings.docker_socket}", mount_tmp_dir=False,
                          auto_remove="force", network_mode="none", mounts=mounts,
                          **settings.queue("docker"), **kwargs)
-        self.training_run_id = training_run_id
+        self.trained = trained
         self.settings = settings
 
     def plan(self, context):
         from rice_mlops.artifacts import ManifestError, verify_manifest
-        from rice_mlops.image import NotOwned, plan_for, verify_owned
-        from rice_mlops.run_policy import PolicyError, checked_run_id, run_request
+        from rice_mlops.image import NotOwned, verify_owned
+        from rice_mlops.run_policy import PolicyError, run_request
 
+        if not isinstance(self.trained, Trained):
+            raise AirflowFailException(f"the train task handed on a {type(self.trained).__name__},"
+                                       " not a Trained: clear `train` to record one")
         try:
-            run_id = checked_run_id(self.training_run_id)
             self.request = run_request(context["params"], self.settings)
+            plan = self.trained.image_plan(self.settings, self.request.source_commit,
+                                           registry_host(self.settings.registry_conn_id))
         except PolicyError as exc:
             raise AirflowFailException(str(exc)) from None
-        plan = plan_for(self.settings.release_root, self.settings.image_name, run_id,
-                        self.request.source_commit, registry_host(self.settings.registry_conn_id))
         try:
             verify_manifest(plan.context)
             verify_owned(plan.context)
         except (ManifestError, NotOwned) as exc:
-            raise AirflowFailException(f"build context of run {run_id} is not what "
+            raise AirflowFailException(f"build context of run {plan.run_id} is not what "
                                        f"prepare_image_context wrote: {exc}") from None
         return plan
 
@@ -188,11 +192,9 @@ class RegistryPushOperator(PlannedDockerOperator):
             raise
 
 
-def image_stages(training_run_id, settings: PipelineSettings) -> tuple[DockerOperator, ...]:
-    """The build, smoke-test and push tasks of one DAG, in that order."""
-    return (ImageBuildOperator(task_id="build_image", training_run_id=training_run_id,
-                               settings=settings),
-            SmokeTestOperator(task_id="smoke_test", training_run_id=training_run_id,
-                              settings=settings),
-            RegistryPushOperator(task_id="push_image", training_run_id=training_run_id,
-                                 settings=settings))
+def image_stages(trained, settings: PipelineSettings) -> tuple[DockerOperator, ...]:
+    """The build, smoke-test and push tasks of one DAG, in that order; `trained` is the train
+    task's XComArg (or a `Trained`)."""
+    return (ImageBuildOperator(task_id="build_image", trained=trained, settings=settings),
+            SmokeTestOperator(task_id="smoke_test", trained=trained, settings=settings),
+            RegistryPushOperator(task_id="push_image", trained=trained, settings=settings))

@@ -7,8 +7,11 @@ run's tasks, so every outcome is tested without Airflow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted
 
 STATUS_CONTEXT = "rice-mlops/pipeline"
 _DESCRIPTION_MAX = 140  # GitHub refuses longer status descriptions
@@ -38,19 +41,18 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
 
 
-def _shipped(gate: Mapping, promoted: Mapping) -> str:
-    accuracy = promoted.get("test_accuracy")
-    line = f"shipped v{promoted['model_version']}: test accuracy {_pct(accuracy)}"
-    champion = gate.get("champion_accuracy")
+def _shipped(gate: Gate, promoted: Promoted) -> str:
+    accuracy = promoted.test_accuracy
+    line = f"shipped v{promoted.model_version}: test accuracy {_pct(accuracy)}"
+    champion = gate.champion_accuracy
     if champion is not None and accuracy is not None:
-        line += (f" ({100 * (accuracy - champion):+.2f} points vs "
-                 f"v{gate.get('champion_version')})")
+        line += f" ({100 * (accuracy - champion):+.2f} points vs v{gate.champion_version})"
     return line
 
 
-def decide_outcome(*, admission: Mapping | None, freshness: Mapping | None,
-                   gate: Mapping | None, promoted: Mapping | None,
-                   failed_tasks: list[str], approval: Mapping | None = None,
+def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,
+                   gate: Gate | None, approval: Approval | None = None,
+                   promoted: Promoted | None, failed_tasks: list[str],
                    release_refusal: str | None = None) -> Outcome:
     """The run's outcome; a crash outranks everything, then the earliest decision.
 
@@ -61,19 +63,19 @@ def decide_outcome(*, admission: Mapping | None, freshness: Mapping | None,
     if failed_tasks:
         return Outcome("crashed", f"FAILED: {', '.join(sorted(failed_tasks))} failed; "
                        "nothing shipped (see the task logs)", "error", True)
-    if admission is not None and not admission.get("proceed", True):
-        return Outcome("superseded", f"superseded by {admission.get('superseded_by', '?')[:12]}: "
+    if admission is not None and not admission.proceed:
+        return Outcome("superseded", f"superseded by {(admission.superseded_by or '?')[:12]}: "
                        "not trained (the newer push is built instead)", "error", False)
-    if freshness is not None and not freshness.get("train", True):
-        return Outcome("unchanged", f"unchanged: {freshness.get('reason', '')}", "success", False)
-    if gate is not None and not gate.get("passed"):
-        return Outcome("not_shipped", f"NOT SHIPPED: {gate.get('reason', 'gate failed')}",
+    if freshness is not None and not freshness.train:
+        return Outcome("unchanged", f"unchanged: {freshness.reason}", "success", False)
+    if gate is not None and not gate.passed:
+        return Outcome("not_shipped", f"NOT SHIPPED: {gate.reason or 'gate failed'}",
                        "failure", True)
-    if approval is not None and approval.get("required") and not approval.get("approved"):
-        who = approval.get("by")
+    if approval is not None and approval.required and not approval.approved:
+        who = approval.by
         why = f"release rejected by {who}" if who else "nobody approved the release in time"
         return Outcome("not_shipped", f"NOT SHIPPED: {why}", "failure", True)
-    if gate is not None and promoted and promoted.get("image_digest"):
+    if gate is not None and promoted and promoted.image_digest:
         return Outcome("shipped", _shipped(gate, promoted), "success", False)
     if gate is not None and promoted:
         return Outcome("shipped", _shipped(gate, promoted) + " (no image: no registry)",

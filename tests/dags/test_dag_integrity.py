@@ -93,18 +93,27 @@ def test_task_graph_order(dag):
     assert "prepare_image_context" in downstream("quality_gate")
     assert "attest_image" in downstream("record_image")
     assert "open_pull_request" in downstream("attest_image")
-    # They run when the image stages were skipped (no engine), never after a stop decision:
-    # every stop decision has them as direct downstream, so they are skipped with it.
+    # They run when the image stages were skipped (no engine), never after a stop decision.
     assert dag.get_task("open_pull_request").trigger_rule == "none_failed_min_one_success"
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
-    assert {"prepare_image_context", "open_pull_request", "promote"} <= downstream("shippable")
-    assert {"train", "open_pull_request", "promote"} <= downstream("changed")
-    assert downstream("admitted") == {"validate_data"}
-    assert {"prepare_image_context", "open_pull_request", "promote"} <= downstream(
-        "approve_release")
-    assert "approve_release" in downstream("shippable")
+    # Every stop skips every task after it (the report, a teardown, excepted): each task after
+    # it is its direct downstream or passes the skip on (all_success), so a task added after a
+    # stop cannot run past it (rice_mlops.stops.skip_all_after wires that).
+    from rice_mlops.stops import bypasses
+
+    def after(task_id: str) -> set[str]:
+        return dag.get_task(task_id).get_flat_relative_ids(upstream=False) - {"report"}
+
+    publication = {"prepare_image_context", "build_image", "push_image", "attest_image",
+                   "open_pull_request", "promote"}
+    assert after("admitted") == set(dag.task_ids) - {"admit", "admitted", "report"}
+    assert {"train", "quality_gate", "approve_release"} | publication <= after("changed")
+    assert {"approve_release"} | publication <= after("shippable")
+    assert publication <= after("approve_release")
     for name in ("admitted", "changed", "shippable", "approve_release"):
         assert dag.get_task(name).ignore_downstream_trigger_rules is False
+        assert bypasses(dag.get_task(name)) == [], name
+        assert {"open_pull_request", "promote"} <= downstream(name), name
     # The report is a teardown after everything: it runs whatever happened and its own
     # outcome does not decide the run's state.
     report = dag.get_task("report")

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from rice_mlops.handoffs import unwrapped
 from tests.helpers.paths import REPO
 
 DAG_ID = "rice_classifier_cicd"
@@ -27,14 +28,27 @@ def xcom_value(entry: dict) -> Any:
     document when the value was serialized first, or a task's plain string (a DockerOperator's
     last log line). A string is decoded when it is JSON and returned as it is otherwise (so a
     plain string that happens to be JSON text, such as "1", comes back decoded).
+
+    A typed hand-off (`rice_mlops.handoffs`) is stored in Airflow's serde envelope
+    `{"__classname__", "__version__", "__data__"}` (the API's `deserialize=true` would only
+    stringify it): it comes back as the dict of its fields, tuples as lists, so tests read
+    `xcom(run, "train")["run_id"]` whatever the task returned.
     """
     value = entry["value"]
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return unwrapped(value)
+
+
+def stored_xcom(value: Any) -> Any:
+    """What a task's XCom stores for `value` (Airflow's serde), for a test that patches one
+    through the REST API, which stores the body as it is."""
+    from airflow.sdk.serde import serialize
+
+    return serialize(value)
 
 
 @dataclass

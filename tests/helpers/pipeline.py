@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+from rice_mlops.handoffs import ALLOWED_DESERIALIZATION_CLASSES
 from tests.helpers.ports import free_port
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
@@ -47,6 +48,9 @@ def airflow_env(mlflow_url: str, staging, **extra: str) -> dict[str, str]:
         "RICE_APPROVE_NOT_SIGNIFICANT": "false",
         "RICE_DATA_ROOT": tempfile.gettempdir(),
         "RICE_GITHUB_REPOSITORY": "acme/rice",
+        # What the deployments set (scripts/airflow-stack, docker-compose.yaml): the stages'
+        # typed hand-offs come back from XCom as objects, no other class of ours does.
+        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": ALLOWED_DESERIALIZATION_CLASSES,
         **extra,
     }
 

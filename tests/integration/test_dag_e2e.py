@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rice_mlops.handoffs import Gate
+from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -126,12 +128,14 @@ def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipp
     assert len(versions) >= 2
 
 
-def test_an_admin_who_patches_the_gate_ships_nothing_below_the_bar(airflow_pg, shipped_run,
-                                                                     tiny_real_dataset):
+def test_an_admin_who_patches_the_gate_ships_nothing(airflow_pg, shipped_run, tiny_real_dataset):
     """Insider, the strongest (issue 20, item 4): an admin PATCHes the failed gate's XCom to
     "passed" (and "significant", so no person is asked) and clears `shippable` and everything
-    after it. The release zone measures the staged TFLite bytes itself against the run's bar
-    (1.0 here), builds nothing, and the run note says so; the champion stays."""
+    after it. The API refuses to store a `Gate` (serde's keys are Airflow's); the plain dict it
+    stores instead is no `Gate`, so `shippable` refuses it without retry: nothing is built,
+    pushed or promoted, the run note names the failure, the champion stays. (Had a forged gate
+    got through, the release zone would still measure the bytes itself against the run's bar:
+    tests/unit/test_release_zone.py.)"""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -143,28 +147,29 @@ def test_an_admin_who_patches_the_gate_ships_nothing_below_the_bar(airflow_pg, s
     airflow_pg.wait_for_run("e2e-gated")
     gate = airflow_pg.xcom("e2e-gated", "quality_gate")
     assert gate["passed"] is False, gate
-    run = "/dags/rice_classifier_cicd/dagRuns/e2e-gated"
+    entry = "/dags/rice_classifier_cicd/dagRuns/e2e-gated/taskInstances/quality_gate/" \
+            "xcomEntries/return_value"
     forged = {**gate, "passed": True, "significant": True}
-    patched = airflow_pg.api("PATCH", f"{run}/taskInstances/quality_gate/xcomEntries/"
-                             "return_value", json={"value": forged, "map_index": -1})
+    refused = airflow_pg.api("PATCH", entry, json={"value": stored_xcom(Gate(**forged)),
+                                                   "map_index": -1})
+    assert refused.status_code == 422 and "reserved serialization keys" in refused.text
+    patched = airflow_pg.api("PATCH", entry, json={"value": forged, "map_index": -1})
     assert patched.status_code == 200, patched.text
     assert airflow_pg.xcom("e2e-gated", "quality_gate")["passed"] is True
+    tries = airflow_pg.task_instance("e2e-gated", "shippable")["try_number"]
     airflow_pg.clear_task("e2e-gated", "shippable", include_downstream=True)
     airflow_pg.wait_for_run("e2e-gated")
     states = airflow_pg.task_states("e2e-gated")
-    # The patched XCom got past `shippable` and the approval...
-    assert states["shippable"] == "success", states
-    # ...and the release zone's own measurement stopped it: nothing built, pushed or promoted.
-    assert states["prepare_image_context"] == "failed", states
-    for task_id in ("build_image", "smoke_test", "push_image", "record_image", "promote"):
+    shippable = airflow_pg.task_instance("e2e-gated", "shippable")
+    assert states["shippable"] == "failed", states
+    assert shippable["try_number"] == tries + 1  # refused for good: no retry
+    log = airflow_pg.task_log("e2e-gated", "shippable", shippable["try_number"])
+    assert "takes Admission or Freshness or Gate as decision, not a dict" in log, log[-3000:]
+    for task_id in ("approve_release", "prepare_image_context", "build_image", "push_image",
+                    "record_image", "open_pull_request", "promote"):
         assert states[task_id] in ("upstream_failed", "skipped"), states
-    log = airflow_pg.task_log("e2e-gated", "prepare_image_context",
-                              airflow_pg.task_instance("e2e-gated",
-                                                       "prepare_image_context")["try_number"])
-    assert "the release zone measured the model's own TFLite bytes" in log, log[-3000:]
-    assert "is below the bar 1.0000" in log, log[-3000:]
     note = airflow_pg.note("e2e-gated") or ""
-    assert note.startswith("NOT SHIPPED: not built: the release zone measured"), note
+    assert note.startswith("FAILED: shippable failed"), note
     assert client.get_model_version_by_alias("rice-classifier", "champion").version == before
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rice_mlops.handoffs import Trained
+from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -140,18 +142,23 @@ def test_a_user_patching_xcom_cannot_change_what_runs_next_to_the_socket(airflow
     token = _user_token(airflow_pg)
     xcom = f"{DAG}/dagRuns/{RUN}/taskInstances"
     evil = f"run --rm -v {staging_root}:/x busybox touch /x/pwned"
-    # The old hand-off (a shell string from prepare_image_context) and the run id the Docker
-    # tasks take from `train`, both replaced with commands.
+    # The old hand-off (a shell string from prepare_image_context) and the `Trained` hand-off
+    # the Docker tasks take from `train`, its run id replaced with a command. The API refuses
+    # to store a hand-off (serde's keys are Airflow's), so the user stores its fields.
+    trained = {**airflow_pg.xcom(RUN, "train"), "run_id": f"$(docker {evil})"}
+    forged = _as_user(airflow_pg, token, "PATCH", f"{xcom}/train/xcomEntries/return_value",
+                      json={"value": stored_xcom(Trained(**trained)), "map_index": -1})
+    assert forged.status_code == 422 and "reserved serialization keys" in forged.text
     for task_id, key, value in (
             ("prepare_image_context", "return_value", {"build_command": f"docker {evil}"}),
-            ("train", "run_id", f"$(docker {evil})")):
+            ("train", "return_value", trained)):
         response = _as_user(airflow_pg, token, "PATCH", f"{xcom}/{task_id}/xcomEntries/{key}",
                             json={"value": value, "map_index": -1})
         assert response.status_code == 200, response.text
     build = airflow_pg.clear_task(RUN, "build_image", token=token)  # the user may clear
     assert build["state"] == "failed"
     log = airflow_pg.task_log(RUN, "build_image", try_number=build["try_number"])
-    assert "is not an MLflow run id" in log
+    assert "the train task handed on a dict, not a Trained" in log
     assert not marker.exists()
     airflow_pg.wait_for_run(RUN)
 

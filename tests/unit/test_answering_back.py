@@ -3,6 +3,7 @@ and the unchanged decision."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -10,17 +11,26 @@ import pytest
 from rice_mlops.airflow_api import newer_push
 from rice_mlops.code_digest import training_code_digest
 from rice_mlops.commit_status import status_body
+from rice_mlops.handoffs import Admission, Approval, Dataset, Freshness, Gate, Promoted
 from rice_mlops.outcome import decide_outcome
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
 
-SHIPPED = {"model_version": "5", "test_accuracy": 0.996, "image_digest": "sha256:ab"}
-PASSED = {"passed": True, "reason": "ok", "champion_accuracy": 0.994, "champion_version": "4"}
+SHIPPED = Promoted(mlflow_run_id="a" * 32, model_version="5", test_accuracy=0.996,
+                   dataset_fingerprint="sha256:data", classes=("A",), tflite_sha256="b" * 64,
+                   image_digest="sha256:ab")
+PASSED = Gate(passed=True, reason="ok", version="5", test_accuracy=0.996,
+              champion_accuracy=0.994, champion_version="4")
+
+
+def _failed(reason: str) -> Gate:
+    return Gate(passed=False, reason=reason, version="5", test_accuracy=0.5)
 
 
 def _outcome(**kwargs):
-    values = {"admission": {"proceed": True}, "freshness": {"train": True}, "gate": PASSED,
-              "promoted": SHIPPED, "failed_tasks": []}
+    values = {"admission": Admission(proceed=True),
+              "freshness": Freshness(train=True, code_digest="sha256:c", reason="changed"),
+              "gate": PASSED, "promoted": SHIPPED, "failed_tasks": []}
     return decide_outcome(**{**values, **kwargs})
 
 
@@ -33,12 +43,12 @@ def test_shipped_names_version_accuracy_and_change():
 def test_every_other_outcome():
     cases = {
         "crashed": _outcome(failed_tasks=["push_image"]),
-        "not_shipped": _outcome(gate={"passed": False, "reason": "below the minimum"},
-                                promoted=None),
-        "superseded": _outcome(admission={"proceed": False, "superseded_by": "c" * 40},
+        "not_shipped": _outcome(gate=_failed("below the minimum"), promoted=None),
+        "superseded": _outcome(admission=Admission(proceed=False, superseded_by="c" * 40),
                                freshness=None, gate=None, promoted=None),
-        "unchanged": _outcome(freshness={"train": False, "reason": "same as v4"}, gate=None,
-                              promoted=None),
+        "unchanged": _outcome(freshness=Freshness(train=False, code_digest="sha256:c",
+                                                  reason="same as v4"),
+                              gate=None, promoted=None),
     }
     assert {k: (o.kind, o.state, o.notify) for k, o in cases.items()} == {
         "crashed": ("crashed", "error", True), "not_shipped": ("not_shipped", "failure", True),
@@ -51,7 +61,7 @@ def test_every_other_outcome():
 
 
 def test_a_long_reason_fits_githubs_description_limit():
-    outcome = _outcome(gate={"passed": False, "reason": "x" * 500}, promoted=None)
+    outcome = _outcome(gate=_failed("x" * 500), promoted=None)
     assert len(outcome.description) == 140
     body = status_body(outcome.state, outcome.description, "http://airflow/run")
     assert set(body) == {"state", "description", "target_url", "context"}
@@ -104,40 +114,41 @@ def test_unchanged_only_when_data_and_code_equal_the_recorded_champion(tmp_path)
              "code_digest": digest_of(config.model_params())}
     events = [SimpleNamespace(extra=extra, source_dag_id="rice_classifier_cicd",
                               source_task_id="promote")]
-    data = {"data_dir": str(tmp_path), "fingerprint": "sha256:data"}
-    assert check_changed(settings, params, data, events)["train"] is False
-    assert check_changed(settings, {**params, "force": True}, data, events)["train"] is True
-    assert check_changed(settings, {**params, "epochs": 3}, data, events)["train"] is True
-    other = {**data, "fingerprint": "sha256:other"}
-    assert check_changed(settings, params, other, events)["train"] is True
-    assert check_changed(settings, params, data, [])["train"] is True
+    data = Dataset(data_dir=str(tmp_path), fingerprint="sha256:data", classes=("A",),
+                   counts={})
+    unchanged = check_changed(settings, params, data, events)
+    assert unchanged.train is False and unchanged.reason.endswith("champion v4")
+    assert check_changed(settings, {**params, "force": True}, data, events).train is True
+    assert check_changed(settings, {**params, "epochs": 3}, data, events).train is True
+    other = replace(data, fingerprint="sha256:other")
+    assert check_changed(settings, params, other, events).train is True
+    assert check_changed(settings, params, data, []).train is True
 
 
 def test_approval_is_asked_only_when_risky():
     pytest.importorskip("airflow")
     from rice_mlops.approval import approval_body, approval_reason
 
-    passed = {"passed": True, "version": "6", "test_accuracy": 0.995, "champion_version": "5",
-              "champion_accuracy": 0.994, "reason": "ok"}
+    passed = Gate(passed=True, version="6", test_accuracy=0.995, champion_version="5",
+                  champion_accuracy=0.994, reason="ok")
     assert approval_reason(passed, require_approval=False) is None
     assert "requires approval" in approval_reason(passed, require_approval=True)
-    close = {**passed, "significant": False}
+    close = replace(passed, significant=False)
     assert "not statistically significant" in approval_reason(close, require_approval=False)
-    assert approval_reason({**close, "passed": False}, require_approval=True) is None
+    assert approval_reason(replace(close, passed=False), require_approval=True) is None
     assert approval_reason(close, require_approval=False, not_significant=False) is None
     body = approval_body(close, "a reason")
     assert "| challenger v6 | 99.50 % |" in body and "| champion v5 | 99.40 % |" in body
 
 
 def test_a_rejected_or_unanswered_release_is_not_shipped():
-    rejected = _outcome(approval={"required": True, "approved": False, "by": "alice"},
+    rejected = _outcome(approval=Approval(required=True, approved=False, by="alice"),
                         promoted=None)
     assert rejected.note == "NOT SHIPPED: release rejected by alice"
     assert rejected.state == "failure"
-    timed_out = _outcome(approval={"required": True, "approved": False, "by": None},
-                         promoted=None)
+    timed_out = _outcome(approval=Approval(required=True, approved=False), promoted=None)
     assert timed_out.note == "NOT SHIPPED: nobody approved the release in time"
-    assert _outcome(approval={"required": True, "approved": True, "by": "bob"}).kind == "shipped"
+    assert _outcome(approval=Approval(required=True, approved=True, by="bob")).kind == "shipped"
 
 
 def test_named_approvers_are_the_only_ones_asked(monkeypatch):

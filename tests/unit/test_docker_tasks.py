@@ -3,17 +3,23 @@ task, and neither do the build and smoke-test containers."""
 
 from __future__ import annotations
 
+import pytest
+
+from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
+from tests.helpers import handoffs
+
+TRAINED = handoffs.trained("0" * 32)
 
 
 def test_every_docker_task_container_is_always_removed():
     from rice_mlops.docker_tasks import image_stages
 
     settings = PipelineSettings(docker_queue="docker")
-    for task in image_stages("0" * 32, settings):
+    for task in image_stages(TRAINED, settings):
         assert task.auto_remove == "force", task.task_id
         assert task.network_mode == "none" and task.queue == "docker"
-    push = image_stages("0" * 32, settings)[2]
+    push = image_stages(TRAINED, settings)[2]
     assert "REGISTRY_PASSWORD" not in str(push.environment)
 
 
@@ -29,11 +35,11 @@ def test_docker_tasks_mount_only_the_release_zones_directory_and_run_its_own_pus
                                 release_dir=str(tmp_path / "release"))
     assert settings.release_root == tmp_path / "release"
     assert PipelineSettings(staging_root=tmp_path / "s").release_root == tmp_path / "s-release"
-    for task in image_stages("0" * 32, settings):
+    for task in image_stages(TRAINED, settings):
         sources = {mount["Source"] for mount in task.mounts}
         assert str(settings.release_root) in sources, task.task_id
         assert not any(s.startswith(str(settings.staging_root)) for s in sources), task.task_id
-    push = image_stages("0" * 32, settings)[2]
+    push = image_stages(TRAINED, settings)[2]
     assert push.entrypoint == ["/bin/sh", "-c"]
     assert push_script() == (PACKAGE_DIR / "serving" / "push.sh").read_text()
 
@@ -45,3 +51,23 @@ def test_settings_read_the_release_directory():
     assert PipelineSettings.from_env(env).release_root == Path("/srv/release")
     assert PipelineSettings.from_env({"RICE_STAGING_DIR": "/srv/staging"}).release_root == \
         Path("/srv/staging-release")
+
+
+def test_a_docker_task_plans_only_from_a_trained_hand_off_with_a_run_id(tmp_path):
+    """The train task's XCom is untrusted: a plain dict where the `Trained` hand-off belongs,
+    or a run id that is a command, plans nothing; a good one plans only this run's context,
+    which must be what prepare_image_context wrote."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from rice_mlops.docker_tasks import image_stages
+
+    settings = PipelineSettings(staging_root=tmp_path / "staging")
+    context = {"params": {name: schema["default"]
+                          for name, schema in param_schemas(settings).items()}}
+    cases = [({"run_id": "0" * 32}, "handed on a dict, not a Trained"),
+             (handoffs.trained("$(docker run evil)"), "is not an MLflow run id"),
+             (TRAINED, "is not what prepare_image_context wrote")]
+    for trained, refusal in cases:
+        for task in image_stages(trained, settings):
+            with pytest.raises(AirflowFailException, match=refusal):
+                task.plan(context)

@@ -9,11 +9,13 @@ from rice_mlops.run_policy import RunRequest
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages import release
 from rice_mlops.vocabulary import DAG_ID
+from tests.helpers import handoffs
 
 RUN = "a" * 32
 SHA = "b" * 40
 DIGEST = "sha256:" + "c" * 64
 HOST = "127.0.0.1:5000"
+TRAINED = handoffs.trained(RUN)
 
 
 class FakeRegistry:
@@ -59,25 +61,25 @@ def wired(monkeypatch):
     return state
 
 
-def _image(ref=f"{HOST}/rice-classifier@{DIGEST}", digest=DIGEST) -> dict:
-    return {"digest_ref": ref, "digest": digest, "image": f"{HOST}/rice-classifier:{SHA}"}
+def _image(ref=f"{HOST}/rice-classifier@{DIGEST}", digest=DIGEST):
+    return handoffs.image(ref, digest, image=f"{HOST}/rice-classifier:{SHA}")
 
 
 def test_verified_image_of_this_run_passes(wired):
-    report = release.verify_pushed(PipelineSettings(), _request(), RUN, _image())
+    report = release.verify_pushed(PipelineSettings(), _request(), TRAINED, _image())
     assert report["mlflow_run_id"] == RUN
 
 
 def test_a_moved_commit_tag_refuses(wired):
     wired["tag"] = "sha256:" + "d" * 64
     with pytest.raises(AirflowFailException, match="someone moved the tag"):
-        release.verify_pushed(PipelineSettings(), _request(), RUN, _image())
+        release.verify_pushed(PipelineSettings(), _request(), TRAINED, _image())
 
 
 def test_another_runs_image_refuses(wired):
     wired["run"] = "e" * 32
     with pytest.raises(AirflowFailException, match="not " + RUN):
-        release.verify_pushed(PipelineSettings(), _request(), RUN, _image())
+        release.verify_pushed(PipelineSettings(), _request(), TRAINED, _image())
 
 
 @pytest.mark.parametrize("image", [
@@ -87,31 +89,31 @@ def test_another_runs_image_refuses(wired):
 ])
 def test_an_xcom_naming_another_repository_or_digest_refuses(wired, image):
     with pytest.raises(AirflowFailException, match="is not an image of"):
-        release.verify_pushed(PipelineSettings(), _request(), RUN, image)
+        release.verify_pushed(PipelineSettings(), _request(), TRAINED, image)
 
 
 def test_the_run_s_commit_and_the_recorded_champion_go_to_the_verifier(wired):
-    release.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="7",
+    release.verify_pushed(PipelineSettings(), _request(), TRAINED, _image(), version="7",
                         champion_version="6")
     assert wired["calls"] == [{"expected_commit": SHA, "min_version": 6, "rollback_to": None}]
 
 
 def test_an_image_signed_as_another_version_refuses(wired):
     with pytest.raises(AirflowFailException, match="signed as model v7, not this run's v8"):
-        release.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="8")
+        release.verify_pushed(PipelineSettings(), _request(), TRAINED, _image(), version="8")
 
 
 def test_an_image_older_than_the_recorded_champion_needs_a_named_rollback(wired):
     with pytest.raises(AirflowFailException, match="v7, older than v9"):
-        release.verify_pushed(PipelineSettings(), _request(), RUN, _image(), version="7",
+        release.verify_pushed(PipelineSettings(), _request(), TRAINED, _image(), version="7",
                             champion_version="9")
     settings = PipelineSettings.from_env({"RICE_ROLLBACK_TO_VERSION": "7"})
-    report = release.verify_pushed(settings, _request(), RUN, _image(), version="7",
+    report = release.verify_pushed(settings, _request(), TRAINED, _image(), version="7",
                                  champion_version="9")
     assert report["release_order"] == "rollback to v7, asked for by name"
     with pytest.raises(AirflowFailException, match="rollback to v6 was asked for"):
         release.verify_pushed(PipelineSettings.from_env({"RICE_ROLLBACK_TO_VERSION": "6"}),
-                            _request(), RUN, _image(), version="7", champion_version="9")
+                            _request(), TRAINED, _image(), version="7", champion_version="9")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "v7", "7.0", "07"])
@@ -140,6 +142,7 @@ def test_promote_takes_the_minimum_from_its_own_asset_events_not_xcom(monkeypatc
               SimpleNamespace(source_dag_id="other_dag", source_task_id="promote",
                               extra={**extra, "model_version": "2"})]
     with pytest.raises(RuntimeError, match="stop here"):
-        release.promote(PipelineSettings(), {"source_commit": SHA}, {}, {"run_id": RUN}, {},
-                        {"version": "10", "champion_version": "1"}, _image(), "r1", events)
+        release.promote(PipelineSettings(), {"source_commit": SHA}, handoffs.dataset(), TRAINED,
+                        handoffs.staged(), handoffs.gate("10", champion_version="1"), _image(),
+                        "r1", events)
     assert seen == {"version": "10", "champion": "9"}

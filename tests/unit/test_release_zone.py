@@ -27,6 +27,7 @@ from rice_mlops.release import (
     recorded_digests,
     take_model_bytes,
 )
+from tests.helpers import handoffs
 
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
 REPO = Path(__file__).resolve().parents[2]
@@ -354,19 +355,20 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
     monkeypatch.setattr(release, "registry_host", lambda _: None)
     params = {name: schema["default"] for name, schema in param_schemas(settings).items()}
     params["data_dir"] = str(dataset)
-    trained = {"run_id": run_id, "dataset_fingerprint": "f" * 64, "image_size": 32,
-               "artifact_sha256": digests, "metrics": {"test_accuracy": 1.0}}
+    trained = handoffs.trained(run_id, dataset_fingerprint="f" * 64, image_size=32,
+                               artifact_sha256=digests, metrics={"test_accuracy": 1.0})
 
     def run(**overrides):
         return release.prepare_image_context(settings, {**params, **overrides},
-                                             {"fingerprint": "f" * 64}, trained, {"version": "3"})
+                                             handoffs.dataset(str(dataset), fingerprint="f" * 64),
+                                             trained, handoffs.gate("3"))
 
     return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging)
 
 
 def test_the_docker_task_builds_its_context_in_the_release_directory(release_task):
     plan = release_task.run()
-    context = Path(plan["context"])
+    context = Path(plan.context)
     assert context == release_task.settings.release_root / release_task.run_id / "image"
     assert not (release_task.staging / release_task.run_id / "image").exists()
     metadata = json.loads((context / "model" / "metadata.json").read_text())

@@ -68,3 +68,22 @@ def test_another_key_is_asked_for_by_name(client):
     path = PATH.replace("return_value", "run_id")
     client.answers[path] = _answer(200, {"key": "run_id", "value": "abc"})
     assert client.xcom("run-1", "train", key="run_id") == "abc"
+
+
+def test_a_typed_hand_off_comes_back_as_the_dict_of_its_fields():
+    """What a task's XCom holds for a hand-off (Airflow's serde envelope, as the API answers it
+    without `deserialize`) decodes to its fields, tuples as lists, nested or as JSON text."""
+    import json
+
+    from tests.helpers.airflow_stack import stored_xcom
+    from tests.helpers.handoffs import trained
+
+    value = trained("ab" * 16, artifact_sha256={"tflite/model.tflite": "0" * 64})
+    stored = stored_xcom(value)
+    assert stored["__classname__"] == "rice_mlops.handoffs.Trained"
+    for answer in (stored, json.dumps(stored)):
+        decoded = xcom_value({"key": "return_value", "value": answer})
+        assert decoded == value.as_dict()
+        assert decoded["run_id"] == "ab" * 16 and decoded["classes"] == ["Arborio", "Basmati"]
+    # A tuple inside a plain value is unwrapped the same way.
+    assert xcom_value({"value": stored_xcom({"pair": (1, 2)})}) == {"pair": [1, 2]}

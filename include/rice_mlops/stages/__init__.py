@@ -2,13 +2,14 @@
 
 Each callable takes the deployment's settings, the run's params (checked again by the run
 policy), the upstream tasks' results in pipeline order, then Airflow's context values, and
-returns the small dict the next tasks need (XCom). Nothing read from XCom or conf is executed;
-heavy libraries (TensorFlow, MLflow, docker) are imported inside the functions, so parsing the
-DAG stays light.
+returns the typed result the next tasks need (`rice_mlops.handoffs`, through XCom). Nothing
+read from XCom or conf is executed; heavy libraries (TensorFlow, MLflow, docker) are imported
+inside the functions, so parsing the DAG stays light.
 """
 
 from rice_mlops.stages import (
     admission,
+    common,
     data,
     evaluation,
     publication,
@@ -17,4 +18,5 @@ from rice_mlops.stages import (
     training,
 )
 
-__all__ = ["admission", "data", "evaluation", "publication", "release", "report", "training"]
+__all__ = ["admission", "common", "data", "evaluation", "publication", "release", "report",
+           "training"]

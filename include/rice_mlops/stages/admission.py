@@ -2,7 +2,7 @@
 
 `admit` posts `pending` on the commit and stops a queued push that a newer push superseded;
 `check_changed` stops a run whose dataset and training code equal the champion's. Both run on
-the default worker (compute zone) and hand on small dicts through XCom.
+the default worker (compute zone) and hand on `Admission` and `Freshness` through XCom.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from rice_mlops.handoffs import Admission, Dataset, Freshness
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request
+from rice_mlops.stages.common import checked_handoffs, checked_request
 from rice_mlops.stages.publication import commit_status
 from rice_mlops.vocabulary import DAG_ID
 
 log = logging.getLogger(__name__)
 
 
-def admit(settings: PipelineSettings, params: Mapping, ti) -> dict:
+def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     """Pending on the commit; a queued push superseded by a newer one to its branch stops.
 
     Clearing any task of a run re-runs this setup task too: a run that has already gone past
@@ -37,25 +38,26 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> dict:
         request = checked_request(settings, params)
     except AirflowFailException as exc:  # validate_data fails the run with the reason
         log.warning("%s", exc)
-        return {"proceed": True}
+        return Admission(proceed=True)
     commit_status(settings, request, dag_run_id, "pending", "training and gating")
     if not request.source_commit or rerun:
-        return {"proceed": True}
+        return Admission(proceed=True)
     api = AirflowApi.from_connection(settings.airflow_api_conn_id)
     if api is None:
         log.info("no Airflow connection %r: superseded pushes are not detected",
                  settings.airflow_api_conn_id)
-        return {"proceed": True}
+        return Admission(proceed=True)
     newer = newer_push(api.run(DAG_ID, dag_run_id), api.recent_runs(DAG_ID))
     if newer:
         log.warning("superseded by %s, a newer push to %s: not trained", newer,
                     request.source_ref)
-        return {"proceed": False, "superseded_by": newer}
-    return {"proceed": True}
+        return Admission(proceed=False, superseded_by=newer)
+    return Admission(proceed=True)
 
 
-def check_changed(settings: PipelineSettings, params: Mapping, data: Mapping,
-                  champion_events: Iterable) -> dict:
+@checked_handoffs
+def check_changed(settings: PipelineSettings, params: Mapping, data: Dataset,
+                  champion_events: Iterable) -> Freshness:
     """Whether training could change anything: not when the dataset fingerprint and the
     training code digest equal the recorded champion's (unless `force`)."""
     from rice_mlops.champion import latest_record
@@ -63,15 +65,15 @@ def check_changed(settings: PipelineSettings, params: Mapping, data: Mapping,
     from rice_mlops.config import TrainConfig
 
     request = checked_request(settings, params)
-    config = TrainConfig(data_dir=Path(data["data_dir"]), epochs=request.epochs,
+    config = TrainConfig(data_dir=Path(data.data_dir), epochs=request.epochs,
                          image_size=request.image_size, batch_size=request.batch_size)
     digest = training_code_digest(config.model_params())
     record = latest_record(champion_events, DAG_ID)
-    same = (record is not None and record.dataset_fingerprint == data["fingerprint"]
+    same = (record is not None and record.dataset_fingerprint == data.fingerprint
             and record.code_digest == digest)
     if same and not request.force:
         reason = f"same dataset and training code as champion v{record.version}"
         log.info("not training: %s (conf force=true retrains)", reason)
-        return {"train": False, "code_digest": digest, "reason": reason}
-    return {"train": True, "code_digest": digest,
-            "reason": "forced" if same else "dataset or training code changed"}
+        return Freshness(train=False, code_digest=digest, reason=reason)
+    return Freshness(train=True, code_digest=digest,
+                     reason="forced" if same else "dataset or training code changed")

@@ -1,6 +1,7 @@
-"""What several stages read the same way: the run's request, and the paths derived from it.
+"""What several stages read the same way: the run's request, and the checked staged files.
 
-XCom values are data: ids are checked, and paths are derived from settings and checked ids.
+XCom values are data: ids are checked, and paths are derived from settings and checked ids
+(`handoffs.Trained`'s methods).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.run_policy import PolicyError, RunRequest, checked_run_id, run_request
+from rice_mlops.handoffs import Admission, Freshness, Gate, Trained
+from rice_mlops.run_policy import PolicyError, RunRequest, run_request
 from rice_mlops.settings import PipelineSettings
 
 
@@ -29,25 +31,72 @@ def dataset_dir(settings: PipelineSettings, request: RunRequest) -> Path:
     return request.data_dir or ensure_synthetic(settings.synthetic_root)
 
 
-def staged_dir(settings: PipelineSettings, trained: Mapping) -> Path:
+def staged_dir(settings: PipelineSettings, trained: Trained) -> Path:
     """The run's staged artifacts, checked against their manifest."""
-    from rice_mlops.artifacts import ARTIFACT_DIR, verify_manifest
+    from rice_mlops.artifacts import verify_manifest
 
-    staged = settings.staging_root / checked_run_id(trained["run_id"]) / ARTIFACT_DIR
+    staged = trained.staged_dir(settings)
     verify_manifest(staged)
     return staged
 
 
-def evidence_dir(settings: PipelineSettings, trained: Mapping) -> Path:
-    """Where the run's model card is written beside its staged artifacts."""
-    return settings.staging_root / checked_run_id(trained["run_id"]) / "evidence"
-
-
-def training_digests(trained: Mapping) -> dict[str, str]:
+def training_digests(trained: Trained) -> dict[str, str]:
     """The sha256 of each model file as the train task recorded it."""
-    from rice_mlops.release import ReleaseInputError, recorded_digests
+    from rice_mlops.release import ReleaseInputError
 
     try:
-        return recorded_digests(trained)
+        return trained.digests()
     except ReleaseInputError as exc:
         raise AirflowFailException(str(exc)) from None
+
+
+def _handoff_types(hint) -> tuple[type, ...]:
+    """The hand-off types an annotation admits (None included when it is optional)."""
+    from types import NoneType, UnionType
+    from typing import Union, get_args, get_origin
+
+    from rice_mlops.handoffs import HANDOFFS
+
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if not any(option in HANDOFFS for option in options):
+        return ()
+    return tuple(option for option in options if option in HANDOFFS or option is NoneType)
+
+
+def checked_handoffs(function):
+    """Refuse, without retry, an argument that is not the hand-off its annotation names.
+
+    A task's XCom comes back as the type it wrote; a plain value in its place was written by
+    someone else (the REST API stores only plain values: it refuses serde's keys), so the
+    stage runs on nothing it did not get from its upstream task.
+    """
+    import functools
+    import inspect
+    import typing
+
+    signature = inspect.signature(function)
+    expected: dict[str, tuple[type, ...]] = {}
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        if not expected:  # resolved on first use: the stage modules are fully imported then
+            hints = typing.get_type_hints(function)
+            expected.update({name: types for name, hint in hints.items()
+                             if (types := _handoff_types(hint))})
+        for name, value in signature.bind(*args, **kwargs).arguments.items():
+            if name in expected and not isinstance(value, expected[name]):
+                wanted = " or ".join("None" if t is type(None) else t.__name__
+                                     for t in expected[name])
+                raise AirflowFailException(
+                    f"{function.__name__} takes {wanted} as {name}, not a "
+                    f"{type(value).__name__}: that XCom was not written by its task (changed "
+                    "by hand?); clear the task to write it again")
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@checked_handoffs
+def proceed(decision: Admission | Freshness | Gate, field: str) -> bool:
+    """Whether a stop decision lets the run go on (`field` is its yes/no field)."""
+    return getattr(decision, field) is True

@@ -1,7 +1,7 @@
 """Data: every image of the run's dataset checked, and its fingerprint computed.
 
-Runs on the default worker (compute zone); hands on the dataset's directory, fingerprint,
-classes and counts through XCom.
+Runs on the default worker (compute zone); hands on a `Dataset` (directory, fingerprint,
+classes and counts) through XCom.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from rice_mlops.handoffs import Dataset
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages.common import checked_request, dataset_dir
 
 log = logging.getLogger(__name__)
 
 
-def validate_data(settings: PipelineSettings, params: Mapping) -> dict:
+def validate_data(settings: PipelineSettings, params: Mapping) -> Dataset:
     """Every image of the run's dataset checked (all problems at once), and its fingerprint."""
     from rice_mlops.data import DataValidationError, validate
     from rice_mlops.data.fingerprint import fingerprint
@@ -29,5 +30,5 @@ def validate_data(settings: PipelineSettings, params: Mapping) -> dict:
         raise AirflowFailException(str(exc)) from None
     counts = dataset.counts()
     log.info("dataset %s valid: %s", data_dir, counts)
-    return {"data_dir": str(data_dir), "fingerprint": fingerprint(dataset),
-            "classes": dataset.classes, "counts": counts}
+    return Dataset(data_dir=str(data_dir), fingerprint=fingerprint(dataset),
+                   classes=tuple(dataset.classes), counts=counts)

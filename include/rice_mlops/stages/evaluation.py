@@ -2,27 +2,30 @@
 
 Runs on the default worker (compute zone). The gate measures the staged TFLite file (checked
 against the digest recorded at training) on the test split, against the bar and the champion
-this pipeline recorded in Airflow's asset events; it hands on one gate document through XCom.
+this pipeline recorded in Airflow's asset events; it hands on one `Gate` through XCom.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from rice_mlops.handoffs import Dataset, Gate, Trained
 from rice_mlops.run_policy import RunRequest, checked_run_id
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, evidence_dir, staged_dir, training_digests
+from rice_mlops.stages.common import checked_handoffs, checked_request, staged_dir, training_digests
 from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 log = logging.getLogger(__name__)
 
 
-def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
-                 champion_events: Iterable) -> dict:
+@checked_handoffs
+def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, trained: Trained,
+                 champion_events: Iterable) -> Gate:
     """Register a version; decide against the bar and the champion the asset events record."""
     from rice_mlops import registry
     from rice_mlops.champion import (
@@ -35,10 +38,10 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, tra
     from rice_mlops.gate import decide
 
     request = checked_request(settings, params)
-    run_id = checked_run_id(trained["run_id"])
+    run_id = checked_run_id(trained.run_id)
     staged = staged_dir(settings, trained)
     _check_trained_bytes(staged / "model.tflite", trained)
-    version = registry.register(run_id, trained["model_uri"])
+    version = registry.register(run_id, trained.model_uri)
     record = latest_record(champion_events, DAG_ID)
     alias = registry.alias_version()
     notes = []
@@ -48,19 +51,19 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, tra
         log.warning(notes[-1])
     # Both models answer the same test images through the same interpreter: the challenger
     # from its staged (manifest-checked) TFLite file, the one that ships.
-    dataset = discover(Path(data["data_dir"]))
+    dataset = discover(Path(data.data_dir))
     paths, labels = dataset.examples("test")
     predictions = tflite_predictions(staged / "model.tflite", paths)
     champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
     if record is not None and record.version != version:
         try:
-            champion, how = champion_predictions(record, data["fingerprint"], dataset.classes,
+            champion, how = champion_predictions(record, data.fingerprint, dataset.classes,
                                                  paths)
         except ChampionMismatch as exc:
             mismatch = str(exc)
     # The bar is held against the accuracy of these predictions (decide measures it), not
     # against the number training reported in XCom.
-    result = decide(trained["metrics"]["test_accuracy"],
+    result = decide(trained.metrics["test_accuracy"],
                     min_test_accuracy=request.min_test_accuracy,
                     max_regression=request.max_regression,
                     champion_version=record.version if champion is not None else None,
@@ -70,19 +73,18 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Mapping, tra
     passed, reason = result.passed and mismatch is None, result.reason
     if mismatch:
         reason = f"{mismatch}; {reason}"
-    document = {**result.as_dict(), "passed": passed, "reason": reason, "version": version,
-                "champion_comparison": "; ".join([how, *notes]),
-                "champion_record": record.as_dict() if record else None}
-    registry.record_gate(run_id, version, passed, reason, details=document)
-    document["model_card_sha256"] = _model_card(settings, request, data, trained, staged,
-                                                document)
+    gate = Gate.from_result(result, passed=passed, reason=reason, version=version,
+                            champion_comparison="; ".join([how, *notes]),
+                            champion_record=record.as_dict() if record else None)
+    registry.record_gate(run_id, version, passed, reason, details=gate.as_dict())
+    gate = replace(gate, model_card_sha256=_model_card(settings, request, data, trained, staged,
+                                                       gate))
     log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
-            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how,
-            document["table"])
-    return document
+            "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how, gate.table)
+    return gate
 
 
-def _check_trained_bytes(tflite: Path, trained: Mapping) -> None:
+def _check_trained_bytes(tflite: Path, trained: Trained) -> None:
     """The staged TFLite file is the one training recorded (not only what its manifest says)."""
     from rice_mlops.champion import sha256_of
 
@@ -92,8 +94,8 @@ def _check_trained_bytes(tflite: Path, trained: Mapping) -> None:
                                    "at training: not gated")
 
 
-def _model_card(settings: PipelineSettings, request: RunRequest, data: Mapping,
-                trained: Mapping, staged: Path, gate: Mapping) -> str:
+def _model_card(settings: PipelineSettings, request: RunRequest, data: Dataset,
+                trained: Trained, staged: Path, gate: Gate) -> str:
     """Render this version's MODEL_CARD.md beside its staged artifacts and log it to MLflow."""
     import hashlib
     import json
@@ -101,13 +103,13 @@ def _model_card(settings: PipelineSettings, request: RunRequest, data: Mapping,
     from rice_mlops import model_card, registry
 
     text = model_card.render(
-        model_name=MODEL_NAME, version=gate["version"], run_id=trained["run_id"],
-        source_commit=request.source_commit, fingerprint=data["fingerprint"],
-        counts=data["counts"], metrics=json.loads((staged / "metrics.json").read_text()),
-        gate=gate, confidence=settings.gate_confidence)
-    target = evidence_dir(settings, trained) / model_card.FILE_NAME
+        model_name=MODEL_NAME, version=gate.version, run_id=trained.run_id,
+        source_commit=request.source_commit, fingerprint=data.fingerprint,
+        counts=data.counts, metrics=json.loads((staged / "metrics.json").read_text()),
+        gate=gate.as_dict(), confidence=settings.gate_confidence)
+    target = trained.model_card(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    registry.log_model_card(trained["run_id"], gate["version"], text, digest)
+    registry.log_model_card(trained.run_id, gate.version, text, digest)
     return digest

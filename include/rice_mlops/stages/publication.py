@@ -13,16 +13,18 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from rice_mlops.handoffs import Gate, Image, Trained
 from rice_mlops.run_policy import RunRequest
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, evidence_dir, staged_dir
+from rice_mlops.stages.common import checked_handoffs, checked_request, staged_dir
 from rice_mlops.vocabulary import DAG_ID
 
 log = logging.getLogger(__name__)
 
 
-def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapping,
-                      gate: Mapping, image: Mapping | None, dag_run_id: str) -> dict:
+@checked_handoffs
+def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trained,
+                      gate: Gate, image: Image | None, dag_run_id: str) -> dict:
     """Commit the staged artifacts and model card to the model branch; open or update its PR."""
     import json
 
@@ -35,28 +37,26 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Mapp
                                    "request goes only to the configured repository)")
     request = checked_request(settings, params)
     staged = staged_dir(settings, trained)
-    champion = (registry.version_metrics(gate["champion_version"])
-                if gate.get("champion_version") else None)
+    champion = (registry.version_metrics(gate.champion_version)
+                if gate.champion_version else None)
     client = publish.client_from_connection(settings.github_conn_id)
     repository = settings.github_repository
     texts = publish.pull_request_texts(
-        version=gate["version"], run_id=trained["run_id"], dag_run_id=dag_run_id,
+        version=gate.version, run_id=trained.run_id, dag_run_id=dag_run_id,
         metrics=json.loads((staged / "metrics.json").read_text()),
-        test_accuracy=gate["test_accuracy"], champion=champion,
-        run_url=(f"{trained['tracking_uri']}/#/experiments/{trained['experiment_id']}"
-                 f"/runs/{trained['run_id']}"),
-        fingerprint=trained["dataset_fingerprint"], source_commit=request.source_commit,
+        test_accuracy=gate.test_accuracy, champion=champion, run_url=trained.run_url,
+        fingerprint=trained.dataset_fingerprint, source_commit=request.source_commit,
         pusher=request.pusher, compare_url=request.compare_url,
-        image=(image or {}).get("digest_ref"),
+        image=image.digest_ref if image else None,
         figure_url=(f"{publish.web_url(client.api_url)}/{repository}/blob/"
                     f"{settings.pr_branch}/{settings.pr_path}/confusion_matrix.png?raw=true"),
-        gate_reason=gate["reason"], gate_table=gate.get("table", ""))
+        gate_reason=gate.reason, gate_table=gate.table)
     target = publish.Target(repository=repository, base=settings.pr_base,
                             branch=settings.pr_branch, path=settings.pr_path,
                             author_name=settings.pr_author, author_email=settings.pr_email)
     try:
         files = publish.artifact_files(staged, settings.pr_path)
-        card = evidence_dir(settings, trained) / "MODEL_CARD.md"
+        card = trained.model_card(settings)
         files[f"{settings.pr_path}/{card.name}"] = card.read_bytes()  # what the image holds
         return publish.publish(client, target, files,
                                message=texts["message"], title=texts["title"],

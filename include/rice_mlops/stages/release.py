@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rice_mlops.connections import registry_api, registry_host
+from rice_mlops.handoffs import (
+    BuildContext,
+    Dataset,
+    Gate,
+    Image,
+    Promoted,
+    Staged,
+    Trained,
+)
 from rice_mlops.run_policy import RunRequest, checked_run_id
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages.common import (
+    checked_handoffs,
     checked_request,
     dataset_dir,
-    evidence_dir,
     staged_dir,
     training_digests,
 )
@@ -54,16 +64,15 @@ def _record_refusal(reason: str) -> None:
     ti.xcom_push(key=REFUSAL_KEY, value=reason[:2000])
 
 
-def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Mapping,
-                          trained: Mapping, gate: Mapping) -> dict:
+@checked_handoffs
+def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dataset,
+                          trained: Trained, gate: Gate) -> BuildContext:
     """The release zone's build context: the Dockerfile and server from this worker's own
     package, the model as two files checked against the digests the train task recorded,
     measured with LiteRT on the test split (below the bar: nothing is built). No Python model
     is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release`."""
     from rice_mlops import registry
-    from rice_mlops.artifacts import ARTIFACT_DIR
-    from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, plan_for, prepare_context
-    from rice_mlops.model_card import FILE_NAME
+    from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, prepare_context
     from rice_mlops.release import BelowBar, ReleaseInputError, read_classes, smoke_set
     from rice_mlops.sbom import debian_components, read_base_image
 
@@ -72,19 +81,19 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Map
             f"no Docker engine at {settings.docker_socket}: image stages skipped, so nothing "
             "is shipped (set DOCKER_HOST or RICE_DOCKER_SOCKET, or start an engine)")
     request = checked_request(settings, params)
-    run_id = checked_run_id(trained["run_id"])
+    run_id = checked_run_id(trained.run_id)
     digests = training_digests(trained)
-    plan = plan_for(settings.release_root, settings.image_name, run_id, request.source_commit,
-                    registry_host(settings.registry_conn_id))
-    metadata = image_metadata(model_name=MODEL_NAME, model_version=gate["version"],
+    plan = trained.image_plan(settings, request.source_commit,
+                              registry_host(settings.registry_conn_id))
+    metadata = image_metadata(model_name=MODEL_NAME, model_version=gate.version,
                               run_id=run_id, source_commit=request.source_commit,
-                              dataset_fingerprint=trained["dataset_fingerprint"],
-                              image_size=trained["image_size"])
+                              dataset_fingerprint=trained.dataset_fingerprint,
+                              image_size=trained.image_size)
     base = settings.base_image or DEFAULT_BASE_IMAGE
     dpkg_status, base_id = read_base_image(settings.docker_socket, base)
     # Only model.tflite and labels.json are taken from the staged directory, and only once
     # their copies match the digests recorded at training.
-    source = settings.staging_root / run_id / ARTIFACT_DIR
+    source = trained.staged_dir(settings)
     try:
         classes = read_classes(source / "labels.json")
         prepare_context(source, plan.context, metadata=metadata, digests=digests,
@@ -94,7 +103,7 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Map
                         wheel_cache=settings.release_root / "wheels",
                         wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None,
                         signing_key=_signing_key(settings),
-                        model_card=(evidence_dir(settings, trained) / FILE_NAME).read_text(),
+                        model_card=trained.model_card(settings).read_text(),
                         base_image=(base, base_id),
                         base_packages=debian_components(dpkg_status))
     except BelowBar as exc:  # a decision, and the run's note names it (stages.report)
@@ -102,20 +111,22 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Map
         raise AirflowFailException(str(exc)) from None
     except ReleaseInputError as exc:  # no retry changes the bytes or the figures
         raise AirflowFailException(str(exc)) from None
-    registry.log_sbom(run_id, gate["version"], plan.context / "evidence" / "sbom.cdx.json")
+    registry.log_sbom(run_id, gate.version, plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
-    return plan.as_dict()
+    return BuildContext.of(plan)
 
 
-def record_image(trained: Mapping, gate: Mapping, plan: Mapping, pushed: str | None) -> dict:
+@checked_handoffs
+def record_image(settings: PipelineSettings, trained: Trained, gate: Gate, plan: BuildContext,
+                 pushed: str | None) -> Image:
     """The digest push.sh reported, recorded on the MLflow run and model version."""
     from rice_mlops import registry
     from rice_mlops.image import parse_pushed_digest
 
-    image = {"image": plan["image"], "latest": plan["latest"],
-             **parse_pushed_digest(pushed, plan["repository"])}
-    registry.tag_image(checked_run_id(trained["run_id"]), gate["version"], image)
-    log.info("pushed %s and %s as %s", image["image"], image["latest"], image["digest_ref"])
+    image = Image(image=plan.image, latest=plan.latest,
+                  **parse_pushed_digest(pushed, plan.repository))
+    registry.tag_image(checked_run_id(trained.run_id), gate.version, image.as_dict())
+    log.info("pushed %s and %s as %s", image.image, image.latest, image.digest_ref)
     return image
 
 
@@ -133,8 +144,9 @@ def _registry(settings: PipelineSettings):
     return host, Registry(api, conn.login or "", conn.password or "")
 
 
-def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
-                 image: Mapping | None, dag_run_id: str) -> dict:
+@checked_handoffs
+def attest_image(settings: PipelineSettings, params: Mapping, trained: Trained,
+                 image: Image | None, dag_run_id: str) -> Image:
     """Sign the pushed digest and attach provenance, SBOM and signature to it.
 
     Only a digest whose image config is this run's own smoke-tested build (the local build
@@ -147,16 +159,15 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
     from rice_mlops import registry as mlflow_registry
     from rice_mlops.artifacts import verify_manifest
     from rice_mlops.attestation import attach_evidence, lock_digests, provenance
-    from rice_mlops.image import REPO_ROOT, plan_for
+    from rice_mlops.image import REPO_ROOT
     from rice_mlops.oci import RegistryError
 
-    if not (image or {}).get("digest"):
+    if image is None or not image.digest:
         raise AirflowSkipException("no image was pushed: nothing to attest")
     request = checked_request(settings, params)
-    run_id = checked_run_id(trained["run_id"])
+    run_id = checked_run_id(trained.run_id)
     host, client = _registry(settings)
-    plan = plan_for(settings.release_root, settings.image_name, run_id, request.source_commit,
-                    host)
+    plan = trained.image_plan(settings, request.source_commit, host)
     verify_manifest(plan.context)
     with client:
         try:
@@ -168,11 +179,11 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
             local_id = engine.inspect_image(plan.local)["Id"]
         finally:
             engine.close()
-        if digest != image["digest"] or json.loads(raw)["config"]["digest"] != local_id:
+        if digest != image.digest or json.loads(raw)["config"]["digest"] != local_id:
             raise AirflowFailException(
                 f"{plan.names.immutable} resolves to {digest} (config "
                 f"{json.loads(raw)['config']['digest']}), not to this run's build {local_id} "
-                f"pushed as {image['digest']}: not signing it")
+                f"pushed as {image.digest}: not signing it")
         metadata = json.loads((plan.context / "model" / "metadata.json").read_text())
         sbom = (plan.context / "evidence" / "sbom.cdx.json").read_bytes()
         base = {p["name"]: p["value"] for p in json.loads(sbom)["metadata"]["properties"]}
@@ -180,7 +191,7 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
             repository=plan.names.repository, image_digest=digest,
             source_commit=request.source_commit, source_repository=request.source_repository,
             dataset_fingerprint=metadata["dataset_fingerprint"], mlflow_run_id=run_id,
-            tracking_uri=trained["tracking_uri"],
+            tracking_uri=trained.tracking_uri,
             tflite_sha256=verify_manifest(plan.context)["model/model.tflite"],
             lock_files=lock_digests(REPO_ROOT), base_image=base["rice-mlops:base-image"],
             base_image_id=base.get("rice-mlops:base-image-id"), dag_id=DAG_ID,
@@ -196,28 +207,28 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Mapping,
     mlflow_registry.log_attestation(run_id, metadata["model_version"],
                                     result["provenance_envelope"], tags)
     log.info("attached to %s@%s: %s", plan.names.repository, digest, tags)
-    return {**image, "attachments": tags}
+    return replace(image, attachments=tags)
 
 
-def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
-                  image: Mapping, version: str | None = None,
+def verify_pushed(settings: PipelineSettings, request: RunRequest, trained: Trained,
+                  image: Image, version: str | None = None,
                   champion_version: str | None = None) -> dict:
     """The checks of `rice-mlops image verify`, plus: the digest is this run's (provenance:
     MLflow run, source commit, model `version`), not older than the champion this pipeline
     recorded unless RICE_ROLLBACK_TO_VERSION names it, and the commit tag still names it.
     Raises AirflowFailException when any fails."""
     from rice_mlops.attestation import VerificationError, verify_image
-    from rice_mlops.image import image_names
     from rice_mlops.oci import RegistryError, split_reference
     from rice_mlops.signing import load_public_key, public_pem
 
+    run_id = checked_run_id(trained.run_id)
     host, client = _registry(settings)
-    where, name, digest = split_reference(image["digest_ref"])
-    if (where, name) != (host, settings.image_name) or image.get("digest") != digest:
-        raise AirflowFailException(f"{image['digest_ref']!r} is not an image of "
+    where, name, digest = split_reference(image.digest_ref)
+    if (where, name) != (host, settings.image_name) or image.digest != digest:
+        raise AirflowFailException(f"{image.digest_ref!r} is not an image of "
                                    f"{host}/{settings.image_name}")
     public = load_public_key(public_pem(_signing_key(settings)))
-    tag = image_names(host, settings.image_name, request.source_commit, run_id).tag
+    tag = trained.image_plan(settings, request.source_commit, host).names.tag
     minimum = int(champion_version) if str(champion_version or "").isdigit() else None
     rollback = settings.rollback_to_version
     with client:
@@ -226,18 +237,18 @@ def verify_pushed(settings: PipelineSettings, request: RunRequest, run_id: str,
             current = client.manifest(name, tag)[2]
             if current != digest:
                 raise AirflowFailException(
-                    f"{image['image']} now names {current}, not the pushed {digest}: someone "
+                    f"{image.image} now names {current}, not the pushed {digest}: someone "
                     "moved the tag; champion stays")
             report = verify_image(client, name, digest, public,
                                   expected_commit=request.source_commit, min_version=minimum,
                                   rollback_to=int(rollback) if rollback else None)
         except (VerificationError, RegistryError) as exc:
-            raise AirflowFailException(f"{image['digest_ref']} does not verify: {exc}") from None
+            raise AirflowFailException(f"{image.digest_ref} does not verify: {exc}") from None
     if report["mlflow_run_id"] != run_id:
-        raise AirflowFailException(f"{image['digest_ref']} was built from MLflow run "
+        raise AirflowFailException(f"{image.digest_ref} was built from MLflow run "
                                    f"{report['mlflow_run_id']}, not {run_id}")
     if version is not None and str(report.get("model_version")) != str(version):
-        raise AirflowFailException(f"{image['digest_ref']} is signed as model "
+        raise AirflowFailException(f"{image.digest_ref} is signed as model "
                                    f"v{report.get('model_version')}, not this run's v{version}")
     return report
 
@@ -249,15 +260,17 @@ def may_promote_without_image(settings: PipelineSettings, registry_configured: b
     return settings.promote_without_image == "true"
 
 
-def promote(settings: PipelineSettings, params: Mapping, data: Mapping, trained: Mapping,
-            staged: Mapping, gate: Mapping, image: Mapping | None, dag_run_id: str,
-            champion_events: Iterable) -> dict:
-    """Verify the pushed image, then move `champion`; returns the record for the asset event."""
+@checked_handoffs
+def promote(settings: PipelineSettings, params: Mapping, data: Dataset, trained: Trained,
+            staged: Staged, gate: Gate, image: Image | None, dag_run_id: str,
+            champion_events: Iterable, champion_event=None) -> Promoted:
+    """Verify the pushed image, then move `champion`; the record goes on `champion_event` (the
+    model asset's outlet event: the next gate reads it back) and is returned."""
     from rice_mlops import registry
     from rice_mlops.artifacts import read_manifest
     from rice_mlops.champion import latest_record
 
-    if not (image or {}).get("digest"):
+    if image is None or not image.digest:
         configured = registry_host(settings.registry_conn_id) is not None
         if not may_promote_without_image(settings, configured):
             raise AirflowSkipException(
@@ -265,38 +278,41 @@ def promote(settings: PipelineSettings, params: Mapping, data: Mapping, trained:
                 f"IMAGE={settings.promote_without_image}, registry connection "
                 f"{'configured' if configured else 'absent'})")
         log.warning("promoting v%s without an image (RICE_PROMOTE_WITHOUT_IMAGE=%s)",
-                    gate["version"], settings.promote_without_image)
+                    gate.version, settings.promote_without_image)
     else:
         # The minimum is the champion this pipeline recorded (Airflow's asset events), not
         # MLflow's alias nor the gate's XCom: both can be rewritten from outside the release.
         record = latest_record(champion_events, DAG_ID)
-        report = verify_pushed(settings, checked_request(settings, params),
-                               checked_run_id(trained["run_id"]), image,
-                               version=str(gate["version"]),
+        report = verify_pushed(settings, checked_request(settings, params), trained, image,
+                               version=str(gate.version),
                                champion_version=record.version if record else None)
         log.info("verified %s: signature, provenance (run %s, commit %s, %s) and SBOM",
-                 image["digest_ref"], report["mlflow_run_id"], report["source_commit"],
+                 image.digest_ref, report["mlflow_run_id"], report["source_commit"],
                  report.get("release_order"))
     tflite_sha256 = read_manifest(staged_dir(settings, trained))["model.tflite"]
-    if tflite_sha256 != staged["tflite_sha256"]:
+    if tflite_sha256 != staged.tflite_sha256:
         raise AirflowFailException("the staged TFLite file changed since fetch_artifacts")
-    registry.promote(gate["version"], tags={PROMOTED_BY_TAG: dag_run_id})
+    registry.promote(gate.version, tags={PROMOTED_BY_TAG: dag_run_id})
     # The trusted record of the champion: the next gate compares against this, not MLflow.
-    return {"mlflow_run_id": trained["run_id"], "model_version": gate["version"],
-            "test_accuracy": gate["test_accuracy"],  # measured by the gate, not reported
-            "dataset_fingerprint": data["fingerprint"], "classes": list(trained["classes"]),
-            "tflite_sha256": tflite_sha256, "code_digest": trained.get("code_digest"),
-            "image": (image or {}).get("digest_ref"),
-            "image_digest": (image or {}).get("digest")}
+    record = Promoted(mlflow_run_id=trained.run_id, model_version=gate.version,
+                      test_accuracy=gate.test_accuracy,  # measured by the gate, not reported
+                      dataset_fingerprint=data.fingerprint, classes=tuple(trained.classes),
+                      tflite_sha256=tflite_sha256, code_digest=trained.code_digest,
+                      image=image.digest_ref if image else None,
+                      image_digest=image.digest if image else None)
+    if champion_event is not None:
+        champion_event.extra = record.as_dict()  # an asset event's extra is plain JSON
+    return record
 
 
-def prune_old_builds(settings: PipelineSettings, trained: Mapping) -> dict:
+@checked_handoffs
+def prune_old_builds(settings: PipelineSettings, trained: Trained) -> dict:
     """Staging, build contexts and local tags of all but the newest RICE_KEEP_BUILDS runs."""
     from dataclasses import asdict
 
     from rice_mlops.housekeeping import prune
 
-    current = checked_run_id(trained["run_id"])
+    current = checked_run_id(trained.run_id)
     report = prune(settings.staging_root, keep=settings.keep_builds, current=current,
                    image_name=settings.image_name, docker_socket=Path(settings.docker_socket))
     if settings.release_root.is_dir():  # the build contexts, in the release zone's directory

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages.common import checked_request
 from rice_mlops.stages.publication import commit_status, run_url
@@ -19,9 +20,9 @@ from rice_mlops.vocabulary import DAG_ID
 log = logging.getLogger(__name__)
 
 
-def report(settings: PipelineSettings, params: Mapping, admission: Mapping | None,
-           freshness: Mapping | None, gate: Mapping | None, promoted: Mapping | None,
-           approval: Mapping | None, ti) -> dict:
+def report(settings: PipelineSettings, params: Mapping, admission: Admission | None,
+           freshness: Freshness | None, gate: Gate | None, approval: Approval | None,
+           promoted: Promoted | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
     from rice_mlops.airflow_api import AirflowApi
     from rice_mlops.outcome import REFUSAL_KEY, RELEASE_MEASURES, decide_outcome
@@ -34,7 +35,7 @@ def report(settings: PipelineSettings, params: Mapping, admission: Mapping | Non
         pulled = ti.xcom_pull(task_ids=RELEASE_MEASURES, key=REFUSAL_KEY)
         refusal = pulled[:2000] if isinstance(pulled, str) else None
     outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
-                             promoted=promoted, failed_tasks=failed, approval=approval,
+                             approval=approval, promoted=promoted, failed_tasks=failed,
                              release_refusal=refusal)
     log.info("outcome: %s", outcome.note)
     try:

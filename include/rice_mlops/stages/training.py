@@ -1,8 +1,9 @@
 """Training: one MLflow run for the DAG run, and its artifacts staged for the later stages.
 
 `train` runs on the training queue (RICE_TRAIN_QUEUE), `fetch_artifacts` on the default
-worker: both in the compute zone. They hand on the MLflow run id, metrics and the digests
-recorded at training through XCom; the model bytes travel through MLflow, never XCom.
+worker: both in the compute zone. They hand on `Trained` (the MLflow run id, metrics and the
+digests recorded at training) and `Staged` through XCom; the model bytes travel through
+MLflow, never XCom.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from rice_mlops.handoffs import Dataset, Staged, Trained
 from rice_mlops.run_policy import checked_run_id
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request, dataset_dir
+from rice_mlops.stages.common import checked_handoffs, checked_request, dataset_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,9 @@ def _yield_cpu(nice: int) -> None:
         log.info("training at nice %d (RICE_TRAIN_NICE)", nice)
 
 
-def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id: str) -> dict:
+@checked_handoffs
+def train(settings: PipelineSettings, params: Mapping, data: Dataset, dag_run_id: str
+          ) -> Trained:
     """One MLflow run for this DAG run on the checked dataset (a retry reuses a verified run)."""
     _yield_cpu(settings.train_nice)  # first: TensorFlow's thread pools inherit the level
     from rice_mlops.config import TrainConfig
@@ -39,26 +43,22 @@ def train(settings: PipelineSettings, params: Mapping, data: Mapping, dag_run_id
     request = checked_request(settings, params)
     # The directory comes from the policy again, not from XCom: validate_data checked it.
     data_dir = dataset_dir(settings, request)
-    if str(data_dir) != data["data_dir"]:
-        raise AirflowFailException(f"validate_data checked {data['data_dir']!r}, but this run "
+    if str(data_dir) != data.data_dir:
+        raise AirflowFailException(f"validate_data checked {data.data_dir!r}, but this run "
                                    f"resolves to {str(data_dir)!r}: clear validate_data too")
     config = TrainConfig(data_dir=data_dir, epochs=request.epochs,
                          image_size=request.image_size, batch_size=request.batch_size,
                          experiment=settings.experiment, source=request.source())
-    result = train_once(config, dag_run_id, validated=(discover(data_dir), data["fingerprint"]))
-    keep = ("run_id", "model_uri", "model_id", "experiment_id", "tracking_uri",
-            "image_size", "classes", "metrics", "dataset_fingerprint", "epochs_run",
-            "code_digest", "artifact_sha256")
-    return {key: result[key] for key in keep}
+    result = train_once(config, dag_run_id, validated=(discover(data_dir), data.fingerprint))
+    return Trained.from_result(result)
 
 
-def fetch_artifacts(settings: PipelineSettings, trained: Mapping) -> dict:
+@checked_handoffs
+def fetch_artifacts(settings: PipelineSettings, trained: Trained) -> Staged:
     """The run's artifacts staged under RICE_STAGING_DIR with their manifest."""
     from rice_mlops.artifacts import fetch, read_manifest
 
-    staged = fetch(checked_run_id(trained["run_id"]), trained["model_uri"],
-                   settings.staging_root)
+    staged = fetch(checked_run_id(trained.run_id), trained.model_uri, settings.staging_root)
     files = read_manifest(staged)  # fetch() verified them
     log.info("staged %d files in %s", len(files), staged)
-    return {"staging_dir": str(staged), "files": len(files),
-            "tflite_sha256": files["model.tflite"]}
+    return Staged(staging_dir=str(staged), files=len(files), tflite_sha256=files["model.tflite"])
