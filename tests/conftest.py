@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,18 +80,31 @@ def small_real_dataset(real_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def docker_engine():
+def docker_engine(request):
     """The engine, an htpasswd registry on loopback and the local base and CLI images, from
-    the repository's script; what it started is stopped afterwards."""
+    the repository's script; what it started is stopped afterwards. When the session will
+    bring the compose stack up (at its end), its images start building now, in the
+    background: the build waits on the network and the disk as much as on the CPU, so the
+    tests before it hide most of its minutes."""
     state = Path(tempfile.mkdtemp(prefix="rice-docker-"))
     env = {**os.environ, "RICE_DOCKER_STATE": str(state), "RICE_REGISTRY_PORT": str(free_port())}
     script = REPO / "scripts" / "docker-engine"
     subprocess.run([script, "start"], env=env, check=True, timeout=900)
+    engine = docker_engine_env(env)
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-images")
+    if any(stack_order(item) > 0 for item in request.session.items):
+        _COMPOSE_IMAGES.append(builder.submit(build_images, engine))
     try:
-        yield docker_engine_env(env)
+        yield engine
     finally:
+        builder.shutdown(wait=True, cancel_futures=True)  # never stop the engine mid-build
+        _COMPOSE_IMAGES.clear()
         subprocess.run([script, "stop"], env=env, check=False, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
+
+
+# The background build of the compose images, when docker_engine started one.
+_COMPOSE_IMAGES: list[Future] = []
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +114,9 @@ def shared_compose_stack(docker_engine, small_real_dataset):
     tests that use it run last (see pytest_collection_modifyitems), so it is up only then."""
     override = {"services": {name: {"environment": COMPOSE_TEST_ENV}
                              for name in AIRFLOW_SERVICES}}
-    with compose_stack(small_real_dataset, build_images(docker_engine),
+    # Its failure is raised here, in the tests that need the images, not where it began.
+    images = _COMPOSE_IMAGES[0].result() if _COMPOSE_IMAGES else build_images(docker_engine)
+    with compose_stack(small_real_dataset, images,
                        logs=REPO / "test-artifacts" / "compose-stack.log",
                        profiles=("training-queue",), override=override,
                        # a volume tests/chaos can fill (mounting one needs root, as CI runs)
