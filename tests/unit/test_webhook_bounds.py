@@ -83,11 +83,11 @@ def test_slow_unsigned_uploads_are_cut_off_and_memory_comes_back():
                 assert time.monotonic() < deadline and server.poll() is None
                 time.sleep(0.2)
         baseline = _rss_mib(server.pid)
-        # Three dozen unsigned 25 MB deliveries that send 3 MB and then stall, twice.
+        # Three dozen unsigned 25 MB deliveries that send 3 MB and then stall, three times.
         head = (f"POST /github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 f"X-GitHub-Event: push\r\nContent-Length: {25 * 1024 * 1024}\r\n\r\n").encode()
         after = []
-        for _ in range(2):
+        for _ in range(3):
             sockets = []
             for _ in range(36):
                 sock = socket.create_connection(("127.0.0.1", port))
@@ -114,9 +114,11 @@ def test_slow_unsigned_uploads_are_cut_off_and_memory_comes_back():
             assert peak - baseline < 8 * 3 * 2 + 30, (baseline, peak)
             time.sleep(1)
             after.append(_rss_mib(server.pid))
-        # What the first attack's bodies took is freed and reused by the second (malloc may
-        # keep freed chunks for reuse rather than hand them back): nothing accumulates.
-        assert after[1] - after[0] < 10, (baseline, after)
+        # What the first attack's bodies took is freed and reused by the next ones (malloc may
+        # keep freed chunks for reuse rather than hand them back): nothing accumulates. Two
+        # more attacks add less than one attack's bodies (8 x 3 MB); kept bodies would add
+        # twice that. (On a busy machine the allocator's arenas alone moved it 18 MiB.)
+        assert after[2] - after[0] < 8 * 3, (baseline, after)
         assert after[0] - baseline < 8 * 3 + 10, (baseline, after)
         # Still answering, and a signed delivery gets through.
         body = b'{"zen": "ok"}'
