@@ -114,12 +114,12 @@ def test_slow_unsigned_uploads_are_cut_off_and_memory_comes_back():
             assert peak - baseline < 8 * 3 * 2 + 30, (baseline, peak)
             time.sleep(1)
             after.append(_rss_mib(server.pid))
-        # What the first attack's bodies took is freed and reused by the next ones (malloc may
-        # keep freed chunks for reuse rather than hand them back): nothing accumulates. Two
-        # more attacks add less than one attack's bodies (8 x 3 MB); kept bodies would add
-        # twice that. (On a busy machine the allocator's arenas alone moved it 18 MiB.)
-        assert after[2] - after[0] < 8 * 3, (baseline, after)
-        assert after[0] - baseline < 8 * 3 + 10, (baseline, after)
+        # What an attack's bodies took is freed and reused by the next one: nothing
+        # accumulates. glibc hands 3 MB buffers back (mmap) until it raises its mmap
+        # threshold, after which one attack's worth stays on its heap for reuse: once, in
+        # whichever round that happens (54 -> 78 MiB in the first here, 56 -> 76 in the second
+        # on CI). Kept bodies would add up to 8 x 3 MB with every one of the three attacks.
+        assert max(after) - baseline < 8 * 3 + 10, (baseline, after)
         # Still answering, and a signed delivery gets through.
         body = b'{"zen": "ok"}'
         ping = httpx.post(f"http://127.0.0.1:{port}/github", content=body, timeout=10,
