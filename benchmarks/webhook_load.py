@@ -48,52 +48,46 @@ def _percentiles(seconds: list[float]) -> dict:
             "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 1), "max_ms": round(ms[-1], 1)}
 
 
-def _burst(url: str, rate: int, tag: str) -> dict:
-    """20 commits never sent before, at `rate`: each answer waits for its REST trigger."""
+def _paced(url: str, commits: list[str], rate: int, client: httpx.Client | None) -> dict:
+    """Push `commits` in order at `rate` per second (a new httpx client per delivery when
+    `client` is None); the answers by status and the answer times."""
     from rice_mlops.webhook.send import push_payload, send
 
-    commits = [hashlib.sha1(f"{tag} {i}".encode()).hexdigest() for i in range(len(COMMITS))]
-    start = time.monotonic()
-    with httpx.Client(headers={"Connection": "close"},
-                      limits=httpx.Limits(max_connections=64)) as client:
-        def paced(i: int) -> tuple[int, float]:
-            time.sleep(max(0.0, start + i / rate - time.monotonic()))
-            began = time.perf_counter()
-            answer = send(url, SECRET, push_payload("refs/heads/main", commits[i], "acme/rice"),
-                          timeout=15, client=client)
-            return answer.status_code, time.perf_counter() - began
-
-        with ThreadPoolExecutor(max_workers=64) as pool:
-            results = list(pool.map(paced, range(len(commits))))
-    return {"mode": "new-commits", "answers": sorted({str(c) for c, _ in results}),
-            **_percentiles([s for _, s in results])}
-
-
-def _phase(url: str, mode: str, rate: int, seconds: int) -> dict:
-    from rice_mlops.webhook.send import push_payload, send
-
-    headers = {"Connection": "close"} if mode == "close" else {}
-    client = None if mode == "new-client" else httpx.Client(
-        headers=headers, limits=httpx.Limits(max_connections=64))
     start = time.monotonic()
 
-    def paced(i: int) -> tuple[int, float]:
+    def one(i: int) -> tuple[int, float]:
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
         began = time.perf_counter()
-        answer = send(url, SECRET, push_payload("refs/heads/main", COMMITS[i % len(COMMITS)],
-                                                "acme/rice"), timeout=15, client=client)
+        answer = send(url, SECRET, push_payload("refs/heads/main", commits[i], "acme/rice"),
+                      timeout=15, client=client)
         return answer.status_code, time.perf_counter() - began
 
-    try:
-        with ThreadPoolExecutor(max_workers=64) as pool:
-            results = list(pool.map(paced, range(rate * seconds)))
-    finally:
-        if client is not None:
-            client.close()
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        results = list(pool.map(one, range(len(commits))))
     codes: dict[str, int] = {}
     for code, _ in results:
         codes[str(code)] = codes.get(str(code), 0) + 1
-    return {"mode": mode, "answers": codes, **_percentiles([s for _, s in results])}
+    return {"answers": codes, **_percentiles([s for _, s in results])}
+
+
+def _client(headers: dict | None = None) -> httpx.Client:
+    return httpx.Client(headers=headers, limits=httpx.Limits(max_connections=64))
+
+
+def _burst(url: str, rate: int, tag: str) -> dict:
+    """20 commits never sent before, at `rate`: each answer waits for its REST trigger."""
+    commits = [hashlib.sha1(f"{tag} {i}".encode()).hexdigest() for i in range(len(COMMITS))]
+    with _client({"Connection": "close"}) as client:
+        return {"mode": "new-commits", **_paced(url, commits, rate, client)}
+
+
+def _phase(url: str, mode: str, rate: int, seconds: int) -> dict:
+    """Redeliveries of the known commits for `seconds`, sent the way `mode` names."""
+    commits = [COMMITS[i % len(COMMITS)] for i in range(rate * seconds)]
+    if mode == "new-client":
+        return {"mode": mode, **_paced(url, commits, rate, None)}
+    with _client({"Connection": "close"} if mode == "close" else None) as client:
+        return {"mode": mode, **_paced(url, commits, rate, client)}
 
 
 def main() -> int:
