@@ -199,7 +199,10 @@ def test_the_access_log_says_how_long_the_proxy_and_the_receiver_took(upstream, 
                 if "POST /webhooks/github" in line)
     timings = dict(re.findall(r"\b(u?rt)=([0-9.]+)", line))
     assert set(timings) == {"rt", "urt"}, line
-    assert float(timings["rt"]) >= float(timings["urt"]) >= 0.4, line
+    # nginx stamps both from its millisecond clock cache at different moments, so the
+    # receiver's share can read one tick above the whole (seen: rt=0.402 urt=0.403).
+    assert float(timings["rt"]) + 0.002 >= float(timings["urt"]) >= 0.4, line
+    assert float(timings["rt"]) >= 0.4, line
 
 
 # --- per-client limits and the first-byte deadline (issue 20, "cheap lock-outs") ------------
