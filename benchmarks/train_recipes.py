@@ -1,6 +1,8 @@
 """Our training recipe against the seed's, side by side on the same 5,000 real images.
 
     make bench-train            (or: .venv/bin/python benchmarks/train_recipes.py [--data DIR])
+    .venv/bin/python benchmarks/train_recipes.py --skip-seed \
+        --recipe image_size=96 --recipe epochs=40,learning_rate=0.003     (a sweep of ours)
 
 1. Ours: `rice_mlops.training.train` with its defaults, logged to a real MLflow server started
    for the benchmark; reports test accuracy, fit time, wall time of the whole call, and the
@@ -27,14 +29,32 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 
-def run_ours(data: Path) -> dict:
+def recipe(text: str) -> dict:
+    """`image_size=96,epochs=40`: TrainConfig fields over the defaults (TrainConfig checks
+    the values)."""
+    from rice_mlops.config import TrainConfig
+
+    kinds = {"epochs": int, "image_size": int, "batch_size": int, "learning_rate": float,
+             "seed": int}
+    overrides = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in kinds:
+            raise argparse.ArgumentTypeError(f"{name!r} is not one of {sorted(kinds)}")
+        overrides[name] = kinds[name](value)
+    TrainConfig(data_dir=Path("."), **overrides)
+    return overrides
+
+
+def run_ours(data: Path, overrides: dict | None = None) -> dict:
     import mlflow
 
     from rice_mlops.config import TrainConfig
     from rice_mlops.training import train
 
     started = time.perf_counter()
-    result = train(TrainConfig(data_dir=data, experiment="bench-train-recipes"))
+    config = TrainConfig(data_dir=data, experiment="bench-train-recipes", **(overrides or {}))
+    result = train(config)
     wall = time.perf_counter() - started
     client = mlflow.MlflowClient()
     run = client.get_run(result["run_id"])
@@ -44,6 +64,8 @@ def run_ours(data: Path) -> dict:
                if m.value >= 0.99]
     return {
         "recipe": "rice-mlops default (rice_cnn, 64 px, cached tf.data, flips/rot90, cosine)",
+        "overrides": overrides or {},
+        "test_images": result["counts"].get("test") if isinstance(result["counts"], dict) else None,
         "test_accuracy": result["metrics"]["test_accuracy"],
         "val_accuracy": result["metrics"]["val_accuracy"],
         "epochs": result["epochs_run"],
@@ -115,8 +137,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "rice")
     parser.add_argument("--skip-seed", action="store_true")
+    parser.add_argument("--recipe", type=recipe, action="append",
+                        help="train ours with these TrainConfig fields (repeatable: a sweep)")
     args = parser.parse_args()
 
+    if args.recipe:
+        with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home, \
+                mlflow_server(Path(home)):
+            for overrides in args.recipe:
+                result = run_ours(args.data, overrides)
+                print(result, flush=True)
+                record("train_sweep", {"data": str(args.data), "ours": result})
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home, \
             mlflow_server(Path(home)):
         ours = run_ours(args.data)

@@ -65,9 +65,16 @@ def local_conf(root: Path, listen: int, upstream: int) -> Path:
 @contextmanager
 def webhook_proxy(root: Path, upstream: int):
     """The proxy's URL, nginx running in the foreground until the block ends."""
-    binary = ensure_nginx()
     port = free_port()
-    conf = local_conf(root, port, upstream)
+    with running_nginx(local_conf(root, port, upstream), root, port):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def running_nginx(conf: Path, root: Path, port: int):
+    """Debian's nginx on `conf` (checked with -t first) until the block ends; yields the
+    process, so a test can reload it (SIGHUP) as the release zone does."""
+    binary = ensure_nginx()
     checked = subprocess.run([binary, "-t", "-c", str(conf), "-p", str(root)],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
@@ -84,7 +91,7 @@ def webhook_proxy(root: Path, upstream: int):
                 assert process.poll() is None, (root / "error.log").read_text()
                 assert time.monotonic() < deadline, "nginx did not start"
                 time.sleep(0.1)
-        yield url
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from http import HTTPStatus
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from rice_mlops.serving.classifier import Classifier
 from rice_mlops.serving.decode import BadRequest
 from rice_mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rice_mlops.serving.metrics import Metrics
+from rice_mlops.serving.prediction_log import PredictionLog, input_statistics, request_id
 from rice_mlops.serving.settings import Settings
 
 log = logging.getLogger("rice_mlops.serving")
@@ -59,9 +61,17 @@ class ServingApp:
         self._one_large = threading.Lock()
         self._admitted = 0
         self._buffered = 0  # body bytes held by admitted requests
+        self.prediction_log = None
+        if settings.prediction_log_dir:
+            self.prediction_log = PredictionLog(
+                Path(settings.prediction_log_dir), max_bytes=settings.prediction_log_max_bytes,
+                backups=settings.prediction_log_backups, queue_size=settings.prediction_log_queue,
+                on_drop=self.metrics.log_dropped.inc)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -118,9 +128,12 @@ class ServingApp:
         body = await self._read_body(headers, receive, reply)
         reply.body_read = True
         if path == "/invocations":
-            await self._invocations(reply, body)
+            probabilities, stats = await self._in_slot(self._classify_json, body)
+            await reply.json(HTTPStatus.OK, {"predictions": probabilities})
         else:
-            await self._predict(reply, body, content_type)
+            probabilities, stats = await self._in_slot(self._classify_image, body, content_type)
+            await reply.json(HTTPStatus.OK, self._answer(probabilities[0]))
+        self._log(headers, path, probabilities, stats)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive, reply: _Reply) -> bytes:
         limit = self.settings.max_body_bytes
@@ -204,23 +217,34 @@ class ServingApp:
         await reply.send(HTTPStatus.OK, self.metrics.render(),
                          [(b"content-type", METRICS_CONTENT_TYPE.encode())])
 
-    async def _invocations(self, reply: _Reply, body: bytes) -> None:
-        probabilities = await self._in_slot(self._classify_json, body)
-        await reply.json(HTTPStatus.OK, {"predictions": probabilities})
-
-    async def _predict(self, reply: _Reply, body: bytes, content_type: str) -> None:
-        probabilities = (await self._in_slot(self._classify_image, body, content_type))[0]
+    def _answer(self, probabilities: np.ndarray) -> dict:
         classes = self.classifier.classes
-        await reply.json(HTTPStatus.OK, {
-            "class": classes[int(np.argmax(probabilities))],
-            "probabilities": {c: float(p) for c, p in zip(classes, probabilities, strict=True)},
-        })
+        return {"class": classes[int(np.argmax(probabilities))],
+                "probabilities": {c: float(p)
+                                  for c, p in zip(classes, probabilities, strict=True)}}
 
-    def _classify_json(self, body: bytes) -> np.ndarray:
+    def _log(self, headers: dict[bytes, bytes], path: str, probabilities: np.ndarray,
+             stats: list[dict] | None) -> None:
+        """After the answer is sent: one queued line, dropped (and counted) when the writer
+        is behind."""
+        if self.prediction_log is None:
+            return
+        classes = self.classifier.classes
+        meta = self.classifier.metadata
+        self.prediction_log.record(
+            request_id=request_id(headers.get(b"x-request-id")),
+            shadow=headers.get(b"x-rice-shadow") == b"1", endpoint=path,
+            model_version=meta.get("model_version"), run_id=meta.get("run_id"),
+            classes=[classes[i] for i in np.argmax(probabilities, axis=1)],
+            probabilities=[[round(float(p), 5) for p in row] for row in probabilities],
+            input=stats)
+
+    def _classify_json(self, body: bytes) -> tuple[np.ndarray, list[dict] | None]:
         with self._one_large if len(body) > LARGE_JSON_BYTES else nullcontext():
             return self._classify(decode.pixels_from_json(body))
 
-    def _classify_image(self, body: bytes, content_type: str) -> np.ndarray:
+    def _classify_image(self, body: bytes, content_type: str
+                        ) -> tuple[np.ndarray, list[dict] | None]:
         settings = self.settings
         data = decode.image_bytes_from_request(content_type, body, settings.multipart_max_parts,
                                                settings.multipart_max_header_bytes)
@@ -228,11 +252,14 @@ class ServingApp:
         with self._one_large if large else nullcontext():
             return self._classify(decode.pixels_from_image(data, settings.max_pixels))
 
-    def _classify(self, pixels: np.ndarray) -> np.ndarray:
+    def _classify(self, pixels: np.ndarray) -> tuple[np.ndarray, list[dict] | None]:
+        """Probabilities, and the input statistics the prediction log keeps (in the slot's
+        thread, beside the inference, so the event loop never computes them)."""
         probabilities = self.classifier.predict(pixels)
         classes = self.classifier.classes
         self.metrics.predicted([classes[i] for i in np.argmax(probabilities, axis=1)])
-        return probabilities
+        stats = input_statistics(pixels) if self.prediction_log is not None else None
+        return probabilities, stats
 
 
 class _ClientGone(BadRequest):

@@ -32,6 +32,10 @@ class Metrics:
                                    ["class"], registry=self.registry)
         self.in_flight = Gauge("rice_serving_requests_in_flight",
                                "Requests admitted and not answered yet", registry=self.registry)
+        self.log_dropped = Counter("rice_serving_prediction_log_dropped",
+                                   "Prediction log records dropped (queue full or write "
+                                   "failed); the predictions themselves were answered",
+                                   registry=self.registry)
         Info("rice_serving_model", "The model this server answers with",
              registry=self.registry).info({
                  key: str(metadata.get(key) or "unknown")

@@ -51,6 +51,12 @@ class Settings:
     # Below `docker stop`'s 10 s, so requests in flight finish before the SIGKILL.
     graceful_timeout: float = 8.0
     log_level: str = "INFO"
+    # The prediction log (prediction_log.py): off when no directory is given. At most
+    # (backups + 1) x max_bytes on disk; a record that finds the queue full is dropped.
+    prediction_log_dir: str = ""
+    prediction_log_max_bytes: int = 16 * 1024 * 1024
+    prediction_log_backups: int = 4
+    prediction_log_queue: int = 10_000
     # The pipeline's public key: a model whose signature it does not verify is never served.
     model_public_key: str = DEFAULT_PUBLIC_KEY
 

@@ -1,0 +1,171 @@
+"""The serving proxy's nginx configuration, rendered from a `Routing` of checked numbers.
+
+Users call one address; behind it a *stable* and, during a rollout, a *candidate* serving
+container. nginx picks the pool per request by hashing its own `$request_id` (split_clients),
+so a weight is a share of requests, not of clients; the same id goes to the server as
+`X-Request-Id` (a client's own header is replaced, so nobody can make two answers join in the
+shadow comparison) and back to the client. In shadow, every request is also mirrored to the
+candidate and the candidate's answer is discarded by nginx.
+
+Nothing here comes from a request, XCom or a file another zone writes: ports and percentages
+are integers checked in `Routing`, paths are the release zone's own. A weight change is a new
+file and a reload (SIGHUP): nginx starts new workers with it and lets the old ones finish the
+requests they hold, so nothing in flight is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class RoutingError(ValueError):
+    """A routing that cannot be served; the message says which value and why."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where requests go: `candidate_percent` of them to the candidate, the rest to stable;
+    `mirror` copies every request to the candidate as well (shadow)."""
+
+    stable_port: int
+    candidate_port: int | None = None
+    candidate_percent: int = 0
+    mirror: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("stable_port", "candidate_port"):
+            port = getattr(self, name)
+            if port is not None and (type(port) is not int or not 1 <= port <= 65535):
+                raise RoutingError(f"{name} must be a TCP port (1-65535), got {port!r}")
+        if type(self.candidate_percent) is not int or not 0 <= self.candidate_percent <= 100:
+            raise RoutingError("candidate_percent must be an integer from 0 to 100, got "
+                               f"{self.candidate_percent!r}")
+        if self.candidate_port is None and (self.candidate_percent or self.mirror):
+            raise RoutingError("a candidate weight or a mirror needs a candidate_port")
+        if self.candidate_port == self.stable_port:
+            raise RoutingError(f"stable and candidate share port {self.stable_port}")
+
+    @classmethod
+    def stable_only(cls, port: int) -> Routing:
+        return cls(stable_port=port)
+
+    def describe(self) -> str:
+        if self.candidate_port is None:
+            return "stable 100 %"
+        shadow = ", mirrored to candidate" if self.mirror else ""
+        return (f"candidate {self.candidate_percent} %, stable "
+                f"{100 - self.candidate_percent} %{shadow}")
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    """What one client can make the proxy hold; the body cap matches the serving server's."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    read_timeout_seconds: int = 30
+    mirror_timeout_seconds: int = 5
+
+
+def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Path,
+           limits: ProxyLimits = ProxyLimits()) -> str:
+    """The whole nginx.conf; `run_dir` holds its pid file, temp files and access log."""
+    if not 1 <= listen_port <= 65535:
+        raise RoutingError(f"listen_port must be a TCP port, got {listen_port!r}")
+    if listen_port in (routing.stable_port, routing.candidate_port):
+        raise RoutingError(f"the proxy and a server would share port {listen_port}")
+    if listen_host not in ("127.0.0.1", "0.0.0.0", "::1"):
+        raise RoutingError(f"listen_host must be a loopback or wildcard address, got "
+                           f"{listen_host!r}")
+    run = str(run_dir)
+    if any(ch in run for ch in " ;{}'\"\\$#\n"):
+        raise RoutingError(f"run_dir {run!r} holds a character nginx would read as syntax")
+    upstreams = [_upstream("stable", routing.stable_port)]
+    if routing.candidate_port is not None:
+        upstreams.append(_upstream("candidate", routing.candidate_port))
+    mirror = ("      mirror /_shadow;\n      mirror_request_body on;\n"
+              if routing.mirror else "")
+    return f"""# Rendered by rice_mlops.rollout.proxy_config: {routing.describe()}. Do not edit; the
+# release zone rewrites it and reloads nginx.
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 4096; }}
+
+http {{
+  log_format rollout '$request_id $remote_addr [$time_local] "$request" $status '
+                     'pool=$serving_pool rt=$request_time urt=$upstream_response_time';
+  access_log {run}/access.log rollout;
+  client_body_temp_path {run}/body;
+  proxy_temp_path {run}/proxy;
+  fastcgi_temp_path {run}/fastcgi;
+  uwsgi_temp_path {run}/uwsgi;
+  scgi_temp_path {run}/scgi;
+  server_tokens off;
+  client_header_timeout 5s;
+  client_body_timeout 10s;
+  keepalive_timeout 5s;
+  send_timeout 10s;
+  client_max_body_size {limits.max_body_bytes};
+  # The whole body in memory before it is forwarded: a mirror needs it, and a slow client then
+  # holds a proxy buffer instead of one of the server's request slots.
+  client_body_buffer_size {limits.max_body_bytes};
+  proxy_request_buffering on;
+
+{"".join(upstreams)}
+  split_clients "${{request_id}}" $serving_pool {{
+{_split(routing)}  }}
+
+  server {{
+    listen {listen_host}:{listen_port};
+
+    location / {{
+{mirror}      proxy_pass http://$serving_pool;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Request-Id $request_id;
+      proxy_set_header X-Rice-Shadow "";  # only the mirror marks a request as shadow
+      proxy_connect_timeout 2s;
+      proxy_read_timeout {limits.read_timeout_seconds}s;
+      proxy_send_timeout {limits.read_timeout_seconds}s;
+      add_header X-Request-Id $request_id always;
+    }}
+{_shadow_location(routing, limits)}  }}
+}}
+"""
+
+
+def _upstream(name: str, port: int) -> str:
+    return (f"  upstream {name} {{\n    server 127.0.0.1:{port} max_fails=0;\n"
+            f"    keepalive 16;\n  }}\n")
+
+
+def _split(routing: Routing) -> str:
+    percent = routing.candidate_percent if routing.candidate_port is not None else 0
+    if percent == 100:
+        return "    * candidate;\n"
+    if percent == 0:
+        return "    * stable;\n"
+    return f"    {percent}% candidate;\n    * stable;\n"
+
+
+def _shadow_location(routing: Routing, limits: ProxyLimits) -> str:
+    if not routing.mirror:
+        return ""
+    # The candidate's answer to a mirrored request is read and thrown away by nginx; a slow or
+    # dead candidate delays nothing the client waits for beyond these short timeouts.
+    return f"""
+    location = /_shadow {{
+      internal;
+      proxy_pass http://candidate$request_uri;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Request-Id $request_id;
+      proxy_set_header X-Rice-Shadow 1;
+      proxy_connect_timeout 1s;
+      proxy_read_timeout {limits.mirror_timeout_seconds}s;
+      proxy_send_timeout {limits.mirror_timeout_seconds}s;
+    }}
+"""

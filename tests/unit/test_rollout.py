@@ -1,0 +1,219 @@
+"""The rollout's pure parts: routing refusals, the serving state's round trip and refusals,
+and the verdicts of the shadow and canary stages on measured numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from rice_mlops.rollout import state as st
+from rice_mlops.rollout.proxy_config import Routing, RoutingError, render
+from rice_mlops.rollout.verdicts import (
+    Budgets,
+    MetricsError,
+    Window,
+    canary_verdict,
+    parse_scrape,
+    predictions_by_request,
+    quantile,
+    shadow_verdict,
+    window,
+)
+
+REF = "127.0.0.1:5000/rice-classifier@sha256:" + "a" * 64
+REF2 = "127.0.0.1:5000/rice-classifier@sha256:" + "b" * 64
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"stable_port": 0}, "stable_port"),
+    ({"stable_port": "8502"}, "stable_port"),
+    ({"stable_port": 8502, "candidate_port": 70000}, "candidate_port"),
+    ({"stable_port": 8502, "candidate_percent": 10}, "needs a candidate_port"),
+    ({"stable_port": 8502, "mirror": True}, "needs a candidate_port"),
+    ({"stable_port": 8502, "candidate_port": 8503, "candidate_percent": 101}, "0 to 100"),
+    ({"stable_port": 8502, "candidate_port": 8503, "candidate_percent": 12.5}, "0 to 100"),
+    ({"stable_port": 8502, "candidate_port": 8502}, "share port"),
+])
+def test_a_routing_that_cannot_be_served_is_refused_with_the_value(kwargs, says):
+    with pytest.raises(RoutingError, match=says):
+        Routing(**kwargs)
+
+
+@pytest.mark.parametrize("run_dir", ["/tmp/a b", "/tmp/x;include /etc/passwd", "/tmp/{", "/t/$x"])
+def test_a_path_nginx_would_read_as_syntax_is_refused(tmp_path, run_dir):
+    with pytest.raises(RoutingError, match="syntax"):
+        render(Routing.stable_only(8502), listen_host="127.0.0.1", listen_port=8501,
+               run_dir=run_dir)
+
+
+def test_the_proxy_cannot_listen_on_a_servers_port_or_a_foreign_address(tmp_path):
+    with pytest.raises(RoutingError, match="share port"):
+        render(Routing(8502, 8503, 10), listen_host="127.0.0.1", listen_port=8503,
+               run_dir=tmp_path)
+    with pytest.raises(RoutingError, match="loopback"):
+        render(Routing(8502), listen_host="10.0.0.1", listen_port=8501, run_dir=tmp_path)
+
+
+def test_the_mirror_location_exists_only_in_shadow(tmp_path):
+    plain = render(Routing(8502, 8503, 10), listen_host="127.0.0.1", listen_port=8501,
+                   run_dir=tmp_path)
+    shadow = render(Routing(8502, 8503, 0, mirror=True), listen_host="127.0.0.1",
+                    listen_port=8501, run_dir=tmp_path)
+    assert "mirror /_shadow" not in plain and "10% candidate;" in plain
+    assert "mirror /_shadow;" in shadow and "* stable;" in shadow
+
+
+# --- serving state ----------------------------------------------------------------------------
+
+def test_a_rollout_moves_slots_and_keeps_history(tmp_path):
+    path = tmp_path / "serving" / "state.json"
+    first = st.ServingState().with_candidate(st.Deployment(st.SLOTS[0], REF, "1"), "shadow", 0,
+                                              "shadow v1").finished("serving v1")
+    st.save(path, first)
+    loaded = st.load(path)
+    assert loaded == first and loaded.stable.slot == "blue" and loaded.free_slot() == "green"
+    second = loaded.with_candidate(st.Deployment(loaded.free_slot(), REF2, "2"), "canary", 10,
+                                   "canary 10 %")
+    st.save(path, second)
+    assert st.load(path).candidate_percent == 10
+    done = st.load(path).finished("serving v2")
+    assert done.stable.reference == REF2 and done.history[0].reference == REF
+    assert done.free_slot() == "blue" and done.phase == "idle"
+    rolled = second.rolled_back("rolled back v2")
+    assert rolled.stable.reference == REF and rolled.candidate is None
+
+
+def test_nothing_deployed_is_an_empty_state(tmp_path):
+    assert st.load(tmp_path / "none.json") == st.ServingState(updated=st.load(
+        tmp_path / "none.json").updated)
+
+
+@pytest.mark.parametrize("mutate, says", [
+    (lambda d: d.update(version=2), "version-1"),
+    (lambda d: d["stable"].update(reference="evil.example/x:latest"), "by digest"),
+    (lambda d: d["stable"].update(slot="red"), "slot"),
+    (lambda d: d["stable"].update(model_version="1; rm -rf /"), "not a number"),
+    (lambda d: d.update(phase="canary"), "phase canary with candidate None"),
+    (lambda d: d.update(candidate_percent=-1), "0-100"),
+    (lambda d: d.update(extra="x"), "unexpected keyword"),
+    (lambda d: d.update(history=[1]), "is an object"),
+])
+def test_a_state_file_that_cannot_be_trusted_is_refused_with_what_to_do(tmp_path, mutate,
+                                                                        says):
+    path = tmp_path / "state.json"
+    good = st.ServingState(stable=st.Deployment("blue", REF, "1"))
+    raw = json.loads(good.to_json())
+    mutate(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(st.StateError, match=says) as caught:
+        st.load(path)
+    assert "rice_rollback" in str(caught.value)
+
+
+def test_a_torn_or_huge_state_file_is_refused(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text(st.ServingState().to_json()[:20])
+    with pytest.raises(st.StateError, match="cannot be trusted"):
+        st.load(path)
+    path.write_text(" " * (st.MAX_STATE_BYTES + 1))
+    with pytest.raises(st.StateError, match="over"):
+        st.load(path)
+
+
+# --- metrics and verdicts ---------------------------------------------------------------------
+
+def exposition(answers: dict[tuple[str, int], int], latencies: list[float]) -> str:
+    """What a rice serving server's /metrics says (its own metric names and buckets)."""
+    from rice_mlops.serving.metrics import _BUCKETS
+
+    registry = CollectorRegistry()
+    requests = Counter("rice_serving_requests", "x", ["endpoint", "status"], registry=registry)
+    latency = Histogram("rice_serving_request_duration_seconds", "x", ["endpoint"],
+                        buckets=_BUCKETS, registry=registry)
+    for (endpoint, status), count in answers.items():
+        requests.labels(endpoint, str(status)).inc(count)
+    for seconds in latencies:
+        latency.labels("/predict").observe(seconds)
+    latency.labels("/ping").observe(30.0)  # not a prediction: never counted
+    return generate_latest(registry).decode()
+
+
+def test_a_window_counts_only_prediction_answers_between_the_scrapes():
+    before = parse_scrape(exposition({("/predict", 200): 10, ("/ping", 500): 3}, [0.001] * 10))
+    after = parse_scrape(exposition({("/predict", 200): 108, ("/predict", 503): 2,
+                                     ("/invocations", 200): 5, ("/ping", 500): 9},
+                                    [0.001] * 10 + [0.004] * 99 + [0.2] * 6))
+    measured = window(before, after)
+    assert (measured.requests, measured.errors) == (105, 2)
+    assert 0.1 < measured.p99_seconds <= 0.25  # 6 of 105 slow answers: p99 among them
+
+
+def test_a_restarted_server_is_not_measured_as_a_negative_window():
+    before = parse_scrape(exposition({("/predict", 200): 50}, [0.001] * 50))
+    after = parse_scrape(exposition({("/predict", 200): 3}, [0.001] * 3))
+    with pytest.raises(MetricsError, match="restarted"):
+        window(before, after)
+
+
+@pytest.mark.parametrize("text", ["", "garbage{{{", "# HELP x y\nx 1\n", "a" * (1024 * 1024 + 1)])
+def test_something_that_is_not_a_serving_servers_metrics_is_refused(text):
+    with pytest.raises(MetricsError):
+        parse_scrape(text)
+
+
+def test_quantile_interpolates_like_prometheus():
+    # 100 observations: 50 in (0, 0.01], 49 in (0.01, 0.1], 1 in (0.1, +Inf)
+    cumulative = {0.01: 50, 0.1: 99, math.inf: 100}
+    assert quantile(0.5, cumulative) == pytest.approx(0.01)
+    assert quantile(0.99, cumulative) == pytest.approx(0.1)
+    assert quantile(0.75, cumulative) == pytest.approx(0.01 + 0.09 * 25 / 49)
+    assert quantile(0.999, cumulative) == 0.1  # in +Inf: the largest finite bound
+    assert quantile(0.99, {0.01: 0, math.inf: 0}) is None
+
+
+BUDGETS = Budgets(min_requests=10, min_agreement=0.9, max_p99_ms=20)
+
+
+@pytest.mark.parametrize("candidate, passed, says", [
+    (Window(100, 0, 0.004), True, "at 10 %: 100 answers"),
+    (Window(100, 1, 0.004), False, "1 of 100 answers were 5xx"),
+    (Window(100, 0, 0.041), False, "p99 41 ms > 20 ms"),
+    (Window(0, 0, None), False, "no request"),
+])
+def test_a_canary_step_passes_only_within_every_budget(candidate, passed, says):
+    verdict = canary_verdict(candidate, Window(900, 0, 0.003), BUDGETS, 10)
+    assert verdict.passed is passed and says in verdict.reason
+    assert verdict.numbers["stable_requests"] == 900
+
+
+def log_lines(answers: dict[str, str]) -> list[str]:
+    return [json.dumps({"request_id": rid, "classes": [name]}) for rid, name in answers.items()]
+
+
+def test_shadow_joins_on_request_id_and_counts_agreement():
+    stable = predictions_by_request(log_lines({f"r{i}": "Jasmine" for i in range(20)}))
+    candidate = predictions_by_request(
+        log_lines({f"r{i}": ("Jasmine" if i < 19 else "Arborio") for i in range(20)})
+        + log_lines({"only-candidate": "Jasmine"}) + ["{torn", "[]", "x" * 70_000])
+    verdict = shadow_verdict(stable, candidate, Window(21, 0, 0.003), BUDGETS)
+    assert verdict.passed, verdict.reason
+    assert verdict.numbers["joined"] == 20 and verdict.numbers["agreement"] == 0.95
+    strict = shadow_verdict(stable, candidate, Window(21, 0, 0.003),
+                            Budgets(min_requests=10, min_agreement=0.98, max_p99_ms=20))
+    assert not strict.passed and "agreement 95.0% on 20 requests < 98.0%" in strict.reason
+
+
+@pytest.mark.parametrize("joined, window_, says", [
+    (5, Window(5, 0, 0.003), "5 requests answered by both, fewer than 10"),
+    (20, Window(20, 2, 0.003), "2 mirrored requests with 5xx"),
+    (20, Window(20, 0, 0.5), "p99 500 ms > 20 ms"),
+])
+def test_shadow_fails_on_too_few_requests_errors_or_latency(joined, window_, says):
+    answers = predictions_by_request(log_lines({f"r{i}": "Ipsala" for i in range(joined)}))
+    verdict = shadow_verdict(answers, answers, window_, BUDGETS)
+    assert not verdict.passed and says in verdict.reason
