@@ -55,6 +55,51 @@ def _approvers(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    return read.integer(env, name, default, low=1, high=65535)
+
+
+def _container_name(env: Mapping[str, str]) -> str:
+    value = read.text(env, "RICE_ROLLOUT_NAME", PipelineSettings.rollout_name)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", value):
+        raise SettingsError("RICE_ROLLOUT_NAME", f"RICE_ROLLOUT_NAME={value!r} is not a "
+                            "container name prefix", "lower-case letters, digits and -, "
+                            "at most 40")
+    return value
+
+
+def _slot_ports(env: Mapping[str, str]) -> tuple[int, int]:
+    accepts = "two different TCP ports, comma-separated (blue,green)"
+    items = read.listed(env, "RICE_ROLLOUT_SLOT_PORTS")
+    if not items:
+        return PipelineSettings.rollout_slot_ports
+    try:
+        ports = tuple(int(item) for item in items)
+    except ValueError:
+        ports = ()
+    if len(ports) != 2 or ports[0] == ports[1] or not all(1 <= p <= 65535 for p in ports):
+        raise SettingsError("RICE_ROLLOUT_SLOT_PORTS",
+                            f"RICE_ROLLOUT_SLOT_PORTS={','.join(items)!r} is not two ports",
+                            accepts)
+    return ports  # type: ignore[return-value]
+
+
+def _steps(env: Mapping[str, str]) -> tuple[int, ...]:
+    accepts = "rising percentages above 0, comma-separated, ending at 100 (e.g. 10,50,100)"
+    items = read.listed(env, "RICE_ROLLOUT_STEPS")
+    if not items:
+        return PipelineSettings.rollout_steps
+    try:
+        steps = tuple(int(item) for item in items)
+    except ValueError:
+        steps = ()
+    if not steps or list(steps) != sorted(set(steps)) or steps[0] <= 0 or steps[-1] != 100:
+        raise SettingsError("RICE_ROLLOUT_STEPS",
+                            f"RICE_ROLLOUT_STEPS={','.join(items)!r} is not a rising list of "
+                            "steps", accepts)
+    return steps
+
+
 def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
     """A cron expression; unset: `default`; `none` or set but empty: no schedule."""
     value = env.get(name, default).strip()
@@ -137,6 +182,19 @@ class PipelineSettings:
     approvers: tuple[str, ...] = ()
     # promote refuses an image older than the recorded champion unless this names its version
     rollback_to_version: str = ""
+    # The rollout (rice_mlops.rollout): serve what ships behind the serving proxy, shadow and
+    # canary first; off: the run ends at the pushed image and the moved champion.
+    rollout: bool = False
+    rollout_proxy_image: str = "rice-serving-proxy:local"
+    rollout_name: str = "rice-serving"  # container name prefix: two stacks on one engine
+    rollout_port: int = 8501
+    rollout_slot_ports: tuple[int, int] = (8502, 8503)
+    rollout_steps: tuple[int, ...] = (10, 50, 100)
+    rollout_window_seconds: float = 10.0
+    rollout_replay_rate: float = 20.0
+    rollout_min_requests: int = 50
+    rollout_min_agreement: float = 0.98
+    rollout_max_p99_ms: float = 250.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -210,6 +268,23 @@ class PipelineSettings:
                                                   cls.approval_timeout_minutes, low=1),
             rollback_to_version=_rollback(env),
             approvers=_approvers(env),
+            rollout=read.flag(env, "RICE_ROLLOUT", cls.rollout),
+            rollout_proxy_image=read.text(env, "RICE_ROLLOUT_PROXY_IMAGE",
+                                          cls.rollout_proxy_image),
+            rollout_name=_container_name(env),
+            rollout_port=_port(env, "RICE_ROLLOUT_PORT", cls.rollout_port),
+            rollout_slot_ports=_slot_ports(env),
+            rollout_steps=_steps(env),
+            rollout_window_seconds=read.number(env, "RICE_ROLLOUT_WINDOW_SECONDS",
+                                               cls.rollout_window_seconds, low=1.0),
+            rollout_replay_rate=read.number(env, "RICE_ROLLOUT_REPLAY_RATE",
+                                            cls.rollout_replay_rate, low=1.0),
+            rollout_min_requests=read.integer(env, "RICE_ROLLOUT_MIN_REQUESTS",
+                                              cls.rollout_min_requests, low=1),
+            rollout_min_agreement=read.fraction(env, "RICE_ROLLOUT_MIN_AGREEMENT",
+                                                cls.rollout_min_agreement),
+            rollout_max_p99_ms=read.number(env, "RICE_ROLLOUT_MAX_P99_MS",
+                                           cls.rollout_max_p99_ms, low=1.0),
         )
 
     def as_dict(self) -> dict:

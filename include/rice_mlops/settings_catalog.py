@@ -201,6 +201,36 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_ROLLBACK_TO_VERSION", "rollback_to_version", "model version number",
        "on the release workers: an allowed rollback. `promote` refuses an image whose signed "
        "model version is older than the champion it recorded unless this names that version"),
+    _s("RICE_ROLLOUT", "rollout", "one of true/false",
+       "serve what ships: `roll_out` starts the verified image beside the one serving, mirrors "
+       "traffic to it (shadow), then moves traffic in the canary steps, and rolls back on a "
+       "breached budget; `champion` moves only after. `false`: the run ends at the pushed "
+       "image and the moved champion"),
+    _s("RICE_ROLLOUT_PROXY_IMAGE", "rollout_proxy_image", "image reference",
+       "the serving proxy's image (Debian's nginx; `scripts/docker-engine start` builds it)"),
+    _s("RICE_ROLLOUT_NAME", "rollout_name", "lower-case name, at most 40",
+       "prefix of the serving containers' names (`-proxy`, `-blue`, `-green`): two stacks on "
+       "one engine need two"),
+    _s("RICE_ROLLOUT_PORT", "rollout_port", "integer 1–65535",
+       "the serving endpoint users call on 127.0.0.1 (the proxy): `/predict`, "
+       "`/invocations`, `/ping`, `/metrics`"),
+    _s("RICE_ROLLOUT_SLOT_PORTS", "rollout_slot_ports", "two TCP ports",
+       "loopback ports of the two serving slots (blue, green): stable in one, the candidate "
+       "in the other"),
+    _s("RICE_ROLLOUT_STEPS", "rollout_steps", "rising percentages ending at 100",
+       "the canary's share of requests at each step"),
+    _s("RICE_ROLLOUT_WINDOW_SECONDS", "rollout_window_seconds", "number ≥ 1",
+       "how long each canary step is measured (both servers' `/metrics` before and after)"),
+    _s("RICE_ROLLOUT_REPLAY_RATE", "rollout_replay_rate", "number ≥ 1",
+       "requests a second of the smoke set the release zone sends through the proxy during "
+       "each stage, so every stage has traffic to measure however quiet the service is"),
+    _s("RICE_ROLLOUT_MIN_REQUESTS", "rollout_min_requests", "integer ≥ 1",
+       "shadow: requests both servers must have answered (joined by request id)"),
+    _s("RICE_ROLLOUT_MIN_AGREEMENT", "rollout_min_agreement", "fraction 0–1",
+       "shadow: the candidate's share of answers equal to stable's on the same requests"),
+    _s("RICE_ROLLOUT_MAX_P99_MS", "rollout_max_p99_ms", "number ≥ 1",
+       "shadow and canary: the candidate's p99 latency budget (ms, from its histogram); "
+       "any 5xx from the candidate also rolls back"),
 )
 
 

@@ -80,16 +80,22 @@ class Proxy:
     def write(self, routing: Routing, limits: ProxyLimits | None = None) -> None:
         conf = self.root / "nginx.conf"
         staged = conf.with_suffix(".new")
+        self.generation = getattr(self, "generation", 0) + 1
         staged.write_text(render(routing, listen_host="127.0.0.1", listen_port=self.port,
-                                 run_dir=self.root, limits=limits or ProxyLimits()))
+                                 run_dir=self.root, log_dir=self.root, limits=limits,
+                                 generation=self.generation))
         os.replace(staged, conf)
 
     def reload(self, routing: Routing) -> None:
         """As the release zone does: a new file, then SIGHUP; wait until the new workers
-        answer with it (nginx logs the reload's end only by replacing its workers)."""
+        answer with it (their answers carry the new generation)."""
         self.write(routing)
         self.process.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{self.url}/ping").headers.get("x-rice-routing") != \
+                str(self.generation):
+            assert time.monotonic() < deadline, "nginx did not take the new configuration"
+            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -143,12 +149,29 @@ def test_shadow_mirrors_every_request_and_the_client_never_sees_the_candidate(pr
     while len(candidate.seen) < 30 and time.monotonic() < deadline:
         time.sleep(0.05)
     ids = [a.headers["x-request-id"] for a in answers]
-    assert [s["id"] for s in stable.seen] == ids
+    assert [s["id"] for s in stable.seen if s["path"] == "/predict"] == ids
     assert sorted(s["id"] for s in candidate.seen) == sorted(ids)
     # The mirrored request carries the whole body, to the same path, marked as shadow.
     assert {(s["path"], s["bytes"], s["shadow"]) for s in candidate.seen} == \
         {("/predict", 50_000, "1")}
     assert {s["shadow"] for s in stable.seen} == {None}  # a client cannot claim to be one
+
+
+def test_a_dead_candidate_hands_its_requests_to_stable_and_a_dead_mirror_costs_nothing(
+        proxy, servers):
+    stable, candidate = servers
+    candidate.close()  # refuses connections from now on
+    proxy.reload(Routing(stable.port, candidate.port, candidate_percent=100))
+    answers = [httpx.post(f"{proxy.url}/predict", content=b"q") for _ in range(20)]
+    assert [(a.status_code, a.text) for a in answers] == [(200, "stable")] * 20
+    stable.seen.clear()
+    proxy.reload(Routing(stable.port, candidate.port, mirror=True))
+    answers = [httpx.post(f"{proxy.url}/predict", content=b"q") for _ in range(20)]
+    assert [(a.status_code, a.text) for a in answers] == [(200, "stable")] * 20
+    time.sleep(0.5)
+    # The mirror is never retried on stable: stable saw each request once, none as shadow.
+    predicted = [s for s in stable.seen if s["path"] == "/predict"]
+    assert len(predicted) == 20 and {s["shadow"] for s in predicted} == {None}
 
 
 def test_reloads_while_clients_call_drop_nothing_in_flight(proxy, servers):

@@ -49,6 +49,9 @@ def test_a_path_nginx_would_read_as_syntax_is_refused(tmp_path, run_dir):
     with pytest.raises(RoutingError, match="syntax"):
         render(Routing.stable_only(8502), listen_host="127.0.0.1", listen_port=8501,
                run_dir=run_dir)
+    with pytest.raises(RoutingError, match="syntax"):
+        render(Routing.stable_only(8502), listen_host="127.0.0.1", listen_port=8501,
+               run_dir=tmp_path, log_dir=run_dir)
 
 
 def test_the_proxy_cannot_listen_on_a_servers_port_or_a_foreign_address(tmp_path):

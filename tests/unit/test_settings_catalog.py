@@ -181,6 +181,12 @@ def _probes(kind: str) -> tuple[list[str], list[str]] | None:
         return [], ["none", "5 4 * * *"]
     if kind == "model version number":
         return ["0", "v3", "-1"], ["1", "42"]
+    if kind == "lower-case name, at most 40":
+        return ["A", "a b", "x" * 41, "-x"], ["rice-serving", "stack2"]
+    if kind == "two TCP ports":
+        return ["8502", "8502,8502", "0,1", "a,b", "1,2,3"], ["9001, 9002"]
+    if kind == "rising percentages ending at 100":
+        return ["50,10,100", "0,100", "10,50", "x", "10,10,100"], ["100", "5, 25, 100"]
     if kind == "comma-separated Airflow user ids":
         return ["alice,a b", "-x", "x;y"], ["alice", "alice, bob@example.org"]
     return None
@@ -213,6 +219,8 @@ def test_the_kind_is_what_from_env_enforces(entry):
             assert got == (None if value == "none" else value)
         elif entry.kind.startswith("one of") and isinstance(got, bool):
             assert got == (value == "true")
+        elif entry.kind in ("two TCP ports", "rising percentages ending at 100"):
+            assert got == tuple(int(part) for part in value.split(","))
         elif entry.kind.startswith("comma-separated"):
             assert got == tuple(part.strip() for part in value.split(","))
         else:

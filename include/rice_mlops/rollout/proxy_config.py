@@ -68,8 +68,14 @@ class ProxyLimits:
 
 
 def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Path,
-           limits: ProxyLimits = ProxyLimits()) -> str:
-    """The whole nginx.conf; `run_dir` holds its pid file, temp files and access log."""
+           log_dir: Path | None = None, limits: ProxyLimits | None = None,
+           generation: int = 0) -> str:
+    """The whole nginx.conf; `run_dir` holds its pid and temp files, `log_dir` its access and
+    error logs (none: stdout and stderr, the container's bounded log). Every answer carries
+    `X-Rice-Routing: <generation>`, so whoever reloads can see when the new workers answer."""
+    if type(generation) is not int or generation < 0:
+        raise RoutingError(f"generation must be a non-negative integer, got {generation!r}")
+    limits = limits or ProxyLimits()
     if not 1 <= listen_port <= 65535:
         raise RoutingError(f"listen_port must be a TCP port, got {listen_port!r}")
     if listen_port in (routing.stable_port, routing.candidate_port):
@@ -78,11 +84,19 @@ def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Pat
         raise RoutingError(f"listen_host must be a loopback or wildcard address, got "
                            f"{listen_host!r}")
     run = str(run_dir)
-    if any(ch in run for ch in " ;{}'\"\\$#\n"):
-        raise RoutingError(f"run_dir {run!r} holds a character nginx would read as syntax")
+    for path in (run_dir, log_dir):
+        if path is not None and any(ch in str(path) for ch in " ;{}'\"\\$#\n"):
+            raise RoutingError(f"{str(path)!r} holds a character nginx would read as syntax")
+    access_log, error_log = ((f"{log_dir}/access.log", f"{log_dir}/error.log")
+                             if log_dir is not None else ("/dev/stdout", "stderr"))
     upstreams = [_upstream("stable", routing.stable_port)]
     if routing.candidate_port is not None:
-        upstreams.append(_upstream("candidate", routing.candidate_port))
+        # A candidate that refuses connections (crashed, stopped) hands its requests to
+        # stable: nginx retries a request it could not send, so clients see no error.
+        upstreams.append(_upstream("candidate", routing.candidate_port,
+                                   backup=routing.stable_port))
+    if routing.mirror:  # the mirror never falls back: stable must not answer it twice
+        upstreams.append(_upstream("shadow", routing.candidate_port))
     mirror = ("      mirror /_shadow;\n      mirror_request_body on;\n"
               if routing.mirror else "")
     return f"""# Rendered by rice_mlops.rollout.proxy_config: {routing.describe()}. Do not edit; the
@@ -90,13 +104,13 @@ def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Pat
 worker_processes 1;
 worker_rlimit_nofile 8192;
 pid {run}/nginx.pid;
-error_log {run}/error.log warn;
+error_log {error_log} warn;
 events {{ worker_connections 4096; }}
 
 http {{
   log_format rollout '$request_id $remote_addr [$time_local] "$request" $status '
                      'pool=$serving_pool rt=$request_time urt=$upstream_response_time';
-  access_log {run}/access.log rollout;
+  access_log {access_log} rollout;
   client_body_temp_path {run}/body;
   proxy_temp_path {run}/proxy;
   fastcgi_temp_path {run}/fastcgi;
@@ -131,14 +145,16 @@ http {{
       proxy_read_timeout {limits.read_timeout_seconds}s;
       proxy_send_timeout {limits.read_timeout_seconds}s;
       add_header X-Request-Id $request_id always;
+      add_header X-Rice-Routing {generation} always;
     }}
 {_shadow_location(routing, limits)}  }}
 }}
 """
 
 
-def _upstream(name: str, port: int) -> str:
-    return (f"  upstream {name} {{\n    server 127.0.0.1:{port} max_fails=0;\n"
+def _upstream(name: str, port: int, backup: int | None = None) -> str:
+    spare = f"    server 127.0.0.1:{backup} backup;\n" if backup else ""
+    return (f"  upstream {name} {{\n    server 127.0.0.1:{port} max_fails=0;\n{spare}"
             f"    keepalive 16;\n  }}\n")
 
 
@@ -159,7 +175,7 @@ def _shadow_location(routing: Routing, limits: ProxyLimits) -> str:
     return f"""
     location = /_shadow {{
       internal;
-      proxy_pass http://candidate$request_uri;
+      proxy_pass http://shadow$request_uri;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header X-Request-Id $request_id;

@@ -1,0 +1,221 @@
+"""The release zone's hands on the Docker engine: serving containers in two slots and the
+serving proxy, started, reloaded and stopped through the engine's API (the docker SDK).
+
+Only the worker that holds the socket imports this. Every container runs with host networking
+on loopback ports from the settings, a read-only root, no capabilities, no new privileges, a
+memory cap, `unless-stopped` (a restarted engine brings back what served), and labels that say
+which slot and which digest it holds, so the state can be checked against what runs. A serving
+container is started only from a `host/name@sha256:` reference the caller has verified; the
+proxy reads its configuration from the release zone's directory, mounted read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from rice_mlops.rollout.state import SLOTS
+
+LABEL = "io.rice-mlops.serving"
+PROXY_NAME = "rice-serving-proxy"
+PROXY_CONF_DIR = "/etc/rice-serving-proxy"  # in the proxy container
+PROXY_RUN_DIR = "/run/rice-serving-proxy"  # a tmpfs in the proxy container
+LOG_DIR_IN_CONTAINER = "/var/log/rice-serving"
+SERVING_UID = 10001  # the serving image's user (Dockerfile)
+_HARDENED = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
+             "network_mode": "host", "restart_policy": {"Name": "unless-stopped"},
+             "log_config": {"type": "json-file", "config": {"max-size": "10m",
+                                                            "max-file": "3"}}}
+
+
+class DeployError(RuntimeError):
+    """A container did not start or answer; the message holds the reason and its last logs."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the release zone keeps what serves: ports on loopback, host directories."""
+
+    root: Path  # RICE_RELEASE_DIR/serving
+    proxy_image: str
+    proxy_port: int = 8501
+    slot_ports: tuple[int, int] = (8502, 8503)
+    serving_memory: str = "1g"
+    ready_seconds: float = 60.0
+
+    def port(self, slot: str) -> int:
+        return self.slot_ports[SLOTS.index(slot)]
+
+    def container(self, slot: str) -> str:
+        return f"rice-serving-{slot}"
+
+    def log_dir(self, slot: str) -> Path:
+        return self.root / "predictions" / slot
+
+    @property
+    def proxy_conf_dir(self) -> Path:
+        return self.root / "proxy"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+
+class Engine:
+    def __init__(self, socket_path: str, layout: Layout):
+        import docker
+
+        self.client = docker.DockerClient(base_url=f"unix://{socket_path}", timeout=120)
+        self.layout = layout
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- serving containers -------------------------------------------------------------------
+
+    def start_server(self, slot: str, reference: str, registry_auth: dict | None) -> None:
+        """Replace whatever runs in `slot` with `reference`; return once it answers /ping."""
+        import docker.errors
+
+        layout = self.layout
+        self.stop_server(slot)
+        self._ensure_image(reference, registry_auth)
+        logs = layout.log_dir(slot)
+        logs.mkdir(parents=True, exist_ok=True)
+        for old in logs.glob("predictions.jsonl*"):  # a new server: a new log to join
+            old.unlink()
+        os.chown(logs, SERVING_UID, SERVING_UID) if os.geteuid() == 0 else logs.chmod(0o777)
+        port = layout.port(slot)
+        try:
+            self.client.containers.run(
+                reference, name=layout.container(slot), detach=True,
+                labels={LABEL: slot, f"{LABEL}.reference": reference},
+                environment={"RICE_HOST": "127.0.0.1", "RICE_PORT": str(port),
+                             "RICE_SERVING_PREDICTION_LOG_DIR": LOG_DIR_IN_CONTAINER},
+                volumes={str(logs): {"bind": LOG_DIR_IN_CONTAINER, "mode": "rw"}},
+                tmpfs={"/tmp": "size=64m"}, mem_limit=layout.serving_memory, **_HARDENED)
+        except docker.errors.APIError as exc:
+            raise DeployError(f"{reference} did not start in slot {slot}: "
+                              f"{exc.explanation or exc}") from None
+        self._wait_ready(f"http://127.0.0.1:{port}/ping", layout.container(slot))
+
+    def stop_server(self, slot: str) -> None:
+        self._remove(self.layout.container(slot))
+
+    def kill_server(self, slot: str) -> None:
+        """For the chaos tests and the benchmark: the candidate dies without a goodbye."""
+        self.client.containers.get(self.layout.container(slot)).kill()
+
+    def running_reference(self, slot: str) -> str | None:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(self.layout.container(slot))
+        except docker.errors.NotFound:
+            return None
+        if container.status != "running":
+            return None
+        return container.labels.get(f"{LABEL}.reference")
+
+    def _ensure_image(self, reference: str, registry_auth: dict | None) -> None:
+        import docker.errors
+
+        try:
+            self.client.images.get(reference)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        repository, digest = reference.rsplit("@", 1)
+        try:
+            self.client.images.pull(repository, tag=digest, auth_config=registry_auth)
+        except docker.errors.APIError as exc:
+            raise DeployError(f"{reference} could not be pulled: "
+                              f"{exc.explanation or exc}") from None
+
+    # --- the proxy ----------------------------------------------------------------------------
+
+    def ensure_proxy(self) -> None:
+        """Start the proxy on the configuration in place, unless it runs already."""
+        import docker.errors
+
+        name = PROXY_NAME
+        try:
+            container = self.client.containers.get(name)
+            if container.status == "running":
+                return
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        layout = self.layout
+        try:
+            self.client.containers.run(
+                layout.proxy_image, name=name, detach=True, labels={LABEL: "proxy"},
+                command=["nginx", "-c", f"{PROXY_CONF_DIR}/nginx.conf", "-g", "daemon off;"],
+                volumes={str(layout.proxy_conf_dir): {"bind": PROXY_CONF_DIR, "mode": "ro"}},
+                # nginx runs as nobody: its pid, temp files and the log it opens before it
+                # reads the configuration live in tmpfs it may write.
+                tmpfs={PROXY_RUN_DIR: "size=64m,mode=1777", "/var/lib/nginx": "size=16m,mode=1777",
+                       "/var/log/nginx": "size=1m,mode=1777"},
+                user="65534:65534", mem_limit="256m", **_HARDENED)
+        except docker.errors.APIError as exc:
+            raise DeployError(f"the serving proxy did not start: {exc.explanation or exc}"
+                              ) from None
+        self._wait_ready(f"http://127.0.0.1:{layout.proxy_port}/ping", name)
+
+    def reload_proxy(self) -> None:
+        """Check the new configuration with `nginx -t`, then SIGHUP: new workers take it, the
+        old ones finish what they hold. A configuration nginx refuses is never signalled."""
+        container = self.client.containers.get(PROXY_NAME)
+        code, output = container.exec_run(["nginx", "-t", "-c", f"{PROXY_CONF_DIR}/nginx.conf"])
+        if code != 0:
+            raise DeployError("nginx refused the new configuration; the proxy keeps the old "
+                              f"one: {output.decode(errors='replace')[-500:]}")
+        container.kill(signal="SIGHUP")
+
+    def stop_all(self) -> None:
+        """Every container this module started (tests and teardown)."""
+        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _remove(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        # SIGTERM first: the server lets requests in flight finish (RICE_SERVING_GRACEFUL_...).
+        with contextlib.suppress(docker.errors.APIError):
+            container.stop(timeout=10)
+        container.remove(force=True)
+
+    def _wait_ready(self, url: str, name: str) -> None:
+        import docker.errors
+
+        deadline = time.monotonic() + self.layout.ready_seconds
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            try:
+                container = self.client.containers.get(name)
+            except docker.errors.NotFound:
+                raise DeployError(f"{name} is gone") from None
+            if container.status in ("exited", "dead", "restarting") or \
+                    container.attrs.get("RestartCount"):
+                tail = container.logs(tail=20).decode(errors="replace")
+                raise DeployError(f"{name} exited ({container.attrs['State'].get('ExitCode')})"
+                                  f" before answering {url}:\n{tail}")
+            time.sleep(0.25)
+        tail = self.client.containers.get(name).logs(tail=20).decode(errors="replace")
+        raise DeployError(f"{name} did not answer {url} within {self.layout.ready_seconds:.0f}"
+                          f" s:\n{tail}")
