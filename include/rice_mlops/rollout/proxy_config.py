@@ -63,6 +63,7 @@ class ProxyLimits:
     """What one client can make the proxy hold; the body cap matches the serving server's."""
 
     max_body_bytes: int = 8 * 1024 * 1024
+    connections_per_client: int = 256
     read_timeout_seconds: int = 30
     mirror_timeout_seconds: int = 5
 
@@ -105,7 +106,7 @@ worker_processes 1;
 worker_rlimit_nofile 8192;
 pid {run}/nginx.pid;
 error_log {error_log} warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 1024; }}
 
 http {{
   log_format rollout '$request_id $remote_addr [$time_local] "$request" $status '
@@ -122,10 +123,14 @@ http {{
   keepalive_timeout 5s;
   send_timeout 10s;
   client_max_body_size {limits.max_body_bytes};
-  # The whole body in memory before it is forwarded: a mirror needs it, and a slow client then
-  # holds a proxy buffer instead of one of the server's request slots.
-  client_body_buffer_size {limits.max_body_bytes};
+  # The whole body is read before it is forwarded (a mirror needs it, and a slow client then
+  # holds the proxy, not one of the server's request slots): up to 256 KiB in memory, the rest
+  # in a temp file under run_dir (a size-capped tmpfs in the container). With at most
+  # worker_connections at once, memory stays under 1,024 x 256 KiB.
+  client_body_buffer_size 256k;
   proxy_request_buffering on;
+  limit_conn_zone $binary_remote_addr zone=per_client:1m;
+  limit_conn_status 429;
 
 {"".join(upstreams)}
   split_clients "${{request_id}}" $serving_pool {{
@@ -133,9 +138,22 @@ http {{
 
   server {{
     listen {listen_host}:{listen_port};
+    limit_conn per_client {limits.connections_per_client};
 
+    # Only predictions are mirrored in shadow: a probe or a scrape says nothing of the model.
+    location = /predict {{
+{mirror}{_forward(limits, generation)}    }}
+    location = /invocations {{
+{mirror}{_forward(limits, generation)}    }}
     location / {{
-{mirror}      proxy_pass http://$serving_pool;
+{_forward(limits, generation)}    }}
+{_shadow_location(routing, limits)}  }}
+}}
+"""
+
+
+def _forward(limits: ProxyLimits, generation: int) -> str:
+    return f"""      proxy_pass http://$serving_pool;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $host;
@@ -146,9 +164,6 @@ http {{
       proxy_send_timeout {limits.read_timeout_seconds}s;
       add_header X-Request-Id $request_id always;
       add_header X-Rice-Routing {generation} always;
-    }}
-{_shadow_location(routing, limits)}  }}
-}}
 """
 
 
