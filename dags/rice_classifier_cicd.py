@@ -1,17 +1,9 @@
 """
 ### Rice classifier CI/CD
 
-Retrains the rice-variety classifier, tracks it in MLflow, ships it only when it is good enough.
-Nightly at 02:00 UTC (`RICE_SCHEDULE`) and on every push to `main` (one run per commit, through
-the GitHub webhook); runs never overlap. Conf may make a run stricter, never looser.
-
-`admit` (pending on the commit; stop if a newer push superseded it) → `validate_data` →
-`check_changed` (stop if data and code equal the champion's) → `train` → `fetch_artifacts` →
-`quality_gate` (bar, class-recall floor, McNemar against the champion this pipeline promoted;
-model card) → `approve_release` (a person, when risky) → image built (signed model, SBOM),
-smoke-tested within budgets, pushed and attested → pull request → `promote` (verifies the
-attestations) → `report`: the run note says it in one line (shipped vN / NOT SHIPPED: reason /
-superseded / unchanged / FAILED), with a commit status and an e-mail on a crash or refusal.
+Retrains the rice classifier nightly and on every push to `main` (conf may only tighten a run):
+admit → validate_data → check_changed → train → fetch_artifacts → quality_gate → approval →
+image built, smoke-tested, pushed, attested → pull request → roll_out → promote → report.
 """
 
 from __future__ import annotations
@@ -110,6 +102,13 @@ def rice_classifier_cicd():
         """Commit the artifacts to the model branch and open or update its pull request."""
         return stages.publication.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
+    @task(inlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success", **_DOCKER)
+    def roll_out(trained: h.Trained, gate: h.Gate, image: h.Image | None, params=None,
+                 inlet_events=None) -> h.Served:
+        """Serve the verified image: shadow, canary steps, then 100 %, or roll back."""
+        return stages.serving.roll_out(SETTINGS, params, trained, gate, image,
+                                       inlet_events[RICE_MODEL])
+
     @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success",
           **_DOCKER)
     def promote(data: h.Dataset, trained: h.Trained, staged: h.Staged, gate: h.Gate,
@@ -141,10 +140,11 @@ def rice_classifier_cicd():
     plan >> build >> smoke >> push
     image = attest_image(trained, record_image(trained, gate, plan, push.output))
     pull = open_pull_request(trained, gate, image)  # names the pushed image, so after it
-    promoted = pull >> promote(data, trained, staged, gate, image)
-    # A stop skips every task after it, whatever the task's trigger rule (rice_mlops.stops).
-    skip_all_after(admitted, changed, ship, approval)
-    report(admission, freshness, gate, approval.output, promoted).as_teardown(setups=admission)
+    served = pull >> roll_out(trained, gate, image)  # champion moves only once it serves
+    promoted = served >> promote(data, trained, staged, gate, image)
+    skip_all_after(admitted, changed, ship, approval)  # whatever a later task's trigger rule
+    outcome = report(admission, freshness, gate, approval.output, promoted, served)
+    outcome.as_teardown(setups=admission)
 
 
 rice_classifier_cicd()

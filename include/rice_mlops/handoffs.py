@@ -255,6 +255,19 @@ class Promoted(_HandOff):
     image_digest: str | None = None
 
 
+@dataclass(frozen=True)
+class Served(_HandOff):
+    """`roll_out`: what serves after this run's rollout, and how it got there."""
+
+    served: bool
+    summary: str  # "serving v7 at 100 %", for the run note
+    model_version: str
+    reference: str  # host/name@sha256:... now at 100 %
+    seconds: float
+    verdicts: tuple[str, ...] = ()  # each stage's reason, in order
+    client_errors: int = 0  # non-2xx answers the replayed traffic got
+
+
 def unwrapped(stored: Any) -> Any:
     """An XCom value as Airflow stores it (and its REST API answers it without `deserialize`),
     with serde's envelopes `{"__classname__", "__version__", "__data__"}` replaced by their
@@ -270,4 +283,4 @@ def unwrapped(stored: Any) -> Any:
 
 
 HANDOFFS = (Admission, Dataset, Freshness, Trained, Staged, Gate, BuildContext, Image,
-            Approval, Promoted)
+            Approval, Promoted, Served)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted
+    from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted, Served
 
 STATUS_CONTEXT = "rice-mlops/pipeline"
 _DESCRIPTION_MAX = 140  # GitHub refuses longer status descriptions
@@ -34,7 +34,9 @@ class Outcome:
 
 
 RELEASE_MEASURES = "prepare_image_context"  # the task where the release zone measures
-REFUSAL_KEY = "release_refusal"  # its XCom key for why it refused
+ROLLOUT = "roll_out"  # the task that serves it, or rolls it back
+REFUSING_TASKS = (RELEASE_MEASURES, ROLLOUT)  # tasks that fail on a decision, not a crash
+REFUSAL_KEY = "release_refusal"  # their XCom key for why they refused
 
 
 def _pct(value: float | None) -> str:
@@ -53,12 +55,14 @@ def _shipped(gate: Gate, promoted: Promoted) -> str:
 def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,
                    gate: Gate | None, approval: Approval | None = None,
                    promoted: Promoted | None, failed_tasks: list[str],
-                   release_refusal: str | None = None) -> Outcome:
+                   release_refusal: str | None = None,
+                   served: Served | None = None) -> Outcome:
     """The run's outcome; a crash outranks everything, then the earliest decision.
 
-    `release_refusal`: why the release zone refused to build (its own measurement of the
-    model's bytes below the bar), when that is the only failure: a decision, not a crash."""
-    if release_refusal and set(failed_tasks) == {RELEASE_MEASURES}:
+    `release_refusal`: why the release zone refused (its own measurement of the model's bytes
+    below the bar, an image that did not verify, a rollout rolled back), when the refusing task
+    is the only failure: a decision, not a crash."""
+    if release_refusal and len(failed_tasks) == 1 and failed_tasks[0] in REFUSING_TASKS:
         return Outcome("not_shipped", f"NOT SHIPPED: {release_refusal}", "failure", True)
     if failed_tasks:
         return Outcome("crashed", f"FAILED: {', '.join(sorted(failed_tasks))} failed; "
@@ -76,7 +80,8 @@ def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,
         why = f"release rejected by {who}" if who else "nobody approved the release in time"
         return Outcome("not_shipped", f"NOT SHIPPED: {why}", "failure", True)
     if gate is not None and promoted and promoted.image_digest:
-        return Outcome("shipped", _shipped(gate, promoted), "success", False)
+        serving = f"; {served.summary}" if served is not None and served.served else ""
+        return Outcome("shipped", _shipped(gate, promoted) + serving, "success", False)
     if gate is not None and promoted:
         return Outcome("shipped", _shipped(gate, promoted) + " (no image: no registry)",
                        "success", False)

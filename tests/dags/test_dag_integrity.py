@@ -93,9 +93,13 @@ def test_task_graph_order(dag):
     assert "prepare_image_context" in downstream("quality_gate")
     assert "attest_image" in downstream("record_image")
     assert "open_pull_request" in downstream("attest_image")
-    # They run when the image stages were skipped (no engine), never after a stop decision.
-    assert dag.get_task("open_pull_request").trigger_rule == "none_failed_min_one_success"
-    assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
+    # Champion moves only once the image serves (or the rollout is off or had no image).
+    assert "roll_out" in downstream("open_pull_request")
+    assert "promote" in downstream("roll_out")
+    # They run when the image stages were skipped (no engine) or no pull request is configured,
+    # never after a stop decision.
+    for name in ("open_pull_request", "roll_out", "promote"):
+        assert dag.get_task(name).trigger_rule == "none_failed_min_one_success", name
     # Every stop skips every task after it (the report, a teardown, excepted): each task after
     # it is its direct downstream or passes the skip on (all_success), so a task added after a
     # stop cannot run past it (rice_mlops.stops.skip_all_after wires that).
@@ -105,7 +109,7 @@ def test_task_graph_order(dag):
         return dag.get_task(task_id).get_flat_relative_ids(upstream=False) - {"report"}
 
     publication = {"prepare_image_context", "build_image", "push_image", "attest_image",
-                   "open_pull_request", "promote"}
+                   "open_pull_request", "roll_out", "promote"}
     assert after("admitted") == set(dag.task_ids) - {"admit", "admitted", "report"}
     assert {"train", "quality_gate", "approve_release"} | publication <= after("changed")
     assert {"approve_release"} | publication <= after("shippable")
@@ -113,16 +117,15 @@ def test_task_graph_order(dag):
     for name in ("admitted", "changed", "shippable", "approve_release"):
         assert dag.get_task(name).ignore_downstream_trigger_rules is False
         assert bypasses(dag.get_task(name)) == [], name
-        assert {"open_pull_request", "promote"} <= downstream(name), name
+        assert {"open_pull_request", "roll_out", "promote"} <= downstream(name), name
     # The report is a teardown after everything: it runs whatever happened and its own
     # outcome does not decide the run's state.
     report = dag.get_task("report")
     assert report.is_teardown and "admit" in report.upstream_task_ids
     assert set(dag.task_ids) - {"report"} <= report.get_flat_relative_ids(upstream=True)
-    assert "promote" in downstream("open_pull_request")
-    # Nothing is published or promoted without passing the gate first.
+    # Nothing is published, served or promoted without passing the gate first.
     gated = dag.get_task("quality_gate").get_flat_relative_ids(upstream=False)
-    assert {"open_pull_request", "promote"} <= gated
+    assert {"open_pull_request", "roll_out", "promote"} <= gated
     assert dag.get_task("train").task_type in ("_PythonDecoratedOperator", "PythonOperator")
     # Image: built, then smoke-tested, and only pushed when the smoke test succeeded.
     assert "build_image" in downstream("prepare_image_context")
@@ -181,10 +184,10 @@ print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds()] for
                          check=True, timeout=120)
     tasks = json.loads(out.stdout.strip().splitlines()[-1])
     assert tasks.pop("run") == 90 * 60
-    # attest_image and promote hold the registry credentials, which only that queue's workers
-    # may read.
+    # attest_image, roll_out and promote hold the registry credentials, which only that
+    # queue's workers may read; roll_out starts the serving containers.
     socket_tasks = {"prune_old_builds", "prepare_image_context", "build_image", "smoke_test",
-                    "push_image", "attest_image", "promote"}
+                    "push_image", "attest_image", "roll_out", "promote"}
     assert {t for t, (queue, _) in tasks.items() if queue == "docker"} == socket_tasks
     assert tasks["train"][0] == "training"
     assert all(seconds == 7 * 60 for t, (_, seconds) in tasks.items() if t != "train")

@@ -4,7 +4,9 @@ conf, and the commit, token and address those carry."""
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
+from contextlib import contextmanager
 
 from rice_mlops.handoffs import ALLOWED_DESERIALIZATION_CLASSES
 from tests.helpers.ports import free_port
@@ -59,3 +61,32 @@ def dag_conf(data_dir, **overrides) -> dict:
     return {"epochs": 1, "image_size": 64, "batch_size": 32, "data_dir": str(data_dir),
             "min_test_accuracy": 0.01, "max_regression": 1.0, "source_commit": SHA,
             "source_ref": "refs/heads/main", "source_repository": "acme/rice", **overrides}
+
+
+SERVING_NAME = f"rice-test-{os.getpid()}"  # this session's serving containers
+
+
+def rollout_env(docker_engine: dict, name: str) -> dict[str, str]:
+    """Every shipped run of the stack is served: the rollout rides the runs that exist."""
+    return {"RICE_ROLLOUT": "true", "RICE_ROLLOUT_NAME": name,
+            "RICE_ROLLOUT_PROXY_IMAGE": docker_engine["RICE_ROLLOUT_PROXY_IMAGE"],
+            "RICE_ROLLOUT_PORT": str(free_port()),
+            "RICE_ROLLOUT_SLOT_PORTS": f"{free_port()},{free_port()}",
+            # Short windows; one-epoch challengers disagree with a 12-epoch champion, so the
+            # agreement floor is the unit tests' (test_rollout.py), the budgets a loaded CI's.
+            "RICE_ROLLOUT_WINDOW_SECONDS": "2", "RICE_ROLLOUT_MIN_REQUESTS": "20",
+            "RICE_ROLLOUT_MIN_AGREEMENT": "0", "RICE_ROLLOUT_MAX_P99_MS": "5000"}
+
+
+@contextmanager
+def removed_after(name: str):
+    """The serving containers of `name` are removed when the block ends, whatever happened."""
+    try:
+        yield
+    finally:
+        listed = subprocess.run(["docker", "ps", "-aq", "--filter",
+                                 f"label=io.rice-mlops.serving={name}"],
+                                capture_output=True, text=True, check=False)
+        if listed.stdout.split():
+            subprocess.run(["docker", "rm", "-f", *listed.stdout.split()],
+                           capture_output=True, check=False)

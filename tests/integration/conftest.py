@@ -14,7 +14,15 @@ import pytest
 from tests.helpers.airflow_stack import AirflowStack
 from tests.helpers.mailbox import Mailbox
 from tests.helpers.paths import REPO
-from tests.helpers.pipeline import GITHUB_TOKEN, NOTIFY, airflow_env, dag_conf
+from tests.helpers.pipeline import (
+    GITHUB_TOKEN,
+    NOTIFY,
+    SERVING_NAME,
+    airflow_env,
+    dag_conf,
+    removed_after,
+    rollout_env,
+)
 from tests.helpers.ports import free_port
 
 
@@ -80,9 +88,10 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
                         RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
                         RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"],
                         RICE_NOTIFY_EMAILS=NOTIFY,
-                        RICE_SIGNING_KEY_FILE=str(signing_keys["private"])),
+                        RICE_SIGNING_KEY_FILE=str(signing_keys["private"]),
+                        **rollout_env(docker_engine, SERVING_NAME)),
     )
-    with stack.running():
+    with stack.running(), removed_after(SERVING_NAME):
         host, port = docker_engine["RICE_REGISTRY"].split(":")
         response = stack.api("POST", "/connections", json={
             "connection_id": "rice_registry", "conn_type": "generic", "host": host,

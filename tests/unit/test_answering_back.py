@@ -11,7 +11,15 @@ import pytest
 from rice_mlops.airflow_api import newer_push
 from rice_mlops.code_digest import training_code_digest
 from rice_mlops.commit_status import status_body
-from rice_mlops.handoffs import Admission, Approval, Dataset, Freshness, Gate, Promoted
+from rice_mlops.handoffs import (
+    Admission,
+    Approval,
+    Dataset,
+    Freshness,
+    Gate,
+    Promoted,
+    Served,
+)
 from rice_mlops.outcome import decide_outcome
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
@@ -191,3 +199,15 @@ def test_a_release_zone_refusal_is_a_decision_named_in_the_note():
     both = _outcome(failed_tasks=["prepare_image_context", "train"], release_refusal=why)
     assert both.kind == "crashed"
     assert _outcome(release_refusal=why).kind == "shipped"
+
+
+def test_a_rollback_is_a_decision_and_a_served_rollout_is_in_the_shipped_note():
+    why = "rolled back v7 at 10 %: at 10 %: p99 41 ms > 20 ms"
+    rolled = _outcome(failed_tasks=["roll_out"], release_refusal=why, promoted=None)
+    assert (rolled.kind, rolled.note, rolled.notify) == ("not_shipped", f"NOT SHIPPED: {why}",
+                                                         True)
+    served = Served(served=True, summary="serving v7 at 100 %", model_version="7",
+                    reference="127.0.0.1:5000/rice@sha256:" + "c" * 64, seconds=31.0)
+    shipped = _outcome(served=served)
+    assert shipped.kind == "shipped" and shipped.note.endswith("; serving v7 at 100 %")
+    assert "serving" not in _outcome(served=None).note  # RICE_ROLLOUT off: no claim

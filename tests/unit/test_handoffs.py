@@ -20,6 +20,7 @@ from rice_mlops.handoffs import (
     Freshness,
     Gate,
     Promoted,
+    Served,
 )
 from rice_mlops.run_policy import PolicyError
 from rice_mlops.settings import PipelineSettings
@@ -48,6 +49,9 @@ def _samples() -> list:
         Approval(required=True, approved=False, by=None),
         Promoted(mlflow_run_id=RUN, model_version="4", test_accuracy=0.99,
                  dataset_fingerprint="sha256:d", classes=("A", "B"), tflite_sha256="0" * 64),
+        Served(served=True, summary="serving v4 at 100 %", model_version="4",
+               reference="127.0.0.1:5000/rice@" + DIGEST, seconds=12.5,
+               verdicts=("shadow: agreement 100.0% on 60 requests",)),
     ]
 
 
@@ -124,7 +128,7 @@ def test_the_gate_hand_off_carries_the_gate_result_flat():
 def test_the_promoted_record_is_what_the_next_gate_reads_back():
     from rice_mlops.champion import ChampionRecord
 
-    promoted = _samples()[-1]
+    promoted = next(value for value in _samples() if isinstance(value, Promoted))
     record = ChampionRecord.from_extra(promoted.as_dict())
     assert record is not None
     assert (record.version, record.run_id, record.classes) == ("4", RUN, ("A", "B"))

@@ -22,7 +22,6 @@ import httpx
 from rice_mlops.rollout.state import SLOTS
 
 LABEL = "io.rice-mlops.serving"
-PROXY_NAME = "rice-serving-proxy"
 PROXY_CONF_DIR = "/etc/rice-serving-proxy"  # in the proxy container
 PROXY_RUN_DIR = "/run/rice-serving-proxy"  # a tmpfs in the proxy container
 LOG_DIR_IN_CONTAINER = "/var/log/rice-serving"
@@ -43,6 +42,7 @@ class Layout:
 
     root: Path  # RICE_RELEASE_DIR/serving
     proxy_image: str
+    name: str = "rice-serving"  # container names: <name>-proxy, <name>-blue, <name>-green
     proxy_port: int = 8501
     slot_ports: tuple[int, int] = (8502, 8503)
     serving_memory: str = "1g"
@@ -52,7 +52,11 @@ class Layout:
         return self.slot_ports[SLOTS.index(slot)]
 
     def container(self, slot: str) -> str:
-        return f"rice-serving-{slot}"
+        return f"{self.name}-{slot}"
+
+    @property
+    def proxy_name(self) -> str:
+        return f"{self.name}-proxy"
 
     def log_dir(self, slot: str) -> Path:
         return self.root / "predictions" / slot
@@ -94,7 +98,8 @@ class Engine:
         try:
             self.client.containers.run(
                 reference, name=layout.container(slot), detach=True,
-                labels={LABEL: slot, f"{LABEL}.reference": reference},
+                labels={LABEL: layout.name, f"{LABEL}.slot": slot,
+                        f"{LABEL}.reference": reference},
                 environment={"RICE_HOST": "127.0.0.1", "RICE_PORT": str(port),
                              "RICE_SERVING_PREDICTION_LOG_DIR": LOG_DIR_IN_CONTAINER},
                 volumes={str(logs): {"bind": LOG_DIR_IN_CONTAINER, "mode": "rw"}},
@@ -143,7 +148,7 @@ class Engine:
         """Start the proxy on the configuration in place, unless it runs already."""
         import docker.errors
 
-        name = PROXY_NAME
+        name = self.layout.proxy_name
         try:
             container = self.client.containers.get(name)
             if container.status == "running":
@@ -154,7 +159,8 @@ class Engine:
         layout = self.layout
         try:
             self.client.containers.run(
-                layout.proxy_image, name=name, detach=True, labels={LABEL: "proxy"},
+                layout.proxy_image, name=name, detach=True,
+                labels={LABEL: layout.name, f"{LABEL}.slot": "proxy"},
                 command=["nginx", "-c", f"{PROXY_CONF_DIR}/nginx.conf", "-g", "daemon off;"],
                 volumes={str(layout.proxy_conf_dir): {"bind": PROXY_CONF_DIR, "mode": "ro"}},
                 # nginx runs as nobody: its pid, temp files and the log it opens before it
@@ -170,7 +176,7 @@ class Engine:
     def reload_proxy(self) -> None:
         """Check the new configuration with `nginx -t`, then SIGHUP: new workers take it, the
         old ones finish what they hold. A configuration nginx refuses is never signalled."""
-        container = self.client.containers.get(PROXY_NAME)
+        container = self.client.containers.get(self.layout.proxy_name)
         code, output = container.exec_run(["nginx", "-t", "-c", f"{PROXY_CONF_DIR}/nginx.conf"])
         if code != 0:
             raise DeployError("nginx refused the new configuration; the proxy keeps the old "
@@ -178,8 +184,9 @@ class Engine:
         container.kill(signal="SIGHUP")
 
     def stop_all(self) -> None:
-        """Every container this module started (tests and teardown)."""
-        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
+        """Every container of this layout's name (tests and teardown)."""
+        for container in self.client.containers.list(
+                all=True, filters={"label": f"{LABEL}={self.layout.name}"}):
             container.remove(force=True)
 
     # --- helpers ------------------------------------------------------------------------------

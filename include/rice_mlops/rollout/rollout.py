@@ -74,10 +74,12 @@ class Outcome:
 
 
 class Replayer:
-    """Posts the smoke set's images to the proxy's /predict, as a client would, at most
-    `rate` a second: the replay measures the service without loading it."""
+    """Posts the smoke set's images (bytes, content type) to the proxy's /predict, as a
+    client would, at most `rate` a second: the replay measures the service without loading
+    it."""
 
-    def __init__(self, url: str, images: Sequence[bytes], rate: float, concurrency: int):
+    def __init__(self, url: str, images: Sequence[tuple[bytes, str]], rate: float,
+                 concurrency: int):
         if not images:
             raise ValueError("no images to replay")
         self.url, self.images, self.concurrency = url, list(images), concurrency
@@ -104,11 +106,11 @@ class Replayer:
                     time.sleep(max(0.0, at - time.monotonic()))
                     if deadline is not None and time.monotonic() >= deadline:
                         return
-                    body = self.images[index % len(self.images)]
+                    body, content_type = self.images[index % len(self.images)]
                     index += self.concurrency
                     try:
                         status = client.post(f"{self.url}/predict", content=body,
-                                             headers={"Content-Type": "image/jpeg"}).status_code
+                                             headers={"Content-Type": content_type}).status_code
                     except httpx.HTTPError:
                         status = 0  # no answer at all
                     with self._lock:
@@ -123,7 +125,7 @@ class Replayer:
 
 
 class Rollout:
-    def __init__(self, engine: Engine, plan: Plan, images: Sequence[bytes],
+    def __init__(self, engine: Engine, plan: Plan, images: Sequence[tuple[bytes, str]],
                  registry_auth: dict | None = None):
         self.engine, self.layout, self.plan = engine, engine.layout, plan
         self.registry_auth = registry_auth
@@ -342,3 +344,14 @@ class Rollout:
                                      "generation at a time (this run waits for its pool "
                                      "slot and retries)") from None
             yield
+
+
+def smoke_images(smoke_dir: Path, limit: int = 200) -> list[tuple[bytes, str]]:
+    """The release zone's own smoke images (its build context), JPEG and PNG only."""
+    kinds = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+    found = [(path.read_bytes(), kinds[path.suffix.lower()])
+             for path in sorted((smoke_dir / "images").iterdir())
+             if path.suffix.lower() in kinds and path.is_file() and not path.is_symlink()]
+    if not found:
+        raise RolloutRefused(f"{smoke_dir} holds no smoke images to measure the rollout with")
+    return found[:limit]

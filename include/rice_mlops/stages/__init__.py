@@ -15,8 +15,9 @@ from rice_mlops.stages import (
     publication,
     release,
     report,
+    serving,
     training,
 )
 
 __all__ = ["admission", "common", "data", "evaluation", "publication", "release", "report",
-           "training"]
+           "serving", "training"]

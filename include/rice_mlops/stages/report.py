@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted
+from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted, Served
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages.common import checked_request
 from rice_mlops.stages.publication import commit_status, run_url
@@ -22,21 +22,22 @@ log = logging.getLogger(__name__)
 
 def report(settings: PipelineSettings, params: Mapping, admission: Admission | None,
            freshness: Freshness | None, gate: Gate | None, approval: Approval | None,
-           promoted: Promoted | None, ti) -> dict:
+           promoted: Promoted | None, served: Served | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
     from rice_mlops.airflow_api import AirflowApi
-    from rice_mlops.outcome import REFUSAL_KEY, RELEASE_MEASURES, decide_outcome
+    from rice_mlops.outcome import REFUSAL_KEY, REFUSING_TASKS, decide_outcome
 
     dag_run_id = ti.run_id
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
     failed = [task for task, state in states.items() if state == "failed"]
     refusal = None
-    if RELEASE_MEASURES in failed:
-        pulled = ti.xcom_pull(task_ids=RELEASE_MEASURES, key=REFUSAL_KEY)
-        refusal = pulled[:2000] if isinstance(pulled, str) else None
+    for task in REFUSING_TASKS:
+        if task in failed:
+            pulled = ti.xcom_pull(task_ids=task, key=REFUSAL_KEY)
+            refusal = pulled[:2000] if isinstance(pulled, str) else None
     outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
                              approval=approval, promoted=promoted, failed_tasks=failed,
-                             release_refusal=refusal)
+                             release_refusal=refusal, served=served)
     log.info("outcome: %s", outcome.note)
     try:
         api = AirflowApi.from_connection(settings.airflow_api_conn_id)

@@ -1,0 +1,101 @@
+"""Serving: the pushed image in front of users, behind the serving proxy (release zone).
+
+`roll_out` runs on the Docker queue after the pull request and before `promote`: the image must
+verify against the deployment's own key (signature, provenance of this run, SBOM, the model in
+the image) before a container starts; then shadow, the canary steps and 100 %, each decided on
+measured numbers (`rice_mlops.rollout`). A breached budget rolls back: stable keeps serving,
+the candidate is stopped, and since `promote` has not run, `champion` never moved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rice_mlops.connections import registry_host
+from rice_mlops.handoffs import Gate, Image, Served, Trained
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages.common import checked_handoffs, checked_request
+from rice_mlops.vocabulary import DAG_ID
+
+log = logging.getLogger(__name__)
+ROLLOUT_TASK = "roll_out"
+
+
+def layout(settings: PipelineSettings):
+    from rice_mlops.rollout.engine import Layout
+
+    return Layout(root=settings.release_root / "serving", proxy_image=settings.rollout_proxy_image,
+                  name=settings.rollout_name, proxy_port=settings.rollout_port,
+                  slot_ports=settings.rollout_slot_ports)
+
+
+def plan(settings: PipelineSettings):
+    from rice_mlops.rollout.rollout import Plan
+    from rice_mlops.rollout.verdicts import Budgets
+
+    return Plan(steps=settings.rollout_steps, window_seconds=settings.rollout_window_seconds,
+                replay_rate=settings.rollout_replay_rate,
+                budgets=Budgets(min_requests=settings.rollout_min_requests,
+                                min_agreement=settings.rollout_min_agreement,
+                                max_p99_ms=settings.rollout_max_p99_ms))
+
+
+def registry_auth(settings: PipelineSettings) -> dict | None:
+    """The registry connection's login for a pull (kept in memory, never logged)."""
+    from airflow.sdk import BaseHook
+
+    if registry_host(settings.registry_conn_id) is None:
+        return None
+    conn = BaseHook.get_connection(settings.registry_conn_id)
+    return {"username": conn.login or "", "password": conn.password or ""}
+
+
+@checked_handoffs
+def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate: Gate,
+             image: Image | None, champion_events: Iterable) -> Served:
+    from rice_mlops.champion import latest_record
+    from rice_mlops.rollout.engine import DeployError, Engine
+    from rice_mlops.rollout.rollout import Rollout, RolloutRefused, smoke_images
+    from rice_mlops.stages.release import _record_refusal, verify_pushed
+
+    if not settings.rollout:
+        raise AirflowSkipException("RICE_ROLLOUT is off: the image is pushed and champion "
+                                   "moves, but nothing here serves it")
+    if image is None or not image.digest:
+        raise AirflowSkipException("no image was pushed: nothing to serve")
+    request = checked_request(settings, params)
+    image_plan = trained.image_plan(settings, request.source_commit,
+                                    registry_host(settings.registry_conn_id))
+    record = latest_record(champion_events, DAG_ID)
+
+    def verify(reference: str) -> None:
+        if reference != image.digest_ref:
+            raise AirflowFailException(f"{reference} is not the pushed {image.digest_ref}")
+        verify_pushed(settings, request, trained, image, version=str(gate.version),
+                      champion_version=record.version if record else None)
+
+    engine = Engine(settings.docker_socket, layout(settings))
+    try:
+        rollout = Rollout(engine, plan(settings), smoke_images(image_plan.smoke_dir),
+                          registry_auth(settings))
+        outcome = rollout.roll_out(image.digest_ref, str(gate.version), verify)
+    except RolloutRefused as exc:
+        _record_refusal(str(exc))
+        raise AirflowFailException(str(exc)) from None
+    except DeployError as exc:  # the engine or a container: a retry may see it start
+        raise RuntimeError(f"rollout of v{gate.version} did not complete: {exc}") from None
+    finally:
+        engine.close()
+    for verdict in outcome.verdicts:
+        log.info("%s %s", "passed:" if verdict.passed else "FAILED:", verdict.reason)
+    errors = sum(count for status, count in outcome.client_statuses.items()
+                 if not 200 <= status < 300)
+    if not outcome.served:
+        _record_refusal(outcome.summary)
+        raise AirflowFailException(outcome.summary)
+    return Served(served=True, summary=outcome.summary, model_version=str(gate.version),
+                  reference=image.digest_ref, seconds=outcome.seconds,
+                  verdicts=tuple(v.reason for v in outcome.verdicts), client_errors=errors)

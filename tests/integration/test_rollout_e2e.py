@@ -1,0 +1,110 @@
+"""The rollout (issue 22) on the runs the session has anyway: the e2e-shipped run of the real
+Airflow stack (RICE_ROLLOUT on, tests/integration/conftest.py) must end serving its verified
+image behind the real nginx proxy, and a digest that does not verify must never start, while
+the image that serves keeps serving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.datasets import CLASSES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def serving_layout(stack):
+    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.stages.serving import layout
+
+    return layout(PipelineSettings.from_env(stack.env))
+
+
+def test_the_shipped_run_serves_its_image_behind_the_proxy(airflow_pg, pushed,
+                                                          small_real_dataset):
+    served = airflow_pg.xcom("e2e-shipped", "roll_out")
+    assert served is not None, airflow_pg.task_states("e2e-shipped")
+    assert served["served"] and served["reference"] == pushed["digest_ref"]
+    assert served["client_errors"] == 0, served
+    assert "serving v" in airflow_pg.note("e2e-shipped")
+    layout = serving_layout(airflow_pg)
+    url = f"http://127.0.0.1:{layout.proxy_port}"
+    image = sorted((small_real_dataset / "test" / CLASSES[0]).iterdir())[0]
+    answer = httpx.post(f"{url}/predict", content=image.read_bytes(),
+                        headers={"Content-Type": "image/jpeg", "X-Request-Id": "mine"})
+    assert answer.status_code == 200 and answer.json()["class"] in CLASSES
+    request_id = answer.headers["x-request-id"]
+    assert len(request_id) == 32 and request_id != "mine"  # the proxy's, never the client's
+    assert httpx.get(f"{url}/ping").status_code == 200
+    assert b"rice_serving_requests_total" in httpx.get(f"{url}/metrics").content
+    state = json.loads((layout.state_file).read_text())
+    stable = state["stable"]
+    # Later runs of the session may serve a newer version: whatever serves is what the state
+    # says, and its prediction log has the request just made, under the proxy's id.
+    log = layout.log_dir(stable["slot"]) / "predictions.jsonl"
+    assert any(json.loads(line).get("request_id") == request_id
+               for line in log.read_text().splitlines())
+
+
+def test_the_proxy_runs_as_nobody_on_a_read_only_root(airflow_pg, pushed):
+    layout = serving_layout(airflow_pg)
+    inspected = json.loads(subprocess.run(
+        ["docker", "inspect", layout.proxy_name, layout.container("blue"),
+         layout.container("green")], capture_output=True, text=True).stdout or "[]")
+    assert inspected, "no serving containers"
+    for container in inspected:
+        config, host = container["Config"], container["HostConfig"]
+        assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"], container["Name"]
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["NetworkMode"] == "host" and host["Memory"] > 0
+        assert config["User"] in ("65534:65534", "10001"), container["Name"]
+        assert not any("PASSWORD" in env for env in config["Env"])
+
+
+def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
+        airflow_pg, pushed, docker_login, docker_engine, signing_keys, tmp_path):
+    """An image built on the shipped one (same model, one more label) is a new digest with no
+    signature: the rollout refuses it before any container starts."""
+    from rice_mlops.attestation import verify_image
+    from rice_mlops.oci import Registry, split_reference
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
+    from rice_mlops.signing import load_public_key
+
+    registry = docker_engine["RICE_REGISTRY"]
+    tampered = f"{registry}/rice-classifier:tampered"
+    (tmp_path / "Dockerfile").write_text(f"FROM {pushed['digest_ref']}\nLABEL tampered=yes\n")
+    subprocess.run(["docker", "build", "-q", "-t", tampered, str(tmp_path)], env={
+        **docker_login, "DOCKER_BUILDKIT": "0"}, check=True, capture_output=True)
+    subprocess.run(["docker", "push", "-q", tampered], env=docker_login, check=True,
+                   capture_output=True)
+    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}",
+                             tampered], capture_output=True, text=True, check=True
+                            ).stdout.strip()
+    assert digest.startswith(f"{registry}/rice-classifier@sha256:")
+    public = load_public_key(Path(signing_keys["public"]).read_bytes())
+
+    def verify(reference: str) -> None:
+        _, name, image_digest = split_reference(reference)
+        with Registry(registry, docker_engine["RICE_REGISTRY_USER"],
+                      docker_engine["RICE_REGISTRY_PASSWORD"]) as client:
+            verify_image(client, name, image_digest, public)
+
+    layout = serving_layout(airflow_pg)
+    before = st.load(layout.state_file)
+    engine = Engine("/var/run/docker.sock", layout)
+    try:
+        rollout = Rollout(engine, Plan(), [(b"unused", "image/jpeg")])
+        with pytest.raises(RolloutRefused, match="does not verify, so it was not started"):
+            rollout.roll_out(digest, "999", verify)
+        assert engine.running_reference(before.free_slot()) is None
+    finally:
+        engine.close()
+    after = st.load(layout.state_file)
+    assert after.stable == before.stable and after.candidate is None
+    assert httpx.get(f"http://127.0.0.1:{layout.proxy_port}/ping").status_code == 200
