@@ -131,10 +131,11 @@ def test_task_graph_order(dag):
     assert "build_image" in downstream("prepare_image_context")
     assert "smoke_test" in downstream("build_image")
     smoke_descendants = dag.get_task("smoke_test").get_flat_relative_ids(upstream=False)
-    assert {"push_image", "record_image", "attest_image", "promote"} <= smoke_descendants
+    assert {"push_image", "record_image", "attest_image", "roll_out", "promote"} <= \
+        smoke_descendants
     assert dag.get_task("push_image").trigger_rule == "all_success"
     assert {"prepare_image_context", "build_image", "smoke_test", "push_image"} <= gated
-    assert "open_pull_request" in dag.get_task("promote").upstream_task_ids
+    assert "open_pull_request" in dag.get_task("roll_out").upstream_task_ids
     # Housekeeping follows the staging of this run and ends before the gate and image stages.
     assert "prune_old_builds" in downstream("fetch_artifacts")
     assert "quality_gate" in downstream("prune_old_builds")
