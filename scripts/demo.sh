@@ -46,8 +46,10 @@ cat "$engine_log"
 if $engine_up; then
   # Parsed, never evaluated: the values come from files in the engine's state directory.
   engine_env=$(scripts/docker-engine env)
-  load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_REGISTRY RICE_REGISTRY_USER \
-    RICE_REGISTRY_PASSWORD <<<"$engine_env"
+  load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_ROLLOUT_PROXY_IMAGE RICE_REGISTRY \
+    RICE_REGISTRY_USER RICE_REGISTRY_PASSWORD <<<"$engine_env"
+  # The demo ends serving what it shipped, behind the proxy on RICE_ROLLOUT_PORT (8501).
+  export RICE_ROLLOUT=${RICE_ROLLOUT:-true} RICE_ROLLOUT_PROXY_IMAGE
   # The push task reads the registry from this connection; its password never leaves it.
   AIRFLOW_CONN_RICE_REGISTRY=$(.venv/bin/python -c "import json,os; print(json.dumps({
       'conn_type': 'generic', 'host': os.environ['RICE_REGISTRY'].split(':')[0],

@@ -96,6 +96,7 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
     trained = api.xcom(run_id, "train") or {}
     image = api.xcom(run_id, "record_image") or {}
     pull = api.xcom(run_id, "open_pull_request")
+    served = api.xcom(run_id, "roll_out")
     states = {ti["task_id"]: ti["state"] for ti in
               api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
     gate = api.xcom(run_id, "quality_gate") or {}
@@ -112,6 +113,7 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
         "mlflow_run_url": (f"{mlflow_url}/#/experiments/{trained.get('experiment_id')}/runs/"
                            f"{mlflow_run}") if mlflow_run else None,
         "image": image.get("digest_ref"),
+        "serving": served if isinstance(served, dict) else None,
         "image_tags": [t for t in (image.get("image"), image.get("latest")) if t],
         "pull_request": (pull or {}).get("pull_request") if isinstance(pull, dict) else None,
         "pull_request_state": states.get("open_pull_request"),
@@ -168,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     image = summary["image"] or f"not pushed (push_image {states.get('push_image')}; see its log)"
     pull = summary["pull_request"] or (f"not opened (open_pull_request "
                                        f"{summary['pull_request_state']}; see its log)")
+    served = summary["serving"] or {}
+    endpoint = f"http://127.0.0.1:{readers.text(os.environ, 'RICE_ROLLOUT_PORT', '8501')}"
+    serving = (f"{served.get('summary')} ({served.get('seconds')} s)\n"
+               f"                 curl -s -H 'Content-Type: image/jpeg' --data-binary "
+               f"@grain.jpg {endpoint}/predict" if served.get("served") else
+               f"not served (roll_out {states.get('roll_out')}; RICE_ROLLOUT=true serves it)")
     data = args.data_dir or "-"
     if args.synthetic:
         data += ("\n                 synthetic grains; the real set is one variable away: "
@@ -182,6 +190,7 @@ quality gate     {summary['gate'] or '-'}
 MLflow run       {summary['mlflow_run_url'] or '-'}
                  log in as admin, password in {args.mlflow_admin_password_file or '-'}
 image            {image}
+serving          {serving}
 pull request     {pull}
 Airflow UI       {summary['airflow_url']}
                  log in as admin, password in {args.admin_password_file}

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers.paths import REPO
+from tests.helpers.pipeline import removed_after
 from tests.helpers.ports import free_port
 from tests.helpers.script_env import docker_engine_env
 
@@ -31,7 +32,11 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
            # Its own engine state and registry port: `stop` below then ends only what the demo
            # started, never an engine or registry some other process owns.
            "RICE_DOCKER_STATE": str(tmp_path / "docker"), "RICE_REGISTRY_PORT": str(free_port()),
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+           # The demo serves what it ships (RICE_ROLLOUT is on in demo.sh): its own names and
+           # ports on the session's engine.
+           "RICE_ROLLOUT_NAME": "rice-demo-test", "RICE_ROLLOUT_PORT": str(free_port()),
+           "RICE_ROLLOUT_SLOT_PORTS": f"{free_port()},{free_port()}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
         demo = subprocess.run([REPO / "scripts" / "demo.sh"], env=env, cwd=REPO,
@@ -42,6 +47,8 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
     finally:  # what `make down` does
         for script in ("airflow-stack", "mlflow-server", "docker-engine"):
             subprocess.run([REPO / "scripts" / script, "stop"], env=env, timeout=120)
+        with removed_after("rice-demo-test"):  # the engine is the session's: it stays up
+            pass
 
 
 def _check_mlflow_refuses_strangers(env: dict) -> None:
@@ -124,4 +131,12 @@ def _check_demo(demo: subprocess.CompletedProcess, env: dict) -> dict:
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
     assert manifest.status_code == 200, manifest.text
     assert manifest.headers["Docker-Content-Digest"] == digest
+    # It ends serving that image: the summary's curl line works against the endpoint.
+    assert summary["serving"]["served"] and summary["serving"]["reference"] == summary["image"]
+    endpoint = f"http://127.0.0.1:{env['RICE_ROLLOUT_PORT']}"
+    assert f"--data-binary @grain.jpg {endpoint}/predict" in demo.stdout
+    grain = next((Path(env["RICE_DATA_DIR"]) / "test").rglob("*.jpg"))
+    answer = httpx.post(f"{endpoint}/predict", content=grain.read_bytes(),
+                        headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200 and "class" in answer.json(), answer.text
     return summary
