@@ -65,10 +65,27 @@ def test_the_proxy_runs_as_nobody_on_a_read_only_root(airflow_pg, pushed):
         assert not any("PASSWORD" in env for env in config["Env"])
 
 
+@pytest.fixture(scope="module")
+def relabelled(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
+    """The shipped image with one more label, pushed: same model and server, a new digest
+    that nobody signed."""
+    registry = docker_engine["RICE_REGISTRY"]
+    tag = f"{registry}/rice-classifier:relabelled"
+    context = tmp_path_factory.mktemp("relabelled")
+    (context / "Dockerfile").write_text(f"FROM {pushed['digest_ref']}\nLABEL relabelled=yes\n")
+    subprocess.run(["docker", "build", "-q", "-t", tag, str(context)],
+                   env={**docker_login, "DOCKER_BUILDKIT": "0"}, check=True, capture_output=True)
+    subprocess.run(["docker", "push", "-q", tag], env=docker_login, check=True,
+                   capture_output=True)
+    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}", tag],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert digest.startswith(f"{registry}/rice-classifier@sha256:")
+    return digest
+
+
 def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
-        airflow_pg, pushed, docker_login, docker_engine, signing_keys, tmp_path):
-    """An image built on the shipped one (same model, one more label) is a new digest with no
-    signature: the rollout refuses it before any container starts."""
+        airflow_pg, pushed, relabelled, docker_engine, signing_keys):
+    """The rollout refuses an unsigned digest before any container starts."""
     from rice_mlops.attestation import verify_image
     from rice_mlops.oci import Registry, split_reference
     from rice_mlops.rollout import state as st
@@ -77,16 +94,7 @@ def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
     from rice_mlops.signing import load_public_key
 
     registry = docker_engine["RICE_REGISTRY"]
-    tampered = f"{registry}/rice-classifier:tampered"
-    (tmp_path / "Dockerfile").write_text(f"FROM {pushed['digest_ref']}\nLABEL tampered=yes\n")
-    subprocess.run(["docker", "build", "-q", "-t", tampered, str(tmp_path)], env={
-        **docker_login, "DOCKER_BUILDKIT": "0"}, check=True, capture_output=True)
-    subprocess.run(["docker", "push", "-q", tampered], env=docker_login, check=True,
-                   capture_output=True)
-    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}",
-                             tampered], capture_output=True, text=True, check=True
-                            ).stdout.strip()
-    assert digest.startswith(f"{registry}/rice-classifier@sha256:")
+    digest = relabelled
     public = load_public_key(Path(signing_keys["public"]).read_bytes())
 
     def verify(reference: str) -> None:
@@ -108,3 +116,73 @@ def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
     after = st.load(layout.state_file)
     assert after.stable == before.stable and after.candidate is None
     assert httpx.get(f"http://127.0.0.1:{layout.proxy_port}/ping").status_code == 200
+
+
+def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
+        airflow_pg, pushed, relabelled, small_real_dataset):
+    """Verification is the test above's subject; here the candidate (the same model under a
+    new digest) is killed at the first canary step while a client keeps calling."""
+    import threading
+    import time
+
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.verdicts import Budgets
+
+    layout = serving_layout(airflow_pg)
+    before = st.load(layout.state_file)
+    images = [(path.read_bytes(), "image/jpeg")
+              for path in sorted((small_real_dataset / "test").rglob("*.jpg"))[:20]]
+    plan = Plan(steps=(10, 50, 100), window_seconds=6, replay_rate=30,
+                budgets=Budgets(min_requests=20, min_agreement=0.0, max_p99_ms=5000))
+    engine = Engine("/var/run/docker.sock", layout)
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def client() -> None:  # a user of the endpoint, apart from the rollout's own replay
+        url = f"http://127.0.0.1:{layout.proxy_port}/predict"
+        with httpx.Client(timeout=30) as session:
+            while not done.is_set():
+                body, kind = images[len(statuses) % len(images)]
+                try:
+                    statuses.append(session.post(url, content=body,
+                                                 headers={"Content-Type": kind}).status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+
+    def killer() -> None:
+        while not done.is_set():
+            now = st.load(layout.state_file)
+            if now.phase == "canary" and now.candidate_percent == 10:
+                time.sleep(1.0)  # inside the window, with requests going to it
+                engine.kill_server(now.candidate.slot)
+                return
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=client), threading.Thread(target=killer)]
+    for thread in threads:
+        thread.start()
+    try:
+        outcome = Rollout(engine, plan, images).roll_out(relabelled, "999", lambda ref: None)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    try:
+        assert not outcome.served, outcome.summary
+        assert outcome.summary.startswith("rolled back v999 at 10 %"), outcome.summary
+        assert "the candidate's /metrics failed" in outcome.summary
+        after = st.load(layout.state_file)
+        assert after.stable == before.stable and after.candidate is None
+        assert engine.running_reference(before.free_slot()) is None
+        # Requests to a dead candidate go to stable (nginx's backup): what a client can lose is
+        # what was in flight on the killed container, one per caller at most.
+        errors = [code for code in statuses + [s for s, n in outcome.client_statuses.items()
+                                                for _ in range(n)] if code != 200]
+        print(f"killed mid-canary: {len(statuses)} client requests, "
+              f"{sum(outcome.client_statuses.values())} replayed, errors {errors}")
+        assert len(errors) <= 1 + plan.replay_concurrency, errors
+        assert len(statuses) > 20
+    finally:
+        engine.close()
