@@ -4,6 +4,7 @@ drift."""
 from __future__ import annotations
 
 DAG_ID = "rice_classifier_cicd"  # the webhook triggers it; its runs and assets carry it
+ROLLBACK_DAG_ID = "rice_rollback"  # puts an earlier served digest back at 100 %
 MODEL_NAME = "rice-classifier"
 CHAMPION_ALIAS = "champion"
 

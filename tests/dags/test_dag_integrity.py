@@ -194,6 +194,31 @@ print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds()] for
     assert all(seconds == 7 * 60 for t, (_, seconds) in tasks.items() if t != "train")
 
 
+def test_the_rollback_dag_runs_in_the_release_zone_on_demand_only(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from rice_mlops.vocabulary import ROLLBACK_DAG_ID
+
+    rollback = dagbag.dags[ROLLBACK_DAG_ID]
+    assert type(rollback.timetable).__name__ == "NullTimetable"  # triggered, never scheduled
+    assert rollback.max_active_runs == 1
+    assert [t.task_id for t in rollback.tasks] == ["roll_back"]
+    version = rollback.params.get_param("model_version")
+    version.resolve(None)  # empty: the one before the current
+    version.resolve("12")
+    for bad in ("0", "v3", "1; rm -rf /", "../x"):
+        with pytest.raises(ParamValidationError):
+            version.resolve(bad)
+    code = f"""
+from airflow.dag_processing.dagbag import DagBag
+print(DagBag(dag_folder={str(REPO / "dags")!r}).dags[{ROLLBACK_DAG_ID!r}].tasks[0].queue)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "RICE_DOCKER_QUEUE": "docker"}, check=True,
+                         timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "docker"
+
+
 def test_params_are_typed_and_validated(dag):
     params = dag.params
     assert params["epochs"] == 25

@@ -186,3 +186,47 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
         assert len(statuses) > 20
     finally:
         engine.close()
+
+
+def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked(
+        airflow_pg, pushed, relabelled, small_real_dataset):
+    """Whatever serves now becomes history behind `relabelled` (served here without the
+    pipeline's checks, as above), then the rollback DAG, triggered through the REST API,
+    serves it again after it verifies against the deployment's key."""
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.verdicts import Budgets
+    from rice_mlops.vocabulary import ROLLBACK_DAG_ID
+
+    layout = serving_layout(airflow_pg)
+    earlier = st.load(layout.state_file).stable
+    images = [(path.read_bytes(), "image/jpeg")
+              for path in sorted((small_real_dataset / "test").rglob("*.jpg"))[:20]]
+    engine = Engine("/var/run/docker.sock", layout)
+    try:
+        plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, max_p99_ms=5000))
+        served = Rollout(engine, plan, images).roll_out(relabelled, "999", lambda ref: None)
+        assert served.served, served.summary
+    finally:
+        engine.close()
+    assert st.load(layout.state_file).history[0] == earlier
+    airflow_pg.unpause(ROLLBACK_DAG_ID)
+    response = airflow_pg.trigger({}, "rollback-1", dag_id=ROLLBACK_DAG_ID)
+    assert response.status_code == 200, response.text
+    run = airflow_pg.wait_for_run("rollback-1", timeout=300, dag_id=ROLLBACK_DAG_ID)
+    assert run["state"] == "success", airflow_pg.task_states("rollback-1", ROLLBACK_DAG_ID)
+    result = airflow_pg.xcom("rollback-1", "roll_back", dag_id=ROLLBACK_DAG_ID)
+    assert result["reference"] == earlier.reference
+    assert f"rollback on demand by admin to v{earlier.model_version}" in result["summary"]
+    now = st.load(layout.state_file)
+    assert now.stable.reference == earlier.reference and now.candidate is None
+    assert now.history[0].reference == relabelled
+    answer = httpx.post(f"http://127.0.0.1:{layout.proxy_port}/predict",
+                        content=images[0][0], headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200
+    # A version that never served here is refused with the ones that did.
+    airflow_pg.trigger({"model_version": "424242"}, "rollback-2", dag_id=ROLLBACK_DAG_ID)
+    run = airflow_pg.wait_for_run("rollback-2", timeout=300, dag_id=ROLLBACK_DAG_ID)
+    assert run["state"] == "failed"
+    assert st.load(layout.state_file).stable.reference == earlier.reference

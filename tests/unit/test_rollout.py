@@ -220,3 +220,23 @@ def test_shadow_fails_on_too_few_requests_errors_or_latency(joined, window_, say
     answers = predictions_by_request(log_lines({f"r{i}": "Ipsala" for i in range(joined)}))
     verdict = shadow_verdict(answers, answers, window_, BUDGETS)
     assert not verdict.passed and says in verdict.reason
+
+
+# --- rollback on demand -----------------------------------------------------------------------
+
+def test_a_rollback_goes_to_the_named_or_the_previous_deployment_and_nowhere_else():
+    from rice_mlops.rollout.rollout import RolloutRefused, choose_rollback
+
+    first = st.Deployment("blue", REF, "1")
+    second = st.Deployment("green", REF2, "2")
+    third = st.Deployment("blue", REF.replace("a" * 64, "d" * 64), "3")
+    current = st.ServingState(stable=third, history=(second, first))
+    assert choose_rollback(current, None) == second
+    assert choose_rollback(current, "1") == first
+    with pytest.raises(RolloutRefused, match=r"v7 never served here \(earlier deployments: "
+                                             r"v2, v1\)"):
+        choose_rollback(current, "7")
+    with pytest.raises(RolloutRefused, match="only deployment on record"):
+        choose_rollback(st.ServingState(stable=first), None)
+    with pytest.raises(RolloutRefused, match="nothing serves yet"):
+        choose_rollback(st.ServingState(), "1")

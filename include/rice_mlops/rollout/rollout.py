@@ -80,8 +80,6 @@ class Replayer:
 
     def __init__(self, url: str, images: Sequence[tuple[bytes, str]], rate: float,
                  concurrency: int):
-        if not images:
-            raise ValueError("no images to replay")
         self.url, self.images, self.concurrency = url, list(images), concurrency
         self.interval = 1.0 / rate
         self.statuses: Counter[int] = Counter()
@@ -89,6 +87,8 @@ class Replayer:
 
     def run(self, *, count: int | None = None, seconds: float | None = None) -> int:
         """Send `count` requests, or for `seconds`; returns how many were sent."""
+        if not self.images:
+            raise RolloutRefused("no smoke images to measure the rollout with")
         deadline = time.monotonic() + seconds if seconds else None
         sent = [0]
         next_at = [time.monotonic()]
@@ -344,6 +344,24 @@ class Rollout:
                                      "generation at a time (this run waits for its pool "
                                      "slot and retries)") from None
             yield
+
+
+def choose_rollback(current: st.ServingState, model_version: str | None) -> st.Deployment:
+    """The earlier deployment a rollback on demand returns to: the one serving `model_version`,
+    or the newest before the stable one."""
+    if current.stable is None:
+        raise RolloutRefused("nothing serves yet: there is nothing to roll back from")
+    if not current.history:
+        raise RolloutRefused(f"v{current.stable.model_version} is the only deployment on "
+                             "record: there is nothing earlier to roll back to")
+    if model_version is None:
+        return current.history[0]
+    for deployment in current.history:
+        if deployment.model_version == model_version:
+            return deployment
+    known = ", ".join(f"v{d.model_version}" for d in current.history)
+    raise RolloutRefused(f"v{model_version} never served here (earlier deployments: {known}); "
+                         "name one of them")
 
 
 def smoke_images(smoke_dir: Path, limit: int = 200) -> list[tuple[bytes, str]]:

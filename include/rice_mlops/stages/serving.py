@@ -99,3 +99,56 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
     return Served(served=True, summary=outcome.summary, model_version=str(gate.version),
                   reference=image.digest_ref, seconds=outcome.seconds,
                   verdicts=tuple(v.reason for v in outcome.verdicts), client_errors=errors)
+
+
+def roll_back(settings: PipelineSettings, params: Mapping, who: str) -> Served:
+    """`rice_rollback`: an earlier deployment back at 100 % at once, once its signature and
+    attestations verify against the deployment's key (a rollback is allowed to go back in
+    versions, nothing else is relaxed)."""
+    import re
+
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.oci import RegistryError, split_reference
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import DeployError, Engine
+    from rice_mlops.rollout.rollout import Rollout, RolloutRefused, choose_rollback
+    from rice_mlops.signing import load_public_key, public_pem
+    from rice_mlops.stages.release import _registry, _signing_key
+
+    version = (params or {}).get("model_version") or None
+    if version is not None and not re.fullmatch(r"[1-9][0-9]{0,17}", str(version)):
+        raise AirflowFailException(f"model_version {version!r} is not a model version number")
+    serving_layout = layout(settings)
+    try:
+        target = choose_rollback(st.load(serving_layout.state_file), version)
+    except (RolloutRefused, st.StateError) as exc:
+        raise AirflowFailException(str(exc)) from None
+    public = load_public_key(public_pem(_signing_key(settings)))
+
+    def verify(reference: str) -> None:
+        _, name, digest = split_reference(reference)
+        host, client = _registry(settings)
+        with client:
+            try:
+                verify_image(client, name, digest, public,
+                             rollback_to=int(target.model_version))
+            except (VerificationError, RegistryError) as exc:
+                raise RolloutRefused(f"{reference} does not verify: {exc}") from None
+
+    why = f"rollback on demand by {who} to v{target.model_version}"
+    engine = Engine(settings.docker_socket, serving_layout)
+    try:
+        outcome = Rollout(engine, plan(settings), (), registry_auth(settings)).roll_back_to(
+            target.reference, target.model_version, verify, why)
+    except RolloutRefused as exc:
+        raise AirflowFailException(str(exc)) from None
+    except DeployError as exc:
+        raise RuntimeError(f"rollback to v{target.model_version} did not complete: {exc}"
+                           ) from None
+    finally:
+        engine.close()
+    if not outcome.served:
+        raise AirflowFailException(outcome.summary)
+    log.info("%s", outcome.summary)
+    return Served(served=True, summary=outcome.summary, model_version=target.model_version,
+                  reference=target.reference, seconds=outcome.seconds)
