@@ -82,8 +82,11 @@ class Engine:
 
     # --- serving containers -------------------------------------------------------------------
 
-    def start_server(self, slot: str, reference: str, registry_auth: dict | None) -> None:
-        """Replace whatever runs in `slot` with `reference`; return once it answers /ping."""
+    def start_server(self, slot: str, reference: str, registry_auth: dict | None,
+                     fresh_log: bool = True) -> None:
+        """Replace whatever runs in `slot` with `reference`; return once it answers /ping.
+        A new candidate starts a new prediction log (the shadow stage joins on it); a stable
+        server started again after a crash keeps its own."""
         import docker.errors
 
         layout = self.layout
@@ -91,7 +94,7 @@ class Engine:
         self._ensure_image(reference, registry_auth)
         logs = layout.log_dir(slot)
         logs.mkdir(parents=True, exist_ok=True)
-        for old in logs.glob("predictions.jsonl*"):  # a new server: a new log to join
+        for old in logs.glob("predictions.jsonl*") if fresh_log else ():
             old.unlink()
         os.chown(logs, SERVING_UID, SERVING_UID) if os.geteuid() == 0 else logs.chmod(0o777)
         port = layout.port(slot)

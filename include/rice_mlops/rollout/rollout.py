@@ -213,7 +213,7 @@ class Rollout:
         if current.stable is not None:
             if self.engine.running_reference(current.stable.slot) != current.stable.reference:
                 self.engine.start_server(current.stable.slot, current.stable.reference,
-                                         self.registry_auth)
+                                         self.registry_auth, fresh_log=False)
             self._route(Routing.stable_only(self.layout.port(current.stable.slot)))
         return current
 
