@@ -68,36 +68,39 @@ def _container_name(env: Mapping[str, str]) -> str:
     return value
 
 
-def _slot_ports(env: Mapping[str, str]) -> tuple[int, int]:
-    accepts = "two different TCP ports, comma-separated (blue,green)"
-    items = read.listed(env, "RICE_ROLLOUT_SLOT_PORTS")
+def rising_steps(steps: tuple[int, ...]) -> bool:
+    """Canary steps: distinct percentages, rising, above 0, ending at 100."""
+    return bool(steps) and list(steps) == sorted(set(steps)) and steps[0] > 0 and \
+        steps[-1] == 100
+
+
+def _integers(env: Mapping[str, str], name: str, default: tuple[int, ...], what: str,
+              accepts: str, valid) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers that `valid` accepts; `default` when unset."""
+    items = read.listed(env, name)
     if not items:
-        return PipelineSettings.rollout_slot_ports
+        return default
     try:
-        ports = tuple(int(item) for item in items)
+        values = tuple(int(item) for item in items)
     except ValueError:
-        ports = ()
-    if len(ports) != 2 or ports[0] == ports[1] or not all(1 <= p <= 65535 for p in ports):
-        raise SettingsError("RICE_ROLLOUT_SLOT_PORTS",
-                            f"RICE_ROLLOUT_SLOT_PORTS={','.join(items)!r} is not two ports",
-                            accepts)
-    return ports  # type: ignore[return-value]
+        values = ()
+    if not values or not valid(values):
+        raise SettingsError(name, f"{name}={','.join(items)!r} is not {what}", accepts)
+    return values
+
+
+def _slot_ports(env: Mapping[str, str]) -> tuple[int, int]:
+    return _integers(  # type: ignore[return-value]
+        env, "RICE_ROLLOUT_SLOT_PORTS", PipelineSettings.rollout_slot_ports, "two ports",
+        "two different TCP ports, comma-separated (blue,green)",
+        lambda ports: len(ports) == 2 and ports[0] != ports[1] and
+        all(1 <= port <= 65535 for port in ports))
 
 
 def _steps(env: Mapping[str, str]) -> tuple[int, ...]:
-    accepts = "rising percentages above 0, comma-separated, ending at 100 (e.g. 10,50,100)"
-    items = read.listed(env, "RICE_ROLLOUT_STEPS")
-    if not items:
-        return PipelineSettings.rollout_steps
-    try:
-        steps = tuple(int(item) for item in items)
-    except ValueError:
-        steps = ()
-    if not steps or list(steps) != sorted(set(steps)) or steps[0] <= 0 or steps[-1] != 100:
-        raise SettingsError("RICE_ROLLOUT_STEPS",
-                            f"RICE_ROLLOUT_STEPS={','.join(items)!r} is not a rising list of "
-                            "steps", accepts)
-    return steps
+    return _integers(env, "RICE_ROLLOUT_STEPS", PipelineSettings.rollout_steps,
+                     "a rising list of steps", "rising percentages above 0, comma-separated, "
+                     "ending at 100 (e.g. 10,50,100)", rising_steps)
 
 
 def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:

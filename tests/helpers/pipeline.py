@@ -78,15 +78,20 @@ def rollout_env(docker_engine: dict, name: str) -> dict[str, str]:
             "RICE_ROLLOUT_MIN_AGREEMENT": "0", "RICE_ROLLOUT_MAX_P99_MS": "5000"}
 
 
+def remove_serving_containers(name: str) -> None:
+    """Remove every serving container (proxy and slots) of the layout named `name`."""
+    listed = subprocess.run(["docker", "ps", "-aq", "--filter",
+                             f"label=io.rice-mlops.serving={name}"],
+                            capture_output=True, text=True, check=False)
+    if listed.stdout.split():
+        subprocess.run(["docker", "rm", "-f", *listed.stdout.split()], capture_output=True,
+                       check=False)
+
+
 @contextmanager
 def removed_after(name: str):
     """The serving containers of `name` are removed when the block ends, whatever happened."""
     try:
         yield
     finally:
-        listed = subprocess.run(["docker", "ps", "-aq", "--filter",
-                                 f"label=io.rice-mlops.serving={name}"],
-                                capture_output=True, text=True, check=False)
-        if listed.stdout.split():
-            subprocess.run(["docker", "rm", "-f", *listed.stdout.split()],
-                           capture_output=True, check=False)
+        remove_serving_containers(name)

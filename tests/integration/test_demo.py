@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers.paths import REPO
-from tests.helpers.pipeline import removed_after
+from tests.helpers.pipeline import remove_serving_containers
 from tests.helpers.ports import free_port
 from tests.helpers.script_env import docker_engine_env
 
@@ -47,8 +47,7 @@ def test_demo_runs_the_whole_pipeline(small_real_dataset, docker_engine, tmp_pat
     finally:  # what `make down` does
         for script in ("airflow-stack", "mlflow-server", "docker-engine"):
             subprocess.run([REPO / "scripts" / script, "stop"], env=env, timeout=120)
-        with removed_after("rice-demo-test"):  # the engine is the session's: it stays up
-            pass
+        remove_serving_containers("rice-demo-test")  # the engine is the session's: it stays up
 
 
 def _check_mlflow_refuses_strangers(env: dict) -> None:

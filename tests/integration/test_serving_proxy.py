@@ -75,12 +75,13 @@ def servers():
 class Proxy:
     def __init__(self, root, port: int):
         self.root, self.port, self.process = root, port, None
+        self.generation = 0  # of the configuration written last
         self.url = f"http://127.0.0.1:{port}"
 
     def write(self, routing: Routing, limits: ProxyLimits | None = None) -> None:
         conf = self.root / "nginx.conf"
         staged = conf.with_suffix(".new")
-        self.generation = getattr(self, "generation", 0) + 1
+        self.generation += 1
         staged.write_text(render(routing, listen_host="127.0.0.1", listen_port=self.port,
                                  run_dir=self.root, log_dir=self.root, limits=limits,
                                  generation=self.generation))

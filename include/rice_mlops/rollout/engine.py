@@ -96,7 +96,10 @@ class Engine:
         logs.mkdir(parents=True, exist_ok=True)
         for old in logs.glob("predictions.jsonl*") if fresh_log else ():
             old.unlink()
-        os.chown(logs, SERVING_UID, SERVING_UID) if os.geteuid() == 0 else logs.chmod(0o777)
+        if os.geteuid() == 0:  # the server runs as the image's user and writes its log here
+            os.chown(logs, SERVING_UID, SERVING_UID)
+        else:
+            logs.chmod(0o777)
         port = layout.port(slot)
         try:
             self.client.containers.run(

@@ -37,6 +37,7 @@ from rice_mlops.rollout.verdicts import (
     shadow_verdict,
     window,
 )
+from rice_mlops.settings import rising_steps
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,7 @@ class Plan:
     replay_concurrency: int = 2
 
     def __post_init__(self) -> None:
-        if not self.steps or list(self.steps) != sorted(set(self.steps)) or \
-                not all(0 < step <= 100 for step in self.steps) or self.steps[-1] != 100:
+        if not rising_steps(self.steps):
             raise ValueError(f"canary steps must rise from above 0 to 100, got {self.steps}")
         if not 0 < self.window_seconds <= 600:
             raise ValueError("the canary window must be from 0 to 600 seconds")

@@ -162,11 +162,18 @@ def canary_verdict(candidate: Window, stable: Window | None, budgets: Budgets,
         return Verdict(False, f"at {percent} %: {candidate.errors} of {candidate.requests} "
                        f"answers were 5xx (budget {budgets.max_error_rate:.1%})", numbers)
     p99 = candidate.p99_seconds
-    if p99 is not None and p99 * 1000 > budgets.max_p99_ms:
-        return Verdict(False, f"at {percent} %: p99 {_ms(p99)} > {budgets.max_p99_ms:.0f} ms",
-                       numbers)
+    if over := _over_p99(p99, budgets):
+        return Verdict(False, f"at {percent} %: {over}", numbers)
     return Verdict(True, f"at {percent} %: {candidate.requests} answers, 0 over budget, p99 "
                    f"{_ms(p99)}", numbers)
+
+
+def _over_p99(p99: float | None, budgets: Budgets) -> str | None:
+    """Why a p99 breaks the latency budget, or None (no data is no breach: the request
+    counts decide that)."""
+    if p99 is not None and p99 * 1000 > budgets.max_p99_ms:
+        return f"p99 {_ms(p99)} > {budgets.max_p99_ms:.0f} ms"
+    return None
 
 
 def _round_ms(seconds: float | None) -> float | None:
@@ -217,8 +224,7 @@ def shadow_verdict(stable: Mapping[str, tuple[str, ...]],
         return Verdict(False, f"shadow: agreement {agreement:.1%} on {len(joined)} requests < "
                        f"{budgets.min_agreement:.1%}", numbers)
     p99 = candidate_window.p99_seconds
-    if p99 is not None and p99 * 1000 > budgets.max_p99_ms:
-        return Verdict(False, f"shadow: p99 {_ms(p99)} > {budgets.max_p99_ms:.0f} ms",
-                       numbers)
+    if over := _over_p99(p99, budgets):
+        return Verdict(False, f"shadow: {over}", numbers)
     return Verdict(True, f"shadow: agreement {agreement:.1%} on {len(joined)} requests, no "
                    f"5xx, p99 {_ms(p99)}", numbers)
