@@ -240,3 +240,28 @@ def test_a_rollback_goes_to_the_named_or_the_previous_deployment_and_nowhere_els
         choose_rollback(st.ServingState(stable=first), None)
     with pytest.raises(RolloutRefused, match="nothing serves yet"):
         choose_rollback(st.ServingState(), "1")
+
+
+def test_a_prediction_log_the_server_replaced_with_a_link_is_never_read(tmp_path):
+    """The serving container writes its log directory; a link there could name any file of
+    the release worker (its signing key). The rollout refuses it instead of following it."""
+    from rice_mlops.rollout.engine import Layout
+    from types import SimpleNamespace
+
+    from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
+
+    layout = Layout(root=tmp_path / "serving", proxy_image="unused")
+    secret = tmp_path / "signing.key"
+    secret.write_text(json.dumps({"request_id": "r1", "classes": ["leaked"]}) + "\n")
+    logs = layout.log_dir("blue")
+    logs.mkdir(parents=True)
+    (logs / "predictions.jsonl").symlink_to(secret)
+
+    rollout = Rollout(SimpleNamespace(layout=layout), Plan(), ())  # reads files only
+    with pytest.raises(RolloutRefused, match="is not the server's log file"):
+        rollout._predictions("blue")
+    (logs / "predictions.jsonl").unlink()
+    huge = b"x" * (200 * 1024) + b"\n" + json.dumps(
+        {"request_id": "r2", "classes": ["Jasmine"]}).encode() + b"\n"
+    (logs / "predictions.jsonl").write_bytes(huge)
+    assert rollout._predictions("blue") == {"r2": ("Jasmine",)}  # the long line is skipped
