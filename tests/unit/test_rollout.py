@@ -245,9 +245,9 @@ def test_a_rollback_goes_to_the_named_or_the_previous_deployment_and_nowhere_els
 def test_a_prediction_log_the_server_replaced_with_a_link_is_never_read(tmp_path):
     """The serving container writes its log directory; a link there could name any file of
     the release worker (its signing key). The rollout refuses it instead of following it."""
-    from rice_mlops.rollout.engine import Layout
     from types import SimpleNamespace
 
+    from rice_mlops.rollout.engine import Layout
     from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
 
     layout = Layout(root=tmp_path / "serving", proxy_image="unused")
