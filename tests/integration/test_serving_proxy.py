@@ -5,6 +5,7 @@ id both see, the mirror in shadow, and reloads while clients keep calling."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -14,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import psutil
 import pytest
 
+from rice_mlops.rollout.engine import accepting_workers
 from rice_mlops.rollout.proxy_config import ProxyLimits, Routing, render
 from tests.helpers.nginx import running_nginx
 from tests.helpers.ports import free_port
@@ -88,15 +91,25 @@ class Proxy:
         os.replace(staged, conf)
 
     def reload(self, routing: Routing) -> None:
-        """As the release zone does: a new file, then SIGHUP; wait until the new workers
-        answer with it (their answers carry the new generation)."""
+        """As the release zone does: a new file, then SIGHUP; wait until no worker from
+        before accepts connections and the new workers answer with the new generation."""
         self.write(routing)
+        old_workers = accepting_workers(self._workers())
+        assert old_workers, f"no accepting nginx worker among {self._workers()}"
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while httpx.get(f"{self.url}/ping").headers.get("x-rice-routing") != \
+        while accepting_workers(self._workers()) & old_workers or \
+                httpx.get(f"{self.url}/ping").headers.get("x-rice-routing") != \
                 str(self.generation):
             assert time.monotonic() < deadline, "nginx did not take the new configuration"
             time.sleep(0.05)
+
+    def _workers(self) -> list[tuple[int, str]]:
+        workers = []
+        for child in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers.append((child.pid, " ".join(child.cmdline())))
+        return workers
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from rice_mlops.rollout import state as st
+from rice_mlops.rollout.engine import accepting_workers
 from rice_mlops.rollout.proxy_config import Routing, RoutingError, render
 from rice_mlops.rollout.verdicts import (
     Budgets,
@@ -265,3 +266,11 @@ def test_a_prediction_log_the_server_replaced_with_a_link_is_never_read(tmp_path
         {"request_id": "r2", "classes": ["Jasmine"]}).encode() + b"\n"
     (logs / "predictions.jsonl").write_bytes(huge)
     assert rollout._predictions("blue") == {"r2": ("Jasmine",)}  # the long line is skipped
+
+
+def test_only_workers_nginx_has_not_told_to_quit_count_as_accepting():
+    top = [(10, "nginx: master process nginx -c /etc/rice-serving-proxy/nginx.conf"),
+           (11, "nginx: worker process is shutting down"),
+           (12, "nginx: worker process"), (13, "nginx: worker process   "),
+           (14, "nginx: cache manager process")]
+    assert accepting_workers(top) == {12, 13}

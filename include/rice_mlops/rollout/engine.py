@@ -26,10 +26,19 @@ PROXY_CONF_DIR = "/etc/rice-serving-proxy"  # in the proxy container
 PROXY_RUN_DIR = "/run/rice-serving-proxy"  # a tmpfs in the proxy container
 LOG_DIR_IN_CONTAINER = "/var/log/rice-serving"
 SERVING_UID = 10001  # the serving image's user (Dockerfile)
+# nginx retitles a worker that got the master's QUIT just before it closes its listening
+# sockets; until then an old worker may still accept a new connection with the old routing.
+ACCEPTING_WORKER_TITLE = "nginx: worker process"
 _HARDENED = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
              "network_mode": "host", "restart_policy": {"Name": "unless-stopped"},
              "log_config": {"type": "json-file", "config": {"max-size": "10m",
                                                             "max-file": "3"}}}
+
+
+def accepting_workers(processes) -> set[int]:
+    """The pids of nginx workers that may still accept a connection, from (pid, title) pairs.
+    A reload is over for callers when none of the workers from before it is among them."""
+    return {pid for pid, title in processes if title.strip() == ACCEPTING_WORKER_TITLE}
 
 
 class DeployError(RuntimeError):
@@ -187,7 +196,14 @@ class Engine:
         if code != 0:
             raise DeployError("nginx refused the new configuration; the proxy keeps the old "
                               f"one: {output.decode(errors='replace')[-500:]}")
+        old_workers = accepting_workers(self._proxy_processes(container))
         container.kill(signal="SIGHUP")
+        deadline = time.monotonic() + 15
+        while accepting_workers(self._proxy_processes(container)) & old_workers:
+            if time.monotonic() > deadline:
+                raise DeployError("the proxy's old workers still accept connections 15 s "
+                                  "after the reload")
+            time.sleep(0.05)
 
     def stop_all(self) -> None:
         """Every container of this layout's name (tests and teardown)."""
@@ -196,6 +212,12 @@ class Engine:
             container.remove(force=True)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _proxy_processes(container) -> list[tuple[int, str]]:
+        top = container.top()
+        pid, cmd = top["Titles"].index("PID"), top["Titles"].index("CMD")
+        return [(int(row[pid]), row[cmd]) for row in top["Processes"]]
 
     def _remove(self, name: str) -> None:
         import docker.errors
