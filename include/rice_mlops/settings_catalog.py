@@ -225,7 +225,9 @@ SETTINGS: tuple[Setting, ...] = (
        "requests a second of the smoke set the release zone sends through the proxy during "
        "each stage, so every stage has traffic to measure however quiet the service is"),
     _s("RICE_ROLLOUT_MIN_REQUESTS", "rollout_min_requests", "integer ≥ 1",
-       "shadow: requests both servers must have answered (joined by request id)"),
+       "shadow: requests both servers must have answered (joined by request id); each "
+       "canary step: its share of them answered by the candidate (5 at 10 % of 50), the "
+       "window repeated up to 4 times until they are"),
     _s("RICE_ROLLOUT_MIN_AGREEMENT", "rollout_min_agreement", "fraction 0–1",
        "shadow: the candidate's share of answers equal to stable's on the same requests"),
     _s("RICE_ROLLOUT_MAX_P99_MS", "rollout_max_p99_ms", "number ≥ 1",

@@ -45,8 +45,8 @@ def wired(monkeypatch):
     import rice_mlops.attestation as attestation
 
     state = {"tag": DIGEST, "run": RUN, "version": "7", "calls": []}
-    monkeypatch.setattr(release, "_registry", lambda s: (HOST, FakeRegistry(state["tag"])))
-    monkeypatch.setattr(release, "_signing_key", lambda s: Ed25519PrivateKey.generate())
+    monkeypatch.setattr(release, "registry_client", lambda s: (HOST, FakeRegistry(state["tag"])))
+    monkeypatch.setattr(release, "pipeline_signing_key", lambda s: Ed25519PrivateKey.generate())
 
     def verify_image(*args, expected_commit=None, min_version=None, rollback_to=None):
         state["calls"].append({"expected_commit": expected_commit, "min_version": min_version,

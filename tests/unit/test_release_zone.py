@@ -349,7 +349,7 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
                                 min_class_recall=0.0, max_regression=1.0)
     monkeypatch.setattr(image_module, "vendor_wheels", _no_wheels)
     monkeypatch.setattr("rice_mlops.sbom.read_base_image", lambda *_: ("", None))
-    monkeypatch.setattr(release, "_signing_key",
+    monkeypatch.setattr(release, "pipeline_signing_key",
                         lambda _: load_private_key(signing_key.read_bytes()))
     monkeypatch.setattr(registry, "log_sbom", lambda *_: None)
     monkeypatch.setattr(release, "registry_host", lambda _: None)

@@ -21,6 +21,7 @@ from rice_mlops.rollout.verdicts import (
     predictions_by_request,
     quantile,
     shadow_verdict,
+    step_minimum,
     window,
 )
 
@@ -187,12 +188,22 @@ BUDGETS = Budgets(min_requests=10, min_agreement=0.9, max_p99_ms=20)
     (Window(100, 0, 0.004), True, "at 10 %: 100 answers"),
     (Window(100, 1, 0.004), False, "1 of 100 answers were 5xx"),
     (Window(100, 0, 0.041), False, "p99 41 ms > 20 ms"),
-    (Window(0, 0, None), False, "no request"),
+    (Window(0, 0, None), False, "answered 0 requests in the window, fewer than the 1"),
 ])
 def test_a_canary_step_passes_only_within_every_budget(candidate, passed, says):
     verdict = canary_verdict(candidate, Window(900, 0, 0.003), BUDGETS, 10)
     assert verdict.passed is passed and says in verdict.reason
     assert verdict.numbers["stable_requests"] == 900
+
+
+@pytest.mark.parametrize("percent, needed", [(1, 1), (10, 5), (50, 25), (100, 50)])
+def test_a_canary_step_needs_its_share_of_the_minimum_requests(percent, needed):
+    budgets = Budgets(min_requests=50, min_agreement=0.9, max_p99_ms=20)
+    assert step_minimum(budgets, percent) == needed
+    short = canary_verdict(Window(needed - 1, 0, 0.004), None, budgets, percent)
+    enough = canary_verdict(Window(needed, 0, 0.004), None, budgets, percent)
+    assert not short.passed and enough.passed
+    assert f"fewer than the {needed} this step needs" in short.reason
 
 
 def log_lines(answers: dict[str, str]) -> list[str]:

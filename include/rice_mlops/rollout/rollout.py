@@ -38,11 +38,13 @@ from rice_mlops.rollout.verdicts import (
     parse_scrape,
     predictions_by_request,
     shadow_verdict,
+    step_minimum,
     window,
 )
 from rice_mlops.settings import rising_steps
 
 log = logging.getLogger(__name__)
+MAX_WINDOWS_PER_STEP = 4
 
 
 class RolloutRefused(RuntimeError):
@@ -260,12 +262,18 @@ class Rollout:
         stable, candidate = current.stable, current.candidate
         self._route(Routing(self.layout.port(stable.slot), self.layout.port(candidate.slot),
                             percent))
+        needed = step_minimum(self.plan.budgets, percent)
         try:
             before = (self._scrape(candidate.slot), self._scrape(stable.slot))
-            self.replayer.run(seconds=self.plan.window_seconds)
-            after = (self._scrape(candidate.slot), self._scrape(stable.slot))
-            windows: tuple[Window, Window] = (window(before[0], after[0]),
-                                              window(before[1], after[1]))
+            # Replay a window at a time until the step has its answers (a loaded host replays
+            # slower than the rate), at most MAX_WINDOWS_PER_STEP windows.
+            for _ in range(MAX_WINDOWS_PER_STEP):
+                self.replayer.run(seconds=self.plan.window_seconds)
+                after = (self._scrape(candidate.slot), self._scrape(stable.slot))
+                windows: tuple[Window, Window] = (window(before[0], after[0]),
+                                                  window(before[1], after[1]))
+                if windows[0].requests >= needed:
+                    break
         except (MetricsError, httpx.HTTPError) as exc:
             return Verdict(False, f"at {percent} %: the candidate's /metrics failed: "
                            f"{type(exc).__name__}: {exc}", {"percent": percent})

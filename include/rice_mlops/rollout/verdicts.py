@@ -155,9 +155,11 @@ def canary_verdict(candidate: Window, stable: Window | None, budgets: Budgets,
                "candidate_p99_ms": _round_ms(candidate.p99_seconds),
                "stable_requests": stable.requests if stable else None,
                "stable_p99_ms": _round_ms(stable.p99_seconds) if stable else None}
-    if candidate.requests == 0:
-        return Verdict(False, f"at {percent} %: the candidate answered no request in the "
-                       "window", numbers)
+    needed = step_minimum(budgets, percent)
+    if candidate.requests < needed:
+        return Verdict(False, f"at {percent} %: the candidate answered {candidate.requests} "
+                       f"requests in the window, fewer than the {needed} this step needs",
+                       numbers)
     if candidate.error_rate > budgets.max_error_rate:
         return Verdict(False, f"at {percent} %: {candidate.errors} of {candidate.requests} "
                        f"answers were 5xx (budget {budgets.max_error_rate:.1%})", numbers)
@@ -166,6 +168,11 @@ def canary_verdict(candidate: Window, stable: Window | None, budgets: Budgets,
         return Verdict(False, f"at {percent} %: {over}", numbers)
     return Verdict(True, f"at {percent} %: {candidate.requests} answers, 0 over budget, p99 "
                    f"{_ms(p99)}", numbers)
+
+
+def step_minimum(budgets: Budgets, percent: int) -> int:
+    """The answers a canary step must measure: its share of `min_requests`, at least one."""
+    return max(1, math.ceil(budgets.min_requests * percent / 100))
 
 
 def _over_p99(p99: float | None, budgets: Budgets) -> str | None:

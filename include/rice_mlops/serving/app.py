@@ -127,6 +127,8 @@ class ServingApp:
             decode.check_image_content_type(content_type)
         body = await self._read_body(headers, receive, reply)
         reply.body_read = True
+        if self.settings.test_added_latency_ms:  # test-only: a slow model for the rollout
+            await asyncio.sleep(self.settings.test_added_latency_ms / 1000)
         if path == "/invocations":
             probabilities, stats = await self._in_slot(self._classify_json, body)
             await reply.json(HTTPStatus.OK, {"predictions": probabilities})

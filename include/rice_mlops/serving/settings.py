@@ -57,6 +57,9 @@ class Settings:
     prediction_log_max_bytes: int = 16 * 1024 * 1024
     prediction_log_backups: int = 4
     prediction_log_queue: int = 10_000
+    # Test-only: every prediction waits this long first, so the rollout's tests can serve a
+    # slow model from the real image (unset in every deployment).
+    test_added_latency_ms: int = 0
     # The pipeline's public key: a model whose signature it does not verify is never served.
     model_public_key: str = DEFAULT_PUBLIC_KEY
 

@@ -41,7 +41,7 @@ from rice_mlops.vocabulary import DAG_ID, MODEL_NAME, PROMOTED_BY_TAG
 log = logging.getLogger(__name__)
 
 
-def _signing_key(settings: PipelineSettings):
+def pipeline_signing_key(settings: PipelineSettings):
     """The pipeline's signing key; a missing or bad key fails the task without retry."""
     from rice_mlops.signing import SigningKeyError, signing_key
 
@@ -51,7 +51,7 @@ def _signing_key(settings: PipelineSettings):
         raise AirflowFailException(str(exc)) from None
 
 
-def _record_refusal(reason: str) -> None:
+def record_refusal(reason: str) -> None:
     """Why the release zone measured the bytes below the bar, for the report's note."""
     from airflow.sdk import get_current_context
 
@@ -102,12 +102,12 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
                         min_class_recall=settings.min_class_recall,
                         wheel_cache=settings.release_root / "wheels",
                         wheelhouse=Path(settings.wheelhouse) if settings.wheelhouse else None,
-                        signing_key=_signing_key(settings),
+                        signing_key=pipeline_signing_key(settings),
                         model_card=trained.model_card(settings).read_text(),
                         base_image=(base, base_id),
                         base_packages=debian_components(dpkg_status))
     except BelowBar as exc:  # a decision, and the run's note names it (stages.report)
-        _record_refusal(str(exc))
+        record_refusal(str(exc))
         raise AirflowFailException(str(exc)) from None
     except ReleaseInputError as exc:  # no retry changes the bytes or the figures
         raise AirflowFailException(str(exc)) from None
@@ -130,7 +130,7 @@ def record_image(settings: PipelineSettings, trained: Trained, gate: Gate, plan:
     return image
 
 
-def _registry(settings: PipelineSettings):
+def registry_client(settings: PipelineSettings):
     """A registry client with the connection's credentials (kept in memory, never logged)."""
     from airflow.sdk import BaseHook
 
@@ -166,7 +166,7 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Trained,
         raise AirflowSkipException("no image was pushed: nothing to attest")
     request = checked_request(settings, params)
     run_id = checked_run_id(trained.run_id)
-    host, client = _registry(settings)
+    host, client = registry_client(settings)
     plan = trained.image_plan(settings, request.source_commit, host)
     verify_manifest(plan.context)
     with client:
@@ -202,7 +202,7 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Trained,
         result = attach_evidence(
             client, settings.image_name, digest, provenance_statement=statement, sbom=sbom,
             model_signature=(plan.context / "model" / "model.sig.json").read_bytes(),
-            private_key=_signing_key(settings))
+            private_key=pipeline_signing_key(settings))
     tags = {kind: result[kind]["tag"] for kind in ("signature", "provenance", "sbom")}
     mlflow_registry.log_attestation(run_id, metadata["model_version"],
                                     result["provenance_envelope"], tags)
@@ -222,12 +222,12 @@ def verify_pushed(settings: PipelineSettings, request: RunRequest, trained: Trai
     from rice_mlops.signing import load_public_key, public_pem
 
     run_id = checked_run_id(trained.run_id)
-    host, client = _registry(settings)
+    host, client = registry_client(settings)
     where, name, digest = split_reference(image.digest_ref)
     if (where, name) != (host, settings.image_name) or image.digest != digest:
         raise AirflowFailException(f"{image.digest_ref!r} is not an image of "
                                    f"{host}/{settings.image_name}")
-    public = load_public_key(public_pem(_signing_key(settings)))
+    public = load_public_key(public_pem(pipeline_signing_key(settings)))
     tag = trained.image_plan(settings, request.source_commit, host).names.tag
     minimum = int(champion_version) if str(champion_version or "").isdigit() else None
     rollback = settings.rollback_to_version

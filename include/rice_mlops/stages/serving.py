@@ -59,7 +59,7 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
     from rice_mlops.champion import latest_record
     from rice_mlops.rollout.engine import DeployError, Engine
     from rice_mlops.rollout.rollout import Rollout, RolloutRefused, smoke_images
-    from rice_mlops.stages.release import _record_refusal, verify_pushed
+    from rice_mlops.stages.release import record_refusal, verify_pushed
 
     if not settings.rollout:
         raise AirflowSkipException("RICE_ROLLOUT is off: the image is pushed and champion "
@@ -83,7 +83,7 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
                           registry_auth(settings))
         outcome = rollout.roll_out(image.digest_ref, str(gate.version), verify)
     except RolloutRefused as exc:
-        _record_refusal(str(exc))
+        record_refusal(str(exc))
         raise AirflowFailException(str(exc)) from None
     except DeployError as exc:  # the engine or a container: a retry may see it start
         raise RuntimeError(f"rollout of v{gate.version} did not complete: {exc}") from None
@@ -94,7 +94,7 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
     errors = sum(count for status, count in outcome.client_statuses.items()
                  if not 200 <= status < 300)
     if not outcome.served:
-        _record_refusal(outcome.summary)
+        record_refusal(outcome.summary)
         raise AirflowFailException(outcome.summary)
     return Served(served=True, summary=outcome.summary, model_version=str(gate.version),
                   reference=image.digest_ref, seconds=outcome.seconds,
@@ -113,7 +113,7 @@ def roll_back(settings: PipelineSettings, params: Mapping, who: str) -> Served:
     from rice_mlops.rollout.engine import DeployError, Engine
     from rice_mlops.rollout.rollout import Rollout, RolloutRefused, choose_rollback
     from rice_mlops.signing import load_public_key, public_pem
-    from rice_mlops.stages.release import _registry, _signing_key
+    from rice_mlops.stages.release import pipeline_signing_key, registry_client
 
     version = (params or {}).get("model_version") or None
     if version is not None and not re.fullmatch(r"[1-9][0-9]{0,17}", str(version)):
@@ -123,11 +123,11 @@ def roll_back(settings: PipelineSettings, params: Mapping, who: str) -> Served:
         target = choose_rollback(st.load(serving_layout.state_file), version)
     except (RolloutRefused, st.StateError) as exc:
         raise AirflowFailException(str(exc)) from None
-    public = load_public_key(public_pem(_signing_key(settings)))
+    public = load_public_key(public_pem(pipeline_signing_key(settings)))
 
     def verify(reference: str) -> None:
         _, name, digest = split_reference(reference)
-        host, client = _registry(settings)
+        host, client = registry_client(settings)
         with client:
             try:
                 verify_image(client, name, digest, public,
