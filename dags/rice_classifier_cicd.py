@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
 from rice_mlops import handoffs as h  # the typed results the tasks hand each other
 from rice_mlops import stages
 from rice_mlops.approval import ReleaseApproval
+from rice_mlops.assets import RICE_MODEL, RICE_SERVING
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stops import skip_all_after
-from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
+from rice_mlops.vocabulary import DAG_ID
 
 SETTINGS = PipelineSettings.from_env()
-RICE_MODEL = Asset(name="rice_classifier_model", uri=f"mlflow://registered-models/{MODEL_NAME}")
 _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the socket
+_AFTER_SKIPS = {"trigger_rule": "none_failed_min_one_success"}  # an optional stage skipped
 
 
 @dag(
@@ -96,21 +97,20 @@ def rice_classifier_cicd():
         """Sign the pushed digest; attach provenance, SBOM and signature to it."""
         return stages.release.attest_image(SETTINGS, params, trained, image, run_id)
 
-    @task(trigger_rule="none_failed_min_one_success")
+    @task(**_AFTER_SKIPS)
     def open_pull_request(trained: h.Trained, gate: h.Gate, image: h.Image | None, params=None,
                           run_id=None) -> dict:
         """Commit the artifacts to the model branch and open or update its pull request."""
         return stages.publication.open_pull_request(SETTINGS, params, trained, gate, image, run_id)
 
-    @task(inlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success", **_DOCKER)
+    @task(inlets=[RICE_MODEL], outlets=[RICE_SERVING], **_AFTER_SKIPS, **_DOCKER)
     def roll_out(trained: h.Trained, gate: h.Gate, image: h.Image | None, params=None,
-                 inlet_events=None) -> h.Served:
+                 inlet_events=None, outlet_events=None) -> h.Served:
         """Serve the verified image: shadow, canary steps, then 100 %, or roll back."""
         return stages.serving.roll_out(SETTINGS, params, trained, gate, image,
-                                       inlet_events[RICE_MODEL])
+                                       inlet_events[RICE_MODEL], outlet_events[RICE_SERVING])
 
-    @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], trigger_rule="none_failed_min_one_success",
-          **_DOCKER)
+    @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], **_AFTER_SKIPS, **_DOCKER)
     def promote(data: h.Dataset, trained: h.Trained, staged: h.Staged, gate: h.Gate,
                 image: h.Image | None, params=None, run_id=None, inlet_events=None,
                 outlet_events=None) -> h.Promoted:

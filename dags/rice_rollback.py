@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from rice_mlops import handoffs as h
+from rice_mlops.assets import RICE_SERVING
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages import serving
 from rice_mlops.vocabulary import ROLLBACK_DAG_ID
@@ -35,11 +36,12 @@ SETTINGS = PipelineSettings.from_env()
                                                "before the current")},
 )
 def rice_rollback():
-    @task(**SETTINGS.queue("docker"))  # the release zone: the socket and the signing key
-    def roll_back(params=None, dag_run=None) -> h.Served:
+    # The release zone (the socket and the signing key); what serves is a `rice_serving` event.
+    @task(outlets=[RICE_SERVING], **SETTINGS.queue("docker"))
+    def roll_back(params=None, dag_run=None, outlet_events=None) -> h.Served:
         """Serve an earlier verified digest at 100 % now; the run says who asked."""
         who = getattr(dag_run, "triggering_user_name", None) or "the scheduler"
-        return serving.roll_back(SETTINGS, params, who)
+        return serving.roll_back(SETTINGS, params, who, outlet_events[RICE_SERVING])
 
     roll_back()
 

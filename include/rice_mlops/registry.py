@@ -7,6 +7,8 @@ import logging
 from rice_mlops.vocabulary import (
     BUDGET_TAG,
     CHAMPION_ALIAS,
+    DEPLOYED_ALIAS,
+    DEPLOYED_TAG,
     GATE_ARTIFACT,
     GATE_DIFFERENCE_TAG,
     GATE_P_VALUE_TAG,
@@ -98,6 +100,15 @@ def promote(version: str, tags: dict[str, str] | None = None, name: str = MODEL_
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     log.info("%s v%s is now @%s", name, version, CHAMPION_ALIAS)
+
+
+def mark_deployed(version: str, record: str, name: str = MODEL_NAME) -> None:
+    """`deployed` on the version now at 100 %, with what serves and since when (a display for
+    the MLflow UI; the serving state and the asset events are the record)."""
+    client = _client()
+    client.set_model_version_tag(name, version, DEPLOYED_TAG, record)
+    client.set_registered_model_alias(name, DEPLOYED_ALIAS, version)
+    log.info("%s v%s is now @%s", name, version, DEPLOYED_ALIAS)
 
 
 def resolve(model_uri: str) -> dict:

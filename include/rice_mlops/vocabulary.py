@@ -7,6 +7,9 @@ DAG_ID = "rice_classifier_cicd"  # the webhook triggers it; its runs and assets 
 ROLLBACK_DAG_ID = "rice_rollback"  # puts an earlier served digest back at 100 %
 MODEL_NAME = "rice-classifier"
 CHAMPION_ALIAS = "champion"
+DEPLOYED_ALIAS = "deployed"  # the version the serving proxy sends all traffic to (display)
+MODEL_ASSET = "rice_classifier_model"  # its events record each champion (the trusted record)
+SERVING_ASSET = "rice_serving"  # its events record each digest put at 100 %
 
 # Run tags (also set on model versions where noted by registry.py).
 SOURCE_TAGS = {
@@ -33,6 +36,7 @@ IMAGE_TAG = "rice.image"
 IMAGE_NAME_TAG = "rice.image_tag"
 RUN_ID_TAG = "rice.run_id"
 PROMOTED_BY_TAG = "rice.promoted_by"
+DEPLOYED_TAG = "rice.deployed"  # on a model version: its digest, since when, by which run
 
 # Artifacts of a training run.
 RESULT_ARTIFACT = "result.json"

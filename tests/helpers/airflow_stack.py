@@ -178,6 +178,13 @@ class AirflowStack:
         assert response.status_code == 200, response.text
         return xcom_value(response.json())
 
+    def asset_events(self, run_id: str, asset: str, dag_id: str = DAG_ID) -> list[dict]:
+        """The events of the asset named `asset` that the run emitted, oldest first."""
+        response = self.api("GET", "/assets/events", params={
+            "source_dag_id": dag_id, "source_run_id": run_id, "order_by": "timestamp"})
+        assert response.status_code == 200, response.text
+        return [event for event in response.json()["asset_events"] if event["name"] == asset]
+
     def clear_task(self, run_id: str, task_id: str, token: str | None = None,
                    timeout: float = 300, dag_id: str = DAG_ID,
                    include_downstream: bool = False) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rice_mlops.handoffs import Gate
+from rice_mlops.vocabulary import MODEL_ASSET
 from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
@@ -49,10 +50,7 @@ def test_shipped_run_is_the_champion_with_gate_tags(shipped_run):
 
 
 def test_model_asset_event_carries_run_id_and_image_digest(airflow_pg, shipped_run):
-    response = airflow_pg.api("GET", "/assets/events", params={
-        "source_dag_id": "rice_classifier_cicd", "source_run_id": "e2e-shipped"})
-    assert response.status_code == 200, response.text
-    events = response.json()["asset_events"]
+    events = airflow_pg.asset_events("e2e-shipped", MODEL_ASSET)
     assert len(events) == 1
     extra = events[0]["extra"]
     run = airflow_pg.run("e2e-shipped")

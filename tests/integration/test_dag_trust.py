@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from rice_mlops.handoffs import Trained
+from rice_mlops.vocabulary import MODEL_ASSET
 from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
@@ -124,15 +125,14 @@ def test_a_commit_tag_never_moves_to_another_image(airflow_pg, champion_run, doc
     assert push["try_number"] == 1  # not retried: no retry can make the tag free
     assert "already names another image" in airflow_pg.task_log(RUN, "push_image")
     assert states["promote"] == "upstream_failed"
-    shipped = airflow_pg.api("GET", "/assets/events", params={
-        "source_dag_id": "rice_classifier_cicd", "source_run_id": "e2e-shipped"}).json()
+    shipped = airflow_pg.asset_events("e2e-shipped", MODEL_ASSET)
     answer = httpx.head(
         f"http://{docker_engine['RICE_REGISTRY']}/v2/rice-classifier/manifests/{SHA}",
         auth=(docker_engine["RICE_REGISTRY_USER"], docker_engine["RICE_REGISTRY_PASSWORD"]),
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
     assert answer.status_code == 200
     assert answer.headers["Docker-Content-Digest"] == \
-        shipped["asset_events"][0]["extra"]["image_digest"]
+        shipped[0]["extra"]["image_digest"]
 
 
 def test_a_user_patching_xcom_cannot_change_what_runs_next_to_the_socket(airflow_pg,

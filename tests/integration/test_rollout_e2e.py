@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from rice_mlops.vocabulary import DEPLOYED_ALIAS, MODEL_NAME, SERVING_ASSET
 from tests.helpers.datasets import CLASSES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,6 +48,16 @@ def test_the_shipped_run_serves_its_image_behind_the_proxy(airflow_pg, pushed,
     assert b"rice_serving_requests_total" in httpx.get(f"{url}/metrics").content
     state = json.loads((layout.state_file).read_text())
     stable = state["stable"]
+    # The pipeline's record of what it served, and MLflow's display of what serves now.
+    events = airflow_pg.asset_events("e2e-shipped", SERVING_ASSET)
+    assert any(event["extra"]["reference"] == pushed["digest_ref"] and
+               event["extra"]["percent"] == 100 and event["source_task_id"] == "roll_out"
+               for event in events), events
+    from mlflow import MlflowClient
+
+    deployed = MlflowClient().get_model_version_by_alias(MODEL_NAME, DEPLOYED_ALIAS)
+    assert deployed.version == stable["model_version"]
+    assert json.loads(deployed.tags["rice.deployed"])["reference"] == stable["reference"]
     # Later runs of the session may serve a newer version: whatever serves is what the state
     # says, and its prediction log has the request just made, under the proxy's id.
     log = layout.log_dir(stable["slot"]) / "predictions.jsonl"
@@ -74,22 +87,86 @@ def test_the_proxy_runs_as_nobody_on_a_read_only_root(airflow_pg, pushed):
         assert not any("PASSWORD" in env for env in config["Env"])
 
 
+def derived_image(tag: str, context: Path, lines: list[str], base: str, engine: dict,
+                  login: dict) -> str:
+    """An image made FROM the shipped one with `lines` added, pushed: its digest reference."""
+    tagged = f"{engine['RICE_REGISTRY']}/rice-classifier:{tag}"
+    (context / "Dockerfile").write_text("\n".join([f"FROM {base}", *lines]) + "\n")
+    subprocess.run(["docker", "build", "-q", "-t", tagged, str(context)],
+                   env={**login, "DOCKER_BUILDKIT": "0"}, check=True, capture_output=True)
+    subprocess.run(["docker", "push", "-q", tagged], env=login, check=True, capture_output=True)
+    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}",
+                             tagged], capture_output=True, text=True, check=True).stdout.strip()
+    assert digest.startswith(f"{engine['RICE_REGISTRY']}/rice-classifier@sha256:")
+    return digest
+
+
 @pytest.fixture(scope="module")
 def relabelled(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
     """The shipped image with one more label, pushed: same model and server, a new digest
     that nobody signed."""
-    registry = docker_engine["RICE_REGISTRY"]
-    tag = f"{registry}/rice-classifier:relabelled"
-    context = tmp_path_factory.mktemp("relabelled")
-    (context / "Dockerfile").write_text(f"FROM {pushed['digest_ref']}\nLABEL relabelled=yes\n")
-    subprocess.run(["docker", "build", "-q", "-t", tag, str(context)],
-                   env={**docker_login, "DOCKER_BUILDKIT": "0"}, check=True, capture_output=True)
-    subprocess.run(["docker", "push", "-q", tag], env=docker_login, check=True,
-                   capture_output=True)
-    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}", tag],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    assert digest.startswith(f"{registry}/rice-classifier@sha256:")
-    return digest
+    return derived_image("relabelled", tmp_path_factory.mktemp("relabelled"),
+                         ["LABEL relabelled=yes"], pushed["digest_ref"], docker_engine,
+                         docker_login)
+
+
+@pytest.fixture(scope="module")
+def mislabelled(pushed, docker_login, docker_engine, signing_keys, tmp_path_factory) -> str:
+    """The shipped model with its class names rotated by one, signed with the pipeline's key:
+    a model that starts, verifies and answers, always wrongly."""
+    from rice_mlops.signing import load_private_key, sign_model_dir
+
+    context = tmp_path_factory.mktemp("mislabelled")
+    created = subprocess.run(["docker", "create", pushed["digest_ref"]], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    try:
+        subprocess.run(["docker", "cp", f"{created}:/opt/model", str(context / "model")],
+                       check=True, capture_output=True)
+    finally:
+        subprocess.run(["docker", "rm", created], capture_output=True, check=False)
+    labels_file = context / "model" / "labels.json"
+    labels = json.loads(labels_file.read_text())
+    labels["classes"] = labels["classes"][1:] + labels["classes"][:1]
+    labels_file.write_text(json.dumps(labels))
+    sign_model_dir(context / "model", load_private_key(Path(signing_keys["private"]).read_bytes()),
+                   {"model_name": "rice-classifier", "model_version": "998"})
+    return derived_image("mislabelled", context, ["COPY model/ /opt/model/"],
+                         pushed["digest_ref"], docker_engine, docker_login)
+
+
+@pytest.fixture(scope="module")
+def slow(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
+    """The shipped image with the server's test-only latency: every prediction 1.5 s late."""
+    return derived_image("slow", tmp_path_factory.mktemp("slow"),
+                         ["ENV RICE_SERVING_TEST_ADDED_LATENCY_MS=1500"], pushed["digest_ref"],
+                         docker_engine, docker_login)
+
+
+@contextmanager
+def steady_client(url: str, images: list[tuple[bytes, str]]):
+    """A user of the endpoint, apart from the rollout's own replay, posting one image after
+    another until the block ends; yields the answers (status, X-Request-Id) as they come."""
+    answers: list[tuple[int, str | None]] = []
+    done = threading.Event()
+
+    def call() -> None:
+        with httpx.Client(timeout=30) as session:
+            while not done.is_set():
+                body, kind = images[len(answers) % len(images)]
+                try:
+                    answer = session.post(f"{url}/predict", content=body,
+                                          headers={"Content-Type": kind})
+                    answers.append((answer.status_code, answer.headers.get("x-request-id")))
+                except httpx.HTTPError:
+                    answers.append((0, None))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        yield answers
+    finally:
+        done.set()
+        thread.join(timeout=60)
 
 
 def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
@@ -127,13 +204,27 @@ def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
     assert httpx.get(f"http://127.0.0.1:{layout.proxy_port}/ping").status_code == 200
 
 
-def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
-        airflow_pg, pushed, relabelled, small_real_dataset):
-    """Verification is the test above's subject; here the candidate (the same model under a
-    new digest) is killed at the first canary step while a client keeps calling."""
-    import threading
-    import time
+def smoke_like(dataset: Path) -> list[tuple[bytes, str]]:
+    return [(path.read_bytes(), "image/jpeg")
+            for path in sorted((dataset / "test").rglob("*.jpg"))[:20]]
 
+
+def rolled_back(layout, before, engine, outcome, answers) -> list[int]:
+    """The state is as before the rollout, the candidate's slot empty; returns the statuses
+    that were not 200, of the client's and the rollout's own replayed requests."""
+    from rice_mlops.rollout import state as st
+
+    assert not outcome.served, outcome.summary
+    after = st.load(layout.state_file)
+    assert after.stable == before.stable and after.candidate is None
+    assert engine.running_reference(before.free_slot()) is None
+    assert len(answers) > 20, answers
+    return [code for code in [status for status, _ in answers] +
+            [s for s, n in outcome.client_statuses.items() for _ in range(n)] if code != 200]
+
+
+def test_a_model_that_answers_wrongly_is_rolled_back_in_shadow_and_clients_see_only_stable(
+        airflow_pg, pushed, mislabelled, small_real_dataset):
     from rice_mlops.rollout import state as st
     from rice_mlops.rollout.engine import Engine
     from rice_mlops.rollout.rollout import Plan, Rollout
@@ -141,24 +232,71 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
 
     layout = serving_layout(airflow_pg)
     before = st.load(layout.state_file)
-    images = [(path.read_bytes(), "image/jpeg")
-              for path in sorted((small_real_dataset / "test").rglob("*.jpg"))[:20]]
+    images = smoke_like(small_real_dataset)
+    plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.9,
+                                                  max_p99_ms=5000))
+    engine = Engine("/var/run/docker.sock", layout)
+    try:
+        with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
+            outcome = Rollout(engine, plan, images).roll_out(mislabelled, "998",
+                                                             lambda ref: None)
+        assert rolled_back(layout, before, engine, outcome, answers) == []
+    finally:
+        engine.close()
+    assert outcome.summary.startswith("rolled back v998 in shadow: shadow: agreement "), \
+        outcome.summary
+    assert "< 90.0%" in outcome.summary
+    # The candidate saw the client's requests, mirrored, and answered nothing but those
+    # copies: no client ever got one of its answers.
+    logged = [json.loads(line) for line in (layout.log_dir(before.free_slot()) /
+                                            "predictions.jsonl").read_text().splitlines()]
+    assert len(logged) >= 20 and all(line["shadow"] for line in logged)
+    assert {request_id for _, request_id in answers} & {line["request_id"] for line in logged}
+
+
+def test_a_slow_model_is_rolled_back_on_its_p99_and_clients_see_no_error(
+        airflow_pg, pushed, slow, small_real_dataset):
+    """The shadow stage measures the candidate's own p99 on the mirrored copies, so a model
+    slow on every request never takes a user's request (the canary steps' p99 check is for
+    a model slow only under real load)."""
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.verdicts import Budgets
+
+    layout = serving_layout(airflow_pg)
+    before = st.load(layout.state_file)
+    images = smoke_like(small_real_dataset)
+    plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.0,
+                                                  max_p99_ms=1000))
+    engine = Engine("/var/run/docker.sock", layout)
+    try:
+        with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
+            outcome = Rollout(engine, plan, images).roll_out(slow, "997", lambda ref: None)
+        assert rolled_back(layout, before, engine, outcome, answers) == []
+    finally:
+        engine.close()
+    assert outcome.summary.startswith("rolled back v997 in shadow: shadow: p99 "), \
+        outcome.summary
+    assert "> 1000 ms" in outcome.summary
+
+
+def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
+        airflow_pg, pushed, relabelled, small_real_dataset):
+    """Verification is the test above's subject; here the candidate (the same model under a
+    new digest) is killed at the first canary step while a client keeps calling."""
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.verdicts import Budgets
+
+    layout = serving_layout(airflow_pg)
+    before = st.load(layout.state_file)
+    images = smoke_like(small_real_dataset)
     plan = Plan(steps=(10, 50, 100), window_seconds=6, replay_rate=30,
                 budgets=Budgets(min_requests=20, min_agreement=0.0, max_p99_ms=5000))
     engine = Engine("/var/run/docker.sock", layout)
-    statuses: list[int] = []
     done = threading.Event()
-
-    def client() -> None:  # a user of the endpoint, apart from the rollout's own replay
-        url = f"http://127.0.0.1:{layout.proxy_port}/predict"
-        with httpx.Client(timeout=30) as session:
-            while not done.is_set():
-                body, kind = images[len(statuses) % len(images)]
-                try:
-                    statuses.append(session.post(url, content=body,
-                                                 headers={"Content-Type": kind}).status_code)
-                except httpx.HTTPError:
-                    statuses.append(0)
 
     def killer() -> None:
         while not done.is_set():
@@ -169,30 +307,24 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
                 return
             time.sleep(0.05)
 
-    threads = [threading.Thread(target=client), threading.Thread(target=killer)]
-    for thread in threads:
-        thread.start()
+    kills = threading.Thread(target=killer)
+    kills.start()
     try:
-        outcome = Rollout(engine, plan, images).roll_out(relabelled, "999", lambda ref: None)
+        with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
+            outcome = Rollout(engine, plan, images).roll_out(relabelled, "999",
+                                                             lambda ref: None)
     finally:
         done.set()
-        for thread in threads:
-            thread.join(timeout=60)
+        kills.join(timeout=60)
     try:
-        assert not outcome.served, outcome.summary
+        errors = rolled_back(layout, before, engine, outcome, answers)
         assert outcome.summary.startswith("rolled back v999 at 10 %"), outcome.summary
         assert "the candidate's /metrics failed" in outcome.summary
-        after = st.load(layout.state_file)
-        assert after.stable == before.stable and after.candidate is None
-        assert engine.running_reference(before.free_slot()) is None
         # Requests to a dead candidate go to stable (nginx's backup): what a client can lose is
         # what was in flight on the killed container, one per caller at most.
-        errors = [code for code in statuses + [s for s, n in outcome.client_statuses.items()
-                                                for _ in range(n)] if code != 200]
-        print(f"killed mid-canary: {len(statuses)} client requests, "
+        print(f"killed mid-canary: {len(answers)} client requests, "
               f"{sum(outcome.client_statuses.values())} replayed, errors {errors}")
         assert len(errors) <= 1 + plan.replay_concurrency, errors
-        assert len(statuses) > 20
     finally:
         engine.close()
 
@@ -232,6 +364,12 @@ def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked
     now = st.load(layout.state_file)
     assert now.stable.reference == earlier.reference and now.candidate is None
     assert now.history[0].reference == relabelled
+    [event] = airflow_pg.asset_events("rollback-1", SERVING_ASSET, dag_id=ROLLBACK_DAG_ID)
+    assert event["extra"]["reference"] == earlier.reference
+    from mlflow import MlflowClient
+
+    deployed = MlflowClient().get_model_version_by_alias(MODEL_NAME, DEPLOYED_ALIAS)
+    assert deployed.version == earlier.model_version
     answer = httpx.post(f"http://127.0.0.1:{layout.proxy_port}/predict",
                         content=images[0][0], headers={"Content-Type": "image/jpeg"})
     assert answer.status_code == 200

@@ -27,7 +27,7 @@ import httpx
 
 from rice_mlops.rollout import state as st
 from rice_mlops.rollout.engine import PROXY_RUN_DIR, DeployError, Engine
-from rice_mlops.rollout.proxy_config import Routing, render
+from rice_mlops.rollout.proxy_config import ProxyLimits, Routing, render
 from rice_mlops.rollout.verdicts import (
     MAX_LOG_LINE,
     Budgets,
@@ -249,12 +249,20 @@ class Rollout:
         self._route(Routing(self.layout.port(stable.slot), self.layout.port(candidate.slot),
                             0, mirror=True))
         before = self._scrape(candidate.slot)
-        self.replayer.run(count=self.plan.budgets.min_requests + 10)
-        time.sleep(0.5)  # the last mirrored requests are answered after the client's
+        sent = self.replayer.run(count=self.plan.budgets.min_requests + 10)
+        # The mirrored copies are answered after the clients' (a slow candidate much later):
+        # measure once the candidate has answered as many, or nginx has given up on them.
+        deadline = time.monotonic() + ProxyLimits().mirror_timeout_seconds + 1
         try:
-            measured = window(before, self._scrape(candidate.slot))
-        except MetricsError as exc:
-            return Verdict(False, f"shadow: {exc}", {})
+            while True:
+                measured = window(before, self._scrape(candidate.slot))
+                if measured.requests >= sent or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        except (MetricsError, httpx.HTTPError) as exc:
+            return Verdict(False, f"shadow: the candidate's /metrics failed: "
+                           f"{type(exc).__name__}: {exc}", {})
+        time.sleep(0.3)  # its log thread writes each line just after the answer
         return shadow_verdict(self._predictions(stable.slot), self._predictions(candidate.slot),
                               measured, self.plan.budgets)
 

@@ -55,7 +55,7 @@ def registry_auth(settings: PipelineSettings) -> dict | None:
 
 @checked_handoffs
 def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate: Gate,
-             image: Image | None, champion_events: Iterable) -> Served:
+             image: Image | None, champion_events: Iterable, serving_event=None) -> Served:
     from rice_mlops.champion import latest_record
     from rice_mlops.rollout.engine import DeployError, Engine
     from rice_mlops.rollout.rollout import Rollout, RolloutRefused, smoke_images
@@ -96,12 +96,15 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
     if not outcome.served:
         record_refusal(outcome.summary)
         raise AirflowFailException(outcome.summary)
-    return Served(served=True, summary=outcome.summary, model_version=str(gate.version),
-                  reference=image.digest_ref, seconds=outcome.seconds,
-                  verdicts=tuple(v.reason for v in outcome.verdicts), client_errors=errors)
+    served = Served(served=True, summary=outcome.summary, model_version=str(gate.version),
+                    reference=image.digest_ref, seconds=outcome.seconds,
+                    verdicts=tuple(v.reason for v in outcome.verdicts), client_errors=errors)
+    record_serving(served, outcome.state, serving_event)
+    return served
 
 
-def roll_back(settings: PipelineSettings, params: Mapping, who: str) -> Served:
+def roll_back(settings: PipelineSettings, params: Mapping, who: str,
+              serving_event=None) -> Served:
     """`rice_rollback`: an earlier deployment back at 100 % at once, once its signature and
     attestations verify against the deployment's key (a rollback is allowed to go back in
     versions, nothing else is relaxed)."""
@@ -150,5 +153,28 @@ def roll_back(settings: PipelineSettings, params: Mapping, who: str) -> Served:
     if not outcome.served:
         raise AirflowFailException(outcome.summary)
     log.info("%s", outcome.summary)
-    return Served(served=True, summary=outcome.summary, model_version=target.model_version,
-                  reference=target.reference, seconds=outcome.seconds)
+    served = Served(served=True, summary=outcome.summary, model_version=target.model_version,
+                    reference=target.reference, seconds=outcome.seconds)
+    record_serving(served, outcome.state, serving_event)
+    return served
+
+
+def serving_record(served: Served, state) -> dict:
+    """What the `rice_serving` event's extra and the version's tag say: which digest takes all
+    traffic, since when, from which slot (plain JSON; Airflow adds the run that emitted it)."""
+    stable = state.stable
+    return {"model_version": served.model_version, "reference": served.reference,
+            "percent": 100, "slot": stable.slot if stable else None,
+            "since": stable.since if stable else None, "summary": served.summary}
+
+
+def record_serving(served: Served, state, serving_event) -> None:
+    """The asset event (the pipeline's record) and MLflow's `deployed` alias (a display)."""
+    import json
+
+    from rice_mlops import registry
+
+    record = serving_record(served, state)
+    if serving_event is not None:
+        serving_event.extra = record
+    registry.mark_deployed(served.model_version, json.dumps(record, sort_keys=True))
