@@ -75,6 +75,12 @@ export GITHUB_WEBHOOK_SECRET
 export RICE_SCHEDULE=${RICE_SCHEDULE:-none}  # unpausing a cron DAG would start a nightly run too
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$repo/.run/airflow}
 scripts/airflow-stack start
+if $engine_up && [[ ${RICE_ROLLOUT:-false} == true ]]; then
+  # What served before `make down` serves again now, before this run's rollout (nothing on a
+  # first demo); a failure is reported and left to the run's rollout, which restores first.
+  .venv/bin/rice-mlops serving restore ||
+    echo "demo: the last deployment did not come back (above); this run's rollout retries it"
+fi
 
 sha=$(git rev-parse HEAD 2>/dev/null || echo 0000000000000000000000000000000000000000)
 exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \

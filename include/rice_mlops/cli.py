@@ -211,6 +211,31 @@ def _cmd_webhook_send(args: argparse.Namespace) -> int:
     return 0 if response.status_code < 400 else 1
 
 
+def _cmd_serving_restore(args: argparse.Namespace) -> int:
+    from rice_mlops.rollout.engine import DeployError, Engine
+    from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
+    from rice_mlops.rollout.state import StateError
+    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.stages.serving import layout
+
+    settings = PipelineSettings.from_env()
+    serving = layout(settings)
+    engine = Engine(settings.docker_socket, serving)
+    try:
+        state = Rollout(engine, Plan(), ()).restore()
+    except (DeployError, RolloutRefused, StateError) as exc:
+        print(f"error: nothing restored: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    if state.stable is None:
+        print(f"nothing to restore: {serving.state_file} records no deployment")
+        return 0
+    print(f"serving v{state.stable.model_version} ({state.stable.reference}) from slot "
+          f"{state.stable.slot} at http://127.0.0.1:{serving.proxy_port}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rice_mlops.config import ARCHITECTURES, TrainConfig
     from rice_mlops.settings import PipelineSettings
@@ -295,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     wheels.add_argument("--machine", help="image architecture, e.g. x86_64 or aarch64 "
                         "(default: this machine's)")
     wheels.set_defaults(func=_cmd_image_wheels)
+
+    serving = sub.add_parser("serving", help="what the rollout serves").add_subparsers(
+        dest="serving_command", required=True)
+    restore = serving.add_parser("restore", help="start the proxy and the stable container "
+                                 "that RICE_RELEASE_DIR/serving/state.json records, if they "
+                                 "are gone (the release zone's settings and Docker socket)")
+    restore.set_defaults(func=_cmd_serving_restore)
 
     keys = sub.add_parser("keys", help="the pipeline's signing key").add_subparsers(
         dest="keys_command", required=True)

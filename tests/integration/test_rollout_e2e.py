@@ -6,7 +6,9 @@ the image that serves keeps serving."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -378,3 +380,37 @@ def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked
     run = airflow_pg.wait_for_run("rollback-2", timeout=300, dag_id=ROLLBACK_DAG_ID)
     assert run["state"] == "failed"
     assert st.load(layout.state_file).stable.reference == earlier.reference
+
+
+def test_serving_lost_with_its_containers_comes_back_serving_the_last_good_digest(
+        airflow_pg, pushed, small_real_dataset):
+    """A new engine or a pruned host: the proxy and the slots are gone, the release zone's
+    directory is not. `rice-mlops serving restore` (what a stack start runs) brings back the
+    digest the state records, behind the proxy. (An engine restart needs nothing: the
+    containers are `unless-stopped`.)"""
+    from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from tests.helpers.pipeline import remove_serving_containers
+
+    layout = serving_layout(airflow_pg)
+    last_good = st.load(layout.state_file).stable
+    assert last_good is not None
+    remove_serving_containers(layout.name)
+    url = f"http://127.0.0.1:{layout.proxy_port}"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/ping", timeout=2)
+    restored = subprocess.run([str(Path(sys.executable).parent / "rice-mlops"), "serving",
+                               "restore"], env={**os.environ, **airflow_pg.env},
+                              capture_output=True, text=True, timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    assert f"serving v{last_good.model_version} ({last_good.reference})" in restored.stdout
+    image = sorted((small_real_dataset / "test").rglob("*.jpg"))[0]
+    answer = httpx.post(f"{url}/predict", content=image.read_bytes(),
+                        headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200 and answer.json()["class"] in CLASSES
+    engine = Engine("/var/run/docker.sock", layout)
+    try:
+        assert engine.running_reference(last_good.slot) == last_good.reference
+    finally:
+        engine.close()
+    assert st.load(layout.state_file).stable == last_good

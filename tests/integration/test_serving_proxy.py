@@ -34,6 +34,7 @@ class Server:
         self.name, self.port = name, free_port()
         self.seen: list[dict] = []
         self.delay, self.status = 0.0, 200
+        self.answered = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +53,7 @@ class Server:
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+                server.answered += 1
 
             do_GET = do_POST = _any
 
@@ -170,6 +172,22 @@ def test_shadow_mirrors_every_request_and_the_client_never_sees_the_candidate(pr
     assert {(s["path"], s["bytes"], s["shadow"]) for s in candidate.seen} == \
         {("/predict", 50_000, "1")}
     assert {s["shadow"] for s in stable.seen} == {None}  # a client cannot claim to be one
+
+
+def test_in_shadow_a_slow_candidate_never_holds_a_clients_next_request(proxy, servers):
+    """nginx holds a kept-alive connection's next request until the mirrored copy of the last
+    one is answered; in shadow each prediction is its own connection instead."""
+    stable, candidate = servers
+    candidate.delay = 10.0  # longer than the mirror's timeout: nginx gives up first
+    proxy.reload(Routing(stable.port, candidate.port, mirror=True))
+    with httpx.Client() as client:  # one client, as a user's session would be
+        answers = [client.post(f"{proxy.url}/predict", content=b"p") for _ in range(5)]
+        probe = client.get(f"{proxy.url}/ping")
+    assert [(a.status_code, a.text) for a in answers] == [(200, "stable")] * 5
+    assert {a.headers["connection"] for a in answers} == {"close"}
+    assert probe.text == "stable" and probe.headers["connection"] == "keep-alive"
+    # Every request was answered while no mirrored copy was: none waited behind one.
+    assert candidate.answered == 0 and len(stable.seen) >= 5
 
 
 def test_a_dead_candidate_hands_its_requests_to_stable_and_a_dead_mirror_costs_nothing(

@@ -71,6 +71,8 @@ def test_the_mirror_location_exists_only_in_shadow(tmp_path):
                     listen_port=8501, run_dir=tmp_path)
     assert "mirror /_shadow" not in plain and "10% candidate;" in plain
     assert "mirror /_shadow;" in shadow and "* stable;" in shadow
+    # Mirrored predictions close their connection (nginx would hold the next request on it).
+    assert "keepalive_timeout 0;" in shadow and "keepalive_timeout 0;" not in plain
 
 
 # --- serving state ----------------------------------------------------------------------------

@@ -98,8 +98,12 @@ def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Pat
                                    backup=routing.stable_port))
     if routing.mirror:  # the mirror never falls back: stable must not answer it twice
         upstreams.append(_upstream("shadow", routing.candidate_port))
+    # nginx finishes a mirrored request only when the candidate has answered its copy too,
+    # and holds the client's next request on that connection until then: in shadow, each
+    # prediction is its own connection, so a slow candidate never delays a client, and a
+    # reload never closes a kept-alive connection with a request already waiting on it.
     mirror = ("      mirror /_shadow;\n      mirror_request_body on;\n"
-              if routing.mirror else "")
+              "      keepalive_timeout 0;\n" if routing.mirror else "")
     return f"""# Rendered by rice_mlops.rollout.proxy_config: {routing.describe()}. Do not edit; the
 # release zone rewrites it and reloads nginx.
 worker_processes 1;

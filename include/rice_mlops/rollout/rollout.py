@@ -208,6 +208,12 @@ class Rollout:
             return self._outcome(True, f"rolled back to v{model_version} at 100 % ({why})", (),
                                  self._finish(current, why), started)
 
+    def restore(self) -> st.ServingState:
+        """After the serving containers were lost (a new engine, a pruned host): the proxy and
+        the stable container of the state started again, under the rollout's lock."""
+        with self._locked():
+            return self.recover()
+
     def recover(self) -> st.ServingState:
         """After a crash or a restart of the whole stack: what the state says serves, serves.
         A rollout found half-done is rolled back (never two candidates at once)."""
