@@ -138,22 +138,23 @@ def mislabelled(pushed, docker_login, docker_engine, signing_keys, tmp_path_fact
 
 @pytest.fixture(scope="module")
 def slow(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
-    """The shipped image with the server's test-only latency: every prediction 1.5 s late."""
+    """The shipped image with the server's test-only latency: every prediction 1.2 s late."""
     return derived_image("slow", tmp_path_factory.mktemp("slow"),
-                         ["ENV RICE_SERVING_TEST_ADDED_LATENCY_MS=1500"], pushed["digest_ref"],
+                         ["ENV RICE_SERVING_TEST_ADDED_LATENCY_MS=1200"], pushed["digest_ref"],
                          docker_engine, docker_login)
 
 
 @contextmanager
-def steady_client(url: str, images: list[tuple[bytes, str]]):
-    """A user of the endpoint, apart from the rollout's own replay, posting one image after
-    another until the block ends; yields the answers (status, X-Request-Id) as they come."""
+def steady_client(url: str, images: list[tuple[bytes, str]], rate: float = 20.0):
+    """A user of the endpoint, apart from the rollout's own replay: a steady stream of at
+    most `rate` images a second until the block ends; yields the answers (status,
+    X-Request-Id) as they come."""
     answers: list[tuple[int, str | None]] = []
     done = threading.Event()
 
     def call() -> None:
         with httpx.Client(timeout=30) as session:
-            while not done.is_set():
+            while not done.wait(1 / rate):
                 body, kind = images[len(answers) % len(images)]
                 try:
                     answer = session.post(f"{url}/predict", content=body,
