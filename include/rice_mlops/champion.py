@@ -84,16 +84,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tflite_predictions(model_path: Path, paths: list[Path]) -> list[int]:
-    """The class index a TFLite file predicts for each raw image (resizing and scaling are
-    inside the model)."""
+def tflite_outputs(model_path: Path, paths: list[Path]) -> tuple[list[np.ndarray], list[dict]]:
+    """The class probabilities a TFLite file gives each raw image (resizing and scaling are
+    inside the model), and each image's input statistics as the serving server logs them."""
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
+
+    from rice_mlops.serving.prediction_log import input_statistics
 
     interpreter = Interpreter(model_path=str(model_path), num_threads=1)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
-    shape, predicted = None, []
+    shape, probabilities, inputs = None, [], []
     for path in paths:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"), dtype=np.float32)[None]
@@ -103,8 +105,14 @@ def tflite_predictions(model_path: Path, paths: list[Path]) -> list[int]:
             shape = pixels.shape
         interpreter.set_tensor(input_index, pixels)
         interpreter.invoke()
-        predicted.append(int(np.argmax(interpreter.get_tensor(output_index)[0])))
-    return predicted
+        probabilities.append(interpreter.get_tensor(output_index)[0].copy())
+        inputs.extend(input_statistics(pixels))
+    return probabilities, inputs
+
+
+def tflite_predictions(model_path: Path, paths: list[Path]) -> list[int]:
+    """The class index a TFLite file predicts for each raw image."""
+    return [int(np.argmax(row)) for row in tflite_outputs(model_path, paths)[0]]
 
 
 def tflite_accuracy(model_path: Path, paths: list[Path], labels: list[int]) -> float:

@@ -9,6 +9,8 @@ from rice_mlops.vocabulary import (
     CHAMPION_ALIAS,
     DEPLOYED_ALIAS,
     DEPLOYED_TAG,
+    DRIFT_REFERENCE_ARTIFACT,
+    DRIFT_REFERENCE_TAG,
     GATE_ARTIFACT,
     GATE_DIFFERENCE_TAG,
     GATE_P_VALUE_TAG,
@@ -100,6 +102,15 @@ def promote(version: str, tags: dict[str, str] | None = None, name: str = MODEL_
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     log.info("%s v%s is now @%s", name, version, CHAMPION_ALIAS)
+
+
+def log_drift_reference(run_id: str, version: str, text: str) -> None:
+    """The version's drift reference (rice_mlops.monitoring): an artifact of its run, with
+    its sha256 on the version, so a reader can tell it is the one recorded at the gate."""
+    import hashlib
+
+    _client().log_text(run_id, text, DRIFT_REFERENCE_ARTIFACT)
+    _tag_both(run_id, version, DRIFT_REFERENCE_TAG, hashlib.sha256(text.encode()).hexdigest())
 
 
 def mark_deployed(version: str, record: str, name: str = MODEL_NAME) -> None:

@@ -36,6 +36,7 @@ IMAGE_TAG = "rice.image"
 IMAGE_NAME_TAG = "rice.image_tag"
 RUN_ID_TAG = "rice.run_id"
 PROMOTED_BY_TAG = "rice.promoted_by"
+DRIFT_REFERENCE_TAG = "rice.drift_reference_sha256"  # of the artifact below
 DEPLOYED_TAG = "rice.deployed"  # on a model version: its digest, since when, by which run
 
 # Artifacts of a training run.
@@ -43,6 +44,7 @@ RESULT_ARTIFACT = "result.json"
 RUN_MANIFEST_ARTIFACT = "manifest/artifacts.sha256"
 TFLITE_ARTIFACT = "tflite/model.tflite"
 GATE_ARTIFACT = "gate/gate.json"
+DRIFT_REFERENCE_ARTIFACT = "monitoring/reference.json"  # the test split as served (drift)
 MODEL_CARD_ARTIFACT = "model_card/MODEL_CARD.md"
 SBOM_ARTIFACT = "sbom/sbom.cdx.json"
 PROVENANCE_ARTIFACT = "attestations/provenance.dsse.json"

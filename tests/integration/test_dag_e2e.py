@@ -49,6 +49,35 @@ def test_shipped_run_is_the_champion_with_gate_tags(shipped_run):
     assert champion.tags["rice.gate"] == "passed"
 
 
+def test_the_gate_records_the_versions_drift_reference(airflow_pg, shipped_run):
+    """What the version answered on its test split, as the monitoring will compare with."""
+    import hashlib
+    from pathlib import Path
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from rice_mlops.data import discover
+    from rice_mlops.monitoring.drift import Reference
+    from rice_mlops.vocabulary import DRIFT_REFERENCE_ARTIFACT, DRIFT_REFERENCE_TAG
+
+    gate = airflow_pg.xcom("e2e-shipped", "quality_gate")
+    version = MlflowClient().get_model_version("rice-classifier", str(gate["version"]))
+    text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{DRIFT_REFERENCE_ARTIFACT}")
+    assert version.tags[DRIFT_REFERENCE_TAG] == hashlib.sha256(text.encode()).hexdigest()
+    reference = Reference.from_json(text)
+    dataset = discover(Path(airflow_pg.xcom("e2e-shipped", "validate_data")["data_dir"]))
+    paths, labels = dataset.examples("test")
+    assert reference.model_version == str(gate["version"])
+    assert reference.class_names == tuple(dataset.classes)
+    assert reference.observations.count == len(paths)
+    # The gate's own measurement, read back from the reference's predicted classes.
+    correct = sum(dataset.classes[y] == c for y, c in zip(labels, reference.observations.classes,
+                                                            strict=True))
+    assert correct / len(labels) == pytest.approx(gate["test_accuracy"])
+    assert (reference.observations.values["width"] > 0).all()
+
+
 def test_model_asset_event_carries_run_id_and_image_digest(airflow_pg, shipped_run):
     events = airflow_pg.asset_events("e2e-shipped", MODEL_ASSET)
     assert len(events) == 1

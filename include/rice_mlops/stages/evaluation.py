@@ -32,7 +32,7 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, tra
         ChampionMismatch,
         champion_predictions,
         latest_record,
-        tflite_predictions,
+        tflite_outputs,
     )
     from rice_mlops.data import discover
     from rice_mlops.gate import decide
@@ -53,7 +53,8 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, tra
     # from its staged (manifest-checked) TFLite file, the one that ships.
     dataset = discover(Path(data.data_dir))
     paths, labels = dataset.examples("test")
-    predictions = tflite_predictions(staged / "model.tflite", paths)
+    probabilities, inputs = tflite_outputs(staged / "model.tflite", paths)
+    predictions = [int(row.argmax()) for row in probabilities]
     champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
     if record is not None and record.version != version:
         try:
@@ -77,11 +78,24 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, tra
                             champion_comparison="; ".join([how, *notes]),
                             champion_record=record.as_dict() if record else None)
     registry.record_gate(run_id, version, passed, reason, details=gate.as_dict())
+    _record_drift_reference(run_id, version, dataset.classes, probabilities, inputs)
     gate = replace(gate, model_card_sha256=_model_card(settings, request, data, trained, staged,
                                                        gate))
     log.log(logging.INFO if passed else logging.WARNING, "gate %s for v%s: %s (%s)\n%s",
             "PASSED" if passed else "FAILED, NOT SHIPPED", version, reason, how, gate.table)
     return gate
+
+
+def _record_drift_reference(run_id: str, version: str, classes, probabilities, inputs) -> None:
+    """What this version answers on its test split, for the monitoring to compare its
+    prediction logs with: an artifact of the version's run, its sha256 a tag of the version."""
+    from rice_mlops import registry
+    from rice_mlops.monitoring.drift import Reference, observe
+
+    names = [classes[int(row.argmax())] for row in probabilities]
+    rows = [[float(p) for p in row] for row in probabilities]
+    reference = Reference(str(version), tuple(classes), observe(names, rows, inputs))
+    registry.log_drift_reference(run_id, version, reference.to_json())
 
 
 def _check_trained_bytes(tflite: Path, trained: Trained) -> None:
