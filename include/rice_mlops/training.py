@@ -17,6 +17,7 @@ from PIL import Image
 from rice_mlops.config import TrainConfig
 from rice_mlops.data import Dataset, validate
 from rice_mlops.data.fingerprint import fingerprint
+from rice_mlops.dataset_record import image_dataset
 from rice_mlops.evaluation import (
     evaluate,
     flat_metrics,
@@ -162,6 +163,8 @@ def _record_inputs(mlflow, config: TrainConfig, dataset: Dataset, counts: dict,
     mlflow.set_tag(CODE_DIGEST_TAG, code_digest)
     mlflow.log_params(_run_params(config, dataset.classes, dataset.layout))
     mlflow.log_metrics({f"n_{split}": n for split, n in counts.items()})
+    mlflow.log_input(image_dataset(dataset.root, data_fingerprint, counts), context="training",
+                     tags={FINGERPRINT_TAG: data_fingerprint})
 
 
 def _batches(dataset: Dataset, counts: dict, config: TrainConfig) -> tuple[dict, object, object]:

@@ -55,6 +55,18 @@ def test_params_metrics_and_tags_are_logged(trained):
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2  # per epoch
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 2
     assert metrics["test_accuracy"] == pytest.approx(result["metrics"]["test_accuracy"])
+    # The run's Datasets panel: the images by name, fingerprint, source and split sizes.
+    [logged] = run.inputs.dataset_inputs
+    fingerprint = result["dataset_fingerprint"]
+    assert logged.dataset.name == "rice-images"
+    assert logged.dataset.digest == fingerprint.removeprefix("sha256:")[:16]
+    assert json.loads(logged.dataset.source)["uri"] == str(config.data_dir)
+    profile = json.loads(logged.dataset.profile)
+    assert profile["images"] == sum(int(metrics[f"n_{s}"]) for s in ("train", "val", "test"))
+    assert profile["test_images"] == int(metrics["n_test"])
+    input_tags = {tag.key: tag.value for tag in logged.tags}
+    assert input_tags["mlflow.data.context"] == "training"
+    assert input_tags["rice.dataset_fingerprint"] == fingerprint
     for cls in ("Arborio", "Karacadag"):
         assert 0 <= metrics[f"test_recall_{cls}"] <= 1
         assert 0 <= metrics[f"test_precision_{cls}"] <= 1
