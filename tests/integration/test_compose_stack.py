@@ -323,7 +323,7 @@ def _check_mlflow_ui(stack: ComposeStack, summary: dict) -> None:
     with browser_page(http_credentials=("admin", stack.env["MLFLOW_ADMIN_PASSWORD"])) as page:
         page.goto(summary["mlflow_run_url"])
         page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
-        assert "Datasets\nrice-images (" in page.inner_text("body")  # what it trained on
+        page.get_by_text("rice-images (").first.wait_for(timeout=30_000)  # its Datasets panel
         assert screenshot(page, "compose-mlflow-run.png").stat().st_size > 10_000
 
 
