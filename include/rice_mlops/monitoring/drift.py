@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rice_mlops.prediction_logs import MAX_LINE
+
 INPUT_FEATURES = ("height", "width", "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b")
 FEATURES = ("confidence", *INPUT_FEATURES)
 MAX_REFERENCE_ROWS = 100_000
-MAX_LINE_BYTES = 64 * 1024
 
 
 class DriftReferenceError(ValueError):
@@ -119,7 +120,7 @@ def read_window(lines: Iterable[str | bytes], *, model_version: str, since: floa
     probabilities: list[list[float]] = []
     inputs: list[dict] = []
     for line in lines:
-        if len(line) > MAX_LINE_BYTES:
+        if len(line) > MAX_LINE:
             skipped["too long"] += 1
             continue
         try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-import stat
 import threading
 import time
 from collections import Counter
@@ -25,11 +23,11 @@ from pathlib import Path
 
 import httpx
 
+from rice_mlops.prediction_logs import LOG_FILE, LogFileError, log_lines
 from rice_mlops.rollout import state as st
 from rice_mlops.rollout.engine import PROXY_RUN_DIR, DeployError, Engine
 from rice_mlops.rollout.proxy_config import ProxyLimits, Routing, render
 from rice_mlops.rollout.verdicts import (
-    MAX_LOG_LINE,
     Budgets,
     MetricsError,
     Verdict,
@@ -342,20 +340,12 @@ class Rollout:
         return parse_scrape(answer.text)
 
     def _predictions(self, slot: str) -> dict[str, tuple[str, ...]]:
-        """The slot's prediction log. The serving container writes that directory, so the
-        file is opened without following a link (it could name any file of this worker) and
-        read in bounded lines, at most MAX_LOG_READ bytes in all."""
-        path = self.layout.log_dir(slot) / "predictions.jsonl"
+        """The slot's current prediction log (the candidate's started with it)."""
+        path = self.layout.log_dir(slot) / LOG_FILE
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:  # ELOOP: a link where the log should be
-            raise RolloutRefused(f"{path} is not the server's log file ({exc})") from None
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise RolloutRefused(f"{path} is not a regular file")
-            return predictions_by_request(_bounded_lines(handle))
+            return predictions_by_request(log_lines(path))
+        except LogFileError as exc:
+            raise RolloutRefused(str(exc)) from None
 
     def _record(self, state: st.ServingState) -> st.ServingState:
         st.save(self.layout.state_file, state)
@@ -378,18 +368,6 @@ class Rollout:
                                      "generation at a time (this run waits for its pool "
                                      "slot and retries)") from None
             yield
-
-
-MAX_LOG_READ = 64 * 1024 * 1024  # more than the serving log's own cap of one file
-
-
-def _bounded_lines(handle):
-    """Lines of at most MAX_LOG_LINE + 1 bytes (a longer one comes in pieces, each skipped
-    by the parser as too long or not JSON), MAX_LOG_READ bytes in all."""
-    read = 0
-    while read < MAX_LOG_READ and (line := handle.readline(MAX_LOG_LINE + 1)):
-        read += len(line)
-        yield line
 
 
 def choose_rollback(current: st.ServingState, model_version: str | None) -> st.Deployment:

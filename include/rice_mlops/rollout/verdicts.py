@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from rice_mlops.prediction_logs import MAX_LINE as MAX_LOG_LINE
+
 # The endpoints whose answers are predictions; /ping and /metrics say nothing of the model.
 PREDICTION_ENDPOINTS = ("/predict", "/invocations")
-MAX_LOG_LINE = 64 * 1024
 MAX_METRICS_BYTES = 1024 * 1024
 
 
