@@ -113,6 +113,25 @@ def log_drift_reference(run_id: str, version: str, text: str) -> None:
     _tag_both(run_id, version, DRIFT_REFERENCE_TAG, hashlib.sha256(text.encode()).hexdigest())
 
 
+def drift_reference(version: str, name: str = MODEL_NAME) -> str:
+    """The version's drift reference, once its sha256 matches the one recorded on the version
+    (MLflow's content is checked, never trusted)."""
+    import hashlib
+
+    import mlflow
+
+    found = _client().get_model_version(name, version)
+    recorded = found.tags.get(DRIFT_REFERENCE_TAG)
+    if not recorded:
+        raise LookupError(f"{name} v{version} has no drift reference (versions gated before "
+                          "the monitoring existed): promote a newer version")
+    text = mlflow.artifacts.load_text(f"runs:/{found.run_id}/{DRIFT_REFERENCE_ARTIFACT}")
+    if hashlib.sha256(text.encode()).hexdigest() != recorded:
+        raise LookupError(f"{name} v{version}'s drift reference changed since the gate "
+                          "recorded it: not compared with")
+    return text
+
+
 def mark_deployed(version: str, record: str, name: str = MODEL_NAME) -> None:
     """`deployed` on the version now at 100 %, with what serves and since when (a display for
     the MLflow UI; the serving state and the asset events are the record)."""

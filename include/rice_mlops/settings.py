@@ -198,6 +198,12 @@ class PipelineSettings:
     rollout_min_requests: int = 50
     rollout_min_agreement: float = 0.98
     rollout_max_p99_ms: float = 250.0
+    # The monitoring (rice_mlops.monitoring): the served model's prediction logs against its
+    # reference, each hour; a window grows until it holds the minimum, at most max_window_hours.
+    monitoring_schedule: str | None = "0 * * * *"
+    monitoring_min_predictions: int = 500
+    monitoring_alpha: float = 0.01
+    monitoring_max_window_hours: int = 168
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -288,6 +294,14 @@ class PipelineSettings:
                                                 cls.rollout_min_agreement),
             rollout_max_p99_ms=read.number(env, "RICE_ROLLOUT_MAX_P99_MS",
                                            cls.rollout_max_p99_ms, low=1.0),
+            monitoring_schedule=_schedule(env, "RICE_MONITORING_SCHEDULE",
+                                          cls.monitoring_schedule),
+            monitoring_min_predictions=read.integer(env, "RICE_MONITORING_MIN_PREDICTIONS",
+                                                    cls.monitoring_min_predictions, low=1),
+            monitoring_alpha=read.fraction(env, "RICE_MONITORING_ALPHA", cls.monitoring_alpha,
+                                           strict=True),
+            monitoring_max_window_hours=read.integer(env, "RICE_MONITORING_MAX_WINDOW_HOURS",
+                                                     cls.monitoring_max_window_hours, low=1),
         )
 
     def as_dict(self) -> dict:

@@ -233,6 +233,16 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_ROLLOUT_MAX_P99_MS", "rollout_max_p99_ms", "number ≥ 1",
        "shadow and canary: the candidate's p99 latency budget (ms, from its histogram); "
        "any 5xx from the candidate also rolls back"),
+    _s("RICE_MONITORING_SCHEDULE", "monitoring_schedule", "cron or `none`",
+       "when `rice_monitoring` compares the served model's prediction logs with its "
+       "reference (UTC)"),
+    _s("RICE_MONITORING_MIN_PREDICTIONS", "monitoring_min_predictions", "integer ≥ 1",
+       "predictions a window needs before it is judged; a shorter one is \"not enough data\" "
+       "and grows into the next run's"),
+    _s("RICE_MONITORING_ALPHA", "monitoring_alpha", "fraction strictly 0–1",
+       "the family-wise false-alarm rate of one window (Holm over all its tests)"),
+    _s("RICE_MONITORING_MAX_WINDOW_HOURS", "monitoring_max_window_hours", "integer ≥ 1",
+       "the oldest predictions a window may still include"),
 )
 
 

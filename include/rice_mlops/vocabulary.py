@@ -5,11 +5,15 @@ from __future__ import annotations
 
 DAG_ID = "rice_classifier_cicd"  # the webhook triggers it; its runs and assets carry it
 ROLLBACK_DAG_ID = "rice_rollback"  # puts an earlier served digest back at 100 %
+MONITORING_DAG_ID = "rice_monitoring"  # the served model's prediction logs against its reference
+MONITORING_EXPERIMENT = "rice-monitoring"  # one MLflow run per judged window
+MONITORING_WATERMARK = "rice_monitoring_watermark"  # Airflow Variable: where the next window starts
 MODEL_NAME = "rice-classifier"
 CHAMPION_ALIAS = "champion"
 DEPLOYED_ALIAS = "deployed"  # the version the serving proxy sends all traffic to (display)
 MODEL_ASSET = "rice_classifier_model"  # its events record each champion (the trusted record)
 SERVING_ASSET = "rice_serving"  # its events record each digest put at 100 %
+DRIFT_ASSET = "rice_drift"  # its events carry the evidence of each window judged as drift
 
 # Run tags (also set on model versions where noted by registry.py).
 SOURCE_TAGS = {

@@ -75,7 +75,9 @@ def rollout_env(docker_engine: dict, name: str) -> dict[str, str]:
             # Short windows; one-epoch challengers disagree with a 12-epoch champion, so the
             # agreement floor is the unit tests' (test_rollout.py), the budgets a loaded CI's.
             "RICE_ROLLOUT_WINDOW_SECONDS": "2", "RICE_ROLLOUT_MIN_REQUESTS": "20",
-            "RICE_ROLLOUT_MIN_AGREEMENT": "0", "RICE_ROLLOUT_MAX_P99_MS": "5000"}
+            "RICE_ROLLOUT_MIN_AGREEMENT": "0", "RICE_ROLLOUT_MAX_P99_MS": "5000",
+            # The monitoring runs when a test triggers it, on windows a test can fill.
+            "RICE_MONITORING_SCHEDULE": "none", "RICE_MONITORING_MIN_PREDICTIONS": "60"}
 
 
 def remove_serving_containers(name: str) -> None:

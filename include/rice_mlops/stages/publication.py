@@ -65,11 +65,11 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trai
         raise AirflowFailException(str(exc)) from None
 
 
-def run_url(settings: PipelineSettings, dag_run_id: str) -> str:
+def run_url(settings: PipelineSettings, dag_run_id: str, dag_id: str = DAG_ID) -> str:
     """The run's page in the Airflow UI (RICE_AIRFLOW_URL)."""
     from urllib.parse import quote
 
-    return f"{settings.airflow_url}/dags/{DAG_ID}/runs/{quote(dag_run_id, safe='')}"
+    return f"{settings.airflow_url}/dags/{dag_id}/runs/{quote(dag_run_id, safe='')}"
 
 
 def commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: str,

@@ -24,7 +24,6 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
            freshness: Freshness | None, gate: Gate | None, approval: Approval | None,
            promoted: Promoted | None, served: Served | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
-    from rice_mlops.airflow_api import AirflowApi
     from rice_mlops.outcome import REFUSAL_KEY, REFUSING_TASKS, decide_outcome
 
     dag_run_id = ti.run_id
@@ -39,15 +38,7 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
                              approval=approval, promoted=promoted, failed_tasks=failed,
                              release_refusal=refusal, served=served)
     log.info("outcome: %s", outcome.note)
-    try:
-        api = AirflowApi.from_connection(settings.airflow_api_conn_id)
-        if api is None:
-            log.info("no Airflow connection %r: run note not written",
-                     settings.airflow_api_conn_id)
-        else:
-            api.set_note(DAG_ID, dag_run_id, outcome.note)
-    except Exception as exc:  # noqa: BLE001 - reporting must not hide the outcome
-        log.warning("run note not written: %s", exc)
+    write_note(settings, DAG_ID, dag_run_id, outcome.note)
     try:
         request = checked_request(settings, params)
     except AirflowFailException:
@@ -55,11 +46,28 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
     if request is not None:
         commit_status(settings, request, dag_run_id, outcome.state, outcome.description)
     if outcome.notify and settings.notify_emails:
-        _notify(settings, dag_run_id, outcome)
+        notify(settings, outcome.kind, outcome.note, dag_run_id)
     return outcome.as_dict()
 
 
-def _notify(settings: PipelineSettings, dag_run_id: str, outcome) -> None:
+def write_note(settings: PipelineSettings, dag_id: str, dag_run_id: str, note: str) -> None:
+    """The run's note through the REST API; a failure is logged, never raised (reporting must
+    not hide the outcome)."""
+    from rice_mlops.airflow_api import AirflowApi
+
+    try:
+        api = AirflowApi.from_connection(settings.airflow_api_conn_id)
+        if api is None:
+            log.info("no Airflow connection %r: run note not written",
+                     settings.airflow_api_conn_id)
+        else:
+            api.set_note(dag_id, dag_run_id, note)
+    except Exception as exc:  # noqa: BLE001 - reporting must not hide the outcome
+        log.warning("run note not written: %s", exc)
+
+
+def notify(settings: PipelineSettings, kind: str, note: str, dag_run_id: str,
+           dag_id: str = DAG_ID) -> None:
     """One e-mail through Airflow's SMTP notifier; its texts are set here, so nothing of the
     run (a reason, a path) is ever rendered as a template."""
     import html
@@ -67,11 +75,11 @@ def _notify(settings: PipelineSettings, dag_run_id: str, outcome) -> None:
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
     from airflow.sdk import get_current_context
 
-    url = run_url(settings, dag_run_id)
-    body = (f"<p>{html.escape(outcome.note)}</p><p>Airflow run: <a href=\"{html.escape(url)}\">"
+    url = run_url(settings, dag_run_id, dag_id)
+    body = (f"<p>{html.escape(note)}</p><p>Airflow run: <a href=\"{html.escape(url)}\">"
             f"{html.escape(dag_run_id)}</a></p>")
     notifier = SmtpNotifier(to=list(settings.notify_emails), from_email=settings.notify_from,
-                            subject=f"[rice-mlops] {outcome.kind}: {dag_run_id}"[:200],
+                            subject=f"[rice-mlops] {kind}: {dag_run_id}"[:200],
                             html_content=body, smtp_conn_id=settings.smtp_conn_id)
     try:
         notifier.notify(get_current_context())

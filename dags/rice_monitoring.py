@@ -1,0 +1,54 @@
+"""
+### Serving drift monitoring
+
+Each hour (`RICE_MONITORING_SCHEDULE`), the prediction logs of the model version that serves,
+since the last judged window, against the reference its gate recorded on its test split: the
+class mix (chi-square), confidence and every input statistic (Kolmogorov-Smirnov), Holm over
+all. The verdict is the run note and an MLflow run of `rice-monitoring` with its plot; a drift
+verdict is a `rice_drift` asset event with the evidence, and an e-mail.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from rice_mlops.assets import RICE_DRIFT
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.stages import monitoring
+from rice_mlops.vocabulary import MONITORING_DAG_ID
+
+SETTINGS = PipelineSettings.from_env()
+_RELEASE = SETTINGS.queue("docker")  # the only zone that mounts the serving directory
+
+
+@dag(
+    dag_id=MONITORING_DAG_ID, schedule=SETTINGS.monitoring_schedule,
+    start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1, doc_md=__doc__,
+    tags=["mlops", "rice", "serving", "monitoring"],
+    default_args={"owner": "ml-platform", "retries": 2,
+                  "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
+                  "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes)},
+)
+def rice_monitoring():
+    @task(**_RELEASE)
+    def check_drift(run_id=None) -> dict:
+        """Judge the window of the serving version's logs against its reference."""
+        return monitoring.check_drift(SETTINGS, run_id)
+
+    @task.short_circuit
+    def drifted(record: dict) -> bool:
+        """Only a drift verdict goes on to the event."""
+        return record.get("verdict") == "drift"
+
+    @task(outlets=[RICE_DRIFT])
+    def raise_drift(record: dict, run_id=None, outlet_events=None) -> dict:
+        """The `rice_drift` event with the evidence; an e-mail."""
+        return monitoring.raise_drift(SETTINGS, record, run_id, outlet_events[RICE_DRIFT])
+
+    record = check_drift()
+    drifted(record) >> raise_drift(record)
+
+
+rice_monitoring()

@@ -1,0 +1,182 @@
+"""Monitoring: the served model's prediction logs against its drift reference.
+
+`check_drift` runs in the release zone, the only one that mounts the serving directory (the
+logs are there). It reads the window since the watermark (an Airflow Variable; a window
+without enough predictions leaves it where it was, so the next run's window is longer, up to
+RICE_MONITORING_MAX_WINDOW_HOURS), compares it with the reference the gate recorded for the
+version that serves, logs the verdict as an MLflow run of `rice-monitoring` (statistics,
+p-values, a plot of reference against live) and writes it as the run note. `raise_drift` then
+emits the `rice_drift` asset event with the evidence and e-mails, on a drift verdict only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from itertools import chain
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rice_mlops.settings import PipelineSettings
+from rice_mlops.vocabulary import (
+    MONITORING_DAG_ID,
+    MONITORING_EXPERIMENT,
+    MONITORING_WATERMARK,
+)
+
+log = logging.getLogger(__name__)
+EVENT_KEYS = ("model_version", "verdict", "summary", "predictions", "since", "until",
+              "checks", "monitoring_run_id")
+
+
+def window_start(stored: str | None, now: float, max_hours: int) -> float:
+    """Where the window starts: the watermark, never older than `max_hours`, never later than
+    `now`; a watermark that is not one (edited by hand, say) is the oldest allowed start."""
+    oldest = now - max_hours * 3600
+    try:
+        start = float(json.loads(stored)["until"]) if stored else oldest
+    except (ValueError, KeyError, TypeError):
+        log.warning("the %s Variable holds no watermark (%r): the window starts %d h back",
+                    MONITORING_WATERMARK, (stored or "")[:80], max_hours)
+        start = oldest
+    if not math.isfinite(start):
+        start = oldest
+    return min(max(start, oldest), now)
+
+
+def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
+    """The verdict on the window of the version that serves (a dict for XCom and the event)."""
+    from airflow.sdk import Variable
+
+    from rice_mlops import registry
+    from rice_mlops.monitoring.drift import DriftReferenceError, Reference, compare, read_window
+    from rice_mlops.prediction_logs import LogFileError, log_lines, rotated_logs
+    from rice_mlops.rollout import state as st
+    from rice_mlops.stages.report import write_note
+    from rice_mlops.stages.serving import layout
+
+    serving = layout(settings)
+    try:
+        stable = st.load(serving.state_file).stable
+    except st.StateError as exc:
+        raise AirflowFailException(str(exc)) from None
+    if stable is None:
+        raise AirflowSkipException(f"nothing serves here ({serving.state_file}): no "
+                                   "prediction log to watch")
+    try:
+        reference = Reference.from_json(registry.drift_reference(stable.model_version))
+    except (LookupError, DriftReferenceError) as exc:
+        raise AirflowFailException(str(exc)) from None
+    now = time.time()
+    since = window_start(Variable.get(MONITORING_WATERMARK, default=None), now,
+                         settings.monitoring_max_window_hours)
+    files = [path for slot in st.SLOTS for path in rotated_logs(serving.log_dir(slot))]
+    try:
+        window = read_window(chain.from_iterable(log_lines(path) for path in files),
+                             model_version=stable.model_version, since=since, until=now)
+    except LogFileError as exc:
+        raise AirflowFailException(str(exc)) from None
+    report = compare(reference, window, min_predictions=settings.monitoring_min_predictions,
+                     alpha=settings.monitoring_alpha)
+    record = {"model_version": stable.model_version, "since": round(since, 3),
+              "until": round(now, 3), **report.as_dict()}
+    record["monitoring_run_id"] = _log_run(record, reference, window, report,
+                                           serving.root / "predictions")
+    if report.verdict != "not enough data":  # a short window grows into the next one
+        Variable.set(MONITORING_WATERMARK, json.dumps({"until": now}))
+    log.info("v%s: %s", stable.model_version, report.summary())
+    write_note(settings, MONITORING_DAG_ID, dag_run_id,
+               f"v{stable.model_version}: {report.summary()}")
+    return record
+
+
+def raise_drift(settings: PipelineSettings, record: dict, dag_run_id: str,
+                drift_event=None) -> dict:
+    """The `rice_drift` event, its extra the evidence (bounded), and an e-mail."""
+    from rice_mlops.stages.report import notify
+
+    evidence = {key: record[key] for key in EVENT_KEYS if key in record}
+    evidence["checks"] = [check for check in evidence.get("checks", [])][:20]
+    if drift_event is not None:
+        drift_event.extra = evidence
+    if settings.notify_emails:
+        notify(settings, "drift", f"v{record['model_version']}: {record['summary']}",
+               dag_run_id, MONITORING_DAG_ID)
+    return evidence
+
+
+def _log_run(record: dict, reference, window, report, log_root) -> str:
+    """One MLflow run of the monitoring experiment: the window as a dataset, the statistics
+    and p-values, the report and a plot of reference against live."""
+    import hashlib
+    import re
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from rice_mlops.dataset_record import metadata_dataset
+
+    mlflow.set_experiment(MONITORING_EXPERIMENT)
+    with mlflow.start_run(run_name=f"v{record['model_version']} window") as run:
+        mlflow.set_tags({"rice.model_version": record["model_version"],
+                         "rice.drift_verdict": record["verdict"]})
+        mlflow.log_params({"model_version": record["model_version"], "since": record["since"],
+                           "until": record["until"], "alpha": record["alpha"],
+                           "min_predictions": record["minimum"]})
+        mlflow.log_metric("predictions", record["predictions"])
+        for check in record["checks"]:
+            key = re.sub(r"[^a-z0-9_]+", "_", check["name"].lower())
+            mlflow.log_metrics({f"p_{key}": check["p_value"],
+                                f"adjusted_p_{key}": check["adjusted_p"]})
+        digest = hashlib.sha256(json.dumps([record["model_version"], record["since"],
+                                            record["until"], record["predictions"]]).encode())
+        mlflow.log_input(metadata_dataset("rice-serving-window", str(log_root),
+                                          digest.hexdigest(),
+                                          {"predictions": record["predictions"],
+                                           **{f"left_out: {k}": v
+                                              for k, v in record["skipped"].items()}}),
+                         context="monitoring")
+        mlflow.log_dict(record, "monitoring/report.json")
+        if window.observations.count:
+            with tempfile.TemporaryDirectory() as scratch:
+                plot = _plot(reference, window, report, Path(scratch) / "drift.png")
+                mlflow.log_artifact(str(plot), "monitoring")
+    return run.info.run_id
+
+
+def _plot(reference, window, report, path):
+    """Reference against live: confidence, brightness (mean of the channels' means), the
+    spread, and the class mix, with each check's adjusted p-value in its title."""
+    import numpy as np
+
+    from rice_mlops.evaluation import _pyplot
+
+    plt = _pyplot()
+    adjusted = {check.name: check.adjusted_p for check in report.checks}
+    ref, live = reference.observations, window.observations
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = (("confidence", ref.values["confidence"], live.values["confidence"]),
+              ("input mean_g", ref.values["mean_g"], live.values["mean_g"]),
+              ("input std_g", ref.values["std_g"], live.values["std_g"]))
+    for ax, (name, before, after) in zip(axes, panels, strict=False):
+        bins = np.histogram_bin_edges(np.concatenate([before, after]), bins=30)
+        ax.hist(before, bins=bins, alpha=0.55, density=True, label="reference (test split)")
+        ax.hist(after, bins=bins, alpha=0.55, density=True, label="live window")
+        ax.set_title(f"{name}  p={adjusted.get(name, float('nan')):.2g}", fontsize=9)
+    names = list(reference.class_names)
+    x = np.arange(len(names))
+    shares = [[list(obs.classes).count(n) / max(1, obs.count) for n in names]
+              for obs in (ref, live)]
+    axes[3].bar(x - 0.2, shares[0], 0.4, label="reference (test split)")
+    axes[3].bar(x + 0.2, shares[1], 0.4, label="live window")
+    axes[3].set_xticks(x, names, rotation=30, fontsize=8)
+    axes[3].set_title(f"class mix  p={adjusted.get('class mix', float('nan')):.2g}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(report.summary(), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

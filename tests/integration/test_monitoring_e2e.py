@@ -1,0 +1,134 @@
+"""The monitoring (issue 23) on the stack's served model: predictions sent through the real
+serving proxy to the version the e2e-shipped run put in service, its own prediction log, and
+`rice_monitoring` triggered through the REST API. A stream like the version's test split
+raises nothing; the same grains in brighter light are drift, with the evidence on the
+`rice_drift` asset event, an MLflow run with its plot, the run note and an e-mail; a window
+with too few predictions says so and keeps its start."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image, ImageEnhance
+
+from rice_mlops.vocabulary import DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
+from tests.helpers.pipeline import NOTIFY
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+STREAM = 80  # predictions per window (RICE_MONITORING_MIN_PREDICTIONS is 60 in this stack)
+
+
+def served(stack):
+    """(layout, the version that serves, its test images) from the state and MLflow."""
+    from mlflow import MlflowClient
+
+    from rice_mlops.data import discover
+    from rice_mlops.rollout import state as st
+    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.stages.serving import layout
+
+    serving = layout(PipelineSettings.from_env(stack.env))
+    stable = st.load(serving.state_file).stable
+    client = MlflowClient()
+    run = client.get_run(client.get_model_version("rice-classifier", stable.model_version).run_id)
+    [trained_on] = run.inputs.dataset_inputs  # the run's own record of its images
+    paths, _ = discover(Path(json.loads(trained_on.dataset.source)["uri"])).examples("test")
+    return serving, stable.model_version, paths
+
+
+def send(url: str, paths: list[Path], brightness: float | None = None) -> None:
+    """STREAM test images spread over the sorted split (so over every class), as they are or
+    in `brightness` times the light."""
+    with httpx.Client(timeout=30) as client:
+        for i in range(STREAM):
+            path = paths[i * len(paths) // STREAM]
+            body = path.read_bytes()
+            if brightness is not None:
+                with Image.open(path) as image:
+                    rgb = ImageEnhance.Brightness(image.convert("RGB")).enhance(brightness)
+                encoded = io.BytesIO()
+                rgb.save(encoded, "JPEG", quality=95)
+                body = encoded.getvalue()
+            answer = client.post(f"{url}/predict", content=body,
+                                 headers={"Content-Type": "image/jpeg"})
+            assert answer.status_code == 200, answer.text
+
+
+def judged(stack, run_id: str) -> dict:
+    assert stack.trigger({}, run_id, dag_id=MONITORING_DAG_ID).status_code == 200
+    run = stack.wait_for_run(run_id, timeout=300, dag_id=MONITORING_DAG_ID)
+    assert run["state"] == "success", stack.task_states(run_id, MONITORING_DAG_ID)
+    return stack.xcom(run_id, "check_drift", dag_id=MONITORING_DAG_ID)
+
+
+@pytest.fixture(scope="module")
+def monitored(airflow_pg, pushed):
+    airflow_pg.unpause(MONITORING_DAG_ID)
+    # The window starts now: the predictions earlier tests made are not this test's.
+    response = airflow_pg.api("POST", "/variables", json={
+        "key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})})
+    assert response.status_code in (201, 409), response.text
+    if response.status_code == 409:
+        airflow_pg.api("PATCH", f"/variables/{MONITORING_WATERMARK}", json={
+            "key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})})
+    return served(airflow_pg)
+
+
+def test_a_stream_like_the_test_split_raises_nothing(airflow_pg, monitored):
+    serving, version, paths = monitored
+    send(f"http://127.0.0.1:{serving.proxy_port}", paths)
+    time.sleep(1)  # the server's log thread writes just after each answer
+    record = judged(airflow_pg, "monitor-same")
+    assert record["verdict"] == "no drift", record
+    assert record["model_version"] == version and record["predictions"] == STREAM
+    assert airflow_pg.task_states("monitor-same", MONITORING_DAG_ID)["raise_drift"] == "skipped"
+    assert airflow_pg.note("monitor-same", MONITORING_DAG_ID) == \
+        f"v{version}: {record['summary']}"
+    assert not airflow_pg.asset_events("monitor-same", DRIFT_ASSET, dag_id=MONITORING_DAG_ID)
+
+
+def test_brighter_light_is_drift_with_its_evidence_everywhere(airflow_pg, monitored, mailbox):
+    import mlflow
+    from mlflow import MlflowClient
+
+    serving, version, paths = monitored
+    send(f"http://127.0.0.1:{serving.proxy_port}", paths, brightness=1.5)
+    time.sleep(1)
+    record = judged(airflow_pg, "monitor-bright")
+    assert record["verdict"] == "drift" and record["predictions"] == STREAM, record
+    drifted = {c["name"] for c in record["checks"] if c["adjusted_p"] < record["alpha"]}
+    assert {"input mean_r", "input mean_g", "input mean_b"} <= drifted, record["checks"]
+    [event] = airflow_pg.asset_events("monitor-bright", DRIFT_ASSET, dag_id=MONITORING_DAG_ID)
+    assert event["extra"]["summary"] == record["summary"]
+    assert event["extra"]["model_version"] == version
+    assert record["summary"].startswith("drift in ")
+    assert airflow_pg.note("monitor-bright", MONITORING_DAG_ID).endswith(record["summary"])
+    deadline = time.monotonic() + 30
+    while not [m for m in mailbox.to(NOTIFY) if "monitor-bright" in m["Subject"]]:
+        assert time.monotonic() < deadline, "no drift e-mail"
+        time.sleep(0.5)
+    client = MlflowClient()
+    run = client.get_run(record["monitoring_run_id"])
+    assert run.data.tags["rice.drift_verdict"] == "drift"
+    assert run.data.metrics["predictions"] == STREAM
+    assert run.data.metrics["adjusted_p_input_mean_g"] < record["alpha"]
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "monitoring")}
+    assert {"monitoring/drift.png", "monitoring/report.json"} <= listed
+    assert run.inputs.dataset_inputs[0].dataset.name == "rice-serving-window"
+    plot = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                    artifact_path="monitoring/drift.png"))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_a_window_without_enough_predictions_says_so_and_keeps_its_start(airflow_pg,
+                                                                         monitored):
+    before = airflow_pg.api("GET", f"/variables/{MONITORING_WATERMARK}").json()["value"]
+    record = judged(airflow_pg, "monitor-quiet")
+    assert record["verdict"] == "not enough data"
+    assert record["summary"] == "not enough data: 0 < 60 predictions"
+    assert airflow_pg.api("GET", f"/variables/{MONITORING_WATERMARK}").json()["value"] == before
