@@ -180,3 +180,17 @@ def test_holm_adjusts_like_its_definition():
     # sorted p: 0.01, 0.02, 0.04 -> 3 x 0.01, max(0.03, 2 x 0.02), max(0.04, 0.04)
     assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
     assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("stored, expected", [
+    (None, 1000 - 2 * 3600),  # no watermark yet: as far back as allowed
+    (json.dumps({"until": 900.5}), 900.5),
+    (json.dumps({"until": -1e12}), 1000 - 2 * 3600),  # older than allowed
+    (json.dumps({"until": 5000}), 1000),  # a clock ahead: an empty window, not a negative one
+    (json.dumps({"until": "NaN"}), 1000 - 2 * 3600),
+    ("not json", 1000 - 2 * 3600), (json.dumps([1, 2]), 1000 - 2 * 3600),
+])
+def test_a_window_starts_at_the_watermark_within_bounds(stored, expected):
+    from rice_mlops.stages.monitoring import window_start
+
+    assert window_start(stored, 1000.0, 2) == expected
