@@ -1,7 +1,7 @@
 """
 ### Rice classifier CI/CD
 
-Retrains the rice classifier nightly and on every push to `main` (conf may only tighten a run):
+Retrains the rice classifier nightly, on a push to `main` and on `rice_drift` (conf only tightens):
 admit → validate_data → check_changed → train → fetch_artifacts → quality_gate → approval →
 image built, smoke-tested, pushed, attested → pull request → roll_out → promote → report.
 """
@@ -15,7 +15,7 @@ from airflow.sdk import Param, dag, task
 from rice_mlops import handoffs as h  # the typed results the tasks hand each other
 from rice_mlops import stages
 from rice_mlops.approval import ReleaseApproval
-from rice_mlops.assets import RICE_MODEL, RICE_SERVING
+from rice_mlops.assets import RICE_MODEL, RICE_SERVING, training_schedule
 from rice_mlops.docker_tasks import image_stages
 from rice_mlops.run_policy import param_schemas
 from rice_mlops.settings import PipelineSettings
@@ -28,9 +28,9 @@ _AFTER_SKIPS = {"trigger_rule": "none_failed_min_one_success"}  # an optional st
 
 
 @dag(
-    dag_id=DAG_ID, schedule=SETTINGS.schedule, start_date=datetime(2026, 1, 1), catchup=False,
-    max_active_runs=1, dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
-    doc_md=__doc__, tags=["mlops", "rice", "training", "mlflow"],
+    dag_id=DAG_ID, schedule=training_schedule(SETTINGS), start_date=datetime(2026, 1, 1),
+    catchup=False, max_active_runs=1, doc_md=__doc__, tags=["mlops", "rice", "training", "mlflow"],
+    dagrun_timeout=timedelta(minutes=SETTINGS.dagrun_timeout_minutes),
     default_args={"owner": "ml-platform", "retries": 2,
                   "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
                   "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes)},

@@ -7,7 +7,7 @@ run's tasks, so every outcome is tested without Airflow.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -87,3 +87,28 @@ def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,
                        "success", False)
     return Outcome("not_shipped", "NOT SHIPPED: the gate passed but no image was pushed "
                    "(see the image tasks)", "failure", True)
+
+
+def answering_drift(outcome: Outcome, drift: str | None) -> Outcome:
+    """A run a `rice_drift` event started names the drift it answers; one with nothing new to
+    train on says so, and what would change that (retraining on the same data fixes nothing)."""
+    if drift is None:
+        return outcome
+    if outcome.kind == "unchanged":
+        return replace(outcome, note=f"{drift}; no new labelled data: not retrained (add "
+                                     "labelled images under the data root: the next run, "
+                                     "push, nightly or drift, retrains on them)")
+    return replace(outcome, note=f"{outcome.note} (answers {drift})")
+
+
+def latest_drift(events) -> str | None:
+    """The summary of the newest `rice_drift` event among a run's triggering events."""
+    summaries = [(str(getattr(e, "timestamp", "")), (getattr(e, "extra", None) or {}))
+                 for e in events or ()]
+    texts = [(when, extra.get("summary"), extra.get("model_version"))
+             for when, extra in summaries if isinstance(extra, dict)]
+    texts = [(when, text, version) for when, text, version in texts if isinstance(text, str)]
+    if not texts:
+        return None
+    _, text, version = max(texts, key=lambda item: item[0])
+    return f"v{version}: {text}"[:300] if version else text[:300]

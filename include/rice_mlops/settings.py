@@ -204,6 +204,10 @@ class PipelineSettings:
     monitoring_min_predictions: int = 500
     monitoring_alpha: float = 0.01
     monitoring_max_window_hours: int = 168
+    # A drift event starts a training run (which retrains only when labelled data changed);
+    # another drift within the cooldown raises no new event.
+    retrain_on_drift: bool = True
+    monitoring_cooldown_hours: float = 24.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -302,6 +306,9 @@ class PipelineSettings:
                                            strict=True),
             monitoring_max_window_hours=read.integer(env, "RICE_MONITORING_MAX_WINDOW_HOURS",
                                                      cls.monitoring_max_window_hours, low=1),
+            retrain_on_drift=read.flag(env, "RICE_RETRAIN_ON_DRIFT", cls.retrain_on_drift),
+            monitoring_cooldown_hours=read.number(env, "RICE_MONITORING_COOLDOWN_HOURS",
+                                                  cls.monitoring_cooldown_hours),
         )
 
     def as_dict(self) -> dict:

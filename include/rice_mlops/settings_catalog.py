@@ -243,6 +243,12 @@ SETTINGS: tuple[Setting, ...] = (
        "the family-wise false-alarm rate of one window (Holm over all its tests)"),
     _s("RICE_MONITORING_MAX_WINDOW_HOURS", "monitoring_max_window_hours", "integer ≥ 1",
        "the oldest predictions a window may still include"),
+    _s("RICE_MONITORING_COOLDOWN_HOURS", "monitoring_cooldown_hours", "number ≥ 0",
+       "after a `rice_drift` event, how long another drift verdict raises none (a drift "
+       "storm is one event, one training run)"),
+    _s("RICE_RETRAIN_ON_DRIFT", "retrain_on_drift", "true/false",
+       "a `rice_drift` event starts a training run beside the cron (`AssetOrTimeSchedule`); "
+       "it retrains only when the data or code changed, else its note names the drift"),
 )
 
 

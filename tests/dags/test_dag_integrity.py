@@ -57,8 +57,10 @@ def test_every_dag_follows_conventions(dagbag):
 
 
 def test_schedule_and_concurrency(dag, defaults):
-    assert dag.timetable.expression == defaults.schedule
-    assert str(dag.timetable.timezone) == "UTC"
+    # The nightly cron, or a rice_drift event (RICE_RETRAIN_ON_DRIFT, on by default).
+    assert dag.timetable.timetable.expression == defaults.schedule
+    assert str(dag.timetable.timetable.timezone) == "UTC"
+    assert dag.timetable.asset_condition.name == "rice_drift"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert {"mlops", "rice"} <= set(dag.tags)
@@ -242,7 +244,10 @@ bag = DagBag(dag_folder={str(REPO / "dags")!r})
 dag = bag.dags.get({DAG_ID!r})
 print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "mlflow": "mlflow" in sys.modules,
                   "keras": "keras" in sys.modules, "errors": list(bag.import_errors.values()),
-                  "schedule": str(getattr(dag.timetable, "expression", None)) if dag else "?"}}))
+                  "schedule": str(getattr(getattr(dag.timetable, "timetable", dag.timetable),
+                                          "expression", None)) if dag else "?",
+                  "on_drift": "rice_drift" in repr(getattr(dag.timetable, "asset_condition",
+                                                           None))}}))
 """
     env = {**os.environ, **extra_env}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -263,4 +268,12 @@ def test_parsing_imports_no_heavy_library_and_touches_no_database():
 @pytest.mark.parametrize(("value", "summary"), [("30 3 * * 1", "30 3 * * 1"),
                                                 ("none", "None")])
 def test_schedule_is_overridable_by_environment(value, summary):
-    assert _parse_in_fresh_interpreter({"RICE_SCHEDULE": value})["schedule"] == summary
+    parsed = _parse_in_fresh_interpreter({"RICE_SCHEDULE": value})
+    assert parsed["schedule"] == summary and parsed["on_drift"] is True
+
+
+def test_drift_starts_no_run_when_retraining_on_drift_is_off():
+    parsed = _parse_in_fresh_interpreter({"RICE_RETRAIN_ON_DRIFT": "false"})
+    from rice_mlops.settings import PipelineSettings
+
+    assert parsed["schedule"] == PipelineSettings().schedule and parsed["on_drift"] is False

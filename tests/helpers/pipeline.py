@@ -76,8 +76,10 @@ def rollout_env(docker_engine: dict, name: str) -> dict[str, str]:
             # agreement floor is the unit tests' (test_rollout.py), the budgets a loaded CI's.
             "RICE_ROLLOUT_WINDOW_SECONDS": "2", "RICE_ROLLOUT_MIN_REQUESTS": "20",
             "RICE_ROLLOUT_MIN_AGREEMENT": "0", "RICE_ROLLOUT_MAX_P99_MS": "5000",
-            # The monitoring runs when a test triggers it, on windows a test can fill.
-            "RICE_MONITORING_SCHEDULE": "none", "RICE_MONITORING_MIN_PREDICTIONS": "60"}
+            # The monitoring runs when a test triggers it, on windows a test can fill; its
+            # drift starts no training here (that run would queue before the tests' own).
+            "RICE_MONITORING_SCHEDULE": "none", "RICE_MONITORING_MIN_PREDICTIONS": "60",
+            "RICE_RETRAIN_ON_DRIFT": "false"}
 
 
 def remove_serving_containers(name: str) -> None:

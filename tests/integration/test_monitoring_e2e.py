@@ -133,3 +133,18 @@ def test_a_window_without_enough_predictions_says_so_and_keeps_its_start(airflow
     assert record["verdict"] == "not enough data"
     assert record["summary"] == "not enough data: 0 < 60 predictions"
     assert airflow_pg.api("GET", f"/variables/{MONITORING_WATERMARK}").json()["value"] == before
+
+
+def test_a_second_drift_within_the_cooldown_raises_no_second_event(airflow_pg, monitored):
+    serving, _, paths = monitored
+    send(f"http://127.0.0.1:{serving.proxy_port}", paths, brightness=1.5)
+    time.sleep(1)
+    record = judged(airflow_pg, "monitor-bright-again")
+    assert record["verdict"] == "drift"
+    states = airflow_pg.task_states("monitor-bright-again", MONITORING_DAG_ID)
+    assert states["raise_drift"] == "skipped", states
+    assert not airflow_pg.asset_events("monitor-bright-again", DRIFT_ASSET,
+                                       dag_id=MONITORING_DAG_ID)
+    assert "RICE_MONITORING_COOLDOWN_HOURS" in airflow_pg.task_log("monitor-bright-again",
+                                                                   "raise_drift",
+                                                                   dag_id=MONITORING_DAG_ID)

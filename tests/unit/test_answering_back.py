@@ -211,3 +211,45 @@ def test_a_rollback_is_a_decision_and_a_served_rollout_is_in_the_shipped_note():
     shipped = _outcome(served=served)
     assert shipped.kind == "shipped" and shipped.note.endswith("; serving v7 at 100 %")
     assert "serving" not in _outcome(served=None).note  # RICE_ROLLOUT off: no claim
+
+
+class _Event:
+    def __init__(self, timestamp: str, extra):
+        self.timestamp, self.extra = timestamp, extra
+
+
+def test_a_run_started_by_drift_names_it_and_says_why_nothing_was_retrained():
+    from rice_mlops.outcome import Outcome, answering_drift, latest_drift
+
+    events = [_Event("2026-12-03 10:00:00+00:00", {"summary": "drift in confidence (p=1e-05)",
+                                                    "model_version": "6"}),
+              _Event("2026-12-03 11:00:00+00:00", {"summary": "drift in input mean_g (p=3e-07)"
+                                                    ", 2,400 predictions",
+                                                    "model_version": "7"}),
+              _Event("2026-12-03 12:00:00+00:00", "not a dict"),
+              _Event("2026-12-03 13:00:00+00:00", {"summary": 42})]
+    drift = latest_drift(events)
+    assert drift == "v7: drift in input mean_g (p=3e-07), 2,400 predictions"
+    unchanged = Outcome("unchanged", "unchanged: data and code equal v7's", "success", False)
+    answered = answering_drift(unchanged, drift)
+    assert answered.kind == "unchanged" and answered.state == "success"
+    assert answered.note.startswith(f"{drift}; no new labelled data: not retrained")
+    shipped = Outcome("shipped", "shipped v8: test accuracy 99.50 %", "success", False)
+    assert answering_drift(shipped, drift).note == f"{shipped.note} (answers {drift})"
+    assert answering_drift(shipped, latest_drift([])) == shipped  # a push, the cron
+
+
+@pytest.mark.parametrize("last, now_offset, hours, cooling", [
+    (None, 0, 24, False), ("2026-12-03T10:00:00+00:00", 3600, 24, True),
+    ("2026-12-03T10:00:00+00:00", 25 * 3600, 24, False),
+    ("2026-12-03T10:00:00+00:00", 3600, 0, False),  # no cooldown set
+    ("2026-12-03T10:00:00+00:00", -3600, 24, False),  # a clock behind: never a silence
+    ("yesterday", 60, 24, False),
+])
+def test_one_drift_storm_raises_one_event(last, now_offset, hours, cooling):
+    from datetime import datetime
+
+    from rice_mlops.stages.monitoring import in_cooldown
+
+    base = datetime.fromisoformat("2026-12-03T10:00:00+00:00").timestamp()
+    assert in_cooldown(last, base + now_offset, hours) is cooling

@@ -92,11 +92,31 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     return record
 
 
+def in_cooldown(last_raised: str | None, now: float, hours: float) -> bool:
+    """Was a drift event raised less than `hours` before `now` (ISO time of the last one)?"""
+    from datetime import datetime
+
+    if not last_raised or hours <= 0:
+        return False
+    try:
+        when = datetime.fromisoformat(str(last_raised)).timestamp()
+    except ValueError:
+        return False
+    return 0 <= now - when < hours * 3600
+
+
 def raise_drift(settings: PipelineSettings, record: dict, dag_run_id: str,
-                drift_event=None) -> dict:
-    """The `rice_drift` event, its extra the evidence (bounded), and an e-mail."""
+                drift_event=None, earlier_events=()) -> dict:
+    """The `rice_drift` event, its extra the evidence (bounded), and an e-mail; skipped while
+    the last one is younger than RICE_MONITORING_COOLDOWN_HOURS (one storm, one training)."""
     from rice_mlops.stages.report import notify
 
+    earlier = list(earlier_events or ())
+    last = str(getattr(earlier[-1], "timestamp", "")) if earlier else None
+    if in_cooldown(last, time.time(), settings.monitoring_cooldown_hours):
+        raise AirflowSkipException(f"drift was raised at {last}, within RICE_MONITORING_"
+                                   f"COOLDOWN_HOURS={settings.monitoring_cooldown_hours:g}: "
+                                   "not raised again")
     evidence = {key: record[key] for key in EVENT_KEYS if key in record}
     evidence["checks"] = [check for check in evidence.get("checks", [])][:20]
     if drift_event is not None:

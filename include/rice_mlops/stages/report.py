@@ -24,7 +24,13 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
            freshness: Freshness | None, gate: Gate | None, approval: Approval | None,
            promoted: Promoted | None, served: Served | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
-    from rice_mlops.outcome import REFUSAL_KEY, REFUSING_TASKS, decide_outcome
+    from rice_mlops.outcome import (
+        REFUSAL_KEY,
+        REFUSING_TASKS,
+        answering_drift,
+        decide_outcome,
+        latest_drift,
+    )
 
     dag_run_id = ti.run_id
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
@@ -34,9 +40,11 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
         if task in failed:
             pulled = ti.xcom_pull(task_ids=task, key=REFUSAL_KEY)
             refusal = pulled[:2000] if isinstance(pulled, str) else None
-    outcome = decide_outcome(admission=admission, freshness=freshness, gate=gate,
-                             approval=approval, promoted=promoted, failed_tasks=failed,
-                             release_refusal=refusal, served=served)
+    outcome = answering_drift(
+        decide_outcome(admission=admission, freshness=freshness, gate=gate, approval=approval,
+                       promoted=promoted, failed_tasks=failed, release_refusal=refusal,
+                       served=served),
+        latest_drift(_drift_events()))
     log.info("outcome: %s", outcome.note)
     write_note(settings, DAG_ID, dag_run_id, outcome.note)
     try:
@@ -48,6 +56,18 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
     if outcome.notify and settings.notify_emails:
         notify(settings, outcome.kind, outcome.note, dag_run_id)
     return outcome.as_dict()
+
+
+def _drift_events() -> list:
+    """The `rice_drift` events that started this run (none for a push or the cron)."""
+    from airflow.sdk import get_current_context
+
+    from rice_mlops.assets import RICE_DRIFT
+
+    try:
+        return list(get_current_context()["triggering_asset_events"][RICE_DRIFT])
+    except (KeyError, RuntimeError, TypeError):
+        return []
 
 
 def write_note(settings: PipelineSettings, dag_id: str, dag_run_id: str, note: str) -> None:
