@@ -102,8 +102,10 @@ def test_brighter_light_is_drift_with_its_evidence_everywhere(airflow_pg, monito
     record = judged(airflow_pg, "monitor-bright")
     assert record["verdict"] == "drift" and record["predictions"] == STREAM, record
     drifted = {c["name"] for c in record["checks"] if c["adjusted_p"] < record["alpha"]}
-    # Brighter grains: their channels' means move (and so, often, what the model answers).
-    assert {name for name in drifted if name.startswith("input mean_")}, record["checks"]
+    # Brighter grains: their pixels' means or spreads move (with 80 predictions, which of
+    # them passes the bar varies with the served model's test split); their size does not.
+    assert {n for n in drifted if n.startswith(("input mean_", "input std_"))}, record["checks"]
+    assert not drifted & {"input height", "input width"}
     [event] = airflow_pg.asset_events("monitor-bright", DRIFT_ASSET, dag_id=MONITORING_DAG_ID)
     assert event["extra"]["summary"] == record["summary"]
     assert event["extra"]["model_version"] == version
@@ -118,7 +120,7 @@ def test_brighter_light_is_drift_with_its_evidence_everywhere(airflow_pg, monito
     assert run.data.tags["rice.drift_verdict"] == "drift"
     assert run.data.metrics["predictions"] == STREAM
     moved = next(c for c in record["checks"]
-                 if c["name"].startswith("input mean_") and c["adjusted_p"] < record["alpha"])
+                 if c["name"].startswith("input ") and c["adjusted_p"] < record["alpha"])
     metric = "adjusted_p_" + moved["name"].replace(" ", "_")
     assert run.data.metrics[metric] == pytest.approx(moved["adjusted_p"])
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "monitoring")}
