@@ -207,7 +207,7 @@ class PipelineSettings:
     # A drift event starts a training run (which retrains only when labelled data changed);
     # another drift within the cooldown raises no new event.
     retrain_on_drift: bool = True
-    monitoring_cooldown_hours: float = 24.0
+    monitoring_cooldown_hours: int = 24  # 0: every drift verdict raises an event
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -307,8 +307,8 @@ class PipelineSettings:
             monitoring_max_window_hours=read.integer(env, "RICE_MONITORING_MAX_WINDOW_HOURS",
                                                      cls.monitoring_max_window_hours, low=1),
             retrain_on_drift=read.flag(env, "RICE_RETRAIN_ON_DRIFT", cls.retrain_on_drift),
-            monitoring_cooldown_hours=read.number(env, "RICE_MONITORING_COOLDOWN_HOURS",
-                                                  cls.monitoring_cooldown_hours),
+            monitoring_cooldown_hours=read.integer(env, "RICE_MONITORING_COOLDOWN_HOURS",
+                                                   cls.monitoring_cooldown_hours),
         )
 
     def as_dict(self) -> dict:

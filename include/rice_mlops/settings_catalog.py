@@ -239,14 +239,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_MONITORING_MIN_PREDICTIONS", "monitoring_min_predictions", "integer ≥ 1",
        "predictions a window needs before it is judged; a shorter one is \"not enough data\" "
        "and grows into the next run's"),
-    _s("RICE_MONITORING_ALPHA", "monitoring_alpha", "fraction strictly 0–1",
+    _s("RICE_MONITORING_ALPHA", "monitoring_alpha", "fraction strictly between 0 and 1",
        "the family-wise false-alarm rate of one window (Holm over all its tests)"),
     _s("RICE_MONITORING_MAX_WINDOW_HOURS", "monitoring_max_window_hours", "integer ≥ 1",
        "the oldest predictions a window may still include"),
-    _s("RICE_MONITORING_COOLDOWN_HOURS", "monitoring_cooldown_hours", "number ≥ 0",
+    _s("RICE_MONITORING_COOLDOWN_HOURS", "monitoring_cooldown_hours", "integer ≥ 0",
        "after a `rice_drift` event, how long another drift verdict raises none (a drift "
        "storm is one event, one training run)"),
-    _s("RICE_RETRAIN_ON_DRIFT", "retrain_on_drift", "true/false",
+    _s("RICE_RETRAIN_ON_DRIFT", "retrain_on_drift", "one of true/false",
        "a `rice_drift` event starts a training run beside the cron (`AssetOrTimeSchedule`); "
        "it retrains only when the data or code changed, else its note names the drift"),
 )
