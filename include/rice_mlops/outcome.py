@@ -103,12 +103,13 @@ def answering_drift(outcome: Outcome, drift: str | None) -> Outcome:
 
 def latest_drift(events) -> str | None:
     """The summary of the newest `rice_drift` event among a run's triggering events."""
-    summaries = [(str(getattr(e, "timestamp", "")), (getattr(e, "extra", None) or {}))
-                 for e in events or ()]
-    texts = [(when, extra.get("summary"), extra.get("model_version"))
-             for when, extra in summaries if isinstance(extra, dict)]
-    texts = [(when, text, version) for when, text, version in texts if isinstance(text, str)]
-    if not texts:
+    found = []
+    for event in events or ():
+        extra = getattr(event, "extra", None)
+        if isinstance(extra, dict) and isinstance(extra.get("summary"), str):
+            found.append((str(getattr(event, "timestamp", "")), extra))
+    if not found:
         return None
-    _, text, version = max(texts, key=lambda item: item[0])
-    return f"v{version}: {text}"[:300] if version else text[:300]
+    extra = max(found, key=lambda item: item[0])[1]
+    version = extra.get("model_version")
+    return (f"v{version}: {extra['summary']}" if version else extra["summary"])[:300]

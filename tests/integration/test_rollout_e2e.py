@@ -212,47 +212,63 @@ def smoke_like(dataset: Path) -> list[tuple[bytes, str]]:
             for path in sorted((dataset / "test").rglob("*.jpg"))[:20]]
 
 
-def rolled_back(layout, before, engine, outcome, answers) -> list[int]:
-    """The state is as before the rollout, the candidate's slot empty; returns the statuses
-    that were not 200, of the client's and the rollout's own replayed requests."""
+def rolled_back_beside_a_client(stack, dataset: Path, reference: str, version: str, plan,
+                                beside=None):
+    """`reference` rolled out as model `version` without the pipeline's verification while a
+    steady client calls the proxy, and `beside(engine, layout, done)` runs in a thread; then
+    the state must be as before and the candidate's slot empty. Returns the outcome, the
+    client's answers, the candidate's slot and the statuses that were not 200 (the client's
+    and the rollout's own replayed requests)."""
     from rice_mlops.rollout import state as st
+    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.rollout.rollout import Rollout
 
-    assert not outcome.served, outcome.summary
-    after = st.load(layout.state_file)
-    assert after.stable == before.stable and after.candidate is None
-    assert engine.running_reference(before.free_slot()) is None
+    layout = serving_layout(stack)
+    before = st.load(layout.state_file)
+    images = smoke_like(dataset)
+    engine = Engine("/var/run/docker.sock", layout)
+    done = threading.Event()
+    helper = threading.Thread(target=beside, args=(engine, layout, done)) if beside else None
+    try:
+        if helper:
+            helper.start()
+        try:
+            with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
+                outcome = Rollout(engine, plan, images).roll_out(reference, version,
+                                                                 lambda ref: None)
+        finally:
+            done.set()
+            if helper:
+                helper.join(timeout=60)
+        assert not outcome.served, outcome.summary
+        after = st.load(layout.state_file)
+        assert after.stable == before.stable and after.candidate is None
+        assert engine.running_reference(before.free_slot()) is None
+    finally:
+        engine.close()
     assert len(answers) > 20, answers
-    return [code for code in [status for status, _ in answers] +
-            [s for s, n in outcome.client_statuses.items() for _ in range(n)] if code != 200]
+    errors = [code for code in [status for status, _ in answers] +
+              [s for s, n in outcome.client_statuses.items() for _ in range(n)] if code != 200]
+    return outcome, answers, before.free_slot(), errors
 
 
 def test_a_model_that_answers_wrongly_is_rolled_back_in_shadow_and_clients_see_only_stable(
         airflow_pg, pushed, mislabelled, small_real_dataset):
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
-    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.rollout import Plan
     from rice_mlops.rollout.verdicts import Budgets
 
-    layout = serving_layout(airflow_pg)
-    before = st.load(layout.state_file)
-    images = smoke_like(small_real_dataset)
     plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.9,
                                                   max_p99_ms=5000))
-    engine = Engine("/var/run/docker.sock", layout)
-    try:
-        with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
-            outcome = Rollout(engine, plan, images).roll_out(mislabelled, "998",
-                                                             lambda ref: None)
-        assert rolled_back(layout, before, engine, outcome, answers) == []
-    finally:
-        engine.close()
+    outcome, answers, slot, errors = rolled_back_beside_a_client(
+        airflow_pg, small_real_dataset, mislabelled, "998", plan)
+    assert errors == []
     assert outcome.summary.startswith("rolled back v998 in shadow: shadow: agreement "), \
         outcome.summary
     assert "< 90.0%" in outcome.summary
     # The candidate saw the client's requests, mirrored, and answered nothing but those
     # copies: no client ever got one of its answers.
-    logged = [json.loads(line) for line in (layout.log_dir(before.free_slot()) /
-                                            "predictions.jsonl").read_text().splitlines()]
+    log = serving_layout(airflow_pg).log_dir(slot) / "predictions.jsonl"
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(logged) >= 20 and all(line["shadow"] for line in logged)
     assert {request_id for _, request_id in answers} & {line["request_id"] for line in logged}
 
@@ -262,23 +278,14 @@ def test_a_slow_model_is_rolled_back_on_its_p99_and_clients_see_no_error(
     """The shadow stage measures the candidate's own p99 on the mirrored copies, so a model
     slow on every request never takes a user's request (the canary steps' p99 check is for
     a model slow only under real load)."""
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
-    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.rollout import Plan
     from rice_mlops.rollout.verdicts import Budgets
 
-    layout = serving_layout(airflow_pg)
-    before = st.load(layout.state_file)
-    images = smoke_like(small_real_dataset)
     plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.0,
                                                   max_p99_ms=1000))
-    engine = Engine("/var/run/docker.sock", layout)
-    try:
-        with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
-            outcome = Rollout(engine, plan, images).roll_out(slow, "997", lambda ref: None)
-        assert rolled_back(layout, before, engine, outcome, answers) == []
-    finally:
-        engine.close()
+    outcome, _, _, errors = rolled_back_beside_a_client(airflow_pg, small_real_dataset, slow,
+                                                        "997", plan)
+    assert errors == []
     assert outcome.summary.startswith("rolled back v997 in shadow: shadow: p99 "), \
         outcome.summary
     assert "> 1000 ms" in outcome.summary
@@ -289,19 +296,13 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
     """Verification is the test above's subject; here the candidate (the same model under a
     new digest) is killed at the first canary step while a client keeps calling."""
     from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
-    from rice_mlops.rollout.rollout import Plan, Rollout
+    from rice_mlops.rollout.rollout import Plan
     from rice_mlops.rollout.verdicts import Budgets
 
-    layout = serving_layout(airflow_pg)
-    before = st.load(layout.state_file)
-    images = smoke_like(small_real_dataset)
     plan = Plan(steps=(10, 50, 100), window_seconds=6, replay_rate=30,
                 budgets=Budgets(min_requests=20, min_agreement=0.0, max_p99_ms=5000))
-    engine = Engine("/var/run/docker.sock", layout)
-    done = threading.Event()
 
-    def killer() -> None:
+    def killer(engine, layout, done) -> None:
         while not done.is_set():
             now = st.load(layout.state_file)
             if now.phase == "canary" and now.candidate_percent == 10:
@@ -310,26 +311,15 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
                 return
             time.sleep(0.05)
 
-    kills = threading.Thread(target=killer)
-    kills.start()
-    try:
-        with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
-            outcome = Rollout(engine, plan, images).roll_out(relabelled, "999",
-                                                             lambda ref: None)
-    finally:
-        done.set()
-        kills.join(timeout=60)
-    try:
-        errors = rolled_back(layout, before, engine, outcome, answers)
-        assert outcome.summary.startswith("rolled back v999 at 10 %"), outcome.summary
-        assert "the candidate's /metrics failed" in outcome.summary
-        # Requests to a dead candidate go to stable (nginx's backup): what a client can lose is
-        # what was in flight on the killed container, one per caller at most.
-        print(f"killed mid-canary: {len(answers)} client requests, "
-              f"{sum(outcome.client_statuses.values())} replayed, errors {errors}")
-        assert len(errors) <= 1 + plan.replay_concurrency, errors
-    finally:
-        engine.close()
+    outcome, answers, _, errors = rolled_back_beside_a_client(
+        airflow_pg, small_real_dataset, relabelled, "999", plan, beside=killer)
+    assert outcome.summary.startswith("rolled back v999 at 10 %"), outcome.summary
+    assert "the candidate's /metrics failed" in outcome.summary
+    # Requests to a dead candidate go to stable (nginx's backup): what a client can lose is
+    # what was in flight on the killed container, one per caller at most.
+    print(f"killed mid-canary: {len(answers)} client requests, "
+          f"{sum(outcome.client_statuses.values())} replayed, errors {errors}")
+    assert len(errors) <= 1 + plan.replay_concurrency, errors
 
 
 def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked(
@@ -345,8 +335,7 @@ def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked
 
     layout = serving_layout(airflow_pg)
     earlier = st.load(layout.state_file).stable
-    images = [(path.read_bytes(), "image/jpeg")
-              for path in sorted((small_real_dataset / "test").rglob("*.jpg"))[:20]]
+    images = smoke_like(small_real_dataset)
     engine = Engine("/var/run/docker.sock", layout)
     try:
         plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.0,

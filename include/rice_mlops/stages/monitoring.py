@@ -118,7 +118,7 @@ def raise_drift(settings: PipelineSettings, record: dict, dag_run_id: str,
                                    f"COOLDOWN_HOURS={settings.monitoring_cooldown_hours:g}: "
                                    "not raised again")
     evidence = {key: record[key] for key in EVENT_KEYS if key in record}
-    evidence["checks"] = [check for check in evidence.get("checks", [])][:20]
+    evidence["checks"] = list(evidence.get("checks", []))[:20]
     if drift_event is not None:
         drift_event.extra = evidence
     if settings.notify_emails:
