@@ -89,20 +89,33 @@ def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,
                    "(see the image tasks)", "failure", True)
 
 
-def answering_drift(outcome: Outcome, drift: str | None) -> Outcome:
+@dataclass(frozen=True)
+class Drift:
+    """The drift a run answers: the monitoring's summary, and the images its labelling queue
+    held then (None when the serving samples none)."""
+
+    summary: str
+    labelling_waiting: int | None = None
+
+
+def answering_drift(outcome: Outcome, drift: Drift | None) -> Outcome:
     """A run a `rice_drift` event started names the drift it answers; one with nothing new to
     train on says so, and what would change that (retraining on the same data fixes nothing)."""
     if drift is None:
         return outcome
     if outcome.kind == "unchanged":
-        return replace(outcome, note=f"{drift}; no new labelled data: not retrained (add "
-                                     "labelled images under the data root: the next run, "
-                                     "push, nightly or drift, retrains on them)")
-    return replace(outcome, note=f"{outcome.note} (answers {drift})")
+        waiting = drift.labelling_waiting
+        queue = (f"{waiting:,} image{'' if waiting == 1 else 's'} waiting in the labelling "
+                 "queue; " if waiting is not None else "")
+        return replace(outcome, note=f"{drift.summary}; no new labelled data: {queue}not "
+                                     "retrained (add labelled images under the data root: "
+                                     "the next run, push, nightly or drift, retrains on them)")
+    return replace(outcome, note=f"{outcome.note} (answers {drift.summary})")
 
 
-def latest_drift(events) -> str | None:
-    """The summary of the newest `rice_drift` event among a run's triggering events."""
+def latest_drift(events) -> Drift | None:
+    """The newest `rice_drift` event among a run's triggering events (its extra is the
+    monitoring's own record; only a string and a count are taken from it, for the note)."""
     found = []
     for event in events or ():
         extra = getattr(event, "extra", None)
@@ -112,4 +125,7 @@ def latest_drift(events) -> str | None:
         return None
     extra = max(found, key=lambda item: item[0])[1]
     version = extra.get("model_version")
-    return (f"v{version}: {extra['summary']}" if version else extra["summary"])[:300]
+    summary = (f"v{version}: {extra['summary']}" if version else extra["summary"])[:300]
+    waiting = extra.get("labelling_waiting")
+    valid = isinstance(waiting, int) and not isinstance(waiting, bool) and waiting >= 0
+    return Drift(summary, waiting if valid else None)

@@ -208,6 +208,9 @@ class PipelineSettings:
     # another drift within the cooldown raises no new event.
     retrain_on_drift: bool = True
     monitoring_cooldown_hours: int = 24  # 0: every drift verdict raises an event
+    # The serving servers' sample of the images they are asked about, for people to label
+    # (RICE_RELEASE_DIR/serving/labelling); 0 keeps no image.
+    labelling_sample_rate: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -309,6 +312,8 @@ class PipelineSettings:
             retrain_on_drift=read.flag(env, "RICE_RETRAIN_ON_DRIFT", cls.retrain_on_drift),
             monitoring_cooldown_hours=read.integer(env, "RICE_MONITORING_COOLDOWN_HOURS",
                                                    cls.monitoring_cooldown_hours),
+            labelling_sample_rate=read.fraction(env, "RICE_LABELLING_SAMPLE_RATE",
+                                                cls.labelling_sample_rate),
         )
 
     def as_dict(self) -> dict:

@@ -249,6 +249,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_RETRAIN_ON_DRIFT", "retrain_on_drift", "one of true/false",
        "a `rice_drift` event starts a training run beside the cron (`AssetOrTimeSchedule`); "
        "it retrains only when the data or code changed, else its note names the drift"),
+    _s("RICE_LABELLING_SAMPLE_RATE", "labelling_sample_rate", "fraction 0–1",
+       "the share of `/predict` images the serving servers keep for labelling, in "
+       "`<RICE_RELEASE_DIR>/serving/labelling` (at most 1,000 images and 256 MiB per server, "
+       "an image's record beside it); a drift note counts them. 0: no image is kept"),
 )
 
 

@@ -79,7 +79,9 @@ def rollout_env(docker_engine: dict, name: str) -> dict[str, str]:
             # The monitoring runs when a test triggers it, on windows a test can fill; its
             # drift starts no training here (that run would queue before the tests' own).
             "RICE_MONITORING_SCHEDULE": "none", "RICE_MONITORING_MIN_PREDICTIONS": "60",
-            "RICE_RETRAIN_ON_DRIFT": "false"}
+            "RICE_RETRAIN_ON_DRIFT": "false",
+            # The servers keep a sample for labelling; the drift note counts it.
+            "RICE_LABELLING_SAMPLE_RATE": "0.5"}
 
 
 def remove_serving_containers(name: str) -> None:

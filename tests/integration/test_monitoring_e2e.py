@@ -110,6 +110,13 @@ def test_brighter_light_is_drift_with_its_evidence_everywhere(airflow_pg, monito
     assert event["extra"]["summary"] == record["summary"]
     assert event["extra"]["model_version"] == version
     assert record["summary"].startswith("drift in ")
+    # Half of the /predict images are kept for labelling (RICE_LABELLING_SAMPLE_RATE=0.5 in
+    # this stack), each beside the answer it got; the evidence counts them for the note.
+    queued = sorted(serving.labelling_dir.glob("*.jpg"))
+    assert record["labelling_waiting"] == len(queued) > 0
+    assert event["extra"]["labelling_waiting"] == record["labelling_waiting"]
+    sample = json.loads(queued[-1].with_suffix(".json").read_text())
+    assert sample["model_version"] == version and sample["predicted"] in sample["probabilities"]
     assert airflow_pg.note("monitor-bright", MONITORING_DAG_ID).endswith(record["summary"])
     deadline = time.monotonic() + 30
     while not [m for m in mailbox.to(NOTIFY) if "monitor-bright" in m["Subject"]]:

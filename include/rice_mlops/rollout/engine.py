@@ -25,6 +25,7 @@ LABEL = "io.rice-mlops.serving"
 PROXY_CONF_DIR = "/etc/rice-serving-proxy"  # in the proxy container
 PROXY_RUN_DIR = "/run/rice-serving-proxy"  # a tmpfs in the proxy container
 LOG_DIR_IN_CONTAINER = "/var/log/rice-serving"
+LABELLING_DIR_IN_CONTAINER = "/var/lib/rice-labelling"
 SERVING_UID = 10001  # the serving image's user (Dockerfile)
 # nginx retitles a worker that got the master's QUIT just before it closes its listening
 # sockets; until then an old worker may still accept a new connection with the old routing.
@@ -56,6 +57,7 @@ class Layout:
     slot_ports: tuple[int, int] = (8502, 8503)
     serving_memory: str = "1g"
     ready_seconds: float = 60.0
+    labelling_rate: float = 0.0  # the share of /predict images kept for labelling
 
     def port(self, slot: str) -> int:
         return self.slot_ports[SLOTS.index(slot)]
@@ -69,6 +71,10 @@ class Layout:
 
     def log_dir(self, slot: str) -> Path:
         return self.root / "predictions" / slot
+
+    @property
+    def labelling_dir(self) -> Path:
+        return self.root / "labelling"
 
     @property
     def proxy_conf_dir(self) -> Path:
@@ -105,19 +111,29 @@ class Engine:
         logs.mkdir(parents=True, exist_ok=True)
         for old in logs.glob("predictions.jsonl*") if fresh_log else ():
             old.unlink()
-        if os.geteuid() == 0:  # the server runs as the image's user and writes its log here
-            os.chown(logs, SERVING_UID, SERVING_UID)
-        else:
-            logs.chmod(0o777)
+        environment = {"RICE_HOST": "127.0.0.1", "RICE_PORT": str(layout.port(slot)),
+                       "RICE_SERVING_PREDICTION_LOG_DIR": LOG_DIR_IN_CONTAINER}
+        volumes = {str(logs): {"bind": LOG_DIR_IN_CONTAINER, "mode": "rw"}}
+        writable = [logs]
+        if layout.labelling_rate > 0:
+            layout.labelling_dir.mkdir(parents=True, exist_ok=True)
+            writable.append(layout.labelling_dir)
+            environment |= {"RICE_SERVING_LABELLING_DIR": LABELLING_DIR_IN_CONTAINER,
+                            "RICE_SERVING_LABELLING_SAMPLE_RATE": str(layout.labelling_rate)}
+            volumes[str(layout.labelling_dir)] = {"bind": LABELLING_DIR_IN_CONTAINER,
+                                                  "mode": "rw"}
+        for directory in writable:  # the server runs as the image's user and writes here
+            if os.geteuid() == 0:
+                os.chown(directory, SERVING_UID, SERVING_UID)
+            else:
+                directory.chmod(0o777)
         port = layout.port(slot)
         try:
             self.client.containers.run(
                 reference, name=layout.container(slot), detach=True,
                 labels={LABEL: layout.name, f"{LABEL}.slot": slot,
                         f"{LABEL}.reference": reference},
-                environment={"RICE_HOST": "127.0.0.1", "RICE_PORT": str(port),
-                             "RICE_SERVING_PREDICTION_LOG_DIR": LOG_DIR_IN_CONTAINER},
-                volumes={str(logs): {"bind": LOG_DIR_IN_CONTAINER, "mode": "rw"}},
+                environment=environment, volumes=volumes,
                 tmpfs={"/tmp": "size=64m"}, mem_limit=layout.serving_memory, **_HARDENED)
         except docker.errors.APIError as exc:
             raise DeployError(f"{reference} did not start in slot {slot}: "

@@ -29,6 +29,7 @@ import numpy as np
 from rice_mlops.serving import decode
 from rice_mlops.serving.classifier import Classifier
 from rice_mlops.serving.decode import BadRequest
+from rice_mlops.serving.labelling import LabellingQueue
 from rice_mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rice_mlops.serving.metrics import Metrics
 from rice_mlops.serving.prediction_log import PredictionLog, input_statistics, request_id
@@ -67,11 +68,21 @@ class ServingApp:
                 Path(settings.prediction_log_dir), max_bytes=settings.prediction_log_max_bytes,
                 backups=settings.prediction_log_backups, queue_size=settings.prediction_log_queue,
                 on_drop=self.metrics.log_dropped.inc)
+        self.labelling = None
+        if settings.labelling_dir and settings.labelling_sample_rate > 0:
+            self.labelling = LabellingQueue(
+                Path(settings.labelling_dir), rate=settings.labelling_sample_rate,
+                max_images=settings.labelling_max_images,
+                max_bytes=settings.labelling_max_bytes, extract=self._image_bytes,
+                on_sampled=self.metrics.labelling_sampled.inc,
+                on_drop=self.metrics.labelling_dropped.inc)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
+        if self.labelling is not None:
+            self.labelling.close()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -134,7 +145,10 @@ class ServingApp:
             await reply.json(HTTPStatus.OK, {"predictions": probabilities})
         else:
             probabilities, stats = await self._in_slot(self._classify_image, body, content_type)
-            await reply.json(HTTPStatus.OK, self._answer(probabilities[0]))
+            answer = self._answer(probabilities[0])
+            await reply.json(HTTPStatus.OK, answer)
+            if self.labelling is not None:
+                self.labelling.offer(content_type, body, self._sample_record(headers, answer))
         self._log(headers, path, probabilities, stats)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive, reply: _Reply) -> bytes:
@@ -241,6 +255,21 @@ class ServingApp:
             probabilities=[[round(float(p), 5) for p in row] for row in probabilities],
             input=stats)
 
+    def _sample_record(self, headers: dict[bytes, bytes], answer: dict) -> dict:
+        """What a labeller sees beside the image: the model's answer, to confirm or correct."""
+        meta = self.classifier.metadata
+        return {"time": round(time.time(), 3),
+                "request_id": request_id(headers.get(b"x-request-id")),
+                "model_version": meta.get("model_version"), "run_id": meta.get("run_id"),
+                "predicted": answer["class"],
+                "probabilities": {c: round(p, 5) for c, p in answer["probabilities"].items()}}
+
+    def _image_bytes(self, content_type: str, body: bytes) -> bytes:
+        """The image a `/predict` body carries (in the labelling writer's thread)."""
+        settings = self.settings
+        return decode.image_bytes_from_request(content_type, body, settings.multipart_max_parts,
+                                               settings.multipart_max_header_bytes)
+
     def _classify_json(self, body: bytes) -> tuple[np.ndarray, list[dict] | None]:
         with self._one_large if len(body) > LARGE_JSON_BYTES else nullcontext():
             return self._classify(decode.pixels_from_json(body))
@@ -248,8 +277,7 @@ class ServingApp:
     def _classify_image(self, body: bytes, content_type: str
                         ) -> tuple[np.ndarray, list[dict] | None]:
         settings = self.settings
-        data = decode.image_bytes_from_request(content_type, body, settings.multipart_max_parts,
-                                               settings.multipart_max_header_bytes)
+        data = self._image_bytes(content_type, body)
         large = decode.image_pixel_count(data, settings.max_pixels) > LARGE_IMAGE_PIXELS
         with self._one_large if large else nullcontext():
             return self._classify(decode.pixels_from_image(data, settings.max_pixels))

@@ -36,6 +36,13 @@ class Metrics:
                                    "Prediction log records dropped (queue full or write "
                                    "failed); the predictions themselves were answered",
                                    registry=self.registry)
+        self.labelling_sampled = Counter("rice_serving_labelling_sampled",
+                                         "Images written to the labelling queue",
+                                         registry=self.registry)
+        self.labelling_dropped = Counter("rice_serving_labelling_dropped",
+                                         "Sampled images not kept (queue at its cap, writer "
+                                         "behind, body too large or a failed write)",
+                                         registry=self.registry)
         Info("rice_serving_model", "The model this server answers with",
              registry=self.registry).info({
                  key: str(metadata.get(key) or "unknown")

@@ -57,6 +57,12 @@ class Settings:
     prediction_log_max_bytes: int = 16 * 1024 * 1024
     prediction_log_backups: int = 4
     prediction_log_queue: int = 10_000
+    # The labelling queue (labelling.py): off unless a directory is given and the rate is
+    # above 0. A sampled image and its record are written there, up to the two caps.
+    labelling_dir: str = ""
+    labelling_sample_rate: float = 0.0
+    labelling_max_images: int = 1000
+    labelling_max_bytes: int = 256 * 1024 * 1024
     # Test-only: every prediction waits this long first, so the rollout's tests can serve a
     # slow model from the real image (unset in every deployment).
     test_added_latency_ms: int = 0
@@ -77,7 +83,11 @@ class Settings:
             if not raw:
                 continue
             default = getattr(defaults, field.name)
-            values[field.name] = _parsed(name, raw, default, zero_ok=field.name == "port")
+            values[field.name] = _parsed(name, raw, default, zero_ok=field.name in _ZERO_OK)
+        if values.get("labelling_sample_rate", 0.0) > 1:
+            raise SettingsError("RICE_SERVING_LABELLING_SAMPLE_RATE="
+                                f"{values['labelling_sample_rate']:g} is out of bounds; it "
+                                "accepts a fraction from 0 to 1 (0: no sample): change it")
         if "inference_slots" not in values:
             values["inference_slots"] = max(1, min(os.cpu_count() or 1, 4))
         return cls(**values)
@@ -90,6 +100,9 @@ class Settings:
 _ENV_NAMES = {"model_dir": "RICE_MODEL_DIR", "model_public_key": "RICE_MODEL_PUBLIC_KEY",
               "host": "RICE_HOST", "port": "RICE_PORT",
               "log_level": "RICE_LOG_LEVEL"}
+
+
+_ZERO_OK = {"port", "labelling_sample_rate"}
 
 
 def _parsed(name: str, raw: str, default, zero_ok: bool):

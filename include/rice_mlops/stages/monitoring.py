@@ -28,7 +28,7 @@ from rice_mlops.vocabulary import (
 
 log = logging.getLogger(__name__)
 EVENT_KEYS = ("model_version", "verdict", "summary", "predictions", "since", "until",
-              "checks", "monitoring_run_id")
+              "checks", "monitoring_run_id", "labelling_waiting")
 
 
 def window_start(stored: str | None, now: float, max_hours: int) -> float:
@@ -54,6 +54,7 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     from rice_mlops.monitoring.drift import DriftReferenceError, Reference, compare, read_window
     from rice_mlops.prediction_logs import LogFileError, log_lines, rotated_logs
     from rice_mlops.rollout import state as st
+    from rice_mlops.serving.labelling import waiting
     from rice_mlops.stages.report import write_note
     from rice_mlops.stages.serving import layout
 
@@ -82,6 +83,8 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
                      alpha=settings.monitoring_alpha)
     record = {"model_version": stable.model_version, "since": round(since, 3),
               "until": round(now, 3), **report.as_dict()}
+    if settings.labelling_sample_rate > 0:  # what a drift note can point people to
+        record["labelling_waiting"] = waiting(serving.labelling_dir)[0]
     record["monitoring_run_id"] = _log_run(record, reference, window, report,
                                            serving.root / "predictions")
     if report.verdict != "not enough data":  # a short window grows into the next one

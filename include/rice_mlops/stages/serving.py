@@ -29,7 +29,8 @@ def layout(settings: PipelineSettings):
 
     return Layout(root=settings.release_root / "serving", proxy_image=settings.rollout_proxy_image,
                   name=settings.rollout_name, proxy_port=settings.rollout_port,
-                  slot_ports=settings.rollout_slot_ports)
+                  slot_ports=settings.rollout_slot_ports,
+                  labelling_rate=settings.labelling_sample_rate)
 
 
 def plan(settings: PipelineSettings):
