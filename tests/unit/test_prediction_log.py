@@ -110,3 +110,41 @@ def test_a_full_disk_answers_every_prediction_and_counts_the_lost_lines(model_di
         _, metrics, _ = request(port, "GET", "/metrics")
     assert statuses == [200] * 5
     assert b"rice_serving_prediction_log_dropped_total 5.0" in metrics
+
+
+def test_input_statistics_are_each_channels_exact_mean_and_spread():
+    from rice_mlops.serving.prediction_log import input_statistics
+
+    rng = np.random.default_rng(4)
+    batch = rng.integers(0, 256, size=(3, 37, 53, 3), dtype=np.uint8)
+    batch[2] = 200  # a flat image: no spread, never a negative variance's nan
+    for stats, image in zip(input_statistics(batch), batch, strict=True):
+        exact = image.astype(np.float64)
+        assert (stats["height"], stats["width"]) == (37, 53)
+        assert stats["mean"] == [round(float(v), 2) for v in exact.mean(axis=(0, 1))]
+        assert np.allclose(stats["std"], exact.std(axis=(0, 1)), atol=0.006)
+    assert input_statistics(batch)[2]["std"] == [0.0, 0.0, 0.0]
+
+
+def test_pixels_waiting_for_their_statistics_are_bounded_in_bytes(tmp_path, monkeypatch):
+    from rice_mlops.serving import prediction_log
+
+    monkeypatch.setattr(prediction_log, "MAX_WAITING_PIXEL_BYTES", 3 * 64 * 64 * 3)
+    drops = []
+    log = PredictionLog(tmp_path, max_bytes=10**6, backups=1, queue_size=10_000,
+                        on_drop=lambda: drops.append(1))
+    stalled = threading.Event()
+    handler = log._listener.handlers[0]
+    emit = handler.emit
+    handler.emit = lambda record: (stalled.wait(10), emit(record))
+    image = np.full((1, 64, 64, 3), 90, dtype=np.uint8)
+    for index in range(10):
+        log.record(pixels=image, request_id=f"r{index}")  # returns at once
+    # Three images' bytes wait (the writer may already hold one of them): the rest is dropped.
+    assert 10 - 3 - 1 <= len(drops) <= 10 - 3
+    stalled.set()
+    log.close()
+    written = lines(tmp_path)
+    assert len(written) == 10 - len(drops) and log._waiting_bytes == 0
+    assert written[0]["input"] == [{"height": 64, "width": 64, "mean": [90.0] * 3,
+                                    "std": [0.0] * 3}]

@@ -32,7 +32,7 @@ from rice_mlops.serving.decode import BadRequest
 from rice_mlops.serving.labelling import LabellingQueue
 from rice_mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rice_mlops.serving.metrics import Metrics
-from rice_mlops.serving.prediction_log import PredictionLog, input_statistics, request_id
+from rice_mlops.serving.prediction_log import PredictionLog, request_id
 from rice_mlops.serving.settings import Settings
 
 log = logging.getLogger("rice_mlops.serving")
@@ -141,15 +141,15 @@ class ServingApp:
         if self.settings.test_added_latency_ms:  # test-only: a slow model for the rollout
             await asyncio.sleep(self.settings.test_added_latency_ms / 1000)
         if path == "/invocations":
-            probabilities, stats = await self._in_slot(self._classify_json, body)
+            probabilities, pixels = await self._in_slot(self._classify_json, body)
             await reply.json(HTTPStatus.OK, {"predictions": probabilities})
         else:
-            probabilities, stats = await self._in_slot(self._classify_image, body, content_type)
+            probabilities, pixels = await self._in_slot(self._classify_image, body, content_type)
             answer = self._answer(probabilities[0])
             await reply.json(HTTPStatus.OK, answer)
             if self.labelling is not None:
                 self.labelling.offer(content_type, body, self._sample_record(headers, answer))
-        self._log(headers, path, probabilities, stats)
+        self._log(headers, path, probabilities, pixels)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive, reply: _Reply) -> bytes:
         limit = self.settings.max_body_bytes
@@ -240,9 +240,9 @@ class ServingApp:
                                   for c, p in zip(classes, probabilities, strict=True)}}
 
     def _log(self, headers: dict[bytes, bytes], path: str, probabilities: np.ndarray,
-             stats: list[dict] | None) -> None:
-        """After the answer is sent: one queued line, dropped (and counted) when the writer
-        is behind."""
+             pixels: np.ndarray) -> None:
+        """After the answer is sent: one queued line (the writer computes the input's
+        statistics), dropped (and counted) when the writer is behind."""
         if self.prediction_log is None:
             return
         classes = self.classifier.classes
@@ -253,7 +253,7 @@ class ServingApp:
             model_version=meta.get("model_version"), run_id=meta.get("run_id"),
             classes=[classes[i] for i in np.argmax(probabilities, axis=1)],
             probabilities=[[round(float(p), 5) for p in row] for row in probabilities],
-            input=stats)
+            pixels=pixels)
 
     def _sample_record(self, headers: dict[bytes, bytes], answer: dict) -> dict:
         """What a labeller sees beside the image: the model's answer, to confirm or correct."""
@@ -270,26 +270,25 @@ class ServingApp:
         return decode.image_bytes_from_request(content_type, body, settings.multipart_max_parts,
                                                settings.multipart_max_header_bytes)
 
-    def _classify_json(self, body: bytes) -> tuple[np.ndarray, list[dict] | None]:
+    def _classify_json(self, body: bytes) -> tuple[np.ndarray, np.ndarray]:
         with self._one_large if len(body) > LARGE_JSON_BYTES else nullcontext():
             return self._classify(decode.pixels_from_json(body))
 
     def _classify_image(self, body: bytes, content_type: str
-                        ) -> tuple[np.ndarray, list[dict] | None]:
+                        ) -> tuple[np.ndarray, np.ndarray]:
         settings = self.settings
         data = self._image_bytes(content_type, body)
         large = decode.image_pixel_count(data, settings.max_pixels) > LARGE_IMAGE_PIXELS
         with self._one_large if large else nullcontext():
             return self._classify(decode.pixels_from_image(data, settings.max_pixels))
 
-    def _classify(self, pixels: np.ndarray) -> tuple[np.ndarray, list[dict] | None]:
-        """Probabilities, and the input statistics the prediction log keeps (in the slot's
-        thread, beside the inference, so the event loop never computes them)."""
+    def _classify(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities, and the pixels (the prediction log's writer makes its statistics
+        of them after the answer is sent)."""
         probabilities = self.classifier.predict(pixels)
         classes = self.classifier.classes
         self.metrics.predicted([classes[i] for i in np.argmax(probabilities, axis=1)])
-        stats = input_statistics(pixels) if self.prediction_log is not None else None
-        return probabilities, stats
+        return probabilities, pixels
 
 
 class _ClientGone(BadRequest):
