@@ -53,6 +53,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "rice")
     parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--plot", type=Path,
+                        help="also draw the report of 500 predictions in 1.2x brighter light "
+                             "with the monitoring's own plot (as docs/drift-report.png is)")
     args = parser.parse_args()
     classes = sorted(p.name for p in (args.images / "train").iterdir() if p.is_dir())
     rng = np.random.default_rng(1)
@@ -103,6 +106,16 @@ def main() -> int:
         if hits == 10:
             delay = size_n
             break
+    if args.plot:
+        from rice_mlops.stages.monitoring import _plot
+
+        rows = [bright_rows[i] for i in np.random.default_rng(0).permutation(len(bright_rows))]
+        live = LiveWindow(observe([r[0] for r in rows[:500]],
+                                  [probabilities(r[0], r[1]) for r in rows[:500]],
+                                  [r[2] for r in rows[:500]]))
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        _plot(reference, live, compare(reference, live, min_predictions=500, alpha=0.01),
+              args.plot)
     record("monitoring", {
         "lines": args.lines, "log_mib": round(size / 2**20, 1),
         "read_seconds": round(read_seconds, 2), "judge_seconds": round(total_seconds, 2),
