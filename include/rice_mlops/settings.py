@@ -97,6 +97,31 @@ def _slot_ports(env: Mapping[str, str]) -> tuple[int, int]:
         all(1 <= port <= 65535 for port in ports))
 
 
+def _network(env: Mapping[str, str]) -> str:
+    value = read.text(env, "RICE_ROLLOUT_NETWORK", "")
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+        raise SettingsError("RICE_ROLLOUT_NETWORK", f"RICE_ROLLOUT_NETWORK={value!r} is not "
+                            "a Docker network name", "letters, digits, _ . -, at most 64")
+    return value  # its addresses are checked beside it, by the serving Layout
+
+
+def _addresses(env: Mapping[str, str]) -> tuple[str, ...]:
+    import ipaddress
+
+    items = read.listed(env, "RICE_ROLLOUT_ADDRESSES")
+    if not items:
+        return ()
+    accepts = "three different IPv4 addresses, comma-separated (proxy,blue,green)"
+    try:
+        addresses = tuple(str(ipaddress.IPv4Address(item)) for item in items)
+    except ValueError:
+        addresses = ()
+    if len(addresses) != 3 or len(set(addresses)) != 3:
+        raise SettingsError("RICE_ROLLOUT_ADDRESSES", f"RICE_ROLLOUT_ADDRESSES="
+                            f"{','.join(items)!r} is not three addresses", accepts)
+    return addresses
+
+
 def _steps(env: Mapping[str, str]) -> tuple[int, ...]:
     return _integers(env, "RICE_ROLLOUT_STEPS", PipelineSettings.rollout_steps,
                      "a rising list of steps", "rising percentages above 0, comma-separated, "
@@ -192,6 +217,11 @@ class PipelineSettings:
     rollout_name: str = "rice-serving"  # container name prefix: two stacks on one engine
     rollout_port: int = 8501
     rollout_slot_ports: tuple[int, int] = (8502, 8503)
+    # "": the serving containers use the host's network (the worker runs on the host). Else
+    # the Docker network they join at these addresses (proxy, blue, green), the release
+    # worker's own (compose).
+    rollout_network: str = ""
+    rollout_addresses: tuple[str, ...] = ()
     rollout_steps: tuple[int, ...] = (10, 50, 100)
     rollout_window_seconds: float = 10.0
     rollout_replay_rate: float = 20.0
@@ -290,6 +320,8 @@ class PipelineSettings:
             rollout_name=_container_name(env),
             rollout_port=_port(env, "RICE_ROLLOUT_PORT", cls.rollout_port),
             rollout_slot_ports=_slot_ports(env),
+            rollout_network=_network(env),
+            rollout_addresses=_addresses(env),
             rollout_steps=_steps(env),
             rollout_window_seconds=read.number(env, "RICE_ROLLOUT_WINDOW_SECONDS",
                                                cls.rollout_window_seconds, low=1.0),

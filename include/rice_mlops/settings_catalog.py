@@ -217,6 +217,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_ROLLOUT_SLOT_PORTS", "rollout_slot_ports", "two TCP ports",
        "loopback ports of the two serving slots (blue, green): stable in one, the candidate "
        "in the other"),
+    _s("RICE_ROLLOUT_NETWORK", "rollout_network", "Docker network name",
+       "empty: the serving containers use the host's network (the worker runs on the host, "
+       "as in `make demo`). Else the Docker network they join, which the release worker is "
+       "on too (compose: `rice-serving`); only the proxy is then published, on the host's "
+       "127.0.0.1"),
+    _s("RICE_ROLLOUT_ADDRESSES", "rollout_addresses", "three IPv4 addresses",
+       "with `RICE_ROLLOUT_NETWORK`: the proxy's, blue's and green's fixed addresses on it "
+       "(fixed, so the proxy's configuration never names a server that is not running)"),
     _s("RICE_ROLLOUT_STEPS", "rollout_steps", "rising percentages ending at 100",
        "the canary's share of requests at each step"),
     _s("RICE_ROLLOUT_WINDOW_SECONDS", "rollout_window_seconds", "number ≥ 1",

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers.paths import REPO
+from tests.helpers.pipeline import remove_serving_containers
 from tests.helpers.ports import free_port
 from tests.helpers.script_env import docker_engine_env
 
@@ -95,7 +96,8 @@ def build_images(engine: dict[str, str] | None = None) -> dict[str, str]:
     engine = engine if engine is not None else docker_engine_env()
     # By name in the environment: the registry password never reaches a command line.
     env = {**os.environ, **{key: engine[key] for key in (
-        "RICE_REGISTRY", "RICE_REGISTRY_USER", "RICE_REGISTRY_PASSWORD", "RICE_DOCKER_CLI_IMAGE")}}
+        "RICE_REGISTRY", "RICE_REGISTRY_USER", "RICE_REGISTRY_PASSWORD", "RICE_DOCKER_CLI_IMAGE",
+        "RICE_ROLLOUT_PROXY_IMAGE")}}
     built = subprocess.run([REPO / "scripts" / "compose-images", "build"], capture_output=True,
                            text=True, timeout=1800, env=env)
     if built.returncode != 0:
@@ -151,6 +153,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     os.chown(signing_key, 50000, 0)
     (root / "keys").chmod(0o755)
     engine = docker_engine_env()
+    serving_id = uuid.uuid4().hex[:8]
     env = {
         **images,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -181,6 +184,14 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "RICE_DOCKER_CLI_IMAGE": images.get("RICE_DOCKER_CLI_IMAGE",
                                             engine["RICE_DOCKER_CLI_IMAGE"]),
         "RICE_SERVING_WHEELHOUSE": str(staging / "wheelhouse"),
+        "RICE_ROLLOUT_PROXY_IMAGE": images.get("RICE_ROLLOUT_PROXY_IMAGE",
+                                               engine["RICE_ROLLOUT_PROXY_IMAGE"]),
+        # This stack's serving: its own names, network and port, beside any other on the
+        # engine (the demo's, the embedded stack's); short canary windows.
+        "RICE_ROLLOUT_NAME": f"rice-ci-{serving_id}",
+        "RICE_SERVING_NETWORK": f"rice-ci-serving-{serving_id}",
+        "RICE_SERVING_PORT": str(free_port()),
+        "RICE_ROLLOUT_WINDOW_SECONDS": "2",
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         "AIRFLOW_PORT": str(free_port()),
         "MLFLOW_PORT": str(free_port()),
@@ -211,6 +222,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
             logs.parent.mkdir(parents=True, exist_ok=True)
             out = stack.compose("logs", "--no-color", timeout=120)
             logs.write_text(out.stdout + out.stderr)
+        # The serving containers are the release worker's, not compose's: they go first, or
+        # their network could not.
+        remove_serving_containers(env["RICE_ROLLOUT_NAME"])
         stack.compose("down", "--volumes", "--remove-orphans", timeout=300)
         pushed = subprocess.run(["docker", "images", "-q", f"{stack.registry}/rice-classifier"],
                                 capture_output=True, text=True).stdout.split()

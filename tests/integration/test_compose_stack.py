@@ -255,13 +255,13 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     log = httpx.get(f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/"
                     "taskInstances/open_pull_request/logs/1", headers=api.headers, timeout=30)
     assert "has no token in its password" in log.text, log.text[-2000:]
-    # RICE_ROLLOUT is off in the compose stack (the rollout rides the embedded stack's runs).
-    assert states["roll_out"] == "skipped", states
     assert all(state == "success" for task, state in states.items()
-               if task not in ("open_pull_request", "roll_out")), states
+               if task != "open_pull_request"), states
     assert run["conf"]["source_commit"] == commit
-    # The DAG's own account wrote the outcome on the run, through the stack's REST API.
-    assert (summary["note"] or "").startswith("shipped v"), summary["note"]
+    # The DAG's own account wrote the outcome on the run, through the stack's REST API; the
+    # release worker put the image in service (shadow, then the canary steps).
+    note = summary["note"] or ""
+    assert note.startswith("shipped v") and "at 100 %" in note, note
 
     # Celery put `train` on the training-queue worker and every other task on the default one.
     hosts = {ti["task_id"]: ti["hostname"] for ti in
@@ -295,8 +295,44 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     assert manifest.status_code == 200, manifest.text
     assert manifest.headers["Docker-Content-Digest"] == digest
 
+    _check_serving(stack, summary)
     _check_airflow_ui(stack, run_id, len(hosts))
     _check_mlflow_ui(stack, summary)
+
+
+def _check_serving(stack: ComposeStack, summary: dict) -> None:
+    """The shipped image answers at the stack's serving endpoint on the host's loopback; the
+    servers behind the proxy sit on the serving network at their fixed addresses, with no
+    port of their own on the host."""
+    import json
+
+    url = f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}"
+    image = next(Path(stack.env["RICE_DATA_DIR"]).rglob("*.jpg"))
+    answer = httpx.post(f"{url}/predict", content=image.read_bytes(),
+                        headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["class"] and answer.headers["x-request-id"]
+    state = json.loads((Path(stack.env["RICE_RELEASE_DIR"]) / "serving" / "state.json"
+                        ).read_text())
+    assert state["stable"]["reference"].split("@")[1] == summary["image"].split("@")[1], state
+    assert state["candidate"] is None, state
+    served = httpx.get(f"{url}/version", timeout=10).json()
+    assert served["model_version"] == state["stable"]["model_version"]
+    name = stack.env["RICE_ROLLOUT_NAME"]
+    for container, address in ((f"{name}-proxy", "10.85.213.10"),
+                               (f"{name}-{state['stable']['slot']}", None)):
+        inspected = json.loads(subprocess.run(["docker", "inspect", container],
+                                              capture_output=True, text=True,
+                                              check=True).stdout)[0]
+        networks = inspected["NetworkSettings"]["Networks"]
+        assert set(networks) == {stack.env["RICE_SERVING_NETWORK"]}, networks
+        if address:
+            assert networks[stack.env["RICE_SERVING_NETWORK"]]["IPAddress"] == address
+            assert {binding["HostIp"] for bindings in
+                    inspected["NetworkSettings"]["Ports"].values() if bindings
+                    for binding in bindings} == {"127.0.0.1"}
+        else:
+            assert not any(inspected["NetworkSettings"]["Ports"].values()), container
 
 
 def _check_airflow_ui(stack: ComposeStack, run_id: str, tasks: int) -> None:

@@ -254,8 +254,43 @@ def test_only_the_control_plane_and_mlflow_share_a_network_with_postgres():
     assert {name for name in SERVICES if "metadata" in _networks(name)} == \
         CONTROL_PLANE | {"postgres", "mlflow"}
     for name in WORKERS:
-        assert _networks(name) == {"default"}, name
+        assert _networks(name) - {"serving"} == {"default"}, name
         assert "postgres" not in SERVICES[name].get("depends_on", {}), name
+
+
+def test_only_the_release_worker_is_on_the_serving_network_at_fixed_addresses():
+    """The serving containers are the release worker's: it alone reaches them (and the proxy
+    alone is published, by the worker, on 127.0.0.1). The addresses it gives them lie in the
+    network's own subnet, outside Docker's default address pools."""
+    import ipaddress
+
+    assert {name for name in SERVICES if "serving" in _networks(name)} == \
+        {"airflow-worker-docker"}
+    network = COMPOSE["networks"]["serving"]
+    subnet = re.fullmatch(r"\$\{RICE_SERVING_SUBNET:-([0-9./]+)\}",
+                          network["ipam"]["config"][0]["subnet"])
+    env = SERVICES["airflow-worker-docker"]["environment"]
+    addresses = re.fullmatch(r"\$\{RICE_SERVING_ADDRESSES:-([0-9.,]+)\}",
+                             env["RICE_ROLLOUT_ADDRESSES"])
+    assert subnet and addresses, (network, env["RICE_ROLLOUT_ADDRESSES"])
+    subnet = ipaddress.IPv4Network(subnet.group(1))
+    assert not subnet.overlaps(ipaddress.IPv4Network("172.16.0.0/12"))  # Docker's pools
+    assert not subnet.overlaps(ipaddress.IPv4Network("192.168.0.0/16"))
+    listed = [ipaddress.IPv4Address(a) for a in addresses.group(1).split(",")]
+    assert len(set(listed)) == 3 and all(a in subnet for a in listed)
+    assert network["name"] == env["RICE_ROLLOUT_NETWORK"] == \
+        "${RICE_SERVING_NETWORK:-rice-serving}"
+    for key, default in (("RICE_SERVING_SUBNET", str(subnet)),
+                         ("RICE_SERVING_ADDRESSES", addresses.group(1))):
+        assert ENV_EXAMPLE[key] == default, key
+
+
+def test_the_serving_proxy_image_is_pinned_too():
+    env = SERVICES["airflow-worker-docker"]["environment"]
+    assert re.fullmatch(r"\$\{RICE_ROLLOUT_PROXY_IMAGE:\?[^}]*\}",
+                        env["RICE_ROLLOUT_PROXY_IMAGE"])
+    assert ENV_EXAMPLE["RICE_ROLLOUT_PROXY_IMAGE"] == ""
+    assert "RICE_ROLLOUT_PROXY_IMAGE=$(pinned" in (REPO / "scripts" / "compose-images").read_text()
 
 
 def test_service_accounts_are_held_to_their_grants():

@@ -75,6 +75,49 @@ def test_the_mirror_location_exists_only_in_shadow(tmp_path):
     assert "keepalive_timeout 0;" in shadow and "keepalive_timeout 0;" not in plain
 
 
+def test_servers_on_their_own_network_are_named_by_address_and_nothing_else(tmp_path):
+    hosts = {8502: "172.31.85.11", 8503: "172.31.85.12"}
+    conf = render(Routing(8502, 8503, 10, mirror=True), listen_host="0.0.0.0",
+                  listen_port=8501, run_dir=tmp_path, upstream_hosts=hosts)
+    assert "server 172.31.85.11:8502 max_fails=0;" in conf  # stable
+    assert "server 172.31.85.12:8503 max_fails=0;" in conf  # candidate and shadow
+    assert "server 172.31.85.11:8502 backup;" in conf
+    assert "127.0.0.1:850" not in conf and "listen 0.0.0.0:8501" in conf
+    for hostile in ("evil.example", "172.31.85.11:80; include /etc/passwd", "::1", ""):
+        with pytest.raises(RoutingError, match="IPv4"):
+            render(Routing(8502), listen_host="0.0.0.0", listen_port=8501, run_dir=tmp_path,
+                   upstream_hosts={8502: hostile})
+
+
+def test_the_layout_on_a_network_addresses_each_container_and_publishes_only_the_proxy(
+        tmp_path):
+    from types import SimpleNamespace
+
+    from rice_mlops.rollout.engine import Layout
+
+    on_host = Layout(root=tmp_path, proxy_image="unused")
+    assert (on_host.url("blue"), on_host.proxy_url) == ("http://127.0.0.1:8502",
+                                                         "http://127.0.0.1:8501")
+    assert on_host.listen_host == "127.0.0.1"
+    assert on_host.networking(None, "green") == {"network_mode": "host"}
+
+    layout = Layout(root=tmp_path, proxy_image="unused", network="rice-serving",
+                    addresses=("172.31.85.10", "172.31.85.11", "172.31.85.12"))
+    assert layout.url("green") == "http://172.31.85.12:8503"
+    assert layout.proxy_url == "http://172.31.85.10:8501" and layout.listen_host == "0.0.0.0"
+    assert layout.upstream_hosts() == {8502: "172.31.85.11", 8503: "172.31.85.12"}
+    client = SimpleNamespace(api=SimpleNamespace(
+        create_endpoint_config=lambda ipv4_address: {"IPv4Address": ipv4_address}))
+    green = layout.networking(client, "green")
+    assert green == {"network": "rice-serving",
+                     "networking_config": {"rice-serving": {"IPv4Address": "172.31.85.12"}}}
+    proxy = layout.networking(client, "proxy")
+    assert proxy["networking_config"]["rice-serving"] == {"IPv4Address": "172.31.85.10"}
+    assert proxy["ports"] == {"8501/tcp": ("127.0.0.1", 8501)}  # the host's loopback alone
+    with pytest.raises(ValueError, match="RICE_ROLLOUT_ADDRESSES"):
+        Layout(root=tmp_path, proxy_image="unused", network="rice-serving")
+
+
 # --- serving state ----------------------------------------------------------------------------
 
 def test_a_rollout_moves_slots_and_keeps_history(tmp_path):

@@ -185,6 +185,11 @@ def _probes(kind: str) -> tuple[list[str], list[str]] | None:
         return ["A", "a b", "x" * 41, "-x"], ["rice-serving", "stack2"]
     if kind == "two TCP ports":
         return ["8502", "8502,8502", "0,1", "a,b", "1,2,3"], ["9001, 9002"]
+    if kind == "Docker network name":
+        return ["/x", "a b", "x" * 65, "-x"], ["rice-serving", "net_2.b"]
+    if kind == "three IPv4 addresses":
+        return ["10.0.0.1", "10.0.0.1,10.0.0.2,x", "10.0.0.1,10.0.0.1,10.0.0.2",
+                "1,2,3"], ["172.31.85.10, 172.31.85.11, 172.31.85.12"]
     if kind == "rising percentages ending at 100":
         return ["50,10,100", "0,100", "10,50", "x", "10,10,100"], ["100", "5, 25, 100"]
     if kind == "comma-separated Airflow user ids":
@@ -221,7 +226,7 @@ def test_the_kind_is_what_from_env_enforces(entry):
             assert got == (value == "true")
         elif entry.kind in ("two TCP ports", "rising percentages ending at 100"):
             assert got == tuple(int(part) for part in value.split(","))
-        elif entry.kind.startswith("comma-separated"):
+        elif entry.kind in ("three IPv4 addresses",) or entry.kind.startswith("comma-separated"):
             assert got == tuple(part.strip() for part in value.split(","))
         else:
             assert str(got) == value or float(got) == float(value)

@@ -1,12 +1,16 @@
 """The release zone's hands on the Docker engine: serving containers in two slots and the
 serving proxy, started, reloaded and stopped through the engine's API (the docker SDK).
 
-Only the worker that holds the socket imports this. Every container runs with host networking
-on loopback ports from the settings, a read-only root, no capabilities, no new privileges, a
-memory cap, `unless-stopped` (a restarted engine brings back what served), and labels that say
-which slot and which digest it holds, so the state can be checked against what runs. A serving
-container is started only from a `host/name@sha256:` reference the caller has verified; the
-proxy reads its configuration from the release zone's directory, mounted read-only.
+Only the worker that holds the socket imports this. Every container runs with ports from the
+settings, a read-only root, no capabilities, no new privileges, a memory cap, `unless-stopped`
+(a restarted engine brings back what served), and labels that say which slot and which digest
+it holds, so the state can be checked against what runs. Where the worker runs on the host
+(`make demo`), the containers use host networking and listen on 127.0.0.1. Where it runs in a
+container (compose), they join a network of their own at fixed addresses (`Layout.network`),
+which the worker joins too, and only the proxy is published, on the host's 127.0.0.1. A
+serving container is started only from a `host/name@sha256:` reference the caller has
+verified; the proxy reads its configuration from the release zone's directory, mounted
+read-only.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ SERVING_UID = 10001  # the serving image's user (Dockerfile)
 # sockets; until then an old worker may still accept a new connection with the old routing.
 ACCEPTING_WORKER_TITLE = "nginx: worker process"
 _HARDENED = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
-             "network_mode": "host", "restart_policy": {"Name": "unless-stopped"},
+             "restart_policy": {"Name": "unless-stopped"},
              "log_config": {"type": "json-file", "config": {"max-size": "10m",
                                                             "max-file": "3"}}}
 
@@ -58,9 +62,53 @@ class Layout:
     serving_memory: str = "1g"
     ready_seconds: float = 60.0
     labelling_rate: float = 0.0  # the share of /predict images kept for labelling
+    # "": host networking, everything on 127.0.0.1. Else a Docker network the release worker
+    # is on, and the addresses on it of the proxy, then the blue and green servers.
+    network: str = ""
+    addresses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.network and len(self.addresses) != 1 + len(SLOTS):
+            raise ValueError(f"the serving network {self.network!r} (RICE_ROLLOUT_NETWORK) "
+                             f"needs {1 + len(SLOTS)} addresses on it (RICE_ROLLOUT_ADDRESSES: "
+                             f"proxy,{','.join(SLOTS)}), got {list(self.addresses)}: set them, "
+                             "or unset RICE_ROLLOUT_NETWORK for host networking")
 
     def port(self, slot: str) -> int:
         return self.slot_ports[SLOTS.index(slot)]
+
+    def host(self, slot: str) -> str:
+        """Where the release worker reaches the server in `slot`."""
+        return self.addresses[1 + SLOTS.index(slot)] if self.network else "127.0.0.1"
+
+    def url(self, slot: str) -> str:
+        return f"http://{self.host(slot)}:{self.port(slot)}"
+
+    @property
+    def proxy_url(self) -> str:
+        """Where the release worker reaches the proxy (users: 127.0.0.1:proxy_port)."""
+        host = self.addresses[0] if self.network else "127.0.0.1"
+        return f"http://{host}:{self.proxy_port}"
+
+    @property
+    def listen_host(self) -> str:
+        """What the servers and the proxy listen on: loopback on the host's network; every
+        address of their own namespace (only the serving network) otherwise."""
+        return "0.0.0.0" if self.network else "127.0.0.1"  # noqa: S104 (own namespace)
+
+    def upstream_hosts(self) -> dict[int, str]:
+        return {self.port(slot): self.host(slot) for slot in SLOTS}
+
+    def networking(self, client, slot: str) -> dict:
+        """The container's network arguments for `slot` ("proxy" or a serving slot)."""
+        if not self.network:
+            return {"network_mode": "host"}
+        address = self.addresses[0] if slot == "proxy" else self.host(slot)
+        endpoint = client.api.create_endpoint_config(ipv4_address=address)
+        arguments = {"network": self.network, "networking_config": {self.network: endpoint}}
+        if slot == "proxy":  # the one door: the host's loopback, nothing wider
+            arguments["ports"] = {f"{self.proxy_port}/tcp": ("127.0.0.1", self.proxy_port)}
+        return arguments
 
     def container(self, slot: str) -> str:
         return f"{self.name}-{slot}"
@@ -111,7 +159,7 @@ class Engine:
         logs.mkdir(parents=True, exist_ok=True)
         for old in logs.glob("predictions.jsonl*") if fresh_log else ():
             old.unlink()
-        environment = {"RICE_HOST": "127.0.0.1", "RICE_PORT": str(layout.port(slot)),
+        environment = {"RICE_HOST": layout.listen_host, "RICE_PORT": str(layout.port(slot)),
                        "RICE_SERVING_PREDICTION_LOG_DIR": LOG_DIR_IN_CONTAINER}
         volumes = {str(logs): {"bind": LOG_DIR_IN_CONTAINER, "mode": "rw"}}
         writable = [logs]
@@ -127,18 +175,18 @@ class Engine:
                 os.chown(directory, SERVING_UID, SERVING_UID)
             else:
                 directory.chmod(0o777)
-        port = layout.port(slot)
         try:
             self.client.containers.run(
                 reference, name=layout.container(slot), detach=True,
                 labels={LABEL: layout.name, f"{LABEL}.slot": slot,
                         f"{LABEL}.reference": reference},
                 environment=environment, volumes=volumes,
-                tmpfs={"/tmp": "size=64m"}, mem_limit=layout.serving_memory, **_HARDENED)
+                tmpfs={"/tmp": "size=64m"}, mem_limit=layout.serving_memory,
+                **layout.networking(self.client, slot), **_HARDENED)
         except docker.errors.APIError as exc:
             raise DeployError(f"{reference} did not start in slot {slot}: "
                               f"{exc.explanation or exc}") from None
-        self._wait_ready(f"http://127.0.0.1:{port}/ping", layout.container(slot))
+        self._wait_ready(f"{layout.url(slot)}/ping", layout.container(slot))
 
     def stop_server(self, slot: str) -> None:
         self._remove(self.layout.container(slot))
@@ -198,11 +246,12 @@ class Engine:
                 # reads the configuration live in tmpfs it may write.
                 tmpfs={PROXY_RUN_DIR: "size=64m,mode=1777", "/var/lib/nginx": "size=16m,mode=1777",
                        "/var/log/nginx": "size=1m,mode=1777"},
-                user="65534:65534", mem_limit="256m", **_HARDENED)
+                user="65534:65534", mem_limit="256m",
+                **layout.networking(self.client, "proxy"), **_HARDENED)
         except docker.errors.APIError as exc:
             raise DeployError(f"the serving proxy did not start: {exc.explanation or exc}"
                               ) from None
-        self._wait_ready(f"http://127.0.0.1:{layout.proxy_port}/ping", name)
+        self._wait_ready(f"{layout.proxy_url}/ping", name)
 
     def reload_proxy(self) -> None:
         """Check the new configuration with `nginx -t`, then SIGHUP: new workers take it, the

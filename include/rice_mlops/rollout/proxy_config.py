@@ -15,6 +15,7 @@ requests they hold, so nothing in flight is dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,12 @@ class ProxyLimits:
 
 def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Path,
            log_dir: Path | None = None, limits: ProxyLimits | None = None,
-           generation: int = 0) -> str:
+           generation: int = 0, upstream_hosts: Mapping[int, str] | None = None) -> str:
     """The whole nginx.conf; `run_dir` holds its pid and temp files, `log_dir` its access and
     error logs (none: stdout and stderr, the container's bounded log). Every answer carries
-    `X-Rice-Routing: <generation>`, so whoever reloads can see when the new workers answer."""
+    `X-Rice-Routing: <generation>`, so whoever reloads can see when the new workers answer.
+    `upstream_hosts` gives the IPv4 address of the server on each port (default 127.0.0.1:
+    the servers share the proxy's network, the host's)."""
     if type(generation) is not int or generation < 0:
         raise RoutingError(f"generation must be a non-negative integer, got {generation!r}")
     limits = limits or ProxyLimits()
@@ -90,14 +93,19 @@ def render(routing: Routing, *, listen_host: str, listen_port: int, run_dir: Pat
             raise RoutingError(f"{str(path)!r} holds a character nginx would read as syntax")
     access_log, error_log = ((f"{log_dir}/access.log", f"{log_dir}/error.log")
                              if log_dir is not None else ("/dev/stdout", "stderr"))
-    upstreams = [_upstream("stable", routing.stable_port)]
+    hosts = {port: _ipv4(host) for port, host in (upstream_hosts or {}).items()}
+
+    def server(port: int) -> str:
+        return f"{hosts.get(port, '127.0.0.1')}:{port}"
+
+    upstreams = [_upstream("stable", server(routing.stable_port))]
     if routing.candidate_port is not None:
         # A candidate that refuses connections (crashed, stopped) hands its requests to
         # stable: nginx retries a request it could not send, so clients see no error.
-        upstreams.append(_upstream("candidate", routing.candidate_port,
-                                   backup=routing.stable_port))
+        upstreams.append(_upstream("candidate", server(routing.candidate_port),
+                                   backup=server(routing.stable_port)))
     if routing.mirror:  # the mirror never falls back: stable must not answer it twice
-        upstreams.append(_upstream("shadow", routing.candidate_port))
+        upstreams.append(_upstream("shadow", server(routing.candidate_port)))
     # nginx finishes a mirrored request only when the candidate has answered its copy too,
     # and holds the client's next request on that connection until then: in shadow, each
     # prediction is its own connection, so a slow candidate never delays a client, and a
@@ -171,10 +179,20 @@ def _forward(limits: ProxyLimits, generation: int) -> str:
 """
 
 
-def _upstream(name: str, port: int, backup: int | None = None) -> str:
-    spare = f"    server 127.0.0.1:{backup} backup;\n" if backup else ""
-    return (f"  upstream {name} {{\n    server 127.0.0.1:{port} max_fails=0;\n{spare}"
+def _upstream(name: str, server: str, backup: str | None = None) -> str:
+    spare = f"    server {backup} backup;\n" if backup else ""
+    return (f"  upstream {name} {{\n    server {server} max_fails=0;\n{spare}"
             f"    keepalive 16;\n  }}\n")
+
+
+def _ipv4(host: str) -> str:
+    """An IPv4 address, written back in its canonical form (so nothing else reaches nginx)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except (ipaddress.AddressValueError, ValueError):
+        raise RoutingError(f"an upstream host must be an IPv4 address, got {host!r}") from None
 
 
 def _split(routing: Routing) -> str:

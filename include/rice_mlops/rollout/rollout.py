@@ -132,7 +132,7 @@ class Rollout:
                  registry_auth: dict | None = None):
         self.engine, self.layout, self.plan = engine, engine.layout, plan
         self.registry_auth = registry_auth
-        self.proxy_url = f"http://127.0.0.1:{self.layout.proxy_port}"
+        self.proxy_url = self.layout.proxy_url
         self.replayer = Replayer(self.proxy_url, images, plan.replay_rate,
                                  plan.replay_concurrency)
         self._generation = 0
@@ -313,8 +313,9 @@ class Rollout:
         self._generation = int(time.time() * 1000) % 10**12
         conf_dir = self.layout.proxy_conf_dir
         conf_dir.mkdir(parents=True, exist_ok=True)
-        text = render(routing, listen_host="127.0.0.1", listen_port=self.layout.proxy_port,
-                      run_dir=Path(PROXY_RUN_DIR), generation=self._generation)
+        text = render(routing, listen_host=self.layout.listen_host,
+                      listen_port=self.layout.proxy_port, run_dir=Path(PROXY_RUN_DIR),
+                      generation=self._generation, upstream_hosts=self.layout.upstream_hosts())
         staged = conf_dir / ".nginx.conf.new"
         staged.write_text(text)
         staged.chmod(0o644)
@@ -335,7 +336,7 @@ class Rollout:
                           "within 15 s")
 
     def _scrape(self, slot: str):
-        answer = httpx.get(f"http://127.0.0.1:{self.layout.port(slot)}/metrics", timeout=5)
+        answer = httpx.get(f"{self.layout.url(slot)}/metrics", timeout=5)
         answer.raise_for_status()
         return parse_scrape(answer.text)
 

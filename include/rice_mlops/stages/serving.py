@@ -30,7 +30,8 @@ def layout(settings: PipelineSettings):
     return Layout(root=settings.release_root / "serving", proxy_image=settings.rollout_proxy_image,
                   name=settings.rollout_name, proxy_port=settings.rollout_port,
                   slot_ports=settings.rollout_slot_ports,
-                  labelling_rate=settings.labelling_sample_rate)
+                  labelling_rate=settings.labelling_sample_rate,
+                  network=settings.rollout_network, addresses=settings.rollout_addresses)
 
 
 def plan(settings: PipelineSettings):
