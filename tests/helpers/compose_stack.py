@@ -238,13 +238,18 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
 # Environment laid over every Airflow service of the shared compose stack (an override file:
 # docker-compose.yaml keeps the deployment's defaults). A killed worker's task is found in a
 # minute instead of five; retries come sooner; the chaos runs retrain against the champion
-# the first run promoted, and the gate's statistics are tested elsewhere.
+# the first run promoted, and the gate's statistics and the rollout's budgets are tested
+# elsewhere.
 COMPOSE_TEST_ENV = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
     "RICE_RETRY_DELAY_SECONDS": "20",
     "RICE_MAX_REGRESSION": "1.0",
     "RICE_GATE_ALPHA": "0.0",
     "RICE_APPROVE_NOT_SIGNIFICANT": "false",
+    # The chaos runs' challengers roll out against the first run's model on a loaded CI:
+    # the rollout's own decisions are tested on the embedded stack (test_rollout_e2e.py).
+    "RICE_ROLLOUT_MIN_AGREEMENT": "0",
+    "RICE_ROLLOUT_MAX_P99_MS": "5000",
 }
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker", "airflow-worker-docker",
