@@ -212,18 +212,33 @@ def _cmd_webhook_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_serving_restore(args: argparse.Namespace) -> int:
+    import docker.errors
+
+    from rice_mlops.rollout import state as st
     from rice_mlops.rollout.engine import DeployError, Engine
     from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
-    from rice_mlops.rollout.state import StateError
     from rice_mlops.settings import PipelineSettings
     from rice_mlops.stages.serving import layout
 
     settings = PipelineSettings.from_env()
     serving = layout(settings)
-    engine = Engine(settings.docker_socket, serving)
+    try:  # nothing recorded: nothing to start, and no engine needed (a worker's first start)
+        recorded = st.load(serving.state_file)
+    except st.StateError as exc:
+        print(f"error: nothing restored: {exc}", file=sys.stderr)
+        return 1
+    if recorded.stable is None and recorded.candidate is None:
+        print(f"nothing to restore: {serving.state_file} records no deployment")
+        return 0
+    try:
+        engine = Engine(settings.docker_socket, serving)
+    except docker.errors.DockerException as exc:
+        print(f"error: nothing restored: the Docker engine at {settings.docker_socket} does "
+              f"not answer ({exc}); start it, then run this again", file=sys.stderr)
+        return 1
     try:
         state = Rollout(engine, Plan(), ()).restore()
-    except (DeployError, RolloutRefused, StateError) as exc:
+    except (DeployError, RolloutRefused, st.StateError, docker.errors.DockerException) as exc:
         print(f"error: nothing restored: {exc}", file=sys.stderr)
         return 1
     finally:

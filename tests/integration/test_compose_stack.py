@@ -335,6 +335,50 @@ def _check_serving(stack: ComposeStack, summary: dict) -> None:
             assert not any(inspected["NetworkSettings"]["Ports"].values()), container
 
 
+def test_serving_comes_back_when_the_release_worker_starts_again(stack, compose_pushed_run):
+    """What `docker compose down` and `up` do to serving: its containers are gone (they are
+    removed first, or the network could not go) and the release worker starts again. Before
+    its first task it brings back the proxy and the stable container of the last good digest
+    (`rice-mlops serving restore` in its command). A restart of the worker stands in for the
+    whole stack's here: the chaos suite uses the same stack next."""
+    import json
+    import time
+
+    from tests.helpers.pipeline import remove_serving_containers
+
+    state = json.loads((Path(stack.env["RICE_RELEASE_DIR"]) / "serving" / "state.json"
+                        ).read_text())
+    assert state["stable"], f"the pushed run served nothing: {state}"
+    url = f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}"
+    remove_serving_containers(stack.env["RICE_ROLLOUT_NAME"])
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/ping", timeout=5)
+    restarted = stack.compose("restart", "airflow-worker-docker", timeout=300)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if httpx.get(f"{url}/ping", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, stack.compose(
+            "logs", "--tail", "60", "airflow-worker-docker").stdout[-4000:]
+        time.sleep(2)
+    image = next(Path(stack.env["RICE_DATA_DIR"]).rglob("*.jpg"))
+    answer = httpx.post(f"{url}/predict", content=image.read_bytes(),
+                        headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert httpx.get(f"{url}/version", timeout=10).json()["model_version"] == \
+        state["stable"]["model_version"]
+    name = f"{stack.env['RICE_ROLLOUT_NAME']}-{state['stable']['slot']}"
+    labels = json.loads(subprocess.run(["docker", "inspect", "--format",
+                                        "{{json .Config.Labels}}", name], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert labels["io.rice-mlops.serving.reference"] == state["stable"]["reference"]
+    assert stack.wait_healthy(timeout=300) == {}  # the chaos suite starts from a healthy stack
+
+
 def _check_airflow_ui(stack: ComposeStack, run_id: str, tasks: int) -> None:
     from tests.helpers.browser import airflow_login, browser_page, screenshot
 

@@ -91,7 +91,10 @@ def test_only_the_docker_worker_reaches_the_engine_and_shares_the_staging_path()
     assert {name for name, service in SERVICES.items() if service.get("group_add")} == \
         {"airflow-worker-docker"}
     docker = SERVICES["airflow-worker-docker"]
-    assert docker["command"].startswith("celery worker --queues ${RICE_DOCKER_QUEUE:-docker}")
+    script = docker["command"][0]
+    assert docker["entrypoint"] == ["/bin/bash", "-c"]
+    assert script.splitlines()[-1] == \
+        'exec airflow celery worker --queues "${RICE_DOCKER_QUEUE:-docker}" --concurrency 2'
     assert SERVICES["airflow-scheduler"]["environment"]["RICE_DOCKER_QUEUE"] == \
         "${RICE_DOCKER_QUEUE:-docker}"
     for worker in ("airflow-worker", "airflow-worker-docker"):
@@ -283,6 +286,14 @@ def test_only_the_release_worker_is_on_the_serving_network_at_fixed_addresses():
     for key, default in (("RICE_SERVING_SUBNET", str(subnet)),
                          ("RICE_SERVING_ADDRESSES", addresses.group(1))):
         assert ENV_EXAMPLE[key] == default, key
+
+
+def test_the_release_worker_restores_what_served_before_it_takes_a_task():
+    """After `docker compose down` and `up`: the proxy and the stable container come back
+    before the first task, and a restore that fails never keeps the worker from starting."""
+    first, last = SERVICES["airflow-worker-docker"]["command"][0].strip().splitlines()
+    assert first.startswith("rice-mlops serving restore || echo ")
+    assert last.startswith("exec airflow celery worker")
 
 
 def test_the_serving_proxy_image_is_pinned_too():
