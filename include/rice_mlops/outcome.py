@@ -96,6 +96,7 @@ class Drift:
 
     summary: str
     labelling_waiting: int | None = None
+    labelling_queue: str | None = None  # where the images wait (the release zone's path)
 
 
 def answering_drift(outcome: Outcome, drift: Drift | None) -> Outcome:
@@ -105,8 +106,9 @@ def answering_drift(outcome: Outcome, drift: Drift | None) -> Outcome:
         return outcome
     if outcome.kind == "unchanged":
         waiting = drift.labelling_waiting
+        where = f" ({drift.labelling_queue})" if drift.labelling_queue else ""
         queue = (f"{waiting:,} image{'' if waiting == 1 else 's'} waiting in the labelling "
-                 "queue; " if waiting is not None else "")
+                 f"queue{where}; " if waiting is not None else "")
         return replace(outcome, note=f"{drift.summary}; no new labelled data: {queue}not "
                                      "retrained (add labelled images under the data root: "
                                      "the next run, push, nightly or drift, retrains on them)")
@@ -128,4 +130,8 @@ def latest_drift(events) -> Drift | None:
     summary = (f"v{version}: {extra['summary']}" if version else extra["summary"])[:300]
     waiting = extra.get("labelling_waiting")
     valid = isinstance(waiting, int) and not isinstance(waiting, bool) and waiting >= 0
-    return Drift(summary, waiting if valid else None)
+    queue = extra.get("labelling_queue")
+    # A path for people to read in the note: printable, bounded, or left out.
+    shown = queue if isinstance(queue, str) and queue.isprintable() and len(queue) <= 200 \
+        else None
+    return Drift(summary, waiting if valid else None, shown if valid else None)

@@ -115,6 +115,7 @@ def test_brighter_light_is_drift_with_its_evidence_everywhere(airflow_pg, monito
     queued = sorted(serving.labelling_dir.glob("*.jpg"))
     assert record["labelling_waiting"] == len(queued) > 0
     assert event["extra"]["labelling_waiting"] == record["labelling_waiting"]
+    assert record["labelling_queue"] == str(serving.labelling_dir)
     sample = json.loads(queued[-1].with_suffix(".json").read_text())
     assert sample["model_version"] == version and sample["predicted"] in sample["probabilities"]
     assert airflow_pg.note("monitor-bright", MONITORING_DAG_ID).endswith(record["summary"])

@@ -226,29 +226,42 @@ def test_a_run_started_by_drift_names_it_and_says_why_nothing_was_retrained():
               _Event("2026-12-03 11:00:00+00:00", {"summary": "drift in input mean_g (p=3e-07)"
                                                     ", 2,400 predictions",
                                                     "model_version": "7",
-                                                    "labelling_waiting": 1800}),
+                                                    "labelling_waiting": 1800,
+                                                    "labelling_queue": "/srv/rice/labelling"}),
               _Event("2026-12-03 12:00:00+00:00", "not a dict"),
               _Event("2026-12-03 13:00:00+00:00", {"summary": 42})]
     drift = latest_drift(events)
-    assert drift == Drift("v7: drift in input mean_g (p=3e-07), 2,400 predictions", 1800)
+    assert drift == Drift("v7: drift in input mean_g (p=3e-07), 2,400 predictions", 1800,
+                          "/srv/rice/labelling")
     unchanged = Outcome("unchanged", "unchanged: data and code equal v7's", "success", False)
     answered = answering_drift(unchanged, drift)
     assert answered.kind == "unchanged" and answered.state == "success"
     assert answered.note.startswith(
-        f"{drift.summary}; no new labelled data: 1,800 images waiting in the labelling queue; "
-        "not retrained")
+        f"{drift.summary}; no new labelled data: 1,800 images waiting in the labelling queue "
+        "(/srv/rice/labelling); not retrained")
     shipped = Outcome("shipped", "shipped v8: test accuracy 99.50 %", "success", False)
     assert answering_drift(shipped, drift).note == f"{shipped.note} (answers {drift.summary})"
     assert answering_drift(shipped, latest_drift([])) == shipped  # a push, the cron
+
+
+@pytest.mark.parametrize("queue", ["/srv/q\n; rm -rf /", "x" * 201, 42, None])
+def test_a_labelling_queue_path_that_is_not_plain_text_is_left_out_of_the_note(queue):
+    from rice_mlops.outcome import latest_drift
+
+    extra = {"summary": "drift in confidence (p=1e-05)", "labelling_waiting": 3,
+             "labelling_queue": queue}
+    drift = latest_drift([_Event("2026-12-03 10:00:00+00:00", extra)])
+    assert drift.labelling_waiting == 3 and drift.labelling_queue is None
 
 
 @pytest.mark.parametrize("waiting", [None, -1, True, "180", 1.5])
 def test_a_drift_event_without_a_usable_labelling_count_says_nothing_about_a_queue(waiting):
     from rice_mlops.outcome import Outcome, answering_drift, latest_drift
 
-    extra = {"summary": "drift in confidence (p=1e-05)", "labelling_waiting": waiting}
+    extra = {"summary": "drift in confidence (p=1e-05)", "labelling_waiting": waiting,
+             "labelling_queue": "/srv/rice/labelling"}
     drift = latest_drift([_Event("2026-12-03 10:00:00+00:00", extra)])
-    assert drift.labelling_waiting is None
+    assert drift.labelling_waiting is None and drift.labelling_queue is None
     unchanged = Outcome("unchanged", "unchanged: data and code equal v7's", "success", False)
     assert answering_drift(unchanged, drift).note.startswith(
         "drift in confidence (p=1e-05); no new labelled data: not retrained (add labelled")

@@ -28,7 +28,7 @@ from rice_mlops.vocabulary import (
 
 log = logging.getLogger(__name__)
 EVENT_KEYS = ("model_version", "verdict", "summary", "predictions", "since", "until",
-              "checks", "monitoring_run_id", "labelling_waiting")
+              "checks", "monitoring_run_id", "labelling_waiting", "labelling_queue")
 
 
 def window_start(stored: str | None, now: float, max_hours: int) -> float:
@@ -85,6 +85,7 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
               "until": round(now, 3), **report.as_dict()}
     if settings.labelling_sample_rate > 0:  # what a drift note can point people to
         record["labelling_waiting"] = waiting(serving.labelling_dir)[0]
+        record["labelling_queue"] = str(serving.labelling_dir)
     record["monitoring_run_id"] = _log_run(record, reference, window, report,
                                            serving.root / "predictions")
     if report.verdict != "not enough data":  # a short window grows into the next one
