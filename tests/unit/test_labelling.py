@@ -84,7 +84,7 @@ def test_the_queue_stops_at_its_image_and_byte_caps_and_counts_what_it_drops(tmp
     drops, kept = [], []
     queue = _queue(tmp_path, drops, kept, max_images=3)
     for index in range(6):
-        queue.offer("image/jpeg", image, {"request_id": f"r{index}"})
+        queue.offer("image/jpeg", image, lambda i=index: {"request_id": f"r{i}"})
     queue.close()
     assert waiting(tmp_path)[0] == 3 and len(kept) == 3 and len(drops) == 3
     assert len(list(tmp_path.glob("*.json"))) == 3
@@ -93,12 +93,12 @@ def test_the_queue_stops_at_its_image_and_byte_caps_and_counts_what_it_drops(tmp
     by_bytes = tmp_path / "bytes"
     queue = _queue(by_bytes, drops, kept, max_bytes=2 * len(image) + 1)
     for index in range(4):
-        queue.offer("image/jpeg", image, {"request_id": f"r{index}"})
+        queue.offer("image/jpeg", image, lambda i=index: {"request_id": f"r{i}"})
     queue.close()
     assert waiting(by_bytes) == (2, 2 * len(image)) and len(drops) == 2
     # A server started again counts what is already there against the caps.
     again = _queue(by_bytes, drops, kept, max_bytes=2 * len(image) + 1)
-    again.offer("image/jpeg", image, {})
+    again.offer("image/jpeg", image, dict)
     again.close()
     assert waiting(by_bytes)[0] == 2 and len(drops) == 3
 
@@ -111,7 +111,7 @@ def test_a_stalled_writer_drops_samples_instead_of_holding_requests(tmp_path):
                            extract=lambda _type, body: (stalled.wait(10), body)[1],
                            on_sampled=lambda: kept.append(1), on_drop=lambda: drops.append(1))
     for index in range(40):
-        queue.offer("image/jpeg", image, {"request_id": f"r{index}"})  # returns at once
+        queue.offer("image/jpeg", image, lambda i=index: {"request_id": f"r{i}"})  # returns at once
     assert 40 - 8 - 1 <= len(drops) <= 40 - 8  # the writer may hold one besides the queue
     stalled.set()
     queue.close()
@@ -131,7 +131,7 @@ def test_a_full_disk_is_a_counted_drop_and_leaves_no_half_pair(tmp_path, monkeyp
     monkeypatch.setattr(labelling, "_create", disk_full_at_the_image)
     drops, kept = [], []
     queue = _queue(tmp_path, drops, kept)
-    queue.offer("image/jpeg", jpeg_bytes(rng_images(1, size=40)[0]), {})
+    queue.offer("image/jpeg", jpeg_bytes(rng_images(1, size=40)[0]), dict)
     queue.close()
     assert drops == [1] and not kept and not list(tmp_path.iterdir())
 
@@ -153,10 +153,22 @@ def test_a_link_planted_in_the_queue_is_never_followed(tmp_path):
     assert target.read_text() == "untouched"
 
 
+def test_a_request_not_drawn_for_the_sample_makes_no_record(tmp_path):
+    def never():
+        raise AssertionError("a record was made for a request that is not sampled")
+
+    queue = LabellingQueue(tmp_path, rate=0.0, max_images=10, max_bytes=10**6,
+                           extract=lambda _type, body: body, on_sampled=never, on_drop=never)
+    for _ in range(100):
+        queue.offer("image/jpeg", jpeg_bytes(rng_images(1, size=40)[0]), never)
+    queue.close()
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_body_that_is_not_a_jpeg_or_png_is_not_kept(tmp_path):
     drops, kept = [], []
     queue = _queue(tmp_path, drops, kept)
-    queue.offer("image/jpeg", b"GIF89a...", {})
+    queue.offer("image/jpeg", b"GIF89a...", dict)
     queue.close()
     assert drops == [1] and not list(tmp_path.iterdir())
 

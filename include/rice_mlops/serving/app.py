@@ -148,7 +148,8 @@ class ServingApp:
             answer = self._answer(probabilities[0])
             await reply.json(HTTPStatus.OK, answer)
             if self.labelling is not None:
-                self.labelling.offer(content_type, body, self._sample_record(headers, answer))
+                self.labelling.offer(content_type, body,
+                                     lambda: self._sample_record(headers, answer))
         self._log(headers, path, probabilities, pixels)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive, reply: _Reply) -> bytes:

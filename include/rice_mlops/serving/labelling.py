@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 IMAGE_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG\r\n\x1a\n": ".png"}
+_SUFFIXES = tuple(IMAGE_SUFFIXES.values())
 # Bodies waiting for the writer: the queue bounds what sampling can make the server hold.
 QUEUED_SAMPLES = 8
 MAX_SAMPLED_BODY = 2 * 1024 * 1024
@@ -45,7 +46,7 @@ def waiting(directory: Path, limit: int = 1_000_000) -> tuple[int, int]:
             for seen, entry in enumerate(entries):
                 if seen >= limit:
                     break
-                if entry.name.endswith(tuple(IMAGE_SUFFIXES.values())) and entry.is_file(
+                if entry.name.endswith(_SUFFIXES) and entry.is_file(
                         follow_symlinks=False):
                     count += 1
                     size += entry.stat(follow_symlinks=False).st_size
@@ -73,15 +74,16 @@ class LabellingQueue:
                                          daemon=True)
         self._thread.start()
 
-    def offer(self, content_type: str, body: bytes, record: dict) -> None:
-        """On the request's path: a random draw, then a queued body or nothing."""
+    def offer(self, content_type: str, body: bytes, record: Callable[[], dict]) -> None:
+        """On the request's path: a random draw, then a queued body or nothing; `record`
+        (what a labeller sees beside the image) is made only for a sample."""
         if random.random() >= self.rate:  # noqa: S311 (a sample, not a secret)
             return
         if len(body) > MAX_SAMPLED_BODY:
             self._on_drop()
             return
         try:
-            self._queue.put_nowait((content_type, body, record))
+            self._queue.put_nowait((content_type, body, record()))
         except queue.Full:
             self._on_drop()
 

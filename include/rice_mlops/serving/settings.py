@@ -83,11 +83,8 @@ class Settings:
             if not raw:
                 continue
             default = getattr(defaults, field.name)
-            values[field.name] = _parsed(name, raw, default, zero_ok=field.name in _ZERO_OK)
-        if values.get("labelling_sample_rate", 0.0) > 1:
-            raise SettingsError("RICE_SERVING_LABELLING_SAMPLE_RATE="
-                                f"{values['labelling_sample_rate']:g} is out of bounds; it "
-                                "accepts a fraction from 0 to 1 (0: no sample): change it")
+            values[field.name] = _parsed(name, raw, default, zero_ok=field.name in _ZERO_OK,
+                                         high=_HIGHEST.get(field.name))
         if "inference_slots" not in values:
             values["inference_slots"] = max(1, min(os.cpu_count() or 1, 4))
         return cls(**values)
@@ -103,22 +100,24 @@ _ENV_NAMES = {"model_dir": "RICE_MODEL_DIR", "model_public_key": "RICE_MODEL_PUB
 
 
 _ZERO_OK = {"port", "labelling_sample_rate"}
+_HIGHEST = {"labelling_sample_rate": 1.0}  # a share of requests
 
 
-def _parsed(name: str, raw: str, default, zero_ok: bool):
+def _parsed(name: str, raw: str, default, zero_ok: bool, high: float | None = None):
     """`raw` as the type of `default`; a number must be finite and positive (or 0 with
-    `zero_ok`)."""
+    `zero_ok`), and at most `high` when given."""
     kind = type(default)
     if kind is str:
         return raw
     what = "an integer" if kind is int else "a number"
-    accepts = f"{what} {'≥' if zero_ok else '>'} 0"
+    accepts = f"{what} {'≥' if zero_ok else '>'} 0" + (f" and ≤ {high:g}" if high else "")
     todo = f"change it, or unset it for the default ({default})"
     try:
         value = kind(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not {what}; it accepts {accepts}: {todo}"
                             ) from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or \
+            (high is not None and value > high):
         raise SettingsError(f"{name}={raw} is out of bounds; it accepts {accepts}: {todo}")
     return value
