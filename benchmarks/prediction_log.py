@@ -42,14 +42,6 @@ SERVE = ("from rice_mlops.serving.server import serve;"
          "serve(Settings.from_env())")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def model_dir(root: Path) -> Path:
     import keras
 
@@ -68,22 +60,16 @@ def model_dir(root: Path) -> Path:
 
 
 def start(stack: ExitStack, model: Path, extra: dict[str, str]) -> int:
+    from serving import free_port, wait_ping  # the serving benchmark's own helpers
+
     port = free_port()
     env = {**os.environ, "RICE_MODEL_DIR": str(model), "RICE_HOST": "127.0.0.1",
            "RICE_PORT": str(port), "RICE_SERVING_INFERENCE_SLOTS": "2",
            "PYTHONPATH": str(REPO / "include"), "RICE_LOG_LEVEL": "WARNING", **extra}
     process = subprocess.Popen([sys.executable, "-c", SERVE], env=env)
     stack.callback(lambda: (process.terminate(), process.wait(30)))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ping")
-            if connection.getresponse().status == 200:
-                return port
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"the server on {port} did not answer /ping in 60 s")
+    wait_ping(port, time.perf_counter(), timeout=60)
+    return port
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -27,6 +27,15 @@ def lines(directory) -> list[dict]:
     return [json.loads(line) for line in (directory / FILE_NAME).read_text().splitlines()]
 
 
+def stalled_writer(log: PredictionLog) -> threading.Event:
+    """Make the log's writer hang on each line until the returned event is set."""
+    stalled = threading.Event()
+    handler = log._listener.handlers[0]
+    emit = handler.emit
+    handler.emit = lambda record: (stalled.wait(10), emit(record))
+    return stalled
+
+
 @pytest.fixture
 def logged(model_dir, tmp_path):  # noqa: F811
     directory = tmp_path / "log"
@@ -83,10 +92,7 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
     drops = []
     log = PredictionLog(tmp_path, max_bytes=10**6, backups=1, queue_size=5,
                         on_drop=lambda: drops.append(1))
-    stalled = threading.Event()
-    handler = log._listener.handlers[0]
-    emit = handler.emit
-    handler.emit = lambda record: (stalled.wait(10), emit(record))  # a disk that hangs
+    stalled = stalled_writer(log)  # a disk that hangs
     for index in range(50):
         log.record(request_id=f"r{index}")  # returns at once, whatever the disk does
     assert 50 - 5 - 1 <= len(drops) <= 50 - 5  # one record may already be in the writer's hand
@@ -133,10 +139,7 @@ def test_pixels_waiting_for_their_statistics_are_bounded_in_bytes(tmp_path, monk
     drops = []
     log = PredictionLog(tmp_path, max_bytes=10**6, backups=1, queue_size=10_000,
                         on_drop=lambda: drops.append(1))
-    stalled = threading.Event()
-    handler = log._listener.handlers[0]
-    emit = handler.emit
-    handler.emit = lambda record: (stalled.wait(10), emit(record))
+    stalled = stalled_writer(log)
     image = np.full((1, 64, 64, 3), 90, dtype=np.uint8)
     for index in range(10):
         log.record(pixels=image, request_id=f"r{index}")  # returns at once

@@ -85,10 +85,13 @@ class Layout:
         return f"http://{self.host(slot)}:{self.port(slot)}"
 
     @property
-    def proxy_url(self) -> str:
+    def proxy_host(self) -> str:
         """Where the release worker reaches the proxy (users: 127.0.0.1:proxy_port)."""
-        host = self.addresses[0] if self.network else "127.0.0.1"
-        return f"http://{host}:{self.proxy_port}"
+        return self.addresses[0] if self.network else "127.0.0.1"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.proxy_host}:{self.proxy_port}"
 
     @property
     def listen_host(self) -> str:
@@ -103,7 +106,7 @@ class Layout:
         """The container's network arguments for `slot` ("proxy" or a serving slot)."""
         if not self.network:
             return {"network_mode": "host"}
-        address = self.addresses[0] if slot == "proxy" else self.host(slot)
+        address = self.proxy_host if slot == "proxy" else self.host(slot)
         endpoint = client.api.create_endpoint_config(ipv4_address=address)
         arguments = {"network": self.network, "networking_config": {self.network: endpoint}}
         if slot == "proxy":  # the one door: the host's loopback, nothing wider
