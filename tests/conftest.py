@@ -108,7 +108,16 @@ _COMPOSE_IMAGES: list[Future] = []
 
 
 @pytest.fixture(scope="session")
-def shared_compose_stack(docker_engine, small_real_dataset):
+def compose_dataset(real_data, tmp_path_factory):
+    """The compose stack's own copy of the small real subset: the chaos suite files newly
+    labelled images into it, and no other stack trains on what that changes."""
+    root = tmp_path_factory.mktemp("compose-rice")
+    root.chmod(0o755)
+    return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
+
+
+@pytest.fixture(scope="session")
+def shared_compose_stack(docker_engine, compose_dataset):
     """The one docker-compose stack of a session (tests/integration/test_compose_stack.py and
     tests/chaos): `train` on the training-queue profile's worker, the small real subset. The
     tests that use it run last (see pytest_collection_modifyitems), so it is up only then."""
@@ -116,12 +125,14 @@ def shared_compose_stack(docker_engine, small_real_dataset):
                              for name in AIRFLOW_SERVICES}}
     # Its failure is raised here, in the tests that need the images, not where it began.
     images = _COMPOSE_IMAGES[0].result() if _COMPOSE_IMAGES else build_images(docker_engine)
-    with compose_stack(small_real_dataset, images,
+    with compose_stack(compose_dataset, images,
                        logs=REPO / "test-artifacts" / "compose-stack.log",
                        profiles=("training-queue",), override=override,
                        # a volume tests/chaos can fill (mounting one needs root, as CI runs)
                        staging_tmpfs_mb=512 if os.geteuid() == 0 else None,
                        RICE_TRAIN_QUEUE="training", RICE_EPOCHS="15",
+                       # half the /predict images wait for labelling (the drift note counts them)
+                       RICE_LABELLING_SAMPLE_RATE="0.5",
                        # the subset is small (the default bar is 0.97)
                        RICE_MIN_TEST_ACCURACY="0.8", RICE_MIN_CLASS_RECALL="0.5") as running:
         yield running

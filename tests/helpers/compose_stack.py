@@ -250,6 +250,10 @@ COMPOSE_TEST_ENV = {
     # the rollout's own decisions are tested on the embedded stack (test_rollout_e2e.py).
     "RICE_ROLLOUT_MIN_AGREEMENT": "0",
     "RICE_ROLLOUT_MAX_P99_MS": "5000",
+    # The monitoring runs when test_compose_stack_monitoring.py triggers it, on a window it
+    # fills; its drift starts a training run (no cron here: drift alone schedules the DAG).
+    "RICE_MONITORING_SCHEDULE": "none",
+    "RICE_MONITORING_MIN_PREDICTIONS": "60",
 }
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker", "airflow-worker-docker",

@@ -88,33 +88,34 @@ class Airflow:
         response.raise_for_status()
         return response.json()
 
-    def unpause(self) -> None:
+    def unpause(self, dag_id: str = DAG_ID) -> None:
         for _ in range(150):  # the DAG processor may not have parsed it yet
-            if self.request("GET", f"/dags/{DAG_ID}", ok=(200, 404)).status_code == 200:
+            if self.request("GET", f"/dags/{dag_id}", ok=(200, 404)).status_code == 200:
                 break
             time.sleep(2)
-        self.request("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
 
-    def trigger(self, run_id: str, conf: dict) -> dict:
-        response = self.request("POST", f"/dags/{DAG_ID}/dagRuns", ok=(200, 409),
+    def trigger(self, run_id: str, conf: dict, dag_id: str = DAG_ID) -> dict:
+        response = self.request("POST", f"/dags/{dag_id}/dagRuns", ok=(200, 409),
                                 json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
         response.raise_for_status()
         return response.json()
 
-    def run(self, run_id: str) -> dict:
-        return self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
 
     def task(self, run_id: str, task_id: str) -> dict:
         return self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
 
-    def tasks(self, run_id: str) -> dict[str, dict]:
-        listed = self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", limit=100)
+    def tasks(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
+        listed = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)
         return {ti["task_id"]: ti for ti in listed["task_instances"]}
 
-    def xcom(self, run_id: str, task_id: str, key: str = "return_value"):
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value",
+             dag_id: str = DAG_ID):
         """The task's XCom under `key`, decoded by `xcom_value`; None when it pushed none, or
         when the API server gave no other answer within the request's patience."""
-        response = self.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
+        response = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/"
                                        f"{task_id}/xcomEntries/{key}", ok=(200, 404))
         return xcom_value(response.json()) if response.status_code == 200 else None
 
@@ -144,10 +145,10 @@ class Airflow:
             return None
         raise TimeoutError(f"{task_id} of {run_id} not in {sorted(states)} after {timeout:.0f}s")
 
-    def wait_run(self, run_id: str, timeout: float) -> dict:
+    def wait_run(self, run_id: str, timeout: float, dag_id: str = DAG_ID) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.run(run_id)
+            run = self.run(run_id, dag_id)
             if run["state"] in ("success", "failed"):
                 return run
             time.sleep(3)

@@ -7,17 +7,15 @@ with too few predictions says so and keeps its start."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from PIL import Image, ImageEnhance
 
 from rice_mlops.vocabulary import DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
 from tests.helpers.pipeline import NOTIFY
+from tests.helpers.prediction_stream import send_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STREAM = 80  # predictions per window (RICE_MONITORING_MIN_PREDICTIONS is 60 in this stack)
@@ -39,24 +37,6 @@ def served(stack):
     [trained_on] = run.inputs.dataset_inputs  # the run's own record of its images
     paths, _ = discover(Path(json.loads(trained_on.dataset.source)["uri"])).examples("test")
     return serving, stable.model_version, paths
-
-
-def send(url: str, paths: list[Path], brightness: float | None = None) -> None:
-    """STREAM test images spread over the sorted split (so over every class), as they are or
-    in `brightness` times the light."""
-    with httpx.Client(timeout=30) as client:
-        for i in range(STREAM):
-            path = paths[i * len(paths) // STREAM]
-            body = path.read_bytes()
-            if brightness is not None:
-                with Image.open(path) as image:
-                    rgb = ImageEnhance.Brightness(image.convert("RGB")).enhance(brightness)
-                encoded = io.BytesIO()
-                rgb.save(encoded, "JPEG", quality=95)
-                body = encoded.getvalue()
-            answer = client.post(f"{url}/predict", content=body,
-                                 headers={"Content-Type": "image/jpeg"})
-            assert answer.status_code == 200, answer.text
 
 
 def judged(stack, run_id: str) -> dict:
@@ -81,7 +61,7 @@ def monitored(airflow_pg, pushed):
 
 def test_a_stream_like_the_test_split_raises_nothing(airflow_pg, monitored):
     serving, version, paths = monitored
-    send(f"http://127.0.0.1:{serving.proxy_port}", paths)
+    send_stream(f"http://127.0.0.1:{serving.proxy_port}", paths, STREAM)
     time.sleep(1)  # the server's log thread writes just after each answer
     record = judged(airflow_pg, "monitor-same")
     assert record["verdict"] == "no drift", record
@@ -97,7 +77,7 @@ def test_brighter_light_is_drift_with_its_evidence_everywhere(airflow_pg, monito
     from mlflow import MlflowClient
 
     serving, version, paths = monitored
-    send(f"http://127.0.0.1:{serving.proxy_port}", paths, brightness=1.5)
+    send_stream(f"http://127.0.0.1:{serving.proxy_port}", paths, STREAM, brightness=1.5)
     time.sleep(1)
     record = judged(airflow_pg, "monitor-bright")
     assert record["verdict"] == "drift" and record["predictions"] == STREAM, record
@@ -150,7 +130,7 @@ def test_a_window_without_enough_predictions_says_so_and_keeps_its_start(airflow
 
 def test_a_second_drift_within_the_cooldown_raises_no_second_event(airflow_pg, monitored):
     serving, _, paths = monitored
-    send(f"http://127.0.0.1:{serving.proxy_port}", paths, brightness=1.5)
+    send_stream(f"http://127.0.0.1:{serving.proxy_port}", paths, STREAM, brightness=1.5)
     time.sleep(1)
     record = judged(airflow_pg, "monitor-bright-again")
     assert record["verdict"] == "drift"

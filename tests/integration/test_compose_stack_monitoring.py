@@ -1,0 +1,132 @@
+"""The monitoring loop (issue 23) on the compose stack, after its pushed run shipped and served
+(test_compose_stack.py, which runs first): the served version's test grains in brighter light,
+sent through the stack's serving endpoint on the host's loopback, are judged drift by
+`rice_monitoring` on the release worker. Its `rice_drift` event starts a training run (the
+stack has no cron, so drift alone schedules the DAG), and that run has no new labelled data:
+it does not train, and its note names the drift and where the labelling queue is. The images
+the queue kept are ones the stream sent, beside the answer they got. That labelled images
+then retrain is the chaos suite's faulted run (tests/chaos/test_pipeline_faults.py), so this
+module adds no training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rice_mlops.vocabulary import DAG_ID, DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
+from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.faults import Airflow
+from tests.helpers.prediction_stream import send_stream
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+STREAM = 80  # predictions in the window (RICE_MONITORING_MIN_PREDICTIONS is 60 in this stack)
+
+
+@dataclass
+class DriftLoop:
+    stack: ComposeStack
+    version: str  # the model version that serves
+    sent: dict[str, Path]  # sha256 of each body the stream sent -> its source image
+    record: dict  # check_drift's XCom
+    event: dict  # the rice_drift event
+    started: dict  # the training run the event started, finished
+    tasks: dict[str, str]  # that run's task states
+
+
+def _started_by_drift(api: Airflow, before: set[str], timeout: float = 180) -> dict:
+    """The training DAG's first asset-triggered run that is not in `before`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]
+        new = [r for r in runs if r["run_type"] == "asset_triggered"
+               and r["dag_run_id"] not in before]
+        if new:
+            return new[0]
+        time.sleep(2)
+    raise TimeoutError(f"no asset-triggered run of {DAG_ID} within {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def drift_loop(shared_compose_stack, compose_pushed_run) -> DriftLoop:
+    stack = shared_compose_stack
+    api = Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    state = json.loads((Path(stack.env["RICE_RELEASE_DIR"]) / "serving" / "state.json"
+                        ).read_text())
+    assert state["stable"], f"the pushed run served nothing: {state}"
+    api.unpause(MONITORING_DAG_ID)
+    # The window starts now: the earlier tests' few predictions are not this stream's.
+    api.request("POST", "/variables", ok=(201, 409), json={
+        "key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})})
+    api.request("PATCH", f"/variables/{MONITORING_WATERMARK}", json={
+        "key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})}
+    ).raise_for_status()
+    before = {r["dag_run_id"] for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]}
+    test_split = sorted((Path(stack.env["RICE_DATA_DIR"]) / "test").rglob("*.jpg"))
+    sent = send_stream(f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}", test_split,
+                       STREAM, brightness=1.5)
+    time.sleep(1)  # the server's log thread writes just after each answer
+    api.trigger("compose-monitor-bright", {}, dag_id=MONITORING_DAG_ID)
+    judged = api.wait_run("compose-monitor-bright", timeout=300, dag_id=MONITORING_DAG_ID)
+    assert judged["state"] == "success", {
+        task: ti["state"] for task, ti in
+        api.tasks("compose-monitor-bright", MONITORING_DAG_ID).items()}
+    record = api.xcom("compose-monitor-bright", "check_drift", dag_id=MONITORING_DAG_ID)
+    events = api.get("/assets/events", source_dag_id=MONITORING_DAG_ID,
+                     source_run_id="compose-monitor-bright")["asset_events"]
+    started = _started_by_drift(api, before)
+    finished = api.wait_run(started["dag_run_id"], timeout=600)
+    tasks = {task: ti["state"] for task, ti in api.tasks(started["dag_run_id"]).items()}
+    consumed = api.get(f"/dags/{DAG_ID}/dagRuns/{started['dag_run_id']}/upstreamAssetEvents")
+    [event] = [e for e in events if e["name"] == DRIFT_ASSET]
+    assert [e["id"] for e in consumed["asset_events"]] == [event["id"]], consumed
+    return DriftLoop(stack, state["stable"]["model_version"], sent, record, event, finished,
+                     tasks)
+
+
+def test_a_brighter_stream_is_drift_on_the_release_worker(drift_loop):
+    record = drift_loop.record
+    assert record["verdict"] == "drift" and record["predictions"] == STREAM, record
+    assert record["model_version"] == drift_loop.version
+    assert drift_loop.event["extra"]["summary"] == record["summary"]
+    assert drift_loop.event["extra"]["labelling_waiting"] == record["labelling_waiting"] > 0
+
+
+def test_the_run_drift_started_has_no_new_data_and_names_the_labelling_queue(drift_loop):
+    run, record = drift_loop.started, drift_loop.record
+    assert run["state"] == "success", drift_loop.tasks
+    assert run["conf"] in ({}, None), run["conf"]  # nothing widened: the deployment's request
+    assert drift_loop.tasks["check_changed"] == "success"
+    assert drift_loop.tasks["train"] == "skipped", drift_loop.tasks
+    waiting = record["labelling_waiting"]
+    assert run["note"] == (
+        f"v{drift_loop.version}: {record['summary']}; no new labelled data: {waiting:,} "
+        f"image{'' if waiting == 1 else 's'} waiting in the labelling queue "
+        f"({record['labelling_queue']}); not retrained (add labelled images under the data "
+        "root: the next run, push, nightly or drift, retrains on them)"), run["note"]
+
+
+def test_the_labelling_queue_holds_what_the_stream_sent(drift_loop):
+    """Half the stream (RICE_LABELLING_SAMPLE_RATE=0.5 here), byte for byte, each beside the
+    answer it got; the release worker's count is the queue's. The rest of the queue is what
+    reached the servers before: the rollout's replay of the smoke set and the earlier tests'
+    predictions, all of them the stack's own images as they are."""
+    queue = Path(drift_loop.record["labelling_queue"])
+    assert queue == Path(drift_loop.stack.env["RICE_RELEASE_DIR"]) / "serving" / "labelling"
+    images = sorted(queue.glob("*.jpg"))
+    assert len(images) == drift_loop.record["labelling_waiting"]
+    digests = {image: hashlib.sha256(image.read_bytes()).hexdigest() for image in images}
+    from_stream = [image for image, digest in digests.items() if digest in drift_loop.sent]
+    assert STREAM * 0.25 < len(from_stream) <= STREAM, (len(from_stream), len(images))
+    own = {hashlib.sha256(path.read_bytes()).hexdigest()
+           for path in Path(drift_loop.stack.env["RICE_DATA_DIR"]).rglob("*.jpg")}
+    assert {image.name for image, digest in digests.items()
+            if digest not in drift_loop.sent and digest not in own} == set()
+    for image in from_stream:
+        answer = json.loads(image.with_suffix(".json").read_text())
+        assert answer["model_version"] == drift_loop.version
+        assert answer["predicted"] in answer["probabilities"]
