@@ -8,6 +8,8 @@ runs; the registry is stopped before `push_image` starts (while the image is bui
 the build nor the smoke test needs it) and given back once the push's first attempt failed;
 the scheduler, DAG processor and triggerer are SIGKILLed once `smoke_test` runs.
 Each test asserts its own fault's outcome and the run's ledger (tests/helpers/faults.py).
+The run trains because newly labelled images were filed into the stack's data first (issue
+23's loop: after a drift note, labelled images retrain), not because it is forced.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.datasets import file_labelled
 from tests.helpers.faults import (
     Airflow,
     Background,
@@ -45,6 +49,8 @@ from tests.helpers.faults import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EPOCHS = 15  # RICE_EPOCHS of the shared stack (tests/conftest.py)
+TRAIN_PER_CLASS = 100  # the stack's subset (tests/conftest.py: compose_dataset)
+LABELLED_PER_CLASS = 4
 RESTARTED_BY_KILL = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
 
@@ -90,7 +96,7 @@ def _inject(record: dict, when: str, ti: dict | None, **details) -> None:
 
 
 @pytest.fixture(scope="module")
-def faulted_run(shared_compose_stack) -> FaultedRun:
+def faulted_run(shared_compose_stack, real_data) -> FaultedRun:
     stack = shared_compose_stack
     api = Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
     mlflow = Mlflow(stack.mlflow, stack.mlflow_pipeline)
@@ -102,8 +108,12 @@ def faulted_run(shared_compose_stack) -> FaultedRun:
         "train_worker_sigkill", "mlflow_restart", "postgres_restart", "registry_stop",
         "scheduler_kill")}
     background = Background()
-    # force: data and code equal the champion test_compose_stack.py promoted
-    api.trigger(run_id, {"force": True, "source_commit": commit, "source_ref": "refs/heads/main",
+    # Newly labelled images, as people file them after a drift note: the run retrains on
+    # them because the data changed since the champion test_compose_stack.py promoted (no
+    # force), which test_labelled_images_are_what_makes_the_run_retrain checks.
+    labelled = file_labelled(real_data, Path(stack.env["RICE_DATA_DIR"]), LABELLED_PER_CLASS)
+    assert all(len(files) == LABELLED_PER_CLASS for files in labelled.values()), labelled
+    api.trigger(run_id, {"source_commit": commit, "source_ref": "refs/heads/main",
                          "source_repository": "local/rice-mlops"})
 
     def kill_train_worker(record):
@@ -296,3 +306,16 @@ def test_scheduler_dag_processor_and_triggerer_killed_mid_run(faulted_run, chaos
     assert record.get("services") == sorted(RESTARTED_BY_KILL), record
     assert record.get("service_back_s") is not None, record
     _assert_recovered(run, record)
+
+
+def test_labelled_images_are_what_makes_the_run_retrain(faulted_run):
+    """The images filed since the champion change the dataset, so the run trains without
+    `force`, on every one of them."""
+    freshness = faulted_run.api.xcom(faulted_run.run_id, "check_changed")
+    assert freshness["train"] is True and freshness["reason"] == \
+        "dataset or training code changed", freshness
+    assert "force" not in faulted_run.api.run(faulted_run.run_id)["conf"]
+    counts = faulted_run.api.xcom(faulted_run.run_id, "validate_data")["counts"]
+    assert counts["train"] == {cls: TRAIN_PER_CLASS + LABELLED_PER_CLASS
+                               for cls in counts["train"]}, counts
+    assert faulted_run.states("train")[-1] == "success"

@@ -21,3 +21,16 @@ def copy_subset(source: Path, target: Path, per_split: dict[str, int]) -> Path:
             for image in sorted((source / split / cls).iterdir())[:count]:
                 shutil.copy2(image, out / image.name)
     return target
+
+
+def file_labelled(source: Path, target: Path, per_class: int) -> dict[str, list[Path]]:
+    """What a labeller does: `per_class` images of each class that `target` does not hold yet,
+    filed under their class in its train split ({class: the files added})."""
+    added = {}
+    for cls in CLASSES:
+        out = target / "train" / cls
+        held = {image.name for image in out.iterdir()}
+        fresh = [image for image in sorted((source / "train" / cls).iterdir())
+                 if image.name not in held][:per_class]
+        added[cls] = [Path(shutil.copy2(image, out / image.name)) for image in fresh]
+    return added
