@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/prediction_log.py [--data ../shared/rice] [--requests 1500]
 
-Three servers of the same model run side by side as separate processes on loopback, as the
+Five servers of the same model run side by side as separate processes on loopback, as the
 serving image runs them (`rice_mlops.serving.server.serve`, 2 inference slots): one without a
 log, one with the prediction log, one with the log and the labelling queue sampling every
-image (its worst case; deployments sample a small share). The model is the default
+image (its worst case; deployments sample a small share), and two at their caps: a log whose
+files are full (it rotates every few lines) and a labelling queue that is full (every sampled
+image refused and counted on /metrics). The model is the default
 architecture at the default size (64 px, 5 classes), untrained: latency does not depend on the
 weights. Real rice JPEGs are sent sequentially on one keep-alive connection per server,
 in blocks of 50 requests that take turns (off, log, log+labelling, off, ...) so the machine's
@@ -105,12 +107,22 @@ def summarised(times: dict[str, list[float]]) -> dict:
     summary = {name: {"p50_ms": round(statistics.median(v), 3),
                       "p99_ms": round(percentile(v, 0.99), 3), "n": len(v)}
                for name, v in times.items()}
-    for name in ("log", "log_and_labelling"):
+    for name in ("log", "log_and_labelling", "log_at_cap", "labelling_full"):
         summary[f"{name}_added_p50_percent"] = round(
             100 * (summary[name]["p50_ms"] / summary["off"]["p50_ms"] - 1), 1)
         summary[f"{name}_added_p99_percent"] = round(
             100 * (summary[name]["p99_ms"] / summary["off"]["p99_ms"] - 1), 1)
     return summary
+
+
+def dropped(connection: http.client.HTTPConnection) -> dict[str, float]:
+    """The server's own counts of what its log and labelling queue wrote and dropped."""
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    text = response.read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith(("rice_serving_prediction_log", "rice_serving_labelling"))
+            and "_total" in line.split()[0]}
 
 
 def main() -> int:
@@ -136,7 +148,17 @@ def main() -> int:
                                   "RICE_SERVING_LABELLING_DIR": str(root / "labelling"),
                                   "RICE_SERVING_LABELLING_SAMPLE_RATE": "1",
                                   "RICE_SERVING_LABELLING_MAX_IMAGES": "1000000",
-                                  "RICE_SERVING_LABELLING_MAX_BYTES": str(10**10)}}
+                                  "RICE_SERVING_LABELLING_MAX_BYTES": str(10**10)},
+            # Both at their caps: the log's files full, so it rotates every ~10 lines (its
+            # worst case), and a labelling queue already holding its one image, so every
+            # sampled image is refused and counted.
+            "log_at_cap": {"RICE_SERVING_PREDICTION_LOG_DIR": str(root / "log3"),
+                           "RICE_SERVING_PREDICTION_LOG_MAX_BYTES": "4096",
+                           "RICE_SERVING_PREDICTION_LOG_BACKUPS": "1"},
+            "labelling_full": {"RICE_SERVING_PREDICTION_LOG_DIR": str(root / "log4"),
+                               "RICE_SERVING_LABELLING_DIR": str(root / "labelling2"),
+                               "RICE_SERVING_LABELLING_SAMPLE_RATE": "1",
+                               "RICE_SERVING_LABELLING_MAX_IMAGES": "1"}}
         connections = {name: http.client.HTTPConnection(
             "127.0.0.1", start(stack, model, extra), timeout=30)
             for name, extra in variants.items()}
@@ -147,6 +169,12 @@ def main() -> int:
         time.sleep(1)  # the writers catch up before the files are counted
         results["log_lines_written"] = sum(1 for _ in (root / "log" / "predictions.jsonl").open())
         results["labelling_images_kept"] = len(list((root / "labelling").glob("*.jpg")))
+        results["at_cap"] = {
+            "log_files": sorted(p.name for p in (root / "log3").iterdir()),
+            "log_bytes_on_disk": sum(p.stat().st_size for p in (root / "log3").iterdir()),
+            "labelling_images_kept": len(list((root / "labelling2").glob("*.jpg"))),
+            "metrics": {name: dropped(connections[name]) for name in ("log_at_cap",
+                                                                      "labelling_full")}}
         results["paced_rate_rps"] = args.rate
     record("prediction_log", {"load_average_1m": round(os.getloadavg()[0], 2), **results})
     return 0

@@ -153,6 +153,41 @@ def test_a_link_planted_in_the_queue_is_never_followed(tmp_path):
     assert target.read_text() == "untouched"
 
 
+def test_a_full_queue_drops_on_the_request_path_until_a_scan_finds_room(tmp_path,
+                                                                          monkeypatch):
+    """Once the writer finds the queue full, a sample is dropped and counted without a
+    record made or a body queued; when a labeller has taken images away, the next scan
+    (RESCAN_SECONDS after the queue was found full) lets samples in again."""
+    import time
+
+    import rice_mlops.serving.labelling as labelling
+
+    monkeypatch.setattr(labelling, "RESCAN_SECONDS", 2.0)
+    image = jpeg_bytes(rng_images(1, size=40)[0])
+    drops, kept = [], []
+    queue = _queue(tmp_path, drops, kept, max_images=1)
+    queue.offer("image/jpeg", image, dict)
+    queue.offer("image/jpeg", image, dict)  # the writer finds no room for this one
+    deadline = time.monotonic() + 10
+    while len(kept) + len(drops) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def never():
+        raise AssertionError("a record was made while the queue is known to be full")
+
+    for _ in range(20):
+        queue.offer("image/jpeg", image, never)
+    assert len(kept) == 1 and len(drops) == 21
+    for path in tmp_path.iterdir():  # a labeller takes the queued image away
+        path.unlink()
+    time.sleep(2.1)
+    queue.offer("image/jpeg", image, lambda: {"request_id": "after"})
+    queue.close()
+    assert len(kept) == 2 and waiting(tmp_path)[0] == 1
+    assert json.loads(next(tmp_path.glob("*.json")).read_text()) == {"request_id": "after"}
+
+
 def test_a_request_not_drawn_for_the_sample_makes_no_record(tmp_path):
     def never():
         raise AssertionError("a record was made for a request that is not sampled")
