@@ -19,7 +19,7 @@ from tests.helpers.compose_stack import (
     compose_stack,
     stack_order,
 )
-from tests.helpers.datasets import REAL_DATA, copy_subset
+from tests.helpers.datasets import REAL_DATA, SMALL_SUBSET, copy_subset
 from tests.helpers.loaded_run import LoadedRun, push_under_load
 from tests.helpers.mlflow_server import MlflowServer
 from tests.helpers.paths import REPO
@@ -76,7 +76,7 @@ def small_real_dataset(real_data, tmp_path_factory):
     """100 / 20 / 20 real images per class: enough for a model that classifies well."""
     root = tmp_path_factory.mktemp("small-rice")
     root.chmod(0o755)
-    return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
+    return copy_subset(real_data, root, SMALL_SUBSET)
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +113,7 @@ def compose_dataset(real_data, tmp_path_factory):
     labelled images into it, and no other stack trains on what that changes."""
     root = tmp_path_factory.mktemp("compose-rice")
     root.chmod(0o755)
-    return copy_subset(real_data, root, {"train": 100, "val": 20, "test": 20})
+    return copy_subset(real_data, root, SMALL_SUBSET)
 
 
 @pytest.fixture(scope="session")

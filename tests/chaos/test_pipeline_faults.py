@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.datasets import file_labelled
+from tests.helpers.datasets import SMALL_SUBSET, file_labelled
 from tests.helpers.faults import (
     Airflow,
     Background,
@@ -49,7 +49,6 @@ from tests.helpers.faults import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EPOCHS = 15  # RICE_EPOCHS of the shared stack (tests/conftest.py)
-TRAIN_PER_CLASS = 100  # the stack's subset (tests/conftest.py: compose_dataset)
 LABELLED_PER_CLASS = 4
 RESTARTED_BY_KILL = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
@@ -316,6 +315,6 @@ def test_labelled_images_are_what_makes_the_run_retrain(faulted_run):
         "dataset or training code changed", freshness
     assert "force" not in faulted_run.api.run(faulted_run.run_id)["conf"]
     counts = faulted_run.api.xcom(faulted_run.run_id, "validate_data")["counts"]
-    assert counts["train"] == {cls: TRAIN_PER_CLASS + LABELLED_PER_CLASS
+    assert counts["train"] == {cls: SMALL_SUBSET["train"] + LABELLED_PER_CLASS
                                for cls in counts["train"]}, counts
     assert faulted_run.states("train")[-1] == "success"

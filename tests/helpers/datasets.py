@@ -10,6 +10,8 @@ from tests.helpers.paths import REPO
 
 REAL_DATA = Path(os.environ.get("RICE_REAL_DATA", REPO.parent / "shared" / "rice"))
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
+# Images per class per split: enough for a model that classifies well.
+SMALL_SUBSET = {"train": 100, "val": 20, "test": 20}
 
 
 def copy_subset(source: Path, target: Path, per_split: dict[str, int]) -> Path:
