@@ -147,13 +147,15 @@ def slow(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
 @contextmanager
 def steady_client(url: str, images: list[tuple[bytes, str]], rate: float = 20.0):
     """A user of the endpoint, apart from the rollout's own replay: a steady stream of at
-    most `rate` images a second until the block ends; yields the answers (status,
+    most `rate` images a second until the block ends, each on a new connection (a client kept
+    alive across a proxy reload can meet HTTP's own idle-close race, which the README
+    describes; every error seen here is the service's); yields the answers (status,
     X-Request-Id) as they come."""
     answers: list[tuple[int, str | None]] = []
     done = threading.Event()
 
     def call() -> None:
-        with httpx.Client(timeout=30) as session:
+        with httpx.Client(timeout=30, headers={"Connection": "close"}) as session:
             while not done.wait(1 / rate):
                 body, kind = images[len(answers) % len(images)]
                 try:

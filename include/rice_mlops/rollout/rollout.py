@@ -97,7 +97,11 @@ class Replayer:
         next_at = [time.monotonic()]
 
         def worker(offset: int) -> None:
-            with httpx.Client(timeout=30) as client:
+            # A new connection per request, as a client arriving fresh: a proxy reload closes
+            # idle kept-alive connections, and a request sent on one at that instant fails by
+            # HTTP's own race, which is no measure of the service (the CI run of 2026-12-03
+            # counted one such 0 against a rollback).
+            with httpx.Client(timeout=30, headers={"Connection": "close"}) as client:
                 index = offset
                 while True:
                     with self._lock:
