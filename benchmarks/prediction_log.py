@@ -117,12 +117,14 @@ def summarised(times: dict[str, list[float]]) -> dict:
 
 def dropped(connection: http.client.HTTPConnection) -> dict[str, float]:
     """The server's own counts of what its log and labelling queue wrote and dropped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     connection.request("GET", "/metrics")
-    response = connection.getresponse()
-    text = response.read().decode()
-    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-            if line.startswith(("rice_serving_prediction_log", "rice_serving_labelling"))
-            and "_total" in line.split()[0]}
+    text = connection.getresponse().read().decode()
+    return {sample.name: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith(("rice_serving_prediction_log", "rice_serving_labelling"))
+            and sample.name.endswith("_total")}
 
 
 def main() -> int:
