@@ -60,11 +60,10 @@ def drift_loop(shared_compose_stack, compose_pushed_run) -> DriftLoop:
     assert state["stable"], f"the pushed run served nothing: {state}"
     api.unpause(MONITORING_DAG_ID)
     # The window starts now: the earlier tests' few predictions are not this stream's.
-    api.request("POST", "/variables", ok=(201, 409), json={
-        "key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})})
-    api.request("PATCH", f"/variables/{MONITORING_WATERMARK}", json={
-        "key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})}
-    ).raise_for_status()
+    watermark = {"key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})}
+    if api.request("POST", "/variables", ok=(201, 409), json=watermark).status_code == 409:
+        api.request("PATCH", f"/variables/{MONITORING_WATERMARK}",
+                    json=watermark).raise_for_status()
     before = {r["dag_run_id"] for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]}
     test_split = sorted((Path(stack.env["RICE_DATA_DIR"]) / "test").rglob("*.jpg"))
     sent = send_stream(f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}", test_split,
