@@ -337,6 +337,11 @@ TOOL_SETTINGS: tuple[Setting, ...] = (
        "(required)"),
     _t("MLFLOW_PIPELINE_PASSWORD", "mlflow_pipeline_password", "secret",
        "`mlflow-users`: that user's password (required)"),
+    _t("RICE_PRELOAD", "preload", "comma-separated module names, or `none`",
+       "what a Celery worker, or the scheduler of a LocalExecutor, imports once before it "
+       "forks task processes, so no task imports it again (`rice_mlops.preload`)",
+       "MLflow, docker, the Docker provider and the stages (compose's Docker worker: all "
+       "but MLflow)"),
 )
 
 

@@ -2,7 +2,8 @@
 
 `rice-mlops image verify` (`REGISTRY_USERNAME`, `REGISTRY_PASSWORD`), the compose stack's
 `mlflow-users` service (`rice_mlops.mlflow_auth`: `MLFLOW_*`) and the API server's auth
-manager (`rice_mlops.accounts`: `RICE_SERVICE_ACCOUNTS`). `rice-mlops webhook send` and the
+manager (`rice_mlops.accounts`: `RICE_SERVICE_ACCOUNTS`) and the Airflow processes that
+fork tasks (`rice_mlops.preload`: `RICE_PRELOAD`). `rice-mlops webhook send` and the
 demo sign with `GITHUB_WEBHOOK_SECRET`, the webhook's own variable (catalogued with
 `rice_mlops.webhook.settings`), read with the same `readers.secret`.
 Each variable is described once in `rice_mlops.settings_catalog`.
@@ -29,6 +30,7 @@ class ToolSettings:
     mlflow_admin_password: str = ""
     mlflow_pipeline_username: str = ""
     mlflow_pipeline_password: str = ""
+    preload: str = ""  # module names, or `none`; parsed by rice_mlops.preload
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ToolSettings:
@@ -43,6 +45,7 @@ class ToolSettings:
             mlflow_admin_password=read.secret(env, "MLFLOW_AUTH_ADMIN_PASSWORD") or "",
             mlflow_pipeline_username=read.text(env, "MLFLOW_PIPELINE_USERNAME"),
             mlflow_pipeline_password=read.secret(env, "MLFLOW_PIPELINE_PASSWORD") or "",
+            preload=read.text(env, "RICE_PRELOAD"),
         )
 
     def require_mlflow_users(self) -> None:

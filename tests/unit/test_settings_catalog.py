@@ -201,7 +201,8 @@ _FREE_TEXT = {"path", "name", "branch", "path in the repository", "e-mail addres
               "connection id", "image reference", "Celery queue", "URL", "webhook id",
               "`owner/name`", "comma-separated `owner/name`", "comma-separated e-mail addresses",
               "secret", "secret, ≥ 32 characters", "Airflow Variable key", "DAG id",
-              "Airflow user id", "registry login", "comma-separated name=grant"}
+              "Airflow user id", "registry login", "comma-separated name=grant",
+              "comma-separated module names, or `none`"}  # checked by rice_mlops.preload
 # Read to derive a field, not to fill it with what it holds.
 _DERIVED = {"Airflow's database URL"}
 
