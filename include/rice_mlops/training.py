@@ -222,9 +222,24 @@ def _log_model(mlflow, model, dataset: Dataset, image_size: int):
     example = tf.image.resize(example, (image_size, image_size)).numpy()
     # mlflow.keras.log_model loses the input example (3.17.2 writes it before creating
     # the model directory); the tensorflow flavor saves the same data/model.keras.
+    # The requirements are named, not inferred: MLflow would otherwise load the model again
+    # in a fresh interpreter (TensorFlow imported anew) to see what it imports.
     return mlflow.tensorflow.log_model(model, name="model",
                                        signature=_signature(len(dataset.classes)),
-                                       input_example=example)
+                                       input_example=example,
+                                       pip_requirements=model_requirements())
+
+# What MLflow's inference wrote for this model (tensorflow-cpu provides the `tensorflow`
+# module; the `tensorflow` name is what a loader's environment resolves).
+MODEL_REQUIREMENTS = ("mlflow", "cloudpickle", "numpy", "tensorflow-cpu")
+
+
+def model_requirements() -> list[str]:
+    """The logged model's pip requirements, pinned to the versions that trained it."""
+    from importlib.metadata import version
+
+    pins = [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+    return [*pins, f"tensorflow=={version('tensorflow-cpu')}"]
 
 
 def train(config: TrainConfig, output_json: Path | None = None, *,

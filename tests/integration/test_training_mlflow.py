@@ -99,6 +99,13 @@ def test_artifacts_plots_tflite_and_model_files(trained, tmp_path):
     for name in ("MLmodel", "requirements.txt", "python_env.yaml", "input_example.json"):
         assert (model_dir / name).is_file(), name
     assert list(model_dir.rglob("*.keras"))
+    # Named, not inferred (rice_mlops.training.model_requirements): what loads the model in
+    # another environment installs the versions that trained it.
+    from importlib.metadata import version
+
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    for name in ("mlflow", "numpy", "tensorflow-cpu", "cloudpickle"):
+        assert f"{name}=={version(name)}" in requirements, requirements
 
 
 def test_model_uri_reproduces_the_training_probabilities(trained, tiny_real_dataset, tmp_path):
