@@ -3,10 +3,11 @@ still ends with exactly one of everything.
 
 One DAG run carries several faults, each at a different task (they do not overlap, so each
 outcome is its own): the Celery worker running `train` is SIGKILLed mid-epoch; MLflow is
-restarted between `train` and `quality_gate`; PostgreSQL is restarted while `prepare_image_context`
-runs; the registry is stopped before `push_image` starts (while the image is built; neither
-the build nor the smoke test needs it) and given back once the push's first attempt failed;
-the scheduler, DAG processor and triggerer are SIGKILLed once `smoke_test` runs.
+restarted between `train` and `quality_gate`; the registry is stopped once the gate runs
+(nothing before `push_image` needs it: the context, the build and the smoke test are local)
+and given back once the push's first attempt failed; PostgreSQL is restarted while the first
+release task it catches runs (`prepare_image_context`, `build_image` or `smoke_test`, a few
+seconds each); the scheduler, DAG processor and triggerer are SIGKILLed once `smoke_test` runs.
 Each test asserts its own fault's outcome and the run's ledger (tests/helpers/faults.py).
 The run trains because newly labelled images were filed into the stack's data first (issue
 23's loop: after a drift note, labelled images retrain), not because it is forced.
@@ -51,6 +52,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EPOCHS = 15  # RICE_EPOCHS of the shared stack (tests/conftest.py)
 LABELLED_PER_CLASS = 4
 RESTARTED_BY_KILL = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+RELEASE_TASKS = ("prepare_image_context", "build_image", "smoke_test")
 
 
 @dataclass
@@ -150,26 +152,34 @@ def faulted_run(shared_compose_stack, real_data) -> FaultedRun:
             f"{stack.mlflow}/health"), since=record["t_mono"])
 
     def restart_postgres(record):
-        ti = api.wait_task(run_id, "prepare_image_context", {"running"}, timeout=900)
-        if ti is None:
-            raise RuntimeError("the run ended before prepare_image_context ran")
-        running = [t for t, i in api.tasks(run_id).items() if i["state"] == "running"]
-        _inject(record, "prepare_image_context running", ti, running=running)
+        # Any release task will do (a task running while its metadata database goes away);
+        # each takes a few seconds now, so the first of them that runs is taken.
+        deadline = time.monotonic() + 900
+        while not (running := sorted(t for t, i in api.tasks(run_id).items()
+                                     if i["state"] == "running" and t in RELEASE_TASKS)):
+            if api.run(run_id)["state"] in ("success", "failed"):
+                raise RuntimeError("the run ended before a release task ran")
+            if time.monotonic() > deadline:
+                raise TimeoutError("no release task ran in 900 s")
+            time.sleep(0.25)
+        _inject(record, f"{running[0]} running", api.task(run_id, running[0]), running=running)
         record["restart"] = stack.compose("restart", "postgres", timeout=180).returncode
         background.measure(record, "service_back_s", lambda: (
             wait_airflow_health(stack, "metadatabase", 0),
             wait_service_healthy(stack, "postgres")), since=record["t_mono"])
 
     def stop_registry(record):
-        # Neither the build (local base image) nor the smoke test (no network) needs it.
-        ti = api.wait_task(run_id, "build_image", {"running", "success"}, timeout=900)
+        # Nothing before the push needs it: the context, the build (local base image) and
+        # the smoke test (no network). Stopped once the gate runs, so the fast release
+        # tasks that follow cannot reach the push first.
+        ti = api.wait_task(run_id, "quality_gate", {"running", "success"}, timeout=900)
         if ti is None:
-            raise RuntimeError("the run ended before build_image ran")
+            raise RuntimeError("the run ended before quality_gate ran")
         push = api.task(run_id, "push_image")
         if push["state"] not in (None, "none", "scheduled", "queued"):
             raise RuntimeError(f"push_image already {push['state']}: fault missed")
-        _inject(record, f"build_image {ti['state']}, push_image not started", push,
-                build_image_state=ti["state"])
+        _inject(record, f"quality_gate {ti['state']}, push_image not started", push,
+                quality_gate_state=ti["state"])
         record["stop"] = stack.compose("stop", "-t", "1", "registry", timeout=120).returncode
 
     def kill_scheduler(record):
@@ -201,8 +211,8 @@ def faulted_run(shared_compose_stack, real_data) -> FaultedRun:
     try:
         _attempt(faults["train_worker_sigkill"], kill_train_worker)
         _attempt(faults["mlflow_restart"], restart_mlflow)
-        _attempt(faults["postgres_restart"], restart_postgres)
         _attempt(faults["registry_stop"], stop_registry)
+        _attempt(faults["postgres_restart"], restart_postgres)
         _attempt(faults["scheduler_kill"], kill_scheduler)
         if "t" in faults["registry_stop"]:
             _attempt(faults["registry_stop"], give_registry_back)
@@ -274,10 +284,10 @@ def test_mlflow_restarted_between_train_and_quality_gate(faulted_run, chaos_repo
 def test_postgres_restarted_while_tasks_run(faulted_run, chaos_report):
     run = faulted_run
     record = _report(chaos_report, run, "postgres_restart",
-                     "PostgreSQL restarted while prepare_image_context runs",
-                     "prepare_image_context")
+                     "PostgreSQL restarted while a release task runs",
+                     (run.faults["postgres_restart"].get("running") or RELEASE_TASKS)[0])
     assert record.get("restart") == 0, record
-    assert "prepare_image_context" in record.get("running", []), record
+    assert set(record.get("running", [])) & set(RELEASE_TASKS), record
     assert record.get("service_back_s") is not None, record
     _assert_recovered(run, record)
 
@@ -285,7 +295,7 @@ def test_postgres_restarted_while_tasks_run(faulted_run, chaos_report):
 def test_registry_stopped_when_push_image_starts(faulted_run, chaos_report):
     run = faulted_run
     record = _report(chaos_report, run, "registry_stop",
-                     "registry stopped when push_image starts, back within the retry window",
+                     "registry stopped from the gate on, back within push_image's retry window",
                      "push_image")
     # push_image had not started when the registry went away
     assert record.get("stop") == 0, record

@@ -242,7 +242,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
 # elsewhere.
 COMPOSE_TEST_ENV = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-    "RICE_RETRY_DELAY_SECONDS": "20",
+    # Short, so the chaos run's retries (a killed `train`, a push to a stopped registry) come
+    # soon; the registry is given back within a few seconds of the push's first failure.
+    "RICE_RETRY_DELAY_SECONDS": "10",
     "RICE_MAX_REGRESSION": "1.0",
     "RICE_GATE_ALPHA": "0.0",
     "RICE_APPROVE_NOT_SIGNIFICANT": "false",
