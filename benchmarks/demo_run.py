@@ -1,0 +1,103 @@
+"""`make demo` as a newcomer meets it: a fresh clone of one commit, its own `.venv`, engine,
+registry, MLflow and Airflow; then where the run's time went, from the REST API's task
+instances: `train`, everything else (the other tasks and the scheduling gaps between them),
+and the slowest of the other tasks.
+
+    .venv/bin/python benchmarks/demo_run.py [--commit HEAD] [--label after]
+
+Nothing else may run on the machine meanwhile (the figures are wall times on shared cores),
+and no other stack may hold the demo's ports. The clone is stopped (`make down`) and removed
+afterwards. Appends a record to results/demo_run.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from results_log import record  # noqa: E402
+
+
+def _when(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _api(url: str, token: str, path: str) -> dict:
+    request = urllib.request.Request(f"{url}/api/v2{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+def _token(url: str, password: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/auth/token", data=json.dumps({"username": "admin", "password": password}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)["access_token"]
+
+
+def run_times(task_instances: list[dict]) -> dict:
+    """The run's wall time from its first task's start to its last task's end, `train`'s
+    duration, and the rest: the other tasks and the gaps between them."""
+    ran = [t for t in task_instances if t.get("start_date") and t.get("end_date")]
+    start = min(_when(t["start_date"]) for t in ran)
+    end = max(_when(t["end_date"]) for t in ran)
+    train = next((_when(t["end_date"]) - _when(t["start_date"]) for t in ran
+                  if t["task_id"] == "train"), 0.0)
+    others = sorted(((round(_when(t["end_date"]) - _when(t["start_date"]), 1), t["task_id"])
+                     for t in ran if t["task_id"] != "train"), reverse=True)
+    return {"run_s": round(end - start, 1), "train_s": round(train, 1),
+            "overhead_s": round(end - start - train, 1),
+            "slowest_other_tasks": [{"task": task, "s": s} for s, task in others[:8]]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--commit", default="HEAD")
+    parser.add_argument("--label", default="")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="rice-demo-bench-"))
+    clone = work / "rice-mlops"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
+    log = work / "demo.log"
+    try:
+        started = time.monotonic()
+        with log.open("w") as out:
+            done = subprocess.run(["make", "demo"], cwd=clone, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=3600)
+        demo_s = round(time.monotonic() - started, 1)
+        if done.returncode != 0:
+            print(log.read_text()[-3000:])
+            raise SystemExit(f"make demo failed (exit {done.returncode}); log above")
+        summary = json.loads((clone / ".demo" / "summary.json").read_text())
+        url = "http://127.0.0.1:8080"
+        token = _token(url, (clone / ".run" / "airflow" / "admin_password").read_text().strip())
+        instances = _api(url, token, f"/dags/rice_classifier_cicd/dagRuns/"
+                                     f"{summary['dag_run_id']}/taskInstances?limit=100")
+        values = {"label": args.label, "commit": commit[:12], "make_demo_s": demo_s,
+                  "shipped": summary.get("shipped"), "outcome": summary.get("note"),
+                  **run_times(instances["task_instances"])}
+    finally:
+        subprocess.run(["make", "down"], cwd=clone, capture_output=True, timeout=600)
+        shutil.rmtree(work, ignore_errors=True)
+    record("demo_run", values)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
