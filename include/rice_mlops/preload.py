@@ -36,7 +36,7 @@ def forks_tasks(argv: Sequence[str], executor: Callable[[], str]) -> bool:
         return True
     if command[:1] == ["scheduler"]:
         first = executor().split(",")[0].strip()
-        return first.rsplit(".", 1)[-1] in ("LocalExecutor", "local_executor")
+        return first.rsplit(".", 1)[-1] == "LocalExecutor"
     return False
 
 
