@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +37,9 @@ def main() -> int:
 
     store = Path(tempfile.mkdtemp(prefix="rice-log-model-"))
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    # Artifacts beside the store (the default root is ./mlruns under the working directory).
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "log-model", artifact_location=(store / "artifacts").as_uri()))
     model = build_model(5, 64)
     example = np.zeros((1, 64, 64, 3), np.float32)
     seconds: dict[str, list[float]] = {"inferred": [], "named": []}
@@ -47,6 +51,7 @@ def main() -> int:
                 mlflow.tensorflow.log_model(model, name="model", signature=_signature(5),
                                             input_example=example, **extra)
                 seconds[label].append(round(time.perf_counter() - started, 2))
+    shutil.rmtree(store, ignore_errors=True)
     record("log_model", {"seconds": seconds})
     return 0
 
