@@ -40,20 +40,15 @@ def forks_tasks(argv: Sequence[str], executor: Callable[[], str]) -> bool:
     return False
 
 
-def configured(value: str | None) -> tuple[str, ...]:
-    """RICE_PRELOAD: unset for TASK_LIBRARIES, `none` for nothing, or module names separated
-    by commas (the release worker's compose service leaves MLflow out: that zone never
-    imports MLflow before the model bytes are checked). Set by whoever deploys, like any
-    AIRFLOW__ setting; a name that is not a dotted Python identifier is refused."""
-    if value is None or not value.strip():
-        return TASK_LIBRARIES
-    if value.strip().lower() in ("none", "false", "0", "no"):
+def module_names(value: str) -> tuple[str, ...]:
+    """RICE_PRELOAD's value (read by `rice_mlops.tool_settings`): `none` for nothing, or
+    module names separated by commas; ValueError for a name that is not a dotted Python
+    identifier."""
+    if value.lower() in ("none", "false", "0", "no"):
         return ()
     names = tuple(name.strip() for name in value.split(",") if name.strip())
-    bad = [name for name in names if not all(part.isidentifier() for part in name.split("."))]
-    if bad:
-        raise ValueError(f"RICE_PRELOAD names {bad!r}, which are not module names: give "
-                         "module names separated by commas, or `none`")
+    if not names or not all(part.isidentifier() for name in names for part in name.split(".")):
+        raise ValueError(value)
     return names
 
 
@@ -65,7 +60,7 @@ def preload(argv: Sequence[str], executor: Callable[[], str],
     if libraries is None:
         from rice_mlops.tool_settings import ToolSettings
 
-        libraries = configured(ToolSettings.from_env().preload)
+        libraries = ToolSettings.from_env().preload
     if not libraries or not forks_tasks(argv, executor):
         return []
     loaded = []

@@ -339,9 +339,8 @@ TOOL_SETTINGS: tuple[Setting, ...] = (
        "`mlflow-users`: that user's password (required)"),
     _t("RICE_PRELOAD", "preload", "comma-separated module names, or `none`",
        "what a Celery worker, or the scheduler of a LocalExecutor, imports once before it "
-       "forks task processes, so no task imports it again (`rice_mlops.preload`)",
-       "MLflow, docker, the Docker provider and the stages (compose's Docker worker: all "
-       "but MLflow)"),
+       "forks task processes, so no task imports it again (`rice_mlops.preload`; compose's "
+       "Docker worker leaves MLflow out)"),
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rice_mlops import readers as read
+from rice_mlops.preload import TASK_LIBRARIES, module_names
 from rice_mlops.readers import SettingsError
 
 
@@ -30,7 +31,7 @@ class ToolSettings:
     mlflow_admin_password: str = ""
     mlflow_pipeline_username: str = ""
     mlflow_pipeline_password: str = ""
-    preload: str = ""  # module names, or `none`; parsed by rice_mlops.preload
+    preload: tuple[str, ...] = TASK_LIBRARIES  # imported before tasks fork (rice_mlops.preload)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ToolSettings:
@@ -45,7 +46,8 @@ class ToolSettings:
             mlflow_admin_password=read.secret(env, "MLFLOW_AUTH_ADMIN_PASSWORD") or "",
             mlflow_pipeline_username=read.text(env, "MLFLOW_PIPELINE_USERNAME"),
             mlflow_pipeline_password=read.secret(env, "MLFLOW_PIPELINE_PASSWORD") or "",
-            preload=read.text(env, "RICE_PRELOAD"),
+            preload=read.parsed(env, "RICE_PRELOAD", cls.preload, module_names,
+                                "module names", "comma-separated module names, or `none`"),
         )
 
     def require_mlflow_users(self) -> None:

@@ -12,6 +12,8 @@ import sys
 import pytest
 
 from rice_mlops import preload
+from rice_mlops.readers import SettingsError
+from rice_mlops.tool_settings import ToolSettings
 
 
 def _never_asked() -> str:
@@ -55,13 +57,14 @@ def test_the_libraries_are_imported_and_a_broken_one_is_named(monkeypatch, caplo
      ("docker", "airflow.providers.docker.operators.docker")),
 ])
 def test_what_is_preloaded_is_configurable(value, libraries):
-    assert preload.configured(value) == libraries
+    env = {} if value is None else {"RICE_PRELOAD": value}
+    assert ToolSettings.from_env(env).preload == libraries
 
 
 @pytest.mark.parametrize("value", ["os; import evil", "../x", "a,,b.c-d", "mlflow .tracking"])
 def test_a_setting_that_names_no_module_is_refused(value):
-    with pytest.raises(ValueError, match="not module names"):
-        preload.configured(value)
+    with pytest.raises(SettingsError, match="not module names"):
+        ToolSettings.from_env({"RICE_PRELOAD": value})
 
 
 def test_nothing_is_preloaded_when_turned_off(monkeypatch):
@@ -73,7 +76,7 @@ def test_the_release_worker_leaves_mlflow_out():
     """The compose service of the Docker queue preloads, but never MLflow."""
     from tests.unit.test_compose import COMPOSE
 
-    names = preload.configured(
+    names = preload.module_names(
         COMPOSE["services"]["airflow-worker-docker"]["environment"]["RICE_PRELOAD"])
     assert names and not any(name.split(".")[0] == "mlflow" for name in names)
 

@@ -192,6 +192,8 @@ def _probes(kind: str) -> tuple[list[str], list[str]] | None:
                 "1,2,3"], ["172.31.85.10, 172.31.85.11, 172.31.85.12"]
     if kind == "rising percentages ending at 100":
         return ["50,10,100", "0,100", "10,50", "x", "10,10,100"], ["100", "5, 25, 100"]
+    if kind == "comma-separated module names, or `none`":
+        return ["os; import evil", "../x", "mlflow .tracking", ","], ["docker, a.b_c"]  # none: ()
     if kind == "comma-separated Airflow user ids":
         return ["alice,a b", "-x", "x;y"], ["alice", "alice, bob@example.org"]
     return None
@@ -201,8 +203,7 @@ _FREE_TEXT = {"path", "name", "branch", "path in the repository", "e-mail addres
               "connection id", "image reference", "Celery queue", "URL", "webhook id",
               "`owner/name`", "comma-separated `owner/name`", "comma-separated e-mail addresses",
               "secret", "secret, ≥ 32 characters", "Airflow Variable key", "DAG id",
-              "Airflow user id", "registry login", "comma-separated name=grant",
-              "comma-separated module names, or `none`"}  # checked by rice_mlops.preload
+              "Airflow user id", "registry login", "comma-separated name=grant"}
 # Read to derive a field, not to fill it with what it holds.
 _DERIVED = {"Airflow's database URL"}
 
