@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from dataclasses import replace
@@ -32,6 +33,7 @@ from rice_mlops.vocabulary import (
     FINGERPRINT_TAG,
     RESULT_ARTIFACT,
     SOURCE_TAGS,
+    TRAIN_HOST_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,7 @@ def _record_inputs(mlflow, config: TrainConfig, dataset: Dataset, counts: dict,
                      if k in SOURCE_TAGS and v})
     mlflow.set_tag(FINGERPRINT_TAG, data_fingerprint)
     mlflow.set_tag(CODE_DIGEST_TAG, code_digest)
+    mlflow.set_tag(TRAIN_HOST_TAG, socket.gethostname())
     mlflow.log_params(_run_params(config, dataset.classes, dataset.layout))
     mlflow.log_metrics({f"n_{split}": n for split, n in counts.items()})
     mlflow.log_input(image_dataset(dataset.root, data_fingerprint, counts), context="training",

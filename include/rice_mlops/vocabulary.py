@@ -26,6 +26,7 @@ SOURCE_TAGS = {
 FINGERPRINT_TAG = "rice.dataset_fingerprint"
 CODE_DIGEST_TAG = "rice.code_digest"
 COMPLETE_TAG = "rice.complete"
+TRAIN_HOST_TAG = "rice.train_host"  # the machine `train` ran on (a remote worker, say)
 GATE_TAG = "rice.gate"
 GATE_REASON_TAG = "rice.gate_reason"
 GATE_VERDICT_TAG = "rice.gate_verdict"  # better | worse | not significant | no champion

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,7 @@ def test_params_metrics_and_tags_are_logged(trained):
     assert tags["rice.source_commit"] == SOURCE["commit"]
     assert tags["rice.source_repository"] == SOURCE["repository"]
     assert tags["rice.dataset_fingerprint"] == result["dataset_fingerprint"]
+    assert tags["rice.train_host"] == socket.gethostname()
     assert run.info.status == "FINISHED"
 
 
