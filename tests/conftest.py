@@ -119,15 +119,18 @@ def compose_dataset(real_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_compose_stack(docker_engine, compose_dataset):
     """The one docker-compose stack of a session (tests/integration/test_compose_stack.py and
-    tests/chaos): `train` on the training-queue profile's worker, the small real subset. The
-    tests that use it run last (see pytest_collection_modifyitems), so it is up only then."""
+    tests/chaos): `train` on a worker "on another machine" (docker-compose.worker.yaml in a
+    project and network of its own, reaching the stack only through its published edge),
+    the small real subset. The tests that use it run last (see
+    pytest_collection_modifyitems), so it is up only then."""
     override = {"services": {name: {"environment": COMPOSE_TEST_ENV}
                              for name in AIRFLOW_SERVICES}}
     # Its failure is raised here, in the tests that need the images, not where it began.
     images = _COMPOSE_IMAGES[0].result() if _COMPOSE_IMAGES else build_images(docker_engine)
     with compose_stack(compose_dataset, images,
                        logs=REPO / "test-artifacts" / "compose-stack.log",
-                       profiles=("training-queue",), override=override,
+                       override=override, remote_queue="training",
+                       remote_environment=COMPOSE_TEST_ENV,
                        # a volume tests/chaos can fill (mounting one needs root, as CI runs)
                        staging_tmpfs_mb=512 if os.geteuid() == 0 else None,
                        RICE_TRAIN_QUEUE="training", RICE_EPOCHS="15",

@@ -20,11 +20,11 @@ import os
 import sys
 import time
 
+from rice_mlops.readers import SettingsError
+
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
-URL_VARIABLE = "AIRFLOW__CELERY__BROKER_URL"
-WAIT_VARIABLE = "RICE_BROKER_WAIT_SECONDS"
-DEFAULT_WAIT_S = 120.0
+URL_VARIABLE = "AIRFLOW__CELERY__BROKER_URL"  # Airflow's own setting, as the worker reads it
 
 
 def _fail(code: int, message: str) -> int:
@@ -32,28 +32,21 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def _wait_seconds(env) -> float:
-    raw = env.get(WAIT_VARIABLE, "")
-    try:
-        value = float(raw) if raw else DEFAULT_WAIT_S
-    except ValueError:
-        raise ValueError(f"{WAIT_VARIABLE}={raw!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise ValueError(f"{WAIT_VARIABLE}={raw!r} is not between 0 and 3600 seconds")
-    return value
-
-
 def check(env=os.environ, sleep=time.sleep, clock=time.monotonic) -> int:
     """The exit status (module docstring) for the broker URL in `env`."""
     import redis
+
+    from rice_mlops.tool_settings import ToolSettings
 
     url = env.get(URL_VARIABLE, "")
     if not url:
         return _fail(EX_CONFIG, f"{URL_VARIABLE} is not set: this worker has no broker")
     try:
-        wait = _wait_seconds(env)
+        wait = ToolSettings.from_env(env).broker_wait_seconds
         # redis-py parses the URL (scheme, password, the TLS query settings), not this module.
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    except SettingsError as exc:
+        return _fail(EX_CONFIG, str(exc))
     except ValueError as exc:
         # redis-py's messages name the scheme or option, never the password.
         return _fail(EX_CONFIG, f"{URL_VARIABLE} is not a usable Redis URL ({exc})")
@@ -89,10 +82,7 @@ def check(env=os.environ, sleep=time.sleep, clock=time.monotonic) -> int:
 
 
 def main() -> int:
-    try:
-        return check()
-    except ValueError as exc:
-        return _fail(EX_CONFIG, str(exc))
+    return check()
 
 
 if __name__ == "__main__":

@@ -341,6 +341,10 @@ TOOL_SETTINGS: tuple[Setting, ...] = (
        "what a Celery worker, or the scheduler of a LocalExecutor, imports once before it "
        "forks task processes, so no task imports it again (`rice_mlops.preload`; compose's "
        "Docker worker leaves MLflow out)"),
+    _t("RICE_BROKER_WAIT_SECONDS", "broker_wait_seconds", "number > 0",
+       "a remote worker (`docker-compose.worker.yaml`) waits this long for an unreachable "
+       "broker before it gives up; a refused password or certificate stops it at once "
+       "(`rice_mlops.broker_check`)"),
 )
 
 

@@ -2,8 +2,9 @@
 
 `rice-mlops image verify` (`REGISTRY_USERNAME`, `REGISTRY_PASSWORD`), the compose stack's
 `mlflow-users` service (`rice_mlops.mlflow_auth`: `MLFLOW_*`) and the API server's auth
-manager (`rice_mlops.accounts`: `RICE_SERVICE_ACCOUNTS`) and the Airflow processes that
-fork tasks (`rice_mlops.preload`: `RICE_PRELOAD`). `rice-mlops webhook send` and the
+manager (`rice_mlops.accounts`: `RICE_SERVICE_ACCOUNTS`), the Airflow processes that
+fork tasks (`rice_mlops.preload`: `RICE_PRELOAD`) and a remote worker's check of its broker
+(`rice_mlops.broker_check`: `RICE_BROKER_WAIT_SECONDS`). `rice-mlops webhook send` and the
 demo sign with `GITHUB_WEBHOOK_SECRET`, the webhook's own variable (catalogued with
 `rice_mlops.webhook.settings`), read with the same `readers.secret`.
 Each variable is described once in `rice_mlops.settings_catalog`.
@@ -32,6 +33,7 @@ class ToolSettings:
     mlflow_pipeline_username: str = ""
     mlflow_pipeline_password: str = ""
     preload: tuple[str, ...] = TASK_LIBRARIES  # imported before tasks fork (rice_mlops.preload)
+    broker_wait_seconds: float = 120.0  # for an unreachable broker (rice_mlops.broker_check)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ToolSettings:
@@ -48,6 +50,8 @@ class ToolSettings:
             mlflow_pipeline_password=read.secret(env, "MLFLOW_PIPELINE_PASSWORD") or "",
             preload=read.parsed(env, "RICE_PRELOAD", cls.preload, module_names,
                                 "module names", "comma-separated module names, or `none`"),
+            broker_wait_seconds=read.number(env, "RICE_BROKER_WAIT_SECONDS",
+                                            cls.broker_wait_seconds, above=True),
         )
 
     def require_mlflow_users(self) -> None:

@@ -16,7 +16,6 @@ The run trains because newly labelled images were filed into the stack's data fi
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -77,10 +76,13 @@ class FaultedRun:
         return [t["state"] for t in self.tries.get(task, [])]
 
 
-def _epochs_done(api: Airflow, run_id: str, try_number: int) -> int:
-    """The last `epoch k/N` line in the attempt's log (training.py logs one per epoch)."""
-    done = re.findall(r"epoch (\d+)/(\d+)", api.log(run_id, "train", try_number))
-    return max((int(k) for k, _ in done), default=0)
+def _epochs_done(mlflow: Mlflow, run_id: str) -> int:
+    """Epochs the DAG run's running MLflow run has logged (Keras autolog: `loss` per epoch).
+    From MLflow, not the task log: `train` runs on the remote worker, whose log file the API
+    server does not hold (docs/scale-out.md, "Task logs")."""
+    running = [r["info"]["run_id"] for r in mlflow.runs_of(run_id, "ACTIVE_ONLY")
+               if r["info"]["status"] == "RUNNING"]
+    return max((mlflow.epochs_logged(run) for run in running), default=0)
 
 
 def _attempt(record: dict, step: Callable[[dict], None]) -> None:
@@ -122,7 +124,7 @@ def faulted_run(shared_compose_stack, real_data) -> FaultedRun:
         if ti is None:
             raise RuntimeError("the run ended before train ran")
         deadline = time.monotonic() + 600
-        while (epochs := _epochs_done(api, run_id, ti["try_number"])) < 1:
+        while (epochs := _epochs_done(mlflow, run_id)) < 1:
             if time.monotonic() > deadline:
                 raise TimeoutError("train logged no epoch in 600 s")
             time.sleep(0.5)

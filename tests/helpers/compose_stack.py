@@ -30,6 +30,9 @@ ONE_SHOT = ("airflow-init", "registry-init", "mlflow-users")
 class ComposeStack:
     command: list[str]
     env: dict[str, str]
+    # The worker "on another machine" (docker-compose.worker.yaml in a project of its own), when
+    # the stack was started with one.
+    remote: ComposeStack | None = None
 
     @property
     def staging(self) -> Path:
@@ -120,13 +123,17 @@ def _wait(url: str, timeout: float) -> None:
 @contextmanager
 def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = None,
                   profiles: tuple[str, ...] = (), override: dict | None = None,
-                  staging_tmpfs_mb: int | None = None,
+                  staging_tmpfs_mb: int | None = None, remote_queue: str | None = None,
+                  remote_environment: dict[str, str] | None = None,
                   **settings: str) -> Iterator[ComposeStack]:
     """The stack up on `data_dir` with generated secrets; `settings` override .env values and
     `override` is a compose file laid over docker-compose.yaml (for example test-only
     environment), the default deployment itself unchanged. `staging_tmpfs_mb` puts the staging
-    directory on a tmpfs of that size (root only), a volume a test can fill.
-    Everything it created (containers, volumes, pushed local tags, staging) goes on exit."""
+    directory on a tmpfs of that size (root only), a volume a test can fill. `remote_queue`
+    adds a worker for that queue as another machine would run it (`up_remote_worker`), with
+    `remote_environment` laid over its environment; the stack then publishes its edge.
+    Everything it created (containers, volumes, networks, pushed local tags, staging) goes on
+    exit."""
     from cryptography.fernet import Fernet
 
     from rice_mlops.image import download_wheels
@@ -199,6 +206,11 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "WEBHOOK_PORT": str(free_port()),
         **settings,
     }
+    network = None
+    if remote_queue:
+        network = f"rice-ci-remote-{serving_id}"
+        env.update(_publish_for_remote(root, network))
+        profiles = (*profiles, "publish")
     env_file = root / ".env"
     env_file.touch(mode=0o600)  # live secrets
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
@@ -216,12 +228,21 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         if up.returncode != 0:
             raise RuntimeError(f"docker-compose up failed: {up.stderr[-3000:]}")
         _wait(f"{stack.airflow}/api/v2/monitor/health", 300)
+        if remote_queue:
+            stack.remote = up_remote_worker(stack, "remote", {"RICE_WORKER_QUEUE": remote_queue},
+                                            environment=remote_environment)
         yield stack
     finally:
         if logs is not None:
             logs.parent.mkdir(parents=True, exist_ok=True)
             out = stack.compose("logs", "--no-color", timeout=120)
-            logs.write_text(out.stdout + out.stderr)
+            remote = stack.remote.compose("logs", "--no-color", timeout=120) \
+                if stack.remote else None
+            logs.write_text(out.stdout + out.stderr + (
+                "\n--- the remote worker (docker-compose.worker.yaml) ---\n"
+                + remote.stdout + remote.stderr if remote else ""))
+        if stack.remote:
+            stack.remote.compose("down", "--volumes", timeout=300)
         # The serving containers are the release worker's, not compose's: they go first, or
         # their network could not.
         remove_serving_containers(env["RICE_ROLLOUT_NAME"])
@@ -232,7 +253,84 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
             subprocess.run(["docker", "rmi", "-f", *set(pushed)], capture_output=True)
         if staging_tmpfs_mb:
             subprocess.run(["umount", str(staging)], capture_output=True)
+        if network:
+            subprocess.run(["docker", "network", "rm", network], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+REMOTE_SERVICE = "airflow-worker-remote"
+CONTROL_PLANE_HOST = "rice-control-plane"
+
+
+def _publish_for_remote(root: Path, network: str) -> dict[str, str]:
+    """A network of the remote worker's own, as another host's LAN: the stack publishes its
+    edge on this host's address there (the bridge's gateway), and nothing else of the stack
+    is reachable from it but what that address publishes. The edge's certificate names it."""
+    for _ in range(20):
+        octet = 20 + secrets.randbelow(200)
+        gateway = f"10.86.{octet}.1"
+        made = subprocess.run(["docker", "network", "create", "--subnet", f"10.86.{octet}.0/24",
+                               "--gateway", gateway, network], capture_output=True, text=True)
+        if made.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"no free 10.86.x.0/24 for the remote network: {made.stderr}")
+    tls = root / "tls"
+    subprocess.run([REPO / "scripts" / "tls", tls, CONTROL_PLANE_HOST, gateway], check=True,
+                   capture_output=True)
+    return {"RICE_PUBLISH_ADDRESS": gateway, "RICE_TLS_DIR": str(tls),
+            "RICE_EDGE_PORT": str(free_port()), "RICE_BROKER_PORT": str(free_port()),
+            "RICE_CI_REMOTE_NETWORK": network}
+
+
+def up_remote_worker(stack: ComposeStack, name: str, settings: dict[str, str] | None = None,
+                     environment: dict[str, str] | None = None, wait: bool = True
+                     ) -> ComposeStack:
+    """docker-compose.worker.yaml in a project of its own on the stack's remote network, with
+    the worker.env a person would write from the control plane's .env (README "Add a
+    machine"); `settings` change its values (a wrong password, say), `environment` is laid
+    over the service's. With `wait`, until its health check passes."""
+    root = Path(stack.env["RICE_TLS_DIR"]).parent
+    worker_env = {
+        "AIRFLOW_IMAGE": stack.env["AIRFLOW_IMAGE"],
+        "REDIS_PASSWORD": stack.env["REDIS_PASSWORD"],
+        "MLFLOW_PIPELINE_USERNAME": stack.env["MLFLOW_PIPELINE_USERNAME"],
+        "MLFLOW_PIPELINE_PASSWORD": stack.env["MLFLOW_PIPELINE_PASSWORD"],
+        "RICE_CONTROL_PLANE_ADDRESS": stack.env["RICE_PUBLISH_ADDRESS"],
+        "RICE_CONTROL_PLANE_HOST": CONTROL_PLANE_HOST,
+        "RICE_EDGE_PORT": stack.env["RICE_EDGE_PORT"],
+        "RICE_BROKER_PORT": stack.env["RICE_BROKER_PORT"],
+        "RICE_CA_FILE": str(Path(stack.env["RICE_TLS_DIR"]) / "worker" / "ca.crt"),
+        "RICE_DATA_DIR": stack.env["RICE_DATA_DIR"],
+        **{key: stack.env[key] for key in ("RICE_SCHEDULE", "RICE_EPOCHS",
+                                           "RICE_MIN_TEST_ACCURACY", "RICE_MIN_CLASS_RECALL",
+                                           "RICE_TRAIN_QUEUE", "RICE_DOCKER_QUEUE")
+           if key in stack.env},
+        **(settings or {}),
+    }
+    env_file = root / f"worker-{name}.env"
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in worker_env.items()))
+    # Its own LAN, and training's share of contended cores as on the stack's training worker.
+    override = {"services": {REMOTE_SERVICE: {"cpu_shares": 256,
+                                              "environment": dict(environment or {})}},
+                "networks": {"default": {"external": True,
+                                         "name": stack.env["RICE_CI_REMOTE_NETWORK"]}}}
+    override_file = root / f"worker-{name}.override.yaml"
+    override_file.write_text(json.dumps(override, indent=2))
+    project = stack.command[stack.command.index("-p") + 1] + f"-{name}"
+    remote = ComposeStack(["docker-compose", "-p", project, "--env-file", str(env_file),
+                           "-f", str(REPO / "docker-compose.worker.yaml"),
+                           "-f", str(override_file)], worker_env)
+    up = remote.compose("up", "-d", "--no-build", timeout=600)
+    if up.returncode != 0:
+        raise RuntimeError(f"the remote worker did not start: {up.stderr[-3000:]}")
+    if wait:
+        waiting = remote.wait_healthy(timeout=300)
+        if waiting:
+            logs = remote.compose("logs", "--no-color", "--tail", "60").stdout[-4000:]
+            raise RuntimeError(f"the remote worker is not healthy: {waiting}\n{logs}")
+    return remote
 
 
 # Environment laid over every Airflow service of the shared compose stack (an override file:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers.airflow_stack import DAG_ID, xcom_value
-from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.compose_stack import REMOTE_SERVICE, ComposeStack
 from tests.helpers.paths import REPO
 
 MODEL_NAME = "rice-classifier"
@@ -176,8 +176,13 @@ def deliver(stack: ComposeStack, commit: str, delivery: str | None = None,
 # --- the services --------------------------------------------------------------------------
 
 def containers(stack: ComposeStack, service: str | None = None) -> list[dict]:
-    """`docker inspect` of the stack's containers (of one service)."""
-    ids = stack.compose("ps", "-q", *([service] if service else [])).stdout.split()
+    """`docker inspect` of the stack's containers (of one service), its remote worker's
+    (another compose project) included."""
+    projects = [stack] if service != REMOTE_SERVICE else []
+    if stack.remote is not None and service in (None, REMOTE_SERVICE):
+        projects.append(stack.remote)
+    ids = [found for project in projects
+           for found in project.compose("ps", "-q", *([service] if service else [])).stdout.split()]
     if not ids:
         return []
     return json.loads(subprocess.run(["docker", "inspect", *ids], check=True,
@@ -405,8 +410,12 @@ def ledger(stack: ComposeStack, api: Airflow, run_id: str, commit: str) -> Ledge
 
 
 def unhealthy(stack: ComposeStack, timeout: float = 300) -> dict[str, str]:
-    """Services not healthy (one-shots aside) after waiting up to `timeout`."""
-    return stack.wait_healthy(timeout=timeout)
+    """Services not healthy (one-shots aside) after waiting up to `timeout`, the remote
+    worker's included."""
+    found = stack.wait_healthy(timeout=timeout)
+    if stack.remote is not None:
+        found.update(stack.remote.wait_healthy(timeout=timeout))
+    return found
 
 
 # --- the report -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
   `train` succeeds, so `fetch_artifacts` finds no room; the space is freed once that attempt
   has ended, and its retry must stage the run.
 - an insider in the compute zone (issue 20): once the run is staged, and before the release
-  zone builds, code running in the training worker's container writes a build context into
+  zone builds, code running in the default worker's container writes a build context into
   the run's staging directory (a Dockerfile, a server and a push.sh that would leave a marker
   on the release side, and a matching MANIFEST.sha256), and tries to write into the release
   zone's directory.
@@ -118,8 +118,10 @@ def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: d
 
 MARKER = "rice-planted-by-the-compute-zone"
 
-# Run inside the training worker's container, as whoever holds that worker: a build context as
-# the release zone once took it from staging, every file of it leaving MARKER where it runs.
+# Run inside the default worker's container (the compute zone's worker that mounts staging;
+# `train` runs on a remote worker that has none), as whoever holds that worker: a build
+# context as the release zone once took it from staging, every file of it leaving MARKER
+# where it runs.
 _PLANT = r"""
 import hashlib, json, os, sys
 from pathlib import Path
@@ -157,7 +159,7 @@ print(json.dumps(out))
 
 def _plant_when_staged(stack: ComposeStack, api: Airflow, run_id: str, record: dict,
                        stop: threading.Event) -> None:
-    """Once fetch_artifacts has staged the run, plant a build context from the training
+    """Once fetch_artifacts has staged the run, plant a build context from the default
     worker (see _PLANT) and note where the release zone's own step stood at that moment."""
     try:
         if api.wait_task(run_id, "fetch_artifacts", {"success"}, timeout=1500,
@@ -166,7 +168,7 @@ def _plant_when_staged(stack: ComposeStack, api: Airflow, run_id: str, record: d
         mlflow_run = (api.xcom(run_id, "train") or {}).get("run_id", "")
         record["before"] = api.task(run_id, "prepare_image_context")["state"]
         planted = subprocess.run(
-            [*stack.command, "exec", "-T", "-e", "RICE_PLANT_RELEASE", "airflow-worker-training",
+            [*stack.command, "exec", "-T", "-e", "RICE_PLANT_RELEASE", "airflow-worker",
              "python", "-c", _PLANT, MARKER, mlflow_run],
             capture_output=True, text=True, timeout=120, cwd=REPO,
             env={**os.environ, "RICE_PLANT_RELEASE": stack.env["RICE_RELEASE_DIR"]})

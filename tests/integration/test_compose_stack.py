@@ -4,8 +4,9 @@ webhook plugin, scheduler, DAG processor, triggerer, Celery workers, MLflow and 
 Docker Hub is out of reach here, so `scripts/compose-images` builds every image locally (the
 real software from Debian packages and PyPI) and the .env points the stack at them. A signed
 webhook delivery through the stack's webhook-proxy runs the whole pipeline on the Celery
-workers (`train` on the training-queue profile's worker), and the image lands in the stack's
-own registry.
+workers, and the image lands in the stack's own registry. `train` runs on a worker "on another
+machine" (issue 24): docker-compose.worker.yaml in a compose project and network of its own,
+which reaches the stack only through the TLS edge the stack publishes on that network.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.compose_stack import REMOTE_SERVICE, ComposeStack
 from tests.helpers.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,8 +35,12 @@ def test_every_service_is_up_and_healthy(stack):
     states = stack.service_states()
     assert states["airflow-init"] == "exited 0" and states["registry-init"] == "exited 0"
     assert states["mlflow-users"] == "exited 0"
-    assert {"airflow-worker", "airflow-worker-docker", "airflow-worker-training", "mlflow",
-            "registry"} <= set(states)
+    assert {"airflow-worker", "airflow-worker-docker", "edge", "mlflow", "registry"} <= \
+        set(states)
+    # The worker on the other "machine", up through the edge alone (its health check pings
+    # Celery through the broker over TLS).
+    assert stack.remote.wait_healthy(timeout=120) == {}, stack.remote.compose("ps").stdout
+    assert set(stack.remote.service_states()) == {REMOTE_SERVICE}
 
 
 def _secret_values(stack: ComposeStack) -> dict[str, str]:
@@ -49,7 +54,8 @@ def test_no_secret_in_any_command_line(stack):
     import json
 
     secrets = _secret_values(stack)
-    ids = stack.compose("ps", "-q", "-a").stdout.split()
+    ids = stack.compose("ps", "-q", "-a").stdout.split() + \
+        stack.remote.compose("ps", "-q", "-a").stdout.split()
     for container in json.loads(subprocess.run(["docker", "inspect", *ids], check=True,
                                                capture_output=True, text=True).stdout):
         config = container["Config"]
@@ -69,11 +75,13 @@ def test_no_secret_in_any_command_line(stack):
 
 
 def _exec(stack: ComposeStack, service: str, *command: str, env: dict | None = None):
-    """`compose exec` with variables passed by name: their values stay off the command line."""
+    """`compose exec` with variables passed by name: their values stay off the command line.
+    The remote worker's service is in its own project."""
     import os
 
+    project = stack.remote if service == REMOTE_SERVICE else stack
     names = [arg for key in (env or {}) for arg in ("-e", key)]
-    return subprocess.run([*stack.command, "exec", "-T", *names, service, *command],
+    return subprocess.run([*project.command, "exec", "-T", *names, service, *command],
                           capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={**os.environ, **(env or {})})
 
@@ -106,6 +114,7 @@ try:
     out["resolves"] = True
 except OSError:
     out["resolves"] = False
+out["docker_socket"] = os.path.exists("/var/run/docker.sock") or "DOCKER_HOST" in os.environ
 def connect(host):
     try:
         socket.create_connection((host, 5432), timeout=5).close()
@@ -131,13 +140,13 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("service", ["airflow-worker", "airflow-worker-training",
-                                     "airflow-worker-docker"])
+@pytest.mark.parametrize("service", ["airflow-worker", REMOTE_SERVICE, "airflow-worker-docker"])
 def test_no_worker_can_open_the_metadata_database(stack, service):
     """Compute and release zones hold no metadata database (issue 20): from inside each worker
     there is no URL, password or Fernet key, the name `postgres` does not resolve, and even
     with the airflow role's password at PostgreSQL's own address no session opens; dags/ and
-    plugins/ cannot be written."""
+    plugins/ cannot be written. The remote worker (issue 24) has no Docker socket either, and
+    its broker connection is TLS."""
     import json
 
     container = stack.compose("ps", "-q", "postgres").stdout.split()[0]
@@ -154,7 +163,8 @@ def test_no_worker_can_open_the_metadata_database(stack, service):
     seen = json.loads(probe.stdout.strip().splitlines()[-1])
     zone = f"trust zone broken: {service} reaches the metadata database"
     assert seen["env"] == [] and not seen["holds_password"], (zone, seen)
-    assert seen["backend"] == "redis", (zone, seen)
+    assert seen["backend"] == ("rediss" if service == REMOTE_SERVICE else "redis"), (zone, seen)
+    assert seen["docker_socket"] is (service == "airflow-worker-docker"), seen
     assert seen["sql_alchemy_conn"] == "sqlite", (zone, seen)  # Airflow's unused default
     assert seen["resolves"] is False, (zone, seen)
     assert seen["by_ip"] != "connected", (zone, seen)
@@ -236,6 +246,94 @@ def test_the_webhook_proxy_refuses_a_wrong_signature_and_exposes_nothing_else(st
     assert httpx.get(stack.webhook, timeout=30).status_code == 403  # POST only
 
 
+def test_the_edge_publishes_only_what_a_remote_worker_needs_over_tls(stack):
+    """Issue 24: what the stack publishes for other machines, tried from outside it (this host
+    at the published address): the execution API and MLflow over TLS that chains to the
+    stack's CA, passwords still asked; nothing else of Airflow, no plain HTTP, no certificate
+    other than the CA's; Redis only over TLS and only with the password."""
+    import socket
+    import ssl
+
+    address, ca = stack.env["RICE_PUBLISH_ADDRESS"], \
+        str(Path(stack.env["RICE_TLS_DIR"]) / "worker" / "ca.crt")
+    base = f"https://{address}:{stack.env['RICE_EDGE_PORT']}"
+    with httpx.Client(verify=ssl.create_default_context(cafile=ca), timeout=30) as client:
+        assert client.get(f"{base}/execution/health").json() == {"status": "healthy"}
+        # A task's calls need the token the scheduler signed for it.
+        assert client.get(f"{base}/execution/variables/anything").status_code in (401, 403)
+        search = f"{base}/api/2.0/mlflow/experiments/search"
+        assert client.get(search, params={"max_results": 1}).status_code == 401
+        assert client.get(search, params={"max_results": 1},
+                          auth=stack.mlflow_pipeline).status_code == 200
+        for path in ("/", "/api/v2/dags", "/auth/token", "/webhooks/github", "/health",
+                     "/ajax-api/2.0/mlflow/experiments/search", "/execution/../api/v2/dags"):
+            assert client.get(base + path).status_code == 404, path
+    with pytest.raises(httpx.ConnectError):  # the system's CAs do not vouch for it
+        httpx.get(f"{base}/execution/health", timeout=30)
+    plain = httpx.get(f"http://{address}:{stack.env['RICE_EDGE_PORT']}/execution/health",
+                      timeout=30)
+    assert plain.status_code == 400  # nginx: a plain HTTP request to an HTTPS port
+
+    def broker(*commands: bytes) -> bytes:
+        context = ssl.create_default_context(cafile=ca)
+        with socket.create_connection((address, int(stack.env["RICE_BROKER_PORT"])), 10) as raw, \
+                context.wrap_socket(raw, server_hostname="rice-control-plane") as tls:
+            tls.sendall(b"".join(commands))
+            tls.settimeout(10)
+            answer = b""
+            while answer.count(b"\r\n") < len(commands):  # one line per command
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer
+
+    assert broker(b"PING\r\n").startswith(b"-NOAUTH")
+    password = stack.env["REDIS_PASSWORD"].encode()
+    assert broker(b"AUTH " + password + b"\r\n", b"PING\r\n") == b"+OK\r\n+PONG\r\n"
+    with socket.create_connection((address, int(stack.env["RICE_BROKER_PORT"])), 10) as raw:
+        raw.sendall(b"PING\r\n")  # plain text to the TLS port: no Redis answer
+        raw.settimeout(10)
+        assert b"PONG" not in raw.recv(4096)
+
+
+def test_a_remote_worker_with_a_wrong_broker_password_does_not_start(stack):
+    """Issue 24: a worker machine given the wrong REDIS_PASSWORD stops before Celery starts,
+    exit 78, with one line that names the setting (and neither password), and takes nothing:
+    a message waiting on its queue is still there after its attempts."""
+    import json
+    import time
+
+    from tests.helpers.compose_stack import up_remote_worker
+
+    queue = "rice-probe-wrong-password"
+    assert _exec(stack, "redis", "redis-cli", "LPUSH", queue, "waiting").stdout.strip() == "1"
+    wrong = "not-" + stack.env["REDIS_PASSWORD"]
+    bad = up_remote_worker(stack, "wrong-password",
+                           {"REDIS_PASSWORD": wrong, "RICE_WORKER_QUEUE": queue}, wait=False)
+    try:
+        deadline, state = time.monotonic() + 180, {}
+        while time.monotonic() < deadline:
+            [container] = bad.compose("ps", "-q", "-a").stdout.split() or [""]
+            if container:
+                state = json.loads(subprocess.run(
+                    ["docker", "inspect", "--format", "{{json .State}}", container],
+                    capture_output=True, text=True).stdout or "{}")
+                if state.get("ExitCode") == 78:
+                    break
+            time.sleep(1)
+        logs = bad.compose("logs", "--no-color").stdout
+        assert state.get("ExitCode") == 78, (state, logs[-3000:])
+        assert "refused this worker's password" in logs and "REDIS_PASSWORD" in logs, logs
+        assert wrong not in logs and stack.env["REDIS_PASSWORD"] not in logs
+        assert "celery@" not in logs and "Connected to" not in logs  # Celery never started
+        assert _exec(stack, "redis", "redis-cli", "LRANGE", queue, "0", "-1").stdout.split() \
+            == ["waiting"]
+    finally:
+        bad.compose("down", "--volumes", timeout=300)
+        _exec(stack, "redis", "redis-cli", "DEL", queue)
+
+
 def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushed_run):
     """The push of HEAD through the webhook proxy (the run the chaos suite also loads and
     starves of staging space: tests/helpers/loaded_run.py) ships on the Celery workers."""
@@ -263,14 +361,16 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     note = summary["note"] or ""
     assert note.startswith("shipped v") and "at 100 %" in note, note
 
-    # Celery put `train` on the training-queue worker and every other task on the default one.
+    # Celery put `train` on the remote worker (the other "machine") and every other task on
+    # the default one ...
     hosts = {ti["task_id"]: ti["hostname"] for ti in
              api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
     # ... and the Docker tasks on the only worker with the engine socket.
-    for service, tasks in (("airflow-worker-training", ["train"]),
-                           ("airflow-worker", ["validate_data", "admit", "report"]),
-                           ("airflow-worker-docker", ["build_image", "push_image", "promote"])):
-        container = stack.compose("ps", "-q", service).stdout.split()[0]
+    for project, service, tasks in (
+            (stack.remote, REMOTE_SERVICE, ["train"]),
+            (stack, "airflow-worker", ["validate_data", "admit", "report"]),
+            (stack, "airflow-worker-docker", ["build_image", "push_image", "promote"])):
+        container = project.compose("ps", "-q", service).stdout.split()[0]
         for task in tasks:
             assert hosts[task] and container.startswith(hosts[task]), (service, task, hosts)
 
@@ -280,6 +380,9 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
                            auth=stack.mlflow_pipeline, timeout=30).json()
     metrics = {m["key"]: m["value"] for m in mlflow_run["run"]["data"]["metrics"]}
     assert metrics["test_accuracy"] >= 0.8
+    # The run says where it trained: the remote worker, as the task instance says.
+    tags = {t["key"]: t["value"] for t in mlflow_run["run"]["data"]["tags"]}
+    assert tags["rice.train_host"] == hosts["train"], (tags.get("rice.train_host"), hosts)
     listed = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/artifacts/list",
                        params={"run_id": summary["mlflow_run_id"]},
                        auth=stack.mlflow_pipeline, timeout=30).json()
@@ -424,7 +527,7 @@ print("\n".join(found) or "clean")
 
 def test_a_build_context_planted_by_the_compute_zone_is_neither_built_nor_run(
         stack, compose_pushed_run):
-    """Insider, compute zone (issue 20, item 1): code in the training worker's container
+    """Insider, compute zone (issue 20, item 1): code in the default worker's container
     writes a Dockerfile, a server and a push.sh (with a matching MANIFEST.sha256) where the
     release zone once took its build context, and tries the release zone's own directory,
     before prepare_image_context starts. The run ships an image with none of it, and no marker

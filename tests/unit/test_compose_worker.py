@@ -62,6 +62,7 @@ def test_every_connection_to_the_control_plane_is_tls_checked_against_its_ca():
     assert ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == \
         f"https://{host}:${{RICE_EDGE_PORT:-8443}}/execution/"
     assert ENV["AIRFLOW__API__SSL_CA_FILE"] == CA
+    assert ENV["AIRFLOW__API__CLIENT_USE_PUBLIC_CERTS"] == "false"  # the CA alone
     for name, db in (("AIRFLOW__CELERY__BROKER_URL", 0), ("AIRFLOW__CELERY__RESULT_BACKEND", 1)):
         assert ENV[name] == (f"rediss://:${{REDIS_PASSWORD:?set to the control plane's "
                              f"REDIS_PASSWORD}}@{host}:${{RICE_BROKER_PORT:-6380}}/{db}"
@@ -154,3 +155,20 @@ def test_the_edge_routes_only_the_execution_api_mlflow_and_redis():
         "http://airflow-apiserver:8080", "http://mlflow:5000", "redis:6379"]
     upstreams = " ".join(re.findall(r"set \$\w+ ([^;]+);", conf))
     assert not re.search(r"postgres|5432|docker|registry", upstreams)
+
+
+def test_the_readme_adds_a_machine_in_five_commands_with_files_that_exist():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Add a machine\n", 1)[1].split("\n## ", 1)[0].split("\n### ")[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    commands = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert 0 < len(commands) <= 5, commands
+    assert not any(c.endswith("\\") for c in commands)  # one line, one command
+    for path in ("scripts/tls", "worker.env.example", "docker-compose.worker.yaml",
+                 "docker-compose.worker.gpu.yaml"):
+        assert path in section and (REPO / path).exists(), path
+    # What the control plane's lines set is what its edge reads.
+    edge_text = (REPO / "docker-compose.yaml").read_text()
+    for variable in re.findall(r"\\n?([A-Z_]+)=", next(c for c in commands if "printf" in c)):
+        assert variable == "COMPOSE_PROFILES" or "${" + variable in edge_text, variable
