@@ -219,14 +219,38 @@ def test_a_short_secret_is_refused_at_start_up_with_its_name(variable):
         create_app(_settings(**{key: "change-me"}))
 
 
+def _plugin(code: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GITHUB_WEBHOOK_")},
+           "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}", **env}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+# What Airflow's API server does when it mounts the plugins (plugins_manager reads
+# `fastapi_apps` of each plugin); other processes only import the module.
+_MOUNT = "import github_webhook; print(len(github_webhook.GitHubWebhookPlugin.fastapi_apps))"
+
+
 def test_a_short_secret_stops_the_plugin_with_the_variable_named():
-    env = {**os.environ, "GITHUB_WEBHOOK_SECRET": "change-me",
-           "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}"}
-    result = subprocess.run([sys.executable, "-c", "import github_webhook"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = _plugin(_MOUNT, GITHUB_WEBHOOK_SECRET="change-me")
     assert result.returncode != 0
     assert "GITHUB_WEBHOOK_SECRET is 9 characters long" in result.stderr
     assert "change-me" not in result.stderr  # the value itself is never printed
+
+
+def test_the_app_is_built_only_where_the_plugin_is_mounted():
+    """Every task process loads plugins/: there the module costs no FastAPI import and logs
+    no warning about the secret, which only the API server holds."""
+    loaded = _plugin("import sys, github_webhook; print('fastapi' in sys.modules)")
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["False"]
+    assert "GITHUB_WEBHOOK_SECRET" not in loaded.stdout + loaded.stderr
+    mounted = _plugin(_MOUNT + "; print(github_webhook.GitHubWebhookPlugin.fastapi_apps[0]"
+                      "['app'] is github_webhook.GitHubWebhookPlugin().fastapi_apps[0]['app'])")
+    assert mounted.returncode == 0, mounted.stderr
+    assert mounted.stdout.splitlines()[-2:] == ["1", "True"]  # built once, then the same
+    # The API server's warning (Airflow's logging writes it to stdout).
+    assert "GITHUB_WEBHOOK_SECRET is not set" in mounted.stdout + mounted.stderr
 
 
 @pytest.mark.parametrize("name,value", [("GITHUB_WEBHOOK_BODY_TIMEOUT", "soon"),
