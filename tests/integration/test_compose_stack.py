@@ -246,6 +246,20 @@ def test_the_webhook_proxy_refuses_a_wrong_signature_and_exposes_nothing_else(st
     assert httpx.get(stack.webhook, timeout=30).status_code == 403  # POST only
 
 
+def _raw_get(address: str, port: int, ca: str, path: str) -> int:
+    """The status of a GET of `path` exactly as written (no client-side normalisation)."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((address, port), 10) as raw, \
+            context.wrap_socket(raw, server_hostname="rice-control-plane") as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: rice-control-plane\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        tls.settimeout(10)
+        return int(tls.recv(4096).split(b" ", 2)[1])
+
+
 def test_the_edge_publishes_only_what_a_remote_worker_needs_over_tls(stack):
     """Issue 24: what the stack publishes for other machines, tried from outside it (this host
     at the published address): the execution API and MLflow over TLS that chains to the
@@ -266,8 +280,17 @@ def test_the_edge_publishes_only_what_a_remote_worker_needs_over_tls(stack):
         assert client.get(search, params={"max_results": 1},
                           auth=stack.mlflow_pipeline).status_code == 200
         for path in ("/", "/api/v2/dags", "/auth/token", "/webhooks/github", "/health",
-                     "/ajax-api/2.0/mlflow/experiments/search", "/execution/../api/v2/dags"):
+                     "/ajax-api/2.0/mlflow/experiments/search", "/execution/../api/v2/dags",
+                     "/api/2.0/mlflow/users/get?username=admin",
+                     "/api/2.0/mlflow/experiments/permissions/get?experiment_id=0&username=x"):
             assert client.get(base + path).status_code == 404, path
+        # Spellings nginx would normalise into another path are refused before matching
+        # (httpx normalises them itself, so these go out as written).
+        for spelling in ("/execution/%2e%2e/api/v2/dags", "/foo/../execution/health",
+                         "/api/v2/dags/%2e%2e/%2e%2e/%2e%2e/execution/health",
+                         "/execution//health", "/execution/x%2Fy", "/execution/a/./b"):
+            assert _raw_get(address, int(stack.env["RICE_EDGE_PORT"]), ca, spelling) == 400, \
+                spelling
     with pytest.raises(httpx.ConnectError):  # the system's CAs do not vouch for it
         httpx.get(f"{base}/execution/health", timeout=30)
     plain = httpx.get(f"http://{address}:{stack.env['RICE_EDGE_PORT']}/execution/health",

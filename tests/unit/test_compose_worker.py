@@ -147,8 +147,13 @@ def test_the_edge_is_published_only_with_its_profile_and_mounts_no_ca_key():
 
 def test_the_edge_routes_only_the_execution_api_mlflow_and_redis():
     conf = (REPO / "docker" / "edge.conf").read_text()
-    assert re.findall(r"location\s+([^{]+?)\s*\{", conf) == \
-        ["/execution/", r"~ ^/api/(2\.0|3\.0)/mlflow(-artifacts)?/", "@unavailable", "/"]
+    assert re.findall(r"location\s+([^{]+?)\s*\{", conf) == [
+        "/execution/", r"~ ^/api/(2\.0|3\.0)/mlflow/(users|[a-z-]+/permissions)/",
+        r"~ ^/api/(2\.0|3\.0)/mlflow(-artifacts)?/", "@unavailable", "/"]
+    # Spellings that normalise into another path are refused before any location matches.
+    assert 'if ($request_uri ~ "^[^?]*((^|/)\\.\\.?(/|$)|%2[eEfF]|%5[cC]|//)")' in conf
+    # nginx takes the first regular expression that matches: the refusal comes first.
+    assert re.search(r"mlflow/\(users.*?\{\s*return 404;", conf, re.S)
     assert re.findall(r"listen\s+([^;]+);", conf) == ["8443 ssl", "6380 ssl"]
     assert re.findall(r"proxy_pass\s+([^;]+);", conf) == ["$api_server", "$mlflow", "$redis"]
     assert re.findall(r"set \$\w+ ([^;]+);", conf) == [
