@@ -322,14 +322,18 @@ def up_remote_worker(stack: ComposeStack, name: str, settings: dict[str, str] | 
     remote = ComposeStack(["docker-compose", "-p", project, "--env-file", str(env_file),
                            "-f", str(REPO / "docker-compose.worker.yaml"),
                            "-f", str(override_file)], worker_env)
-    up = remote.compose("up", "-d", "--no-build", timeout=600)
-    if up.returncode != 0:
-        raise RuntimeError(f"the remote worker did not start: {up.stderr[-3000:]}")
-    if wait:
-        waiting = remote.wait_healthy(timeout=300)
-        if waiting:
-            logs = remote.compose("logs", "--no-color", "--tail", "60").stdout[-4000:]
-            raise RuntimeError(f"the remote worker is not healthy: {waiting}\n{logs}")
+    try:
+        up = remote.compose("up", "-d", "--no-build", timeout=600)
+        if up.returncode != 0:
+            raise RuntimeError(f"the remote worker did not start: {up.stderr[-3000:]}")
+        if wait:
+            waiting = remote.wait_healthy(timeout=300)
+            if waiting:
+                logs = remote.compose("logs", "--no-color", "--tail", "60").stdout[-4000:]
+                raise RuntimeError(f"the remote worker is not healthy: {waiting}\n{logs}")
+    except BaseException:
+        remote.compose("down", "--volumes", timeout=300)  # the caller never gets to
+        raise
     return remote
 
 
