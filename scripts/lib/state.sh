@@ -93,3 +93,15 @@ load_env_lines() {
     export "$key=$value"
   done
 }
+
+# need COMMAND PACKAGE [COMMAND PACKAGE ...]: install the Debian package of each command that is
+# missing (root needed; otherwise say which and stop), so a fresh machine needs no hand step.
+need() {
+  local missing=()
+  while [[ $# -gt 0 ]]; do command -v "$1" >/dev/null || missing+=("$2"); shift 2; done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $(id -u) != 0 ]]; then echo "${0##*/}: missing ${missing[*]}; install them (root needed)" >&2; exit 1; fi
+  echo "${0##*/}: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
