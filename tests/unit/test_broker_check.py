@@ -109,16 +109,18 @@ def certificates(tmp_path_factory) -> dict[str, Path]:
             "other_ca": root / "other" / "worker" / "ca.crt"}
 
 
-def _tls_broker(certificates) -> int:
+def _tls_broker_url(certificates, ca: str) -> str:
+    """The URL of a TLS broker serving the edge's certificate, trusting `ca` (a key of
+    `certificates`), as a worker's compose file writes it."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificates["server_crt"], certificates["server_key"])
-    return _serve_once(_refuse_password, context)
+    port = _serve_once(_refuse_password, context)
+    return (f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required"
+            f"&ssl_ca_certs={certificates[ca]}")
 
 
 def test_a_broker_certificate_from_another_ca_is_a_configuration_error(certificates, capsys):
-    port = _tls_broker(certificates)
-    url = (f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required"
-           f"&ssl_ca_certs={certificates['other_ca']}")
+    url = _tls_broker_url(certificates, "other_ca")
     code, err, clock = _run({broker_check.URL_VARIABLE: url}, capsys)
     assert code == broker_check.EX_CONFIG
     assert "RICE_CA_FILE" in err and PASSWORD not in err
@@ -126,9 +128,7 @@ def test_a_broker_certificate_from_another_ca_is_a_configuration_error(certifica
 
 
 def test_over_tls_with_the_right_ca_the_password_is_what_is_checked(certificates, capsys):
-    port = _tls_broker(certificates)
-    url = (f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required"
-           f"&ssl_ca_certs={certificates['ca']}")
+    url = _tls_broker_url(certificates, "ca")
     code, err, _ = _run({broker_check.URL_VARIABLE: url}, capsys)
     assert code == broker_check.EX_CONFIG
     assert "refused this worker's password" in err and PASSWORD not in err
