@@ -34,6 +34,10 @@ class ComposeStack:
     # the stack was started with one.
     remote: ComposeStack | None = None
 
+    def project_of(self, service: str) -> ComposeStack:
+        """The compose project that runs `service`: the remote worker's own, or this one."""
+        return self.remote if self.remote is not None and service == REMOTE_SERVICE else self
+
     @property
     def staging(self) -> Path:
         return Path(self.env["RICE_STAGING_DIR"])
@@ -260,6 +264,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
 
 REMOTE_SERVICE = "airflow-worker-remote"
 CONTROL_PLANE_HOST = "rice-control-plane"
+WORKER_ENV_EXAMPLE = REPO / "worker.env.example"
 
 
 def _publish_for_remote(root: Path, network: str) -> dict[str, str]:
@@ -291,21 +296,16 @@ def up_remote_worker(stack: ComposeStack, name: str, settings: dict[str, str] | 
     machine"); `settings` change its values (a wrong password, say), `environment` is laid
     over the service's. With `wait`, until its health check passes."""
     root = Path(stack.env["RICE_TLS_DIR"]).parent
+    # What the example asks for and the control plane's .env holds is copied as it is (the
+    # secrets, the image, the ports, the pipeline settings); the rest says where the control
+    # plane is and what it is called.
+    listed = [line.split("=", 1)[0] for line in WORKER_ENV_EXAMPLE.read_text().splitlines()
+              if line and not line.startswith("#")]
     worker_env = {
-        "AIRFLOW_IMAGE": stack.env["AIRFLOW_IMAGE"],
-        "REDIS_PASSWORD": stack.env["REDIS_PASSWORD"],
-        "MLFLOW_PIPELINE_USERNAME": stack.env["MLFLOW_PIPELINE_USERNAME"],
-        "MLFLOW_PIPELINE_PASSWORD": stack.env["MLFLOW_PIPELINE_PASSWORD"],
+        **{key: stack.env[key] for key in listed if key in stack.env},
         "RICE_CONTROL_PLANE_ADDRESS": stack.env["RICE_PUBLISH_ADDRESS"],
         "RICE_CONTROL_PLANE_HOST": CONTROL_PLANE_HOST,
-        "RICE_EDGE_PORT": stack.env["RICE_EDGE_PORT"],
-        "RICE_BROKER_PORT": stack.env["RICE_BROKER_PORT"],
         "RICE_CA_FILE": str(Path(stack.env["RICE_TLS_DIR"]) / "worker" / "ca.crt"),
-        "RICE_DATA_DIR": stack.env["RICE_DATA_DIR"],
-        **{key: stack.env[key] for key in ("RICE_SCHEDULE", "RICE_EPOCHS",
-                                           "RICE_MIN_TEST_ACCURACY", "RICE_MIN_CLASS_RECALL",
-                                           "RICE_TRAIN_QUEUE", "RICE_DOCKER_QUEUE")
-           if key in stack.env},
         **(settings or {}),
     }
     env_file = root / f"worker-{name}.env"

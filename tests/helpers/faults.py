@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers.airflow_stack import DAG_ID, xcom_value
-from tests.helpers.compose_stack import REMOTE_SERVICE, ComposeStack
+from tests.helpers.compose_stack import ComposeStack
 from tests.helpers.paths import REPO
 
 MODEL_NAME = "rice-classifier"
@@ -178,9 +178,7 @@ def deliver(stack: ComposeStack, commit: str, delivery: str | None = None,
 def containers(stack: ComposeStack, service: str | None = None) -> list[dict]:
     """`docker inspect` of the stack's containers (of one service), its remote worker's
     (another compose project) included."""
-    projects = [stack] if service != REMOTE_SERVICE else []
-    if stack.remote is not None and service in (None, REMOTE_SERVICE):
-        projects.append(stack.remote)
+    projects = [stack.project_of(service)] if service else [stack, *filter(None, [stack.remote])]
     ids = [found for project in projects
            for found in project.compose("ps", "-q", *([service] if service else [])).stdout.split()]
     if not ids:

@@ -79,8 +79,8 @@ def _exec(stack: ComposeStack, service: str, *command: str, env: dict | None = N
     The remote worker's service is in its own project."""
     import os
 
-    project = stack.remote if service == REMOTE_SERVICE else stack
     names = [arg for key in (env or {}) for arg in ("-e", key)]
+    project = stack.project_of(service)
     return subprocess.run([*project.command, "exec", "-T", *names, service, *command],
                           capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={**os.environ, **(env or {})})
@@ -246,18 +246,30 @@ def test_the_webhook_proxy_refuses_a_wrong_signature_and_exposes_nothing_else(st
     assert httpx.get(stack.webhook, timeout=30).status_code == 403  # POST only
 
 
-def _raw_get(address: str, port: int, ca: str, path: str) -> int:
-    """The status of a GET of `path` exactly as written (no client-side normalisation)."""
+def _over_tls(address: str, port: int, ca: str, request: bytes, lines: int = 1) -> bytes:
+    """`request` sent as written over TLS checked against `ca` (as the remote worker checks
+    the edge); what came back by the end of its `lines`-th line."""
     import socket
     import ssl
 
     context = ssl.create_default_context(cafile=ca)
     with socket.create_connection((address, port), 10) as raw, \
             context.wrap_socket(raw, server_hostname="rice-control-plane") as tls:
-        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: rice-control-plane\r\n"
-                    "Connection: close\r\n\r\n".encode())
+        tls.sendall(request)
         tls.settimeout(10)
-        return int(tls.recv(4096).split(b" ", 2)[1])
+        answer = b""
+        while answer.count(b"\r\n") < lines:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def _raw_get(address: str, port: int, ca: str, path: str) -> int:
+    """The status of a GET of `path` exactly as written (no client-side normalisation)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: rice-control-plane\r\nConnection: close\r\n\r\n"
+    return int(_over_tls(address, port, ca, request.encode()).split(b" ", 2)[1])
 
 
 def test_the_edge_publishes_only_what_a_remote_worker_needs_over_tls(stack):
@@ -297,19 +309,9 @@ def test_the_edge_publishes_only_what_a_remote_worker_needs_over_tls(stack):
                       timeout=30)
     assert plain.status_code == 400  # nginx: a plain HTTP request to an HTTPS port
 
-    def broker(*commands: bytes) -> bytes:
-        context = ssl.create_default_context(cafile=ca)
-        with socket.create_connection((address, int(stack.env["RICE_BROKER_PORT"])), 10) as raw, \
-                context.wrap_socket(raw, server_hostname="rice-control-plane") as tls:
-            tls.sendall(b"".join(commands))
-            tls.settimeout(10)
-            answer = b""
-            while answer.count(b"\r\n") < len(commands):  # one line per command
-                chunk = tls.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-            return answer
+    def broker(*commands: bytes) -> bytes:  # Redis answers one line per command
+        return _over_tls(address, int(stack.env["RICE_BROKER_PORT"]), ca, b"".join(commands),
+                         lines=len(commands))
 
     assert broker(b"PING\r\n").startswith(b"-NOAUTH")
     password = stack.env["REDIS_PASSWORD"].encode()
@@ -389,11 +391,10 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     hosts = {ti["task_id"]: ti["hostname"] for ti in
              api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
     # ... and the Docker tasks on the only worker with the engine socket.
-    for project, service, tasks in (
-            (stack.remote, REMOTE_SERVICE, ["train"]),
-            (stack, "airflow-worker", ["validate_data", "admit", "report"]),
-            (stack, "airflow-worker-docker", ["build_image", "push_image", "promote"])):
-        container = project.compose("ps", "-q", service).stdout.split()[0]
+    for service, tasks in ((REMOTE_SERVICE, ["train"]),
+                           ("airflow-worker", ["validate_data", "admit", "report"]),
+                           ("airflow-worker-docker", ["build_image", "push_image", "promote"])):
+        container = stack.project_of(service).compose("ps", "-q", service).stdout.split()[0]
         for task in tasks:
             assert hosts[task] and container.startswith(hosts[task]), (service, task, hosts)
 
