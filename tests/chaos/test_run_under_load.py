@@ -7,8 +7,8 @@ proxy, then the API server) while the run trains on the same two cores: no 5xx, 
 delivery names the run of its commit. The 1,200 deliveries are 20 commits, each pushed once
 and then redelivered about once a second, so only 20 runs wait queued; they are removed.
 
-Staging full: the staging volume (a 512 MiB tmpfs in the shared stack) is filled the moment
-`train` succeeds, so `fetch_artifacts` finds no room: the attempt fails naming the directory,
+Staging full: the staging volume (a 512 MiB tmpfs in the shared stack) is filled while `train`
+runs, so `fetch_artifacts` finds no room: the attempt fails naming the directory,
 the space free and the space it needs, and leaves no partial stage; once the space is freed the
 next attempt stages the run, and the run ships exactly one of everything.
 """

@@ -9,9 +9,10 @@ tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
   from memory (include/rice_mlops/webhook/recent.py), so after the first second the load is on
   nginx, the API server's HTTP stack, the signature check and the receiver, not on the metadata
   database: that is the load GitHub's redeliveries and replayed bodies put on it.
-- staging full: the staging volume (a tmpfs, when the suite runs as root) is filled the moment
-  `train` succeeds, so `fetch_artifacts` finds no room; the space is freed once that attempt
-  has ended, and its retry must stage the run.
+- staging full: the staging volume (a tmpfs, when the suite runs as root) is filled while
+  `train` runs (on the remote worker, which has no staging), so `fetch_artifacts` always starts
+  on a full volume and finds no room; the space is freed once that attempt has ended, and its
+  retry must stage the run.
 - an insider in the compute zone (issue 20): once the run is staged, and before the release
   zone builds, code running in the default worker's container writes a build context into
   the run's staging directory (a Dockerfile, a server and a push.sh that would leave a marker
@@ -23,6 +24,7 @@ Nothing here asserts: the tests read what was recorded, including what went wron
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -83,22 +85,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _fill(staging, ballast, tries: int = 20) -> tuple[int, int]:
+    """Allocate all but LEFT_FREE of the volume to `ballast`: (bytes allocated, tries).
+
+    Something may write there between the look and the allocation (fetch_artifacts, when
+    `train` ended before this started); tmpfs undoes a refused fallocate, so look again and ask
+    for what is left."""
+    for attempt in range(1, tries + 1):
+        stat = os.statvfs(staging)
+        fill = stat.f_bavail * stat.f_frsize - LEFT_FREE
+        if fill <= 0:  # the stage already took the rest: full as it is
+            return 0, attempt
+        try:
+            with open(ballast, "wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, fill)
+            return fill, attempt
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _fill_when_trained(stack: ComposeStack, api: Airflow, run_id: str, record: dict,
                        stop: threading.Event) -> None:
-    """At `train` success, fill the staging volume; once fetch_artifacts' first attempt has
-    ended, look at what it left and free the space again."""
+    """While `train` runs, fill the staging volume; once fetch_artifacts' first attempt has
+    ended, look at what it left and free the space again. Filling at `train` success instead
+    raced fetch_artifacts' first writes, which start on another worker within a second."""
     ballast = stack.staging / ".chaos-ballast"
     try:
-        if api.wait_task(run_id, "train", {"success"}, timeout=1500, stop=stop) is None:
-            raise RuntimeError("the run ended (or the driver stopped) before train succeeded")
-        stat = os.statvfs(stack.staging)
-        fill = stat.f_bavail * stat.f_frsize - LEFT_FREE
-        with open(ballast, "wb") as handle:
-            os.posix_fallocate(handle.fileno(), 0, fill)
+        if api.wait_task(run_id, "train", {"running", "success"}, timeout=1500,
+                         stop=stop) is None:
+            raise RuntimeError("the run ended (or the driver stopped) before train ran")
+        fill, tries = _fill(stack.staging, ballast)
         fetch = api.task(run_id, "fetch_artifacts")
         record.update(injected_at=utc_now(), t=time.time(), t_mono=time.monotonic(),
-                      when=f"train succeeded, fetch_artifacts {fetch['state']}",
-                      task_state=fetch["state"], ballast_bytes=fill)
+                      when=f"train {api.task(run_id, 'train')['state']}, "
+                           f"fetch_artifacts {fetch['state']}",
+                      task_state=fetch["state"], ballast_bytes=fill, fill_tries=tries)
         first = api.wait_task(run_id, "fetch_artifacts", {"up_for_retry", "failed", "success"},
                               timeout=600, stop=stop)
         record["first_attempt"] = (first or {}).get("state")
@@ -218,8 +241,8 @@ def _read(errors: list[str], what: str, read, default):
 
 
 def push_under_load(stack: ComposeStack, commit: str) -> LoadedRun:
-    """Push `commit` through the webhook proxy, hold the load while it trains, fill the staging
-    volume after `train`, and wait for the run to end."""
+    """Push `commit` through the webhook proxy, hold the load and fill the staging volume while
+    it trains, and wait for the run to end."""
     api = Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
     api.unpause()  # new DAGs start paused in this stack
     _, status, _, run_id = deliver(stack, commit)
