@@ -140,7 +140,10 @@ def main() -> int:
             burner.kill()
         stack.stop()
         subprocess.run([postgres, "destroy"], env=pg_env, check=False)
+    from rice_mlops.webhook.settings import TRIGGERS_AT_ONCE
+
     record("webhook_load", {"rate_per_s": args.rate, "seconds_per_phase": args.seconds,
+                            "triggers_at_once": TRIGGERS_AT_ONCE,
                             "burn_processes": args.burn, "api_workers": args.api_workers,
                             "phases": phases})
     return 0

@@ -310,10 +310,11 @@ WEBHOOK_SETTINGS: tuple[Setting, ...] = (
        "`rice_classifier_cicd` and nothing else)", "set by `scripts/airflow-stack`"),
     _w("AIRFLOW_WEBHOOK_PASSWORD", "password", "secret",
        "that account's password", "set by `scripts/airflow-stack`"),
-    _w("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "serialize", "Airflow's database URL",
-       "Airflow's own setting, read to decide one thing: on SQLite the webhook triggers one "
-       "run at a time (concurrent triggers fail \"database is locked\" there)",
-       "SQLite: `true` (serialize)"),
+    _w("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "triggers_at_once", "Airflow's database URL",
+       "Airflow's own setting, read to decide one thing: how many runs the webhook triggers at "
+       "once. One on SQLite (concurrent triggers fail \"database is locked\" there), two "
+       "otherwise (a burst of new pushes waits in the receiver, not in the API server's threads)",
+       "SQLite: 1"),
 )
 
 TOOL_SETTINGS: tuple[Setting, ...] = (

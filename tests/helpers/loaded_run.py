@@ -3,8 +3,11 @@ with two faults laid on it (issue 16, faults 7 and 8) so that one training serve
 tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
 
 - load held: while `train` runs, signed deliveries at a steady 20 per second for 60 s to the
-  webhook proxy. They are 20 other commits, each pushed once (20 REST triggers, 20 runs queued
-  behind the pushed one, removed afterwards) and then redelivered about once a second. The
+  webhook proxy. They are 20 other commits, one pushed for the first time every 3 s (20 REST
+  triggers, 20 runs queued behind the pushed one, removed afterwards), the ones already pushed
+  redelivered in turn in between. (All 20 first pushes in the first second, as before, is a
+  burst no repository's pushes make; it is measured on its own in benchmarks/webhook_load.py
+  --bursts, each trigger creating a run and its task instances.) The
   receiver answers a redelivery of a push it triggered within GITHUB_WEBHOOK_RECENT_SECONDS
   from memory (include/rice_mlops/webhook/recent.py), so after the first second the load is on
   nginx, the API server's HTTP stack, the signature check and the receiver, not on the metadata
@@ -52,6 +55,7 @@ from tests.helpers.paths import REPO
 RATE = 20  # deliveries per second
 SECONDS = 60
 COMMITS = 20
+NEW_EVERY = SECONDS / COMMITS  # seconds between two first pushes
 LEFT_FREE = 512 * 1024  # less than any run's stage
 
 
@@ -203,6 +207,13 @@ def _plant_when_staged(stack: ComposeStack, api: Airflow, run_id: str, record: d
         record.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
 
 
+def delivered_commit(i: int) -> int:
+    """Which of the COMMITS the i-th delivery of the load sends: a new one every NEW_EVERY
+    seconds, and in between the ones already pushed, in turn."""
+    pushed = min(COMMITS, int(i / RATE / NEW_EVERY) + 1)
+    return i % pushed
+
+
 def _hold_load(stack: ComposeStack, api: Airflow, run_id: str
                ) -> tuple[dict, list, dict[str, list[str]]]:
     tag = uuid.uuid4().hex
@@ -212,7 +223,7 @@ def _hold_load(stack: ComposeStack, api: Airflow, run_id: str
 
     def paced(i: int):
         time.sleep(max(0.0, start + i / RATE - time.monotonic()))
-        return deliver(stack, commits[i % COMMITS], client=client)
+        return deliver(stack, commits[delivered_commit(i)], client=client)
 
     # One client, a new connection per delivery (as GitHub's arrive): the time measured is the
     # service's, not this process rebuilding an httpx client's TLS context per delivery on

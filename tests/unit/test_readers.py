@@ -11,7 +11,7 @@ from rice_mlops.accounts import parse_service_accounts
 from rice_mlops.readers import SettingsError
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.tool_settings import ToolSettings
-from rice_mlops.webhook.settings import WebhookSettings
+from rice_mlops.webhook.settings import TRIGGERS_AT_ONCE, WebhookSettings
 
 
 @pytest.mark.parametrize(("reader", "env", "message"), [
@@ -85,9 +85,10 @@ def test_the_webhook_reads_its_dag_id_and_falls_back_to_the_api_servers_url():
     settings = WebhookSettings.from_env({"RICE_WEBHOOK_DAG_ID": "rice_staging",
                                          "AIRFLOW__API__BASE_URL": "http://api:8080",
                                          "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://x"})
-    assert (settings.dag_id, settings.api_url, settings.serialize) == \
-        ("rice_staging", "http://api:8080", False)
-    assert WebhookSettings.from_env({}).serialize is True
+    assert (settings.dag_id, settings.api_url, settings.triggers_at_once) == \
+        ("rice_staging", "http://api:8080", TRIGGERS_AT_ONCE)
+    assert TRIGGERS_AT_ONCE > 1
+    assert WebhookSettings.from_env({}).triggers_at_once == 1  # SQLite
 
 
 def test_the_command_line_answers_a_bad_setting_with_its_message_not_a_traceback(monkeypatch,

@@ -45,7 +45,7 @@ def airflow():
 def client(airflow):
     settings = WebhookSettings(secret=SECRET, branch="main", repositories=frozenset({"acme/rice"}),
                         dag_id="rice_classifier_cicd", api_url="http://unused", username="u",
-                        password="p", serialize=False)
+                        password="p", triggers_at_once=2)
     return TestClient(create_app(settings, client=airflow))
 
 

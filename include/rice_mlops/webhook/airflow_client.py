@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from rice_mlops.webhook.settings import TRIGGERS_AT_ONCE
+
 _REFRESH_MARGIN_SECONDS = 300
 
 
@@ -44,15 +46,16 @@ def _expiry(token: str) -> float:
 
 class AirflowClient:
     def __init__(self, base_url: str, username: str, password: str, *,
-                 serialize: bool = False, timeout: float = 5.0):
+                 triggers_at_once: int = TRIGGERS_AT_ONCE, timeout: float = 5.0):
         self.base_url = base_url.rstrip("/")
         self._credentials = {"username": username, "password": password}
         self._timeout = timeout
         self._token: str | None = None
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
-        # SQLite cannot take concurrent dagRun inserts (DESIGN.md): one trigger at a time.
-        self._trigger_lock = asyncio.Lock() if serialize else None
+        # A burst of new pushes waits here rather than in the API server's threads, where it
+        # would slow every request, these included (TRIGGERS_AT_ONCE says why two).
+        self._trigger_slots = asyncio.Semaphore(triggers_at_once)
         self._http: httpx.AsyncClient | None = None
         self.token_requests = 0
 
@@ -88,10 +91,7 @@ class AirflowClient:
             for attempt in range(2):
                 token = await self._token_value(client, force=attempt > 0)
                 headers = {"Authorization": f"Bearer {token}"}
-                if self._trigger_lock is not None:
-                    async with self._trigger_lock:
-                        response = await client.post(url, json=body, headers=headers)
-                else:
+                async with self._trigger_slots:
                     response = await client.post(url, json=body, headers=headers)
                 if response.status_code != 401:
                     break

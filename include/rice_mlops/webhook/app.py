@@ -48,7 +48,7 @@ def create_app(settings: WebhookSettings | None = None, client: AirflowClient | 
         log.warning("GITHUB_WEBHOOK_SECRET is not set (nor GITHUB_WEBHOOK_SECRET_VARIABLE): "
                     "every webhook delivery will be refused")
     client = client or AirflowClient(settings.api_url, settings.username, settings.password,
-                                     serialize=settings.serialize)
+                                     triggers_at_once=settings.triggers_at_once)
     app = FastAPI(title="rice-mlops GitHub webhook", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.client = client

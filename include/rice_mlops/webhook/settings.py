@@ -33,6 +33,11 @@ ROTATION_GRACE_SECONDS = 3600.0
 # How long a triggered push is answered as a duplicate without asking Airflow again
 # (rice_mlops.webhook.recent).
 RECENT_SECONDS = 120.0
+# dagRun POSTs in flight at once. Each creates a run and its 22 task instances in the API server
+# that also serves this receiver: 55-75 ms alone on an idle 2-core machine, but 20 at once took
+# 1.0-1.9 s each (GIL and row locks), against 0.6-0.8 s at the median two at a time, with the
+# same total (benchmarks/README.md, "Webhook triggers"). SQLite takes one.
+TRIGGERS_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,8 @@ class WebhookSettings:
     api_url: str = DEFAULT_API_URL
     username: str = ""
     password: str = ""
-    # Trigger one run at a time: on SQLite concurrent dagRun POSTs fail "database is locked".
-    serialize: bool = True
+    # On SQLite concurrent dagRun POSTs fail "database is locked": one at a time there.
+    triggers_at_once: int = 1
     previous_secret: str | None = None
     secret_variable: str | None = None
     previous_ttl: float = ROTATION_GRACE_SECONDS
@@ -68,7 +73,7 @@ class WebhookSettings:
                               read.text(env, "AIRFLOW__API__BASE_URL", cls.api_url)),
             username=read.text(env, "AIRFLOW_WEBHOOK_USERNAME"),
             password=read.secret(env, "AIRFLOW_WEBHOOK_PASSWORD") or "",
-            serialize=database.startswith("sqlite"),
+            triggers_at_once=1 if database.startswith("sqlite") else TRIGGERS_AT_ONCE,
             previous_secret=read.secret(env, "GITHUB_WEBHOOK_SECRET_PREVIOUS"),
             secret_variable=read.text(env, "GITHUB_WEBHOOK_SECRET_VARIABLE") or None,
             previous_ttl=read.number(env, "GITHUB_WEBHOOK_PREVIOUS_SECRET_TTL",
