@@ -3,15 +3,8 @@
 # then ruff on the Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v shellcheck >/dev/null; then
-  if [[ $(id -u) != 0 ]]; then
-    echo "lint: shellcheck is missing; install Debian's shellcheck package (root needed)" >&2
-    exit 1
-  fi
-  echo "lint: installing shellcheck"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
-fi
+source scripts/lib/state.sh
+need shellcheck shellcheck
 # Every script with a shell's #! line, and the library they source.
 mapfile -t shell_scripts < <(grep -rlE '^#!(/usr/bin/env (ba)?sh|/bin/(ba)?sh)' scripts docker .ci \
   benchmarks | sort)
