@@ -59,9 +59,9 @@ def rice_classifier_cicd():
 
     @task(execution_timeout=timedelta(minutes=SETTINGS.train_timeout_minutes),
           **SETTINGS.queue("train"))
-    def train(data: h.Dataset, params=None, run_id=None) -> h.Trained:
+    def train(data: h.Dataset, fresh: h.Freshness, params=None, run_id=None) -> h.Trained:
         """Train and log one MLflow run for this DAG run (a retry reuses a verified run)."""
-        return stages.training.train(SETTINGS, params, data, run_id)
+        return stages.training.train(SETTINGS, params, data, fresh, run_id)
 
     @task
     def fetch_artifacts(trained: h.Trained) -> h.Staged:
@@ -128,7 +128,7 @@ def rice_classifier_cicd():
     data = admitted >> validate_data()
     freshness = check_changed(data)
     changed = proceed.override(task_id="changed")(freshness, "train")
-    trained = changed >> train(data)
+    trained = changed >> train(data, freshness)
     staged = fetch_artifacts(trained)
     gate = quality_gate(data, trained, staged)
     # Before the gate: runs that ship nothing tidy up too, and no retag races the pruning.

@@ -84,11 +84,17 @@ class Dataset(_HandOff):
 
 @dataclass(frozen=True)
 class Freshness(_HandOff):
-    """`check_changed`: whether training could change anything, and why."""
+    """`check_changed`: whether training could change anything, and why; and what it judged
+    by, so `train` on another machine can refuse to train something else."""
 
     train: bool
     code_digest: str
     reason: str
+    # The training parameters and the digest of the training modules with them, without the
+    # installed packages (a GPU worker's TensorFlow build differs legitimately). Empty in an
+    # XCom written before they were recorded.
+    model_params: dict[str, Any] = field(default_factory=dict)
+    source_digest: str = ""
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,14 @@ def check_changed(settings: PipelineSettings, params: Mapping, data: Dataset,
     config = TrainConfig(data_dir=Path(data.data_dir), epochs=request.epochs,
                          image_size=request.image_size, batch_size=request.batch_size)
     digest = training_code_digest(config.model_params())
+    judged_by = {"model_params": config.model_params(),
+                 "source_digest": training_code_digest(config.model_params(), packages=[])}
     record = latest_record(champion_events, DAG_ID)
     same = (record is not None and record.dataset_fingerprint == data.fingerprint
             and record.code_digest == digest)
     if same and not request.force:
         reason = f"same dataset and training code as champion v{record.version}"
         log.info("not training: %s (conf force=true retrains)", reason)
-        return Freshness(train=False, code_digest=digest, reason=reason)
+        return Freshness(train=False, code_digest=digest, reason=reason, **judged_by)
     return Freshness(train=True, code_digest=digest,
-                     reason="forced" if same else "dataset or training code changed")
+                     reason="forced" if same else "dataset or training code changed", **judged_by)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Dataset, Staged, Trained
+from rice_mlops.handoffs import Dataset, Freshness, Staged, Trained
 from rice_mlops.run_policy import checked_run_id
 from rice_mlops.settings import PipelineSettings
 from rice_mlops.stages.common import checked_handoffs, checked_request, dataset_dir
@@ -33,8 +33,8 @@ def _yield_cpu(nice: int) -> None:
 
 
 @checked_handoffs
-def train(settings: PipelineSettings, params: Mapping, data: Dataset, dag_run_id: str
-          ) -> Trained:
+def train(settings: PipelineSettings, params: Mapping, data: Dataset, fresh: Freshness,
+          dag_run_id: str) -> Trained:
     """One MLflow run for this DAG run on the checked dataset (a retry reuses a verified run)."""
     _yield_cpu(settings.train_nice)  # first: TensorFlow's thread pools inherit the level
     from rice_mlops.config import TrainConfig
@@ -50,8 +50,37 @@ def train(settings: PipelineSettings, params: Mapping, data: Dataset, dag_run_id
     config = TrainConfig(data_dir=data_dir, epochs=request.epochs,
                          image_size=request.image_size, batch_size=request.batch_size,
                          experiment=settings.experiment, source=request.source())
+    _same_training_as_checked(config, fresh)
     result = train_once(config, dag_run_id, validated=(dataset, data.fingerprint))
     return Trained.from_result(result)
+
+
+def _same_training_as_checked(config, fresh: Freshness) -> None:
+    """Refuse to train anything but what check_changed judged the run by.
+
+    A remote worker parses the DAG with its own settings (worker.env) and runs its own image,
+    so its RICE_EPOCHS or training code may not be the control plane's: it would train, and
+    record, another model than the one the run was admitted for. The installed packages are
+    not compared: a GPU worker's TensorFlow build differs from the CPU one on purpose.
+    """
+    from rice_mlops.code_digest import training_code_digest
+
+    if not fresh.source_digest:  # written before check_changed recorded it
+        return
+    here = config.model_params()
+    there = fresh.model_params if isinstance(fresh.model_params, dict) else {}
+    differ = [f"{name} {here.get(name)!r:.80} here, {there.get(name)!r:.80} there"
+              for name in sorted(set(here) | set(there)) if here.get(name) != there.get(name)]
+    if differ:
+        raise AirflowFailException(
+            f"{socket.gethostname()} would train with other parameters than check_changed "
+            f"judged the run by ({'; '.join(differ)}): give this worker the control plane's "
+            "pipeline settings (worker.env lists them), then clear check_changed and train")
+    if training_code_digest(here, packages=[]) != fresh.source_digest:
+        raise AirflowFailException(
+            f"the training code on {socket.gethostname()} is not the code check_changed judged "
+            "the run by (another commit's image?): run the control plane's image on this "
+            "worker, then clear check_changed and train")
 
 
 def _the_validated_dataset(data_dir, data: Dataset):
