@@ -3,6 +3,7 @@ a generated .env with fresh secrets and free loopback ports, `up`, health, logs 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -165,6 +166,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     (root / "keys").chmod(0o755)
     engine = docker_engine_env()
     serving_id = uuid.uuid4().hex[:8]
+    # Not the default 10.85.213.0/24: an engine may hold another stack's serving network (a
+    # run killed before its `down` leaves its networks), and two pools may not overlap.
+    serving_subnet = free_subnet(85)
     env = {
         **images,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -201,6 +205,8 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         # engine (the demo's, the embedded stack's); short canary windows.
         "RICE_ROLLOUT_NAME": f"rice-ci-{serving_id}",
         "RICE_SERVING_NETWORK": f"rice-ci-serving-{serving_id}",
+        "RICE_SERVING_SUBNET": str(serving_subnet),
+        "RICE_SERVING_ADDRESSES": ",".join(str(serving_subnet[i]) for i in (10, 11, 12)),
         "RICE_SERVING_PORT": str(free_port()),
         "RICE_ROLLOUT_WINDOW_SECONDS": "2",
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
@@ -230,7 +236,8 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     try:
         up = stack.compose("up", "-d", "--no-build", timeout=900)
         if up.returncode != 0:
-            raise RuntimeError(f"docker-compose up failed: {up.stderr[-3000:]}")
+            raise RuntimeError(f"docker-compose up failed: {up.stderr[-3000:]}\n"
+                               f"the engine's networks then: {engine_networks()}")
         _wait(f"{stack.airflow}/api/v2/monitor/health", 300)
         if remote_queue:
             stack.remote = up_remote_worker(stack, "remote", {"RICE_WORKER_QUEUE": remote_queue},
@@ -262,6 +269,30 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         shutil.rmtree(root, ignore_errors=True)
 
 
+def engine_networks() -> dict[str, list[str]]:
+    """Every network on the engine with its IPv4 subnets."""
+    ids = subprocess.run(["docker", "network", "ls", "-q"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    inspected = json.loads(subprocess.run(["docker", "network", "inspect", *ids],
+                                          capture_output=True, text=True, check=True).stdout)
+    return {network["Name"]: [config["Subnet"] for config in
+                              (network.get("IPAM") or {}).get("Config") or []
+                              if ":" not in config.get("Subnet", ":")]
+            for network in inspected}
+
+
+def free_subnet(second_octet: int) -> ipaddress.IPv4Network:
+    """A 10.<second_octet>.x.0/24 that overlaps no network on the engine, chosen at random so
+    that two stacks on one engine seldom race for the same one."""
+    taken = [ipaddress.ip_network(subnet, strict=False)
+             for subnets in engine_networks().values() for subnet in subnets]
+    for _ in range(50):
+        candidate = ipaddress.ip_network(f"10.{second_octet}.{20 + secrets.randbelow(200)}.0/24")
+        if not any(candidate.overlaps(other) for other in taken):
+            return candidate
+    raise RuntimeError(f"no free 10.{second_octet}.x.0/24 on the engine: {engine_networks()}")
+
+
 REMOTE_SERVICE = "airflow-worker-remote"
 CONTROL_PLANE_HOST = "rice-control-plane"
 WORKER_ENV_EXAMPLE = REPO / "worker.env.example"
@@ -272,9 +303,9 @@ def _publish_for_remote(root: Path, network: str) -> dict[str, str]:
     edge on this host's address there (the bridge's gateway), and nothing else of the stack
     is reachable from it but what that address publishes. The edge's certificate names it."""
     for _ in range(20):
-        octet = 20 + secrets.randbelow(200)
-        gateway = f"10.86.{octet}.1"
-        made = subprocess.run(["docker", "network", "create", "--subnet", f"10.86.{octet}.0/24",
+        subnet = free_subnet(86)
+        gateway = str(subnet[1])
+        made = subprocess.run(["docker", "network", "create", "--subnet", str(subnet),
                                "--gateway", gateway, network], capture_output=True, text=True)
         if made.returncode == 0:
             break

@@ -446,7 +446,8 @@ def _check_serving(stack: ComposeStack, summary: dict) -> None:
     served = httpx.get(f"{url}/version", timeout=10).json()
     assert served["model_version"] == state["stable"]["model_version"]
     name = stack.env["RICE_ROLLOUT_NAME"]
-    for container, address in ((f"{name}-proxy", "10.85.213.10"),
+    proxy_address = stack.env["RICE_SERVING_ADDRESSES"].split(",")[0]
+    for container, address in ((f"{name}-proxy", proxy_address),
                                (f"{name}-{state['stable']['slot']}", None)):
         inspected = json.loads(subprocess.run(["docker", "inspect", container],
                                               capture_output=True, text=True,
