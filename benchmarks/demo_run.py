@@ -30,7 +30,7 @@ from results_log import record  # noqa: E402
 
 
 def _when(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value).timestamp()  # 3.11 reads the trailing Z
 
 
 def _api(url: str, token: str, path: str) -> dict:
@@ -60,7 +60,22 @@ def run_times(task_instances: list[dict]) -> dict:
                      for t in ran if t["task_id"] != "train"), reverse=True)
     return {"run_s": round(end - start, 1), "train_s": round(train, 1),
             "overhead_s": round(end - start - train, 1),
-            "slowest_other_tasks": [{"task": task, "s": s} for s, task in others[:8]]}
+            "idle_s": round(end - start - _busy(ran), 1),
+            "slowest_other_tasks": [{"task": task, "s": s} for s, task in others[:8]],
+            "timeline": [{"task": t["task_id"], "from_s": round(_when(t["start_date"]) - start, 1),
+                          "to_s": round(_when(t["end_date"]) - start, 1)}
+                         for t in sorted(ran, key=lambda t: _when(t["start_date"]))]}
+
+
+def _busy(ran: list[dict]) -> float:
+    """How long at least one task ran: the rest of the run is the scheduler's and the
+    executor's (queueing, starting a task process)."""
+    busy, reach = 0.0, float("-inf")
+    for begin, finish in sorted((_when(t["start_date"]), _when(t["end_date"])) for t in ran):
+        if finish > reach:
+            busy += finish - max(begin, reach)
+            reach = finish
+    return busy
 
 
 def main() -> int:
@@ -72,10 +87,10 @@ def main() -> int:
                             capture_output=True, text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="rice-demo-bench-"))
     clone = work / "rice-mlops"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
     log = work / "demo.log"
     try:
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
         started = time.monotonic()
         with log.open("w") as out:
             done = subprocess.run(["make", "demo"], cwd=clone, stdout=out,
