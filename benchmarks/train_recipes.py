@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -139,7 +140,14 @@ def main() -> int:
     parser.add_argument("--skip-seed", action="store_true")
     parser.add_argument("--recipe", type=recipe, action="append",
                         help="train ours with these TrainConfig fields (repeatable: a sweep)")
+    parser.add_argument("--label", default="",
+                        help="what this code differs in (a change not a TrainConfig field)")
     args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "include"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    source = {"commit": commit + ("+changes" if dirty else ""), "label": args.label}
 
     if args.recipe:
         with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home, \
@@ -147,14 +155,14 @@ def main() -> int:
             for overrides in args.recipe:
                 result = run_ours(args.data, overrides)
                 print(result, flush=True)
-                record("train_sweep", {"data": str(args.data), "ours": result})
+                record("train_sweep", {"data": str(args.data), **source, "ours": result})
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as home, \
             mlflow_server(Path(home)):
         ours = run_ours(args.data)
     seed = None if args.skip_seed else run_seed(args.data, ours["wall_seconds"])
     record("train_recipes", {
-        "data": str(args.data),
+        "data": str(args.data), **source,
         "ours": ours,
         "seed": seed,
     })
