@@ -38,6 +38,7 @@ def _seconds(ti: dict) -> float:
 
 
 def main() -> int:
+    from demo_run import run_times
     from results_log import record
 
     from rice_mlops.demo import DAG_ID, Api, follow, summarize, wait_for_dag
@@ -74,6 +75,7 @@ def main() -> int:
         tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
         durations = {ti["task_id"]: _seconds(ti) for ti in tasks["task_instances"]
                      if ti["start_date"] and ti["end_date"]}
+        times = run_times(tasks["task_instances"])
         after = _stack_memory(stack)
     airflow_image = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}",
                                     "rice-mlops/airflow:3.3.2"], capture_output=True,
@@ -85,6 +87,8 @@ def main() -> int:
         "webhook_to_finished_run_s": round(run_s, 1),
         "state": run["state"], "test_accuracy": summary["test_accuracy"],
         "image": summary["image"], "task_seconds": durations,
+        # first task to last; `overhead_s` is everything but `train`, gaps included
+        **{key: times[key] for key in ("run_s", "train_s", "overhead_s", "idle_s")},
         "stack_memory_mib_idle": idle, "stack_memory_mib_after_run": after,
         "airflow_image_mb": round(int(airflow_image or 0) / 1e6, 1),
     })
