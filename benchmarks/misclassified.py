@@ -1,0 +1,78 @@
+"""Which test images the default recipe gets wrong, and whether a variant fixes them: the
+recipe of `rice_mlops.training.train` (same data pipeline, model, schedule and seed) without
+MLflow, so a variant is a flag here and not a change to the pipeline.
+
+    .venv/bin/python benchmarks/misclassified.py [--data ../shared/rice] [--label-smoothing 0.1]
+
+Appends a record to results/misclassified.jsonl: test accuracy, fit time, and each wrong
+image with its label, the prediction and the predicted class's probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "include"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "rice")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from results_log import record
+
+    from rice_mlops import training
+    from rice_mlops.config import TrainConfig
+    from rice_mlops.data.pipeline import eval_batches
+    from rice_mlops.model import build_model
+
+    config = TrainConfig(data_dir=args.data.resolve())
+    training._quiet_tensorflow()
+    dataset, _ = training._checked_dataset(config, None)
+    counts = {split: sum(by_class.values()) for split, by_class in dataset.counts().items()}
+    classes = dataset.classes
+    training._deterministic_keras(config.seed)
+    splits, train_ds, val_ds = training._batches(dataset, counts, config)
+    model = build_model(len(classes), config.image_size, config.architecture)
+    training._compile(model, config, steps_per_epoch=-(-counts["train"] // config.batch_size))
+    if args.label_smoothing:
+        # Keras' sparse loss has no smoothing: one-hot labels and the categorical loss.
+        def one_hot(images, labels):
+            return images, tf.one_hot(labels, len(classes))
+        train_ds, val_ds = train_ds.map(one_hot), val_ds.map(one_hot)
+        model.compile(optimizer=model.optimizer, metrics=["accuracy"],
+                      loss=keras.losses.CategoricalCrossentropy(
+                          label_smoothing=args.label_smoothing))
+    started = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0).history
+    fit_seconds = time.perf_counter() - started
+    paths, labels = dataset.examples("test")
+    probabilities = model.predict(eval_batches(splits["test"], 256), verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    wrong = [{"image": str(Path(paths[i]).relative_to(dataset.root)),
+              "label": classes[labels[i]], "predicted": classes[predicted[i]],
+              "probability": round(float(probabilities[i].max()), 4)}
+             for i in np.flatnonzero(predicted != np.asarray(labels))]
+    record("misclassified", {
+        "data": str(args.data), "label_smoothing": args.label_smoothing,
+        "test_images": len(labels), "test_accuracy": round(1 - len(wrong) / len(labels), 4),
+        "val_accuracy": round(float(history["val_accuracy"][-1]), 4),
+        "fit_seconds": round(fit_seconds, 1), "wrong": wrong,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
