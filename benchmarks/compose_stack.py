@@ -32,7 +32,7 @@ def _mib(usage: str) -> float:
 
 
 def _seconds(ti: dict) -> float:
-    start, end = (datetime.fromisoformat(ti[k].replace("Z", "+00:00"))
+    start, end = (datetime.fromisoformat(ti[k])  # 3.11 reads the trailing Z
                   for k in ("start_date", "end_date"))
     return round((end - start).total_seconds(), 1)
 

@@ -236,8 +236,12 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     try:
         up = stack.compose("up", "-d", "--no-build", timeout=900)
         if up.returncode != 0:
+            try:
+                networks = engine_networks()
+            except (subprocess.CalledProcessError, ValueError) as exc:  # the engine is gone
+                networks = f"unknown ({exc})"
             raise RuntimeError(f"docker-compose up failed: {up.stderr[-3000:]}\n"
-                               f"the engine's networks then: {engine_networks()}")
+                               f"the engine's networks then: {networks}")
         _wait(f"{stack.airflow}/api/v2/monitor/health", 300)
         if remote_queue:
             stack.remote = up_remote_worker(stack, "remote", {"RICE_WORKER_QUEUE": remote_queue},

@@ -44,7 +44,7 @@ def parse_time(value: str | None) -> float | None:
     """An ISO timestamp from the REST API as epoch seconds."""
     if not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value).timestamp()  # 3.11 reads the trailing Z
 
 
 class Airflow:
