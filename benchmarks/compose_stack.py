@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,14 +30,8 @@ def _mib(usage: str) -> float:
     return float(value) * _UNITS[unit] / 2**20
 
 
-def _seconds(ti: dict) -> float:
-    start, end = (datetime.fromisoformat(ti[k])  # 3.11 reads the trailing Z
-                  for k in ("start_date", "end_date"))
-    return round((end - start).total_seconds(), 1)
-
-
 def main() -> int:
-    from demo_run import run_times
+    from demo_run import run_times, task_seconds
     from results_log import record
 
     from rice_mlops.demo import DAG_ID, Api, follow, summarize, wait_for_dag
@@ -73,7 +66,7 @@ def main() -> int:
         run_s = time.monotonic() - sent
         summary = summarize(api, run, stack.airflow, stack.mlflow)
         tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
-        durations = {ti["task_id"]: _seconds(ti) for ti in tasks["task_instances"]
+        durations = {ti["task_id"]: task_seconds(ti) for ti in tasks["task_instances"]
                      if ti["start_date"] and ti["end_date"]}
         times = run_times(tasks["task_instances"])
         after = _stack_memory(stack)

@@ -33,6 +33,11 @@ def _when(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()  # 3.11 reads the trailing Z
 
 
+def task_seconds(task_instance: dict) -> float:
+    """How long one task instance ran."""
+    return round(_when(task_instance["end_date"]) - _when(task_instance["start_date"]), 1)
+
+
 def _api(url: str, token: str, path: str) -> dict:
     request = urllib.request.Request(f"{url}/api/v2{path}",
                                      headers={"Authorization": f"Bearer {token}"})
@@ -56,8 +61,8 @@ def run_times(task_instances: list[dict]) -> dict:
     end = max(_when(t["end_date"]) for t in ran)
     train = next((_when(t["end_date"]) - _when(t["start_date"]) for t in ran
                   if t["task_id"] == "train"), 0.0)
-    others = sorted(((round(_when(t["end_date"]) - _when(t["start_date"]), 1), t["task_id"])
-                     for t in ran if t["task_id"] != "train"), reverse=True)
+    others = sorted(((task_seconds(t), t["task_id"]) for t in ran if t["task_id"] != "train"),
+                    reverse=True)
     return {"run_s": round(end - start, 1), "train_s": round(train, 1),
             "overhead_s": round(end - start - train, 1),
             "idle_s": round(end - start - _busy(ran), 1),

@@ -288,13 +288,14 @@ def engine_networks() -> dict[str, list[str]]:
 def free_subnet(second_octet: int) -> ipaddress.IPv4Network:
     """A 10.<second_octet>.x.0/24 that overlaps no network on the engine, chosen at random so
     that two stacks on one engine seldom race for the same one."""
+    networks = engine_networks()
     taken = [ipaddress.ip_network(subnet, strict=False)
-             for subnets in engine_networks().values() for subnet in subnets]
+             for subnets in networks.values() for subnet in subnets]
     for _ in range(50):
         candidate = ipaddress.ip_network(f"10.{second_octet}.{20 + secrets.randbelow(200)}.0/24")
         if not any(candidate.overlaps(other) for other in taken):
             return candidate
-    raise RuntimeError(f"no free 10.{second_octet}.x.0/24 on the engine: {engine_networks()}")
+    raise RuntimeError(f"no free 10.{second_octet}.x.0/24 on the engine: {networks}")
 
 
 REMOTE_SERVICE = "airflow-worker-remote"
