@@ -41,13 +41,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "rice")
     parser.add_argument("--epochs", default="25")
+    parser.add_argument("--scheduler-idle-sleep", default=_compose_default(
+                            "AIRFLOW_SCHEDULER_IDLE_SLEEP_TIME"),
+                        help="the scheduler's [scheduler] scheduler_idle_sleep_time, seconds "
+                             "(default: docker-compose.yaml's)")
+    parser.add_argument("--idle-cpu-seconds", type=float, default=60,
+                        help="how long to measure each service's CPU on the idle stack")
     args = parser.parse_args()
 
     started = time.monotonic()
     images = build_images()
     build_s = time.monotonic() - started
     started = time.monotonic()
-    with compose_stack(args.data_dir.resolve(), images, RICE_EPOCHS=args.epochs) as stack:
+    with compose_stack(args.data_dir.resolve(), images, RICE_EPOCHS=args.epochs,
+                       AIRFLOW_SCHEDULER_IDLE_SLEEP_TIME=args.scheduler_idle_sleep) as stack:
         waiting = stack.wait_healthy(timeout=600)
         healthy_s = time.monotonic() - started
         if waiting:
@@ -56,6 +63,7 @@ def main() -> int:
         wait_for_dag(api, timeout=300)
         api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
         idle = _stack_memory(stack)
+        idle_cpu = _idle_cpu(stack, args.idle_cpu_seconds)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=REPO).stdout.strip()
         sent = time.monotonic()
@@ -81,11 +89,52 @@ def main() -> int:
         "state": run["state"], "test_accuracy": summary["test_accuracy"],
         "image": summary["image"], "task_seconds": durations,
         # first task to last; `overhead_s` is everything but `train`, gaps included
-        **{key: times[key] for key in ("run_s", "train_s", "overhead_s", "idle_s")},
+        "scheduler_idle_sleep_s": float(args.scheduler_idle_sleep),
+        **{key: times[key] for key in ("run_s", "train_s", "overhead_s", "idle_s", "queued_s",
+                                       "timeline")},
+        "idle_cpu_percent_of_a_core": idle_cpu,
         "stack_memory_mib_idle": idle, "stack_memory_mib_after_run": after,
         "airflow_image_mb": round(int(airflow_image or 0) / 1e6, 1),
     })
     return 0 if run["state"] == "success" else 1
+
+
+def _compose_default(variable: str) -> str:
+    """The default docker-compose.yaml gives `variable` (`${VARIABLE:-default}`)."""
+    text = (REPO / "docker-compose.yaml").read_text()
+    return re.search(rf"\${{{variable}:-([^}}]*)}}", text).group(1)
+
+
+def _cpu_seconds(container: str) -> float:
+    """CPU time the container's cgroup has used so far (cgroup v1 or v2 on the host)."""
+    cgroup = Path("/sys/fs/cgroup")
+    v1 = cgroup / "cpuacct" / "docker" / container / "cpuacct.usage"
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    for v2 in (cgroup / "unified" / "docker" / container / "cpu.stat",
+               cgroup / "system.slice" / f"docker-{container}.scope" / "cpu.stat"):
+        if v2.exists():
+            usage = dict(line.split() for line in v2.read_text().splitlines())
+            return int(usage["usage_usec"]) / 1e6
+    raise SystemExit(f"no cgroup CPU account for container {container[:12]}")
+
+
+def _idle_cpu(stack, seconds: float) -> dict[str, float]:
+    """Each service's CPU over `seconds` of the idle stack (DAG unpaused, no run), in % of
+    one core: what the stack costs around the clock."""
+    listed = stack.compose("ps", "-q").stdout.split()
+    names = dict(line.split()[:2] for line in subprocess.run(
+        ["docker", "inspect", "--format", "{{.Id}} {{.Name}} {{.State.Running}}", *listed],
+        capture_output=True, text=True, check=True).stdout.splitlines()
+        if line.endswith(" true"))  # the one-shot init containers have exited
+    ids = list(names)
+    before, started = {c: _cpu_seconds(c) for c in ids}, time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    usage = {re.sub(r"^/rice-ci-[0-9a-f]+_|_\d+$", "", names[c]):
+             round(100 * (_cpu_seconds(c) - before[c]) / elapsed, 2) for c in ids}
+    usage["total"] = round(sum(usage.values()), 2)
+    return usage
 
 
 def _stack_memory(stack) -> dict[str, float]:

@@ -66,10 +66,23 @@ def run_times(task_instances: list[dict]) -> dict:
     return {"run_s": round(end - start, 1), "train_s": round(train, 1),
             "overhead_s": round(end - start - train, 1),
             "idle_s": round(end - start - _busy(ran), 1),
+            "queued_s": _queued(ran),
             "slowest_other_tasks": [{"task": task, "s": s} for s, task in others[:8]],
-            "timeline": [{"task": t["task_id"], "from_s": round(_when(t["start_date"]) - start, 1),
+            "timeline": [{"task": t["task_id"],
+                          "queued_s": (round(_when(t["queued_when"]) - start, 1)
+                                       if t.get("queued_when") else None),
+                          "from_s": round(_when(t["start_date"]) - start, 1),
                           "to_s": round(_when(t["end_date"]) - start, 1)}
                          for t in sorted(ran, key=lambda t: _when(t["start_date"]))]}
+
+
+def _queued(ran: list[dict]) -> float:
+    """How long the run's tasks waited from being queued to their first line: the executor's
+    share of the idle time (Celery or the local executor, a task process, the DAG file parsed
+    again). The rest of the idle time is the scheduler's, from one task's end to the next's
+    queueing."""
+    return round(sum(max(0.0, _when(t["start_date"]) - _when(t["queued_when"]))
+                     for t in ran if t.get("queued_when")), 1)
 
 
 def _busy(ran: list[dict]) -> float:
