@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from rice_mlops.handoffs import Approval, Gate
 from rice_mlops.settings import PipelineSettings
@@ -59,17 +60,28 @@ class ReleaseApproval(ApprovalOperator):
         self.gate = gate
         self.settings = settings
 
+    def checked_gate(self) -> Gate:
+        """The rendered `quality_gate` XCom, refused without retry unless it is the `Gate`
+        that task writes: a plain value in its place was written by someone else (the REST
+        API stores only plain values), and no retry makes it the gate's."""
+        if not isinstance(self.gate, Gate):
+            raise AirflowFailException(
+                f"approve_release takes the quality_gate's Gate, not a "
+                f"{type(self.gate).__name__}: that XCom was not written by its task (changed "
+                "by hand?); clear quality_gate to write it again")
+        return self.gate
+
     def execute(self, context):
         from rice_mlops.run_policy import run_request
 
+        gate = self.checked_gate()
         required = run_request(context["params"], self.settings).require_approval
-        reason = approval_reason(self.gate, required,
-                                 self.settings.approve_not_significant)
+        reason = approval_reason(gate, required, self.settings.approve_not_significant)
         if reason is None:
             self.log.info("no approval needed for this release")
             return Approval(required=False, approved=True)
-        self.subject = f"Ship rice classifier v{self.gate.version}?"
-        self.body = approval_body(self.gate, reason)
+        self.subject = f"Ship rice classifier v{gate.version}?"
+        self.body = approval_body(gate, reason)
         return super().execute(context)
 
     def execute_complete(self, context, event):
@@ -84,7 +96,7 @@ class ReleaseApproval(ApprovalOperator):
         decision = Approval(required=True, approved=approved,
                             by=str(responder) if responder else None)
         if chosen:
-            registry.tag_version(self.gate.version, {
+            registry.tag_version(self.checked_gate().version, {
                 "rice.approval": "approved" if approved else "rejected",
                 "rice.approval_by": str(responder or "nobody (timed out)")})
             context["ti"].xcom_push(key="return_value", value=decision)

@@ -187,6 +187,53 @@ def test_named_approvers_are_the_only_ones_asked(monkeypatch):
         PipelineSettings.from_env({"RICE_APPROVERS": "alice,a b"})
 
 
+def test_the_approval_refuses_a_gate_its_task_did_not_write():
+    """A plain value where quality_gate's Gate belongs (an XCom set by hand: the REST API
+    stores only plain values) fails approve_release for good, before anyone is asked."""
+    pytest.importorskip("airflow")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from rice_mlops.approval import ReleaseApproval
+
+    settings = PipelineSettings.from_env({})
+    context = {"params": {name: schema["default"]
+                          for name, schema in param_schemas(settings).items()}}
+    forged = {"passed": True, "version": "9", "test_accuracy": 1.0, "significant": True}
+    task = ReleaseApproval(task_id="approve_release", gate=forged, settings=settings)
+    with pytest.raises(AirflowFailException, match="takes the quality_gate's Gate, not a dict"):
+        task.execute(context)
+    honest = ReleaseApproval(task_id="approve_release", gate=PASSED, settings=settings)
+    assert honest.execute(context) == Approval(required=False, approved=True)
+
+
+def test_the_report_ignores_results_their_tasks_did_not_write(monkeypatch):
+    """The report (a teardown) reads a plain value in a hand-off's place as no result, says
+    so in the note, and still writes it: a forged gate and release do not make it ship."""
+    pytest.importorskip("airflow")
+    from rice_mlops.stages import report as stage
+
+    notes = []
+    monkeypatch.setattr(stage, "write_note", lambda settings, dag_id, run_id, note:
+                        notes.append(note))
+    monkeypatch.setattr(stage, "commit_status", lambda *args: None)
+    ti = SimpleNamespace(run_id="manual__1", xcom_pull=lambda **kwargs: None,
+                         get_task_states=lambda dag_id, run_ids: {run_ids[0]: {}})
+    settings = PipelineSettings.from_env({})
+    params = {name: schema["default"] for name, schema in param_schemas(settings).items()}
+    admitted = Admission(proceed=True)
+    changed = Freshness(train=True, code_digest="sha256:c", reason="changed")
+    forged_gate = {"passed": True, "version": "9", "test_accuracy": 1.0}
+    forged_release = {"model_version": "9", "image_digest": "sha256:ab"}
+
+    forged = stage.report(settings, params, admitted, changed, forged_gate, None,
+                          forged_release, None, ti)
+    honest = stage.report(settings, params, admitted, changed, PASSED, None, SHIPPED, None, ti)
+    assert forged["kind"] == "crashed" and forged["state"] == "error", forged
+    assert notes[0].startswith("FAILED: the gate, promoted result(s) were not written by "
+                               "their tasks"), notes
+    assert honest["kind"] == "shipped" and "ignored" not in notes[1], notes
+
+
 def test_a_release_zone_refusal_is_a_decision_named_in_the_note():
     """The release zone's own measurement below the bar, whatever the gate's XCom said."""
     why = ("not built: the release zone measured the model's own TFLite bytes on 30 test "

@@ -27,11 +27,15 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
     from rice_mlops.outcome import (
         REFUSAL_KEY,
         REFUSING_TASKS,
+        Outcome,
         answering_drift,
         decide_outcome,
         latest_drift,
     )
 
+    admission, freshness, gate, approval, promoted, served, ignored = _own_handoffs(
+        admission=admission, freshness=freshness, gate=gate, approval=approval,
+        promoted=promoted, served=served)
     dag_run_id = ti.run_id
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
     failed = [task for task, state in states.items() if state == "failed"]
@@ -45,6 +49,10 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
                        promoted=promoted, failed_tasks=failed, release_refusal=refusal,
                        served=served),
         latest_drift(_drift_events()))
+    if ignored:  # no outcome can be told from values someone else wrote
+        outcome = Outcome("crashed", f"FAILED: the {', '.join(ignored)} result(s) were not "
+                          "written by their tasks (changed by hand?); not reported as shipped "
+                          "(see the report's log)", "error", True)
     log.info("outcome: %s", outcome.note)
     write_note(settings, DAG_ID, dag_run_id, outcome.note)
     try:
@@ -68,6 +76,28 @@ def _drift_events() -> list:
         return list(get_current_context()["triggering_asset_events"][RICE_DRIFT])
     except (KeyError, RuntimeError, TypeError):
         return []
+
+
+_REPORTED = {"admission": Admission, "freshness": Freshness, "gate": Gate,
+             "approval": Approval, "promoted": Promoted, "served": Served}
+
+
+def _own_handoffs(**values) -> tuple:
+    """Each upstream result in `_REPORTED`'s order, None where it is not the hand-off its task
+    writes (a plain value in its place came from someone else; a skipped task gives None),
+    then the names of those ignored. The report is a teardown: it says what it could not
+    trust instead of failing, so the run still gets its note."""
+    ignored = []
+    checked = []
+    for name, kind in _REPORTED.items():
+        value = values[name]
+        if value is not None and not isinstance(value, kind):
+            log.error("ignoring %s: a %s, not the %s its task writes (changed by hand?)",
+                      name, type(value).__name__, kind.__name__)
+            ignored.append(name)
+            value = None
+        checked.append(value)
+    return (*checked, ignored)
 
 
 def write_note(settings: PipelineSettings, dag_id: str, dag_run_id: str, note: str) -> None:
