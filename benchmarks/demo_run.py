@@ -25,8 +25,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 
 from results_log import record  # noqa: E402
+
+from tests.helpers.pipeline import remove_serving_containers  # noqa: E402
 
 
 def _when(value: str) -> float:
@@ -126,6 +129,9 @@ def main() -> int:
                   "shipped": summary.get("shipped"), "outcome": summary.get("note"),
                   **run_times(instances["task_instances"])}
     finally:
+        # The demo keeps serving through `make down` (its next start restores it), and its
+        # containers come back with the engine (restart: always); this clone's go with it.
+        remove_serving_containers("rice-serving")
         subprocess.run(["make", "down"], cwd=clone, capture_output=True, timeout=600)
         shutil.rmtree(work, ignore_errors=True)
     record("demo_run", values)

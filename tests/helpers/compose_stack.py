@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -169,6 +170,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     # Not the default 10.85.213.0/24: an engine may hold another stack's serving network (a
     # run killed before its `down` leaves its networks), and two pools may not overlap.
     serving_subnet = free_subnet(85)
+    reaped = reap_abandoned_stacks()
+    if reaped:
+        print(f"removed what killed test sessions left on the engine: {reaped}")
     env = {
         **images,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -224,8 +228,10 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     env_file = root / ".env"
     env_file.touch(mode=0o600)  # live secrets
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    owned = root / "owner.yaml"
+    owned.write_text(json.dumps(owner_labels(REPO / "docker-compose.yaml")))
     command = ["docker-compose", "-p", f"rice-ci-{uuid.uuid4().hex[:8]}", "--env-file",
-               str(env_file), "-f", str(REPO / "docker-compose.yaml")]
+               str(env_file), "-f", str(REPO / "docker-compose.yaml"), "-f", str(owned)]
     if override:
         override_file = root / "override.yaml"
         override_file.write_text(json.dumps(override, indent=2))  # JSON is YAML
@@ -273,6 +279,82 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         shutil.rmtree(root, ignore_errors=True)
 
 
+# Who brought a test stack's containers and networks up: host, boot and process. A session
+# killed before its `down` leaves them (restart: always brings them back with the engine), and
+# they hold subnets, CPU and memory the next session needs.
+OWNER_LABEL = "rice.ci.owner"
+
+
+def owner() -> str:
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{socket.gethostname()}/{boot}/{os.getpid()}"
+
+
+def owner_labels(compose_file: Path) -> dict:
+    """A compose file that labels every service of `compose_file` with this process."""
+    import yaml
+
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    return {"services": {name: {"labels": {OWNER_LABEL: owner()}} for name in services}}
+
+
+def abandoned(owner_value: str) -> bool:
+    """Whether the session that wrote `owner_value` is gone: this host's, and either from
+    an earlier boot or of a process that no longer exists. Another host's or container's
+    (another hostname) is never judged."""
+    host, boot, pid = (owner_value.rsplit("/", 2) + ["", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if boot != Path("/proc/sys/kernel/random/boot_id").read_text().strip():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _docker_lines(*args: str) -> list[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def reap_abandoned_stacks() -> list[str]:
+    """Remove the containers, networks and volumes of test stacks whose session is gone
+    (`abandoned`), and the serving containers on those networks (the release worker's, not
+    compose's): the compose projects and networks removed."""
+    fmt = f'{{{{.Label "{OWNER_LABEL}"}}}}|{{{{.Label "com.docker.compose.project"}}}}'
+    projects = {project for line in _docker_lines("ps", "-a", "--filter",
+                                                  f"label={OWNER_LABEL}", "--format", fmt)
+                for owner_value, project in [line.split("|", 1)]
+                if project and abandoned(owner_value)}
+    labelled = [line.split("|", 1)[1] for line in _docker_lines(
+                    "network", "ls", "--filter", f"label={OWNER_LABEL}", "--format",
+                    f'{{{{.Label "{OWNER_LABEL}"}}}}|{{{{.Name}}}}')
+                if abandoned(line.split("|", 1)[0])]
+    networks = list(labelled)
+    for project in sorted(projects):
+        networks += _docker_lines("network", "ls", "-q", "--filter",
+                                  f"label=com.docker.compose.project={project}")
+    for network in networks:
+        attached = json.loads(subprocess.run(
+            ["docker", "network", "inspect", network, "--format", "{{json .Containers}}"],
+            capture_output=True, text=True).stdout or "null") or {}
+        if attached:
+            subprocess.run(["docker", "rm", "-f", *attached], capture_output=True)
+    for project in sorted(projects):
+        label = f"label=com.docker.compose.project={project}"
+        if containers := _docker_lines("ps", "-aq", "--filter", label):
+            subprocess.run(["docker", "rm", "-f", *containers], capture_output=True)
+        if volumes := _docker_lines("volume", "ls", "-q", "--filter", label):
+            subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
+    if networks:
+        subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
+    return sorted(projects) + sorted(labelled)
+
+
 def engine_networks() -> dict[str, list[str]]:
     """Every network on the engine with its IPv4 subnets."""
     ids = subprocess.run(["docker", "network", "ls", "-q"], capture_output=True, text=True,
@@ -311,7 +393,8 @@ def _publish_for_remote(root: Path, network: str) -> dict[str, str]:
         subnet = free_subnet(86)
         gateway = str(subnet[1])
         made = subprocess.run(["docker", "network", "create", "--subnet", str(subnet),
-                               "--gateway", gateway, network], capture_output=True, text=True)
+                               "--gateway", gateway, "--label", f"{OWNER_LABEL}={owner()}",
+                               network], capture_output=True, text=True)
         if made.returncode == 0:
             break
     else:
@@ -349,7 +432,8 @@ def up_remote_worker(stack: ComposeStack, name: str, settings: dict[str, str] | 
     env_file.write_text("".join(f"{key}={value}\n" for key, value in worker_env.items()))
     # Its own LAN, and training's share of contended cores as on the stack's training worker.
     override = {"services": {REMOTE_SERVICE: {"cpu_shares": 256,
-                                              "environment": dict(environment or {})}},
+                                              "environment": dict(environment or {}),
+                                              "labels": {OWNER_LABEL: owner()}}},
                 "networks": {"default": {"external": True,
                                          "name": stack.env["RICE_CI_REMOTE_NETWORK"]}}}
     override_file = root / f"worker-{name}.override.yaml"
