@@ -108,11 +108,14 @@ def _compose_default(variable: str) -> str:
 def _cpu_seconds(container: str) -> float:
     """CPU time the container's cgroup has used so far (cgroup v1 or v2 on the host)."""
     cgroup = Path("/sys/fs/cgroup")
-    v1 = cgroup / "cpuacct" / "docker" / container / "cpuacct.usage"
-    if v1.exists():
-        return int(v1.read_text()) / 1e9
+    scope = f"docker-{container}.scope"  # the systemd driver's name; cgroupfs uses docker/<id>
+    for v1 in (cgroup / "cpuacct" / "docker" / container / "cpuacct.usage",
+               cgroup / "cpuacct" / "system.slice" / scope / "cpuacct.usage"):
+        if v1.exists():
+            return int(v1.read_text()) / 1e9
     for v2 in (cgroup / "unified" / "docker" / container / "cpu.stat",
-               cgroup / "system.slice" / f"docker-{container}.scope" / "cpu.stat"):
+               cgroup / "docker" / container / "cpu.stat",
+               cgroup / "system.slice" / scope / "cpu.stat"):
         if v2.exists():
             usage = dict(line.split() for line in v2.read_text().splitlines())
             return int(usage["usage_usec"]) / 1e6
@@ -123,16 +126,16 @@ def _idle_cpu(stack, seconds: float) -> dict[str, float]:
     """Each service's CPU over `seconds` of the idle stack (DAG unpaused, no run), in % of
     one core: what the stack costs around the clock."""
     listed = stack.compose("ps", "-q").stdout.split()
+    fmt = '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Running}}'
     names = dict(line.split()[:2] for line in subprocess.run(
-        ["docker", "inspect", "--format", "{{.Id}} {{.Name}} {{.State.Running}}", *listed],
+        ["docker", "inspect", "--format", fmt, *listed],
         capture_output=True, text=True, check=True).stdout.splitlines()
         if line.endswith(" true"))  # the one-shot init containers have exited
-    ids = list(names)
-    before, started = {c: _cpu_seconds(c) for c in ids}, time.monotonic()
+    # Every running container's account is found before the 60 s start, not after.
+    before, started = {c: _cpu_seconds(c) for c in names}, time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - started
-    usage = {re.sub(r"^/rice-ci-[0-9a-f]+_|_\d+$", "", names[c]):
-             round(100 * (_cpu_seconds(c) - before[c]) / elapsed, 2) for c in ids}
+    usage = {names[c]: round(100 * (_cpu_seconds(c) - before[c]) / elapsed, 2) for c in names}
     usage["total"] = round(sum(usage.values()), 2)
     return usage
 

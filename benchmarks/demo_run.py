@@ -31,6 +31,8 @@ from results_log import record  # noqa: E402
 
 from tests.helpers.pipeline import remove_serving_containers  # noqa: E402
 
+SERVING_NAME = "rice-serving"  # the demo's RICE_ROLLOUT_NAME
+
 
 def _when(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()  # 3.11 reads the trailing Z
@@ -106,6 +108,13 @@ def main() -> int:
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, check=True,
                             capture_output=True, text=True).stdout.strip()
+    serving = subprocess.run(["docker", "ps", "-aq", "--filter",
+                              f"label=io.rice-mlops.serving={SERVING_NAME}"],
+                             capture_output=True, text=True).stdout.split()
+    if serving:  # a demo of yours: the clone's would take its name, and go with the clone
+        raise SystemExit(f"{len(serving)} serving containers named {SERVING_NAME} are on the "
+                         "engine (your own demo's?): remove them first (README, `docker rm -f "
+                         f"$(docker ps -aq --filter label=io.rice-mlops.serving={SERVING_NAME})`)")
     work = Path(tempfile.mkdtemp(prefix="rice-demo-bench-"))
     clone = work / "rice-mlops"
     log = work / "demo.log"
@@ -131,7 +140,7 @@ def main() -> int:
     finally:
         # The demo keeps serving through `make down` (its next start restores it), and its
         # containers come back with the engine (restart: always); this clone's go with it.
-        remove_serving_containers("rice-serving")
+        remove_serving_containers(SERVING_NAME)
         subprocess.run(["make", "down"], cwd=clone, capture_output=True, timeout=600)
         shutil.rmtree(work, ignore_errors=True)
     record("demo_run", values)

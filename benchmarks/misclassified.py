@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--probabilities", type=Path, default=None,
+                        help="also save the test images' probabilities here (.npy), to score "
+                             "an ensemble of recipes afterwards")
     args = parser.parse_args()
 
     import keras
@@ -76,6 +79,8 @@ def main() -> int:
                 for i in np.flatnonzero(predicted != np.asarray(labels))]
 
     wrong = mistakes(probabilities)
+    if args.probabilities:
+        np.save(args.probabilities, probabilities)
     views = [lambda x: x, lambda x: tf.image.flip_left_right(x)]
     views = [lambda x, v=v, k=k: tf.image.rot90(v(x), k) for v in views for k in range(4)]
     averaged = np.mean([model.predict(eval_batches(splits["test"], 256).map(

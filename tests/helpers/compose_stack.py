@@ -167,12 +167,12 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
     (root / "keys").chmod(0o755)
     engine = docker_engine_env()
     serving_id = uuid.uuid4().hex[:8]
-    # Not the default 10.85.213.0/24: an engine may hold another stack's serving network (a
-    # run killed before its `down` leaves its networks), and two pools may not overlap.
-    serving_subnet = free_subnet(85)
-    reaped = reap_abandoned_stacks()
+    reaped = reap_abandoned_stacks()  # first: what it frees (subnets too) is this stack's
     if reaped:
         print(f"removed what killed test sessions left on the engine: {reaped}")
+    # Not the default 10.85.213.0/24: an engine may hold another stack's serving network (a
+    # live one's, or another host's), and two pools may not overlap.
+    serving_subnet = free_subnet(85)
     env = {
         **images,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -285,9 +285,30 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
 OWNER_LABEL = "rice.ci.owner"
 
 
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:  # a minimal container may lack it: then it compares equal to itself
+        return ""
+
+
+def _started(pid: int | str) -> str:
+    """The process's start time in clock ticks since boot (a reused pid has another)."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
+
+
+def _process_space() -> list[str]:
+    """What must equal ours for a pid to mean the same process: host name, machine, and the
+    pid namespace (and then the boot)."""
+    return [socket.gethostname(), _read("/etc/machine-id"),
+            os.readlink("/proc/self/ns/pid").strip("pid:[]")]
+
+
 def owner() -> str:
-    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    return f"{socket.gethostname()}/{boot}/{os.getpid()}"
+    """This session as a label value: host/machine/pid namespace/boot/pid/start time."""
+    return "/".join([*_process_space(), _read("/proc/sys/kernel/random/boot_id"),
+                     str(os.getpid()), _started(os.getpid())])
 
 
 def owner_labels(compose_file: Path) -> dict:
@@ -299,51 +320,62 @@ def owner_labels(compose_file: Path) -> dict:
 
 
 def abandoned(owner_value: str) -> bool:
-    """Whether the session that wrote `owner_value` is gone: this host's, and either from
-    an earlier boot or of a process that no longer exists. Another host's or container's
-    (another hostname) is never judged."""
-    host, boot, pid = (owner_value.rsplit("/", 2) + ["", ""])[:3]
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether the session that wrote `owner_value` is gone: one of this host, machine and pid
+    namespace, and either from an earlier boot or of a process that is no longer the one that
+    wrote it. Anything else (another host, machine or namespace; a value we did not write) is
+    never judged."""
+    fields = owner_value.split("/")
+    if len(fields) != 6 or fields[:3] != _process_space() or not fields[4].isdigit():
         return False
-    if boot != Path("/proc/sys/kernel/random/boot_id").read_text().strip():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    boot, pid, started = fields[3:]
+    if boot != _read("/proc/sys/kernel/random/boot_id"):
+        return True  # restart: always brought it back after a reboot
+    return _started(pid) != started  # gone, or the pid is another process's now
 
 
 def _docker_lines(*args: str) -> list[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True,
-                          check=True).stdout.split()
+                          check=True).stdout.splitlines()
+
+
+def _labelled(kind: str, column: str) -> list[tuple[str, str]]:
+    """(owner, `column`) of each container or network that carries the owner label; a line
+    that does not parse is skipped (a label someone else wrote)."""
+    listed = _docker_lines(*(["ps", "-a"] if kind == "container" else ["network", "ls"]),
+                           "--filter", f"label={OWNER_LABEL}", "--format",
+                           f'{{{{.Label "{OWNER_LABEL}"}}}}|{column}')
+    return [(value, other) for value, bar, other in (line.rpartition("|") for line in listed)
+            if bar]
+
+
+def _attached(networks: set[str]) -> list[str]:
+    """Every container on one of `networks`, stopped ones too (`docker ps --filter network`
+    misses a container that never started, and restart: always starts it with the engine)."""
+    if not networks or not (every := _docker_lines("ps", "-aq")):
+        return []
+    fmt = "{{.Id}} {{.HostConfig.NetworkMode}} {{range $name, $_ := .NetworkSettings.Networks}}" \
+          "{{$name}} {{end}}"
+    inspected = subprocess.run(["docker", "inspect", "--format", fmt, *every],
+                               capture_output=True, text=True).stdout.splitlines()
+    return [words[0] for words in map(str.split, inspected)
+            if len(words) > 1 and networks & set(words[1:])]
 
 
 def reap_abandoned_stacks() -> list[str]:
     """Remove the containers, networks and volumes of test stacks whose session is gone
     (`abandoned`), and the serving containers on those networks (the release worker's, not
     compose's): the compose projects and networks removed."""
-    fmt = f'{{{{.Label "{OWNER_LABEL}"}}}}|{{{{.Label "com.docker.compose.project"}}}}'
-    projects = {project for line in _docker_lines("ps", "-a", "--filter",
-                                                  f"label={OWNER_LABEL}", "--format", fmt)
-                for owner_value, project in [line.split("|", 1)]
-                if project and abandoned(owner_value)}
-    labelled = [line.split("|", 1)[1] for line in _docker_lines(
-                    "network", "ls", "--filter", f"label={OWNER_LABEL}", "--format",
-                    f'{{{{.Label "{OWNER_LABEL}"}}}}|{{{{.Name}}}}')
-                if abandoned(line.split("|", 1)[0])]
+    projects = {project for value, project in _labelled(
+                    "container", '{{.Label "com.docker.compose.project"}}')
+                if project and abandoned(value)}
+    labelled = [name for value, name in _labelled("network", "{{.Name}}")
+                if name and abandoned(value)]
     networks = list(labelled)
     for project in sorted(projects):
-        networks += _docker_lines("network", "ls", "-q", "--filter",
+        networks += _docker_lines("network", "ls", "--format", "{{.Name}}", "--filter",
                                   f"label=com.docker.compose.project={project}")
-    for network in networks:
-        attached = json.loads(subprocess.run(
-            ["docker", "network", "inspect", network, "--format", "{{json .Containers}}"],
-            capture_output=True, text=True).stdout or "null") or {}
-        if attached:
-            subprocess.run(["docker", "rm", "-f", *attached], capture_output=True)
+    if attached := _attached(set(networks)):
+        subprocess.run(["docker", "rm", "-f", *attached], capture_output=True)
     for project in sorted(projects):
         label = f"label=com.docker.compose.project={project}"
         if containers := _docker_lines("ps", "-aq", "--filter", label):
