@@ -197,6 +197,7 @@ def test_an_admin_who_patches_the_gate_ships_nothing(airflow_pg, shipped_run, ti
         assert states[task_id] in ("upstream_failed", "skipped"), states
     note = airflow_pg.note("e2e-gated") or ""
     assert note.startswith("FAILED: shippable failed"), note
+    assert "the gate result(s) were not written by their tasks" in note, note  # the report's
     assert client.get_model_version_by_alias("rice-classifier", "champion").version == before
 
 

@@ -228,10 +228,17 @@ def test_the_report_ignores_results_their_tasks_did_not_write(monkeypatch):
     forged = stage.report(settings, params, admitted, changed, forged_gate, None,
                           forged_release, None, ti)
     honest = stage.report(settings, params, admitted, changed, PASSED, None, SHIPPED, None, ti)
+    # A task that refused the forged value failed: its failure leads, the forgery follows.
+    ti.get_task_states = lambda dag_id, run_ids: {run_ids[0]: {"shippable": "failed"}}
+    refused = stage.report(settings, params, admitted, changed, forged_gate, None, None, None,
+                           ti)
     assert forged["kind"] == "crashed" and forged["state"] == "error", forged
     assert notes[0].startswith("FAILED: the gate, promoted result(s) were not written by "
                                "their tasks"), notes
     assert honest["kind"] == "shipped" and not notes[1].startswith("FAILED"), notes
+    assert refused["kind"] == "crashed" and notes[2].startswith("FAILED: shippable failed"), notes
+    assert notes[2].endswith("; the gate result(s) were not written by their tasks (changed by "
+                             "hand?)"), notes
 
 
 def test_a_release_zone_refusal_is_a_decision_named_in_the_note():

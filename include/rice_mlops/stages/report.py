@@ -50,9 +50,12 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
                        served=served),
         latest_drift(_drift_events()))
     if ignored:  # no outcome can be told from values someone else wrote
-        outcome = Outcome("crashed", f"FAILED: the {', '.join(ignored)} result(s) were not "
-                          "written by their tasks (changed by hand?); not reported as shipped "
-                          "(see the report's log)", "error", True)
+        forged = (f"the {', '.join(ignored)} result(s) were not written by their tasks "
+                  "(changed by hand?)")
+        outcome = Outcome("crashed", f"{outcome.note}; {forged}", "error", True) \
+            if outcome.kind == "crashed" else \
+            Outcome("crashed", f"FAILED: {forged}; not reported as shipped (see the report's "
+                    "log)", "error", True)
     log.info("outcome: %s", outcome.note)
     write_note(settings, DAG_ID, dag_run_id, outcome.note)
     try:
