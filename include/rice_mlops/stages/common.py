@@ -63,16 +63,33 @@ def _handoff_types(hint) -> tuple[type, ...]:
     return tuple(option for option in options if option in HANDOFFS or option is NoneType)
 
 
+def handoff_parameters(function) -> dict[str, tuple[type, ...]]:
+    """Each parameter of `function` annotated with a hand-off type, and the types it admits."""
+    import typing
+
+    return {name: types for name, hint in typing.get_type_hints(function).items()
+            if (types := _handoff_types(hint))}
+
+
+def foreign_handoffs(expected: dict[str, tuple[type, ...]], arguments: Mapping
+                     ) -> list[tuple[str, str]]:
+    """(name, the types it admits) of each argument that is not the hand-off `expected`
+    names for it: a plain value in its place was written by someone else (the REST API
+    stores only plain values: it refuses serde's keys)."""
+    return [(name, " or ".join("None" if t is type(None) else t.__name__
+                               for t in expected[name]))
+            for name, value in arguments.items()
+            if name in expected and not isinstance(value, expected[name])]
+
+
 def checked_handoffs(function):
     """Refuse, without retry, an argument that is not the hand-off its annotation names.
 
     A task's XCom comes back as the type it wrote; a plain value in its place was written by
-    someone else (the REST API stores only plain values: it refuses serde's keys), so the
-    stage runs on nothing it did not get from its upstream task.
+    someone else, so the stage runs on nothing it did not get from its upstream task.
     """
     import functools
     import inspect
-    import typing
 
     signature = inspect.signature(function)
     expected: dict[str, tuple[type, ...]] = {}
@@ -80,17 +97,13 @@ def checked_handoffs(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         if not expected:  # resolved on first use: the stage modules are fully imported then
-            hints = typing.get_type_hints(function)
-            expected.update({name: types for name, hint in hints.items()
-                             if (types := _handoff_types(hint))})
-        for name, value in signature.bind(*args, **kwargs).arguments.items():
-            if name in expected and not isinstance(value, expected[name]):
-                wanted = " or ".join("None" if t is type(None) else t.__name__
-                                     for t in expected[name])
-                raise AirflowFailException(
-                    f"{function.__name__} takes {wanted} as {name}, not a "
-                    f"{type(value).__name__}: that XCom was not written by its task (changed "
-                    "by hand?); clear the task to write it again")
+            expected.update(handoff_parameters(function))
+        arguments = signature.bind(*args, **kwargs).arguments
+        for name, wanted in foreign_handoffs(expected, arguments):
+            raise AirflowFailException(
+                f"{function.__name__} takes {wanted} as {name}, not a "
+                f"{type(arguments[name]).__name__}: that XCom was not written by its task "
+                "(changed by hand?); clear the task to write it again")
         return function(*args, **kwargs)
 
     return wrapper

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted, Served
 from rice_mlops.settings import PipelineSettings
-from rice_mlops.stages.common import checked_request
+from rice_mlops.stages.common import checked_request, foreign_handoffs, handoff_parameters
 from rice_mlops.stages.publication import commit_status, run_url
 from rice_mlops.vocabulary import DAG_ID
 
@@ -33,9 +33,9 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
         latest_drift,
     )
 
-    admission, freshness, gate, approval, promoted, served, ignored = _own_handoffs(
-        admission=admission, freshness=freshness, gate=gate, approval=approval,
-        promoted=promoted, served=served)
+    results = {"admission": admission, "freshness": freshness, "gate": gate,
+               "approval": approval, "promoted": promoted, "served": served}
+    ignored = _ignore_foreign(results)
     dag_run_id = ti.run_id
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
     failed = [task for task, state in states.items() if state == "failed"]
@@ -45,9 +45,7 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
             pulled = ti.xcom_pull(task_ids=task, key=REFUSAL_KEY)
             refusal = pulled[:2000] if isinstance(pulled, str) else None
     outcome = answering_drift(
-        decide_outcome(admission=admission, freshness=freshness, gate=gate, approval=approval,
-                       promoted=promoted, failed_tasks=failed, release_refusal=refusal,
-                       served=served),
+        decide_outcome(**results, failed_tasks=failed, release_refusal=refusal),
         latest_drift(_drift_events()))
     if ignored:  # no outcome can be told from values someone else wrote
         forged = (f"the {', '.join(ignored)} result(s) were not written by their tasks "
@@ -81,26 +79,18 @@ def _drift_events() -> list:
         return []
 
 
-_REPORTED = {"admission": Admission, "freshness": Freshness, "gate": Gate,
-             "approval": Approval, "promoted": Promoted, "served": Served}
-
-
-def _own_handoffs(**values) -> tuple:
-    """Each upstream result in `_REPORTED`'s order, None where it is not the hand-off its task
-    writes (a plain value in its place came from someone else; a skipped task gives None),
-    then the names of those ignored. The report is a teardown: it says what it could not
-    trust instead of failing, so the run still gets its note."""
+def _ignore_foreign(results: dict) -> list[str]:
+    """Set to None, in place, each upstream result that is not the hand-off its task writes
+    (`stages.common.foreign_handoffs`; a skipped task gives None anyway), and name them. The
+    report is a teardown: it says what it could not trust instead of failing, so the run
+    still gets its note."""
     ignored = []
-    checked = []
-    for name, kind in _REPORTED.items():
-        value = values[name]
-        if value is not None and not isinstance(value, kind):
-            log.error("ignoring %s: a %s, not the %s its task writes (changed by hand?)",
-                      name, type(value).__name__, kind.__name__)
-            ignored.append(name)
-            value = None
-        checked.append(value)
-    return (*checked, ignored)
+    for name, wanted in foreign_handoffs(handoff_parameters(report), results):
+        log.error("ignoring %s: a %s, not the %s its task writes (changed by hand?)",
+                  name, type(results[name]).__name__, wanted)
+        results[name] = None
+        ignored.append(name)
+    return ignored
 
 
 def write_note(settings: PipelineSettings, dag_id: str, dag_run_id: str, note: str) -> None:
