@@ -129,7 +129,8 @@ def shared_compose_stack(docker_engine, compose_dataset):
     images = _COMPOSE_IMAGES[0].result() if _COMPOSE_IMAGES else build_images(docker_engine)
     with compose_stack(compose_dataset, images,
                        logs=REPO / "test-artifacts" / "compose-stack.log",
-                       override=override, remote_queue="training",
+                       # a remote host that listens on the release queue's name too (issue 35)
+                       override=override, remote_queue="training,docker",
                        remote_environment=COMPOSE_TEST_ENV,
                        # a volume tests/chaos can fill (mounting one needs root, as CI runs)
                        staging_tmpfs_mb=512 if os.geteuid() == 0 else None,

@@ -186,6 +186,7 @@ class PipelineSettings:
     keep_builds: int = 5
     train_queue: str = ""  # a Celery queue for `train` alone; empty: the default queue
     docker_queue: str = ""  # the Celery queue of the only workers that hold the socket
+    release_executor: str = ""  # the executor (alias) whose broker only the release zone reads
     retry_delay_seconds: int = 60
     task_timeout_minutes: int = 30
     train_timeout_minutes: int = 180
@@ -284,6 +285,7 @@ class PipelineSettings:
             keep_builds=read.integer(env, "RICE_KEEP_BUILDS", cls.keep_builds),
             train_queue=read.text(env, "RICE_TRAIN_QUEUE"),
             docker_queue=read.text(env, "RICE_DOCKER_QUEUE"),
+            release_executor=read.text(env, "RICE_RELEASE_EXECUTOR"),
             retry_delay_seconds=read.integer(env, "RICE_RETRY_DELAY_SECONDS",
                                              cls.retry_delay_seconds),
             task_timeout_minutes=read.integer(env, "RICE_TASK_TIMEOUT_MINUTES",
@@ -366,6 +368,10 @@ class PipelineSettings:
         return self.staging_root / "datasets"
 
     def queue(self, which: str) -> dict[str, str]:
-        """Operator kwargs routing a task to its queue (`train` or `docker`), when one is set."""
+        """Operator kwargs routing a task to its queue (`train` or `docker`), when one is set;
+        the release zone's tasks also to their own executor (its own broker), when one is."""
         name = {"train": self.train_queue, "docker": self.docker_queue}[which]
-        return {"queue": name} if name else {}
+        routing = {"queue": name} if name else {}
+        if which == "docker" and self.release_executor:
+            routing["executor"] = self.release_executor
+        return routing

@@ -157,6 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
        "`build_image`, `smoke_test`, `push_image`, `attest_image`, `promote`): in compose only "
        "`airflow-worker-docker` listens on it and holds the engine socket and the registry "
        "connection", "— (`docker` in compose)"),
+    _s("RICE_RELEASE_EXECUTOR", "release_executor", "name",
+       "Airflow executor of the release zone's tasks (queue `RICE_DOCKER_QUEUE`): in compose "
+       "`release`, the `rice_mlops.release_executor` Celery executor whose broker only the "
+       "scheduler and `airflow-worker-docker` reach; it must be listed in "
+       "`AIRFLOW__CORE__EXECUTOR` wherever the DAGs are parsed", "— (`release` in compose)"),
     _s("RICE_RETRY_DELAY_SECONDS", "retry_delay_seconds", "integer ≥ 0",
        "delay between the two retries every task gets"),
     _s("RICE_TASK_TIMEOUT_MINUTES", "task_timeout_minutes", _MINUTES,

@@ -179,6 +179,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "AIRFLOW_DB_PASSWORD": secrets.token_urlsafe(24),
         "MLFLOW_DB_PASSWORD": secrets.token_urlsafe(24),
         "REDIS_PASSWORD": secrets.token_urlsafe(24),
+        "RELEASE_REDIS_PASSWORD": secrets.token_urlsafe(24),
         "MLFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(24),
         "MLFLOW_PIPELINE_USERNAME": "rice-pipeline",
         "MLFLOW_PIPELINE_PASSWORD": secrets.token_urlsafe(24),

@@ -17,22 +17,25 @@ TEXT = (REPO / "docker-compose.yaml").read_text()
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
 SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
-           "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
+           "RELEASE_REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
+           "AIRFLOW_ADMIN_PASSWORD",
            "AIRFLOW_WEBHOOK_PASSWORD", "GITHUB_WEBHOOK_SECRET", "REGISTRY_PASSWORD",
            "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
            "AIRFLOW_PIPELINE_PASSWORD"}
 WORKERS = {"airflow-worker", "airflow-worker-docker", "airflow-worker-training"}
+COMPUTE_WORKERS = WORKERS - {"airflow-worker-docker"}
 CONTROL_PLANE = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                  "airflow-triggerer"}
 SERVICES = COMPOSE["services"]
 
 
 def test_the_stack_has_every_component():
-    assert {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+    assert {"postgres", "redis", "redis-release", "airflow-init", "airflow-apiserver",
+            "airflow-scheduler",
             "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
             "airflow-worker-docker", "mlflow", "mlflow-users", "registry"} <= set(SERVICES)
     assert SERVICES["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == \
-        "CeleryExecutor"
+        "CeleryExecutor,release:rice_mlops.release_executor.ReleaseCeleryExecutor"
     server = (REPO / "docker" / "mlflow-server.sh").read_text()
     assert "--app-name basic-auth" in server and "default_permission = READ" in server
     assert "--allowed-hosts" in server and "--artifacts-destination" in server
@@ -150,7 +153,11 @@ def test_each_secret_reaches_only_the_services_that_use_it():
                                               "airflow-dag-processor", "airflow-triggerer"}
     assert _holders("POSTGRES_PASSWORD") == {"postgres"}
     assert _holders("MLFLOW_DB_PASSWORD") == {"postgres", "mlflow"}
-    assert _holders("REDIS_PASSWORD") == {"redis", "airflow-scheduler"} | WORKERS
+    # The compute workers' broker is not the release worker's (issue 35): a queue on a shared
+    # broker separates load, not trust.
+    assert _holders("REDIS_PASSWORD") == {"redis", "airflow-scheduler"} | COMPUTE_WORKERS
+    assert _holders("RELEASE_REDIS_PASSWORD") == {"redis-release", "airflow-scheduler",
+                                                  "airflow-worker-docker"}
     assert _holders("MLFLOW_ADMIN_PASSWORD") == {"mlflow", "mlflow-users"}
     assert _holders("MLFLOW_FLASK_SECRET_KEY") == {"mlflow"}
     assert _holders("MLFLOW_PIPELINE_PASSWORD") == {"mlflow-users"} | WORKERS
@@ -235,18 +242,47 @@ def test_no_worker_holds_the_metadata_database(name):
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env, name
     assert "AIRFLOW__CORE__FERNET_KEY" not in env, name
     backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
-    assert backend.startswith("redis://:${REDIS_PASSWORD"), (name, backend)
+    assert backend.startswith(("redis://:${REDIS_PASSWORD", "redis://:${RELEASE_REDIS_PASSWORD")
+                              ), (name, backend)
     assert not any(str(value).startswith(("db+", "postgresql")) or "@postgres" in str(value)
                    for value in env.values()), name
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == \
         "http://airflow-apiserver:8080/execution/"
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith(("redis://:${REDIS_PASSWORD",
+                                                          "redis://:${RELEASE_REDIS_PASSWORD"))
 
 
-def test_the_scheduler_and_the_workers_share_the_redis_result_backend():
+def test_the_scheduler_and_the_compute_workers_share_the_redis_result_backend():
     backends = {SERVICES[name]["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"]
-                for name in WORKERS | {"airflow-scheduler"}}
+                for name in COMPUTE_WORKERS | {"airflow-scheduler"}}
     assert backends == {"redis://:${REDIS_PASSWORD:?set in .env}@redis:6379/1"}
+
+
+def test_the_release_worker_takes_commands_only_from_its_own_broker():
+    """Issue 35: the release zone's tasks go through redis-release, on an internal network only
+    the scheduler and the release worker join; the release worker's broker and result backend
+    are that Redis (never the compute workers'), its messages pass the release channel's
+    check, and the scheduler publishes to it through the release executor."""
+    release = "redis://:${RELEASE_REDIS_PASSWORD:?set in .env}@redis-release:6379/"
+    worker = SERVICES["airflow-worker-docker"]["environment"]
+    assert worker["AIRFLOW__CELERY__BROKER_URL"] == release + "0"
+    assert worker["AIRFLOW__CELERY__RESULT_BACKEND"] == release + "1"
+    assert worker["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == \
+        "rice_mlops.release_channel.WORKER_CELERY_CONFIG"
+    scheduler = SERVICES["airflow-scheduler"]["environment"]
+    assert scheduler["AIRFLOW__RELEASE_CELERY__BROKER_URL"] == release + "0"
+    assert scheduler["AIRFLOW__RELEASE_CELERY__RESULT_BACKEND"] == release + "1"
+    assert COMPOSE["networks"]["release-bus"].get("internal") is True
+    assert _networks("redis-release") == {"release-bus"}
+    assert {name for name in SERVICES if "release-bus" in _networks(name)} == \
+        {"redis-release", "airflow-scheduler", "airflow-worker-docker"}
+    assert "requirepass" in SERVICES["redis-release"]["command"][0]
+    # Every service that parses the DAGs knows the executor the release tasks name.
+    for name in CONTROL_PLANE | WORKERS:
+        env = SERVICES[name]["environment"]
+        assert env["RICE_RELEASE_EXECUTOR"] == "release", name
+        assert "release:rice_mlops.release_executor.ReleaseCeleryExecutor" in \
+            env["AIRFLOW__CORE__EXECUTOR"].split(","), name
 
 
 def _networks(name: str) -> set[str]:
@@ -260,7 +296,7 @@ def test_only_the_control_plane_and_mlflow_share_a_network_with_postgres():
     assert {name for name in SERVICES if "metadata" in _networks(name)} == \
         CONTROL_PLANE | {"postgres", "mlflow"}
     for name in WORKERS:
-        assert _networks(name) - {"serving"} == {"default"}, name
+        assert _networks(name) - {"serving", "release-bus"} == {"default"}, name
         assert "postgres" not in SERVICES[name].get("depends_on", {}), name
 
 
