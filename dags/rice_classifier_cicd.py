@@ -81,10 +81,10 @@ def rice_classifier_cicd():
         return stages.release.prune_old_builds(SETTINGS, trained)
 
     @task(**_DOCKER)
-    def prepare_image_context(data: h.Dataset, trained: h.Trained, gate: h.Gate, params=None
-                              ) -> h.BuildContext:
-        """Lay out the hermetic build context: Dockerfile, server, model, wheels, smoke set."""
-        return stages.release.prepare_image_context(SETTINGS, params, data, trained, gate)
+    def prepare_image_context(data: h.Dataset, trained: h.Trained, gate: h.Gate, params=None,
+                              run_id=None) -> h.BuildContext:
+        """Check who approved; lay out the hermetic build context (Dockerfile, server, model)."""
+        return stages.release.prepare_image_context(SETTINGS, params, data, trained, gate, run_id)
 
     @task
     def record_image(trained: h.Trained, gate: h.Gate, plan: h.BuildContext, pushed: str

@@ -6,7 +6,7 @@ say "trigger this Dag and nothing more". This auth manager keeps SimpleAuthManag
 tokens, roles for people) and adds one thing: an account named in RICE_SERVICE_ACCOUNTS is
 refused every request except what its grant allows on the pipeline's Dag, whatever its role.
 
-    RICE_SERVICE_ACCOUNTS=webhook=trigger,pipeline=annotate
+    RICE_SERVICE_ACCOUNTS=webhook=trigger,pipeline=annotate,release=verify
     AIRFLOW__CORE__AUTH_MANAGER=rice_mlops.accounts.ServiceAccountAuthManager
 
 - `trigger`: POST a run of `rice_classifier_cicd` (what the webhook does). Nothing else, not even
@@ -15,6 +15,8 @@ refused every request except what its grant allows on the pipeline's Dag, whatev
   account does for run notes and the newer-push check). Airflow checks a run's note, state and
   clearing with the same PUT, so this grant cannot tell them apart; it still reaches no XCom,
   task instance, approval, connection, variable, pool or other Dag.
+- `verify`: read the approval records of `rice_classifier_cicd` (what the release zone's own
+  account does before it builds: `rice_mlops.approval_check`). It cannot answer one.
 
 Read once when the API server creates its auth manager; an unknown grant name stops it.
 """
@@ -34,6 +36,7 @@ GRANTS: Mapping[str, frozenset[tuple[str, DagAccessEntity | None]]] = {
     "trigger": frozenset({("POST", DagAccessEntity.RUN)}),
     "annotate": frozenset({("GET", None), ("GET", DagAccessEntity.RUN),
                            ("PUT", DagAccessEntity.RUN)}),
+    "verify": frozenset({("GET", DagAccessEntity.HITL_DETAIL)}),
 }
 
 

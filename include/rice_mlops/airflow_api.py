@@ -74,6 +74,15 @@ class AirflowApi:
         return self._json("GET", f"/dags/{dag_id}/dagRuns",
                           params={"limit": limit, "order_by": "-run_after"})["dag_runs"]
 
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict | None:
+        """The task's human-in-the-loop detail, or None when it asked nobody (404)."""
+        response = self._http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/"
+                                  f"{task_id}/-1/hitlDetails")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
     def set_note(self, dag_id: str, run_id: str, note: str) -> None:
         self._json("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"note": note[:1000]},
                    params={"update_mask": "note"})

@@ -197,6 +197,7 @@ class PipelineSettings:
     # May `champion` move when no image was pushed? auto: only without a registry connection.
     promote_without_image: str = "auto"
     airflow_api_conn_id: str = "rice_airflow_api"  # run notes, the newer-push check
+    release_api_conn_id: str = "rice_release_api"  # the release zone's own look at approvals
     airflow_url: str = "http://127.0.0.1:8080"  # the UI people open from a commit status
     notify_emails: tuple[str, ...] = ()  # nothing is sent when empty
     notify_from: str = "rice-mlops@localhost"
@@ -300,6 +301,8 @@ class PipelineSettings:
                                               ("auto", "true", "false")),
             airflow_api_conn_id=read.text(env, "RICE_AIRFLOW_API_CONN_ID",
                                           cls.airflow_api_conn_id),
+            release_api_conn_id=read.text(env, "RICE_RELEASE_API_CONN_ID",
+                                          cls.release_api_conn_id),
             airflow_url=read.text(env, "RICE_AIRFLOW_URL",
                                   read.text(env, "AIRFLOW__API__BASE_URL",
                                             cls.airflow_url)).rstrip("/"),

@@ -180,6 +180,12 @@ SETTINGS: tuple[Setting, ...] = (
        "the DAG's own service account on the REST API (http connection: host, port, login, "
        "password; role `user`): run notes and the newer-push check; without it both are "
        "skipped with the reason in the log"),
+    _s("RICE_RELEASE_API_CONN_ID", "release_api_conn_id", "connection id",
+       "the release zone's own account on the REST API (http connection; in compose the "
+       "`release` account, grant `verify`, held by `airflow-worker-docker` alone): before "
+       "anything is built, `approve_release`'s answer is read there and must come from a "
+       "person of `RICE_APPROVERS` (an answer written with a task's token has none); without "
+       "it the check is skipped, saying so (a one-zone deployment such as the demo)"),
     _s("RICE_AIRFLOW_URL", "airflow_url", "URL",
        "the Airflow UI the commit status links to (`<url>/dags/rice_classifier_cicd/runs/<run>`)",
        "`AIRFLOW__API__BASE_URL`, else `http://127.0.0.1:8080`"),
@@ -329,7 +335,8 @@ TOOL_SETTINGS: tuple[Setting, ...] = (
        "`rice-mlops image verify`: the registry password"),
     _t("RICE_SERVICE_ACCOUNTS", "service_accounts", "comma-separated name=grant",
        "the API server's auth manager (`rice_mlops.accounts`): accounts held to a grant "
-       "(`trigger`, `annotate`) whatever their role; an unknown grant stops the API server"),
+       "(`trigger`, `annotate`, `verify`) whatever their role; an unknown grant stops the API "
+       "server"),
     _t("MLFLOW_TRACKING_URI", "mlflow_tracking_uri", "URL",
        "the tracking server (`mlflow-users` sets the pipeline's user up there; MLflow's client "
        "reads it too, with `MLFLOW_TRACKING_USERNAME`/`PASSWORD` the pipeline's user: see "

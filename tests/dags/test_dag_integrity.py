@@ -177,23 +177,37 @@ def test_timeouts_and_queues_come_from_settings():
     code = f"""
 import json
 from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder={str(REPO / "dags")!r}).dags[{DAG_ID!r}]
-print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds()] for t in dag.tasks}}
-                 | {{"run": dag.dagrun_timeout.total_seconds()}}))
+bag = DagBag(dag_folder={str(REPO / "dags")!r})
+assert not bag.import_errors, bag.import_errors
+dag = bag.dags[{DAG_ID!r}]
+print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds(), t.executor]
+                  for t in dag.tasks}} | {{"run": dag.dagrun_timeout.total_seconds()}}
+                 | {{"release_dags": sorted(d.dag_id for d in bag.dags.values()
+                                            if any(t.executor == "release" for t in d.tasks))}}))
 """
+    # As compose runs it: the release zone's tasks on an executor of their own (issue 35).
     env = {**os.environ, "RICE_DOCKER_QUEUE": "docker", "RICE_TRAIN_QUEUE": "training",
-           "RICE_TASK_TIMEOUT_MINUTES": "7", "RICE_DAGRUN_TIMEOUT_MINUTES": "90"}
+           "RICE_TASK_TIMEOUT_MINUTES": "7", "RICE_DAGRUN_TIMEOUT_MINUTES": "90",
+           "RICE_RELEASE_EXECUTOR": "release",
+           "AIRFLOW__CORE__EXECUTOR":
+               "LocalExecutor,release:rice_mlops.release_executor.ReleaseCeleryExecutor"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120)
     tasks = json.loads(out.stdout.strip().splitlines()[-1])
     assert tasks.pop("run") == 90 * 60
+    from rice_mlops.release_channel import RELEASE_DAG_IDS
+
+    # Every DAG with release tasks is one the release worker agrees to run, and no other.
+    assert set(tasks.pop("release_dags")) == RELEASE_DAG_IDS
     # attest_image, roll_out and promote hold the registry credentials, which only that
     # queue's workers may read; roll_out starts the serving containers.
     socket_tasks = {"prune_old_builds", "prepare_image_context", "build_image", "smoke_test",
                     "push_image", "attest_image", "roll_out", "promote"}
-    assert {t for t, (queue, _) in tasks.items() if queue == "docker"} == socket_tasks
+    assert {t for t, (queue, _, _) in tasks.items() if queue == "docker"} == socket_tasks
+    assert {t for t, (_, _, executor) in tasks.items() if executor == "release"} == socket_tasks
+    assert {executor for t, (_, _, executor) in tasks.items() if t not in socket_tasks} == {None}
     assert tasks["train"][0] == "training"
-    assert all(seconds == 7 * 60 for t, (_, seconds) in tasks.items() if t != "train")
+    assert all(seconds == 7 * 60 for t, (_, seconds, _) in tasks.items() if t != "train")
 
 
 def test_the_rollback_dag_runs_in_the_release_zone_on_demand_only(dagbag):

@@ -111,12 +111,24 @@ class AirflowStack:
 
     def add_pipeline_connection(self) -> None:
         """The DAG's own service account (role user) as the `rice_airflow_api` connection,
-        created through the REST API as an operator would."""
+        created through the REST API as an operator would, and as `rice_release_api`, the
+        release zone's look at approvals (this stack is one zone: compose gives that one an
+        account of its own)."""
         password = (self.home / "pipeline_password").read_text().strip()
-        response = self.api("POST", "/connections", json={
-            "connection_id": "rice_airflow_api", "conn_type": "http", "host": "127.0.0.1",
-            "port": self.port, "login": "pipeline", "password": password})
-        assert response.status_code == 201, response.text
+        for connection_id in ("rice_airflow_api", "rice_release_api"):
+            response = self.api("POST", "/connections", json={
+                "connection_id": connection_id, "conn_type": "http", "host": "127.0.0.1",
+                "port": self.port, "login": "pipeline", "password": password})
+            assert response.status_code == 201, response.text
+
+    def task_token(self, ti_id: str) -> str:
+        """An execution API token for one task instance, as the scheduler signs it for the
+        worker that runs the task (what whoever holds that worker holds)."""
+        from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+        secret = (self.home / "jwt_secret").read_text().strip()
+        return JWTGenerator(secret_key=secret, valid_for=300,
+                            audience="urn:airflow.apache.org:task").generate({"sub": ti_id})
 
     def note(self, run_id: str, dag_id: str = DAG_ID) -> str | None:
         return self.run(run_id, dag_id).get("note")

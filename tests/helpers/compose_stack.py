@@ -189,6 +189,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),
         "AIRFLOW_WEBHOOK_PASSWORD": secrets.token_urlsafe(16),
         "AIRFLOW_PIPELINE_PASSWORD": secrets.token_urlsafe(16),
+        "AIRFLOW_RELEASE_PASSWORD": secrets.token_urlsafe(16),
         "RICE_SIGNING_KEY_HOST_FILE": str(signing_key),
         "GITHUB_WEBHOOK_SECRET": secrets.token_urlsafe(32),
         "GITHUB_WEBHOOK_REPOSITORIES": "local/rice-mlops",

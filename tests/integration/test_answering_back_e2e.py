@@ -126,6 +126,48 @@ def _respond(stack, run_id: str, option: str) -> None:
     raise AssertionError(stack.describe(run_id))
 
 
+def _answer_with_the_task_token(stack, run_id: str) -> None:
+    """Answer approve_release as the compute zone could: with the token its worker holds for
+    that task, through the execution API (no person named)."""
+    import httpx
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        ti = next((t for t in stack.task_instances(run_id) if t["task_id"] == "approve_release"),
+                  {})
+        if ti.get("state") in ("success", "skipped", "failed"):
+            return
+        if ti.get("state") == "awaiting_input":
+            time.sleep(5)  # as _respond: not within a second of the task parking
+            answer = httpx.patch(f"{stack.url}/execution/hitlDetails/{ti['id']}", timeout=30,
+                                 headers={"Authorization": f"Bearer {stack.task_token(ti['id'])}"},
+                                 json={"chosen_options": ["Approve"], "params_input": {}})
+            assert answer.status_code in (200, 409), answer.text
+            if answer.status_code == 200:
+                assert answer.json()["chosen_options"] == ["Approve"]
+        time.sleep(1)
+    raise AssertionError(stack.describe(run_id))
+
+
+def test_an_approval_written_with_a_task_token_ships_nothing(airflow_pg, shipped_run,
+                                                             tiny_real_dataset):
+    """Issue 35, done-when 6: approve_release (compute zone) answered with its own task token
+    says Approve, but the release zone reads who answered with its own account, finds no
+    person, and builds nothing; the note says why."""
+    conf = dag_conf(tiny_real_dataset, epochs=2, force=True, source_commit="7" * 40,
+                    require_approval=True)
+    assert airflow_pg.trigger(conf, "answer-forged").status_code == 200
+    _answer_with_the_task_token(airflow_pg, "answer-forged")
+    airflow_pg.wait_for_run("answer-forged", timeout=900)
+    states = airflow_pg.task_states("answer-forged")
+    assert states["approve_release"] == "success", states  # the compute zone was convinced
+    assert states["prepare_image_context"] == "failed", states
+    for task_id in ("build_image", "push_image", "roll_out", "promote"):
+        assert states[task_id] in ("upstream_failed", "skipped"), states
+    note = airflow_pg.note("answer-forged")
+    assert note.startswith("NOT SHIPPED: approve_release was answered with a task's token"), note
+
+
 def test_a_release_that_needs_approval_waits_for_a_person(airflow_pg, shipped_run,
                                                          tiny_real_dataset):
     from mlflow import MlflowClient

@@ -26,7 +26,8 @@ METHODS = ("GET", "POST", "PUT", "DELETE")
 
 @pytest.fixture
 def manager(monkeypatch):
-    monkeypatch.setenv("RICE_SERVICE_ACCOUNTS", "webhook=trigger, pipeline=annotate")
+    monkeypatch.setenv("RICE_SERVICE_ACCOUNTS",
+                       "webhook=trigger, pipeline=annotate, release=verify")
     return ServiceAccountAuthManager()
 
 
@@ -118,3 +119,14 @@ def test_no_service_accounts_is_plain_simple_auth_manager(monkeypatch):
     manager = ServiceAccountAuthManager()
     assert manager.service_accounts == {}
     assert (DAG_ID, "PUT", DagAccessEntity.XCOM) in _allowed_on_dags(manager, _user("webhook"))
+
+
+@pytest.mark.parametrize("role", ["viewer", "admin"])
+def test_the_release_account_may_read_approvals_and_answer_none(manager, role):
+    """Issue 35: the release zone's own account reads who answered approve_release; it cannot
+    answer, read XCom, or touch another Dag, whatever its role."""
+    release = _user("release", role)
+    assert _allowed_on_dags(manager, release) == {(DAG_ID, "GET", DagAccessEntity.HITL_DETAIL)}
+    assert not manager.is_authorized_hitl_task(assigned_users={"release"}, user=release)
+    assert not manager.is_authorized_variable(method="GET", user=release,
+                                              details=VariableDetails(key="x"))

@@ -21,7 +21,7 @@ SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "RE
            "AIRFLOW_ADMIN_PASSWORD",
            "AIRFLOW_WEBHOOK_PASSWORD", "GITHUB_WEBHOOK_SECRET", "REGISTRY_PASSWORD",
            "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
-           "AIRFLOW_PIPELINE_PASSWORD"}
+           "AIRFLOW_PIPELINE_PASSWORD", "AIRFLOW_RELEASE_PASSWORD"}
 WORKERS = {"airflow-worker", "airflow-worker-docker", "airflow-worker-training"}
 COMPUTE_WORKERS = WORKERS - {"airflow-worker-docker"}
 CONTROL_PLANE = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -145,6 +145,7 @@ def test_each_secret_reaches_only_the_services_that_use_it():
     assert _holders("AIRFLOW_WEBHOOK_PASSWORD") == {"airflow-apiserver", "airflow-init"}
     assert _holders("AIRFLOW_ADMIN_PASSWORD") == {"airflow-init"}
     assert _holders("AIRFLOW_PIPELINE_PASSWORD") == {"airflow-init", "airflow-worker"}
+    assert _holders("AIRFLOW_RELEASE_PASSWORD") == {"airflow-init", "airflow-worker-docker"}
     key_holders = {name for name, service in SERVICES.items()
                    if "RICE_SIGNING_KEY_HOST_FILE" in str(service.get("volumes"))}
     assert key_holders == {"airflow-worker-docker"}
@@ -351,10 +352,11 @@ def test_service_accounts_are_held_to_their_grants():
     env = SERVICES["airflow-apiserver"]["environment"]
     assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "rice_mlops.accounts.ServiceAccountAuthManager"
     assert parse_service_accounts(env["RICE_SERVICE_ACCOUNTS"]) == \
-        {"webhook": "trigger", "pipeline": "annotate"}
+        {"webhook": "trigger", "pipeline": "annotate", "release": "verify"}
     roles = dict(user.split(":") for user in
                  env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(","))
-    assert roles == {"admin": "admin", "webhook": "viewer", "pipeline": "viewer"}
+    assert roles == {"admin": "admin", "webhook": "viewer", "pipeline": "viewer",
+                     "release": "viewer"}
 
 
 def test_redis_and_the_databases_ask_for_passwords():

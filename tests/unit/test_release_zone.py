@@ -361,7 +361,7 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
     def run(**overrides):
         return release.prepare_image_context(settings, {**params, **overrides},
                                              handoffs.dataset(str(dataset), fingerprint="f" * 64),
-                                             trained, handoffs.gate("3"))
+                                             trained, handoffs.gate("3"), "manual__t")
 
     return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging)
 

@@ -66,12 +66,15 @@ def record_refusal(reason: str) -> None:
 
 @checked_handoffs
 def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dataset,
-                          trained: Trained, gate: Gate) -> BuildContext:
+                          trained: Trained, gate: Gate, dag_run_id: str) -> BuildContext:
     """The release zone's build context: the Dockerfile and server from this worker's own
     package, the model as two files checked against the digests the train task recorded,
     measured with LiteRT on the test split (below the bar: nothing is built). No Python model
-    is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release`."""
+    is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release`. First, the run's
+    approval as Airflow recorded it, read with this zone's own account
+    (`rice_mlops.approval_check`): an approval a task's token wrote builds nothing."""
     from rice_mlops import registry
+    from rice_mlops.approval_check import check_approval
     from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, prepare_context
     from rice_mlops.release import BelowBar, ReleaseInputError, read_classes, smoke_set
     from rice_mlops.sbom import debian_components, read_base_image
@@ -81,6 +84,10 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
             f"no Docker engine at {settings.docker_socket}: image stages skipped, so nothing "
             "is shipped (set DOCKER_HOST or RICE_DOCKER_SOCKET, or start an engine)")
     request = checked_request(settings, params)
+    refused = check_approval(settings, request, dag_run_id)
+    if refused:  # no retry changes who answered
+        record_refusal(refused)
+        raise AirflowFailException(refused)
     run_id = checked_run_id(trained.run_id)
     digests = training_digests(trained)
     plan = trained.image_plan(settings, request.source_commit,
