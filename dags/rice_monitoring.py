@@ -42,7 +42,7 @@ def rice_monitoring():
         """Only a drift verdict goes on to the event."""
         return record.get("verdict") == "drift"
 
-    @task(inlets=[RICE_DRIFT], outlets=[RICE_DRIFT])
+    @task(inlets=[RICE_DRIFT], outlets=[RICE_DRIFT], **_RELEASE)  # only its events count
     def raise_drift(record: dict, run_id=None, inlet_events=None, outlet_events=None) -> dict:
         """The `rice_drift` event with the evidence, and an e-mail, unless in cooldown."""
         return monitoring.raise_drift(SETTINGS, record, run_id, outlet_events[RICE_DRIFT],

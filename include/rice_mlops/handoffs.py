@@ -66,10 +66,12 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Admission(_HandOff):
-    """`admit`: whether the run goes on, and the newer push that superseded it when not."""
+    """`admit`: whether the run goes on; when not, the newer push that superseded it, or why
+    it was refused (a drift trigger the release zone's monitoring did not raise)."""
 
     proceed: bool
     superseded_by: str | None = None
+    refused: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ _DESCRIPTION_MAX = 140  # GitHub refuses longer status descriptions
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # shipped | not_shipped | superseded | unchanged | crashed
+    kind: str  # shipped | not_shipped | superseded | not_admitted | unchanged | crashed
     note: str  # one line for the Airflow grid
     state: str  # commit status: success | failure | error
     notify: bool  # worth an e-mail: a crash or a release refused
@@ -67,6 +67,9 @@ def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,
     if failed_tasks:
         return Outcome("crashed", f"FAILED: {', '.join(sorted(failed_tasks))} failed; "
                        "nothing shipped (see the task logs)", "error", True)
+    if admission is not None and not admission.proceed and admission.refused:
+        return Outcome("not_admitted", f"NOT ADMITTED: {admission.refused}"[:1000], "error",
+                       True)
     if admission is not None and not admission.proceed:
         return Outcome("superseded", f"superseded by {(admission.superseded_by or '?')[:12]}: "
                        "not trained (the newer push is built instead)", "error", False)

@@ -7,7 +7,9 @@ DAG_ID = "rice_classifier_cicd"  # the webhook triggers it; its runs and assets 
 ROLLBACK_DAG_ID = "rice_rollback"  # puts an earlier served digest back at 100 %
 MONITORING_DAG_ID = "rice_monitoring"  # the served model's prediction logs against its reference
 MONITORING_EXPERIMENT = "rice-monitoring"  # one MLflow run per judged window
-MONITORING_WATERMARK = "rice_monitoring_watermark"  # Airflow Variable: where the next window starts
+# Where the next monitoring window starts: a file of the release zone's serving directory (not
+# an Airflow Variable, which any task's token may set).
+MONITORING_WATERMARK = "monitoring-watermark.json"
 MODEL_NAME = "rice-classifier"
 CHAMPION_ALIAS = "champion"
 DEPLOYED_ALIAS = "deployed"  # the version the serving proxy sends all traffic to (display)

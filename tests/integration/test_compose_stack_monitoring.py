@@ -36,6 +36,7 @@ class DriftLoop:
     event: dict  # the rice_drift event
     started: dict  # the training run the event started, finished
     tasks: dict[str, str]  # that run's task states
+    variable_set_by_token: int  # the execution API's answer to a compute token's Variable PUT
 
 
 def _started_by_drift(api: Airflow, before: set[str], timeout: float = 180) -> dict:
@@ -59,11 +60,15 @@ def drift_loop(shared_compose_stack, compose_pushed_run) -> DriftLoop:
                         ).read_text())
     assert state["stable"], f"the pushed run served nothing: {state}"
     api.unpause(MONITORING_DAG_ID)
-    # The window starts now: the earlier tests' few predictions are not this stream's.
-    watermark = {"key": MONITORING_WATERMARK, "value": json.dumps({"until": time.time()})}
-    if api.request("POST", "/variables", ok=(201, 409), json=watermark).status_code == 409:
-        api.request("PATCH", f"/variables/{MONITORING_WATERMARK}",
-                    json=watermark).raise_for_status()
+    # The window starts now: the earlier tests' few predictions are not this stream's. The
+    # watermark is the release zone's file; an operator on the host may set it.
+    serving = Path(stack.env["RICE_RELEASE_DIR"]) / "serving"
+    (serving / MONITORING_WATERMARK).write_text(json.dumps({"until": time.time()}))
+    # Issue 35, done-when 4: an insider with a compute task's token sets the Variable the
+    # watermark once was, ten years ahead; the window below is judged all the same.
+    set_by_token = _set_variable_with_a_compute_token(
+        stack, api, "rice_monitoring_watermark",
+        json.dumps({"until": time.time() + 10 * 365 * 86400}))
     before = {r["dag_run_id"] for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]}
     test_split = sorted((Path(stack.env["RICE_DATA_DIR"]) / "test").rglob("*.jpg"))
     sent = send_stream(f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}", test_split,
@@ -84,11 +89,32 @@ def drift_loop(shared_compose_stack, compose_pushed_run) -> DriftLoop:
     [event] = [e for e in events if e["name"] == DRIFT_ASSET]
     assert [e["id"] for e in consumed["asset_events"]] == [event["id"]], consumed
     return DriftLoop(stack, state["stable"]["model_version"], sent, record, event, finished,
-                     tasks)
+                     tasks, set_by_token)
+
+
+def _set_variable_with_a_compute_token(stack: ComposeStack, api: Airflow, key: str,
+                                       value: str) -> int:
+    """PUT a Variable through the execution API with a token for a compute task of the pushed
+    run (`validate_data`), signed as the scheduler signs the tokens it hands compute workers:
+    what whoever holds such a worker holds. The answer's status."""
+    import httpx
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+    [run] = [r for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]
+             if r["run_type"] == "manual"][:1]
+    ti = api.task(run["dag_run_id"], "validate_data")
+    token = JWTGenerator(secret_key=stack.env["AIRFLOW_JWT_SECRET"], valid_for=300,
+                         audience="urn:airflow.apache.org:task").generate({"sub": ti["id"]})
+    return httpx.put(f"{stack.airflow}/execution/variables/{key}", timeout=30,
+                     headers={"Authorization": f"Bearer {token}"},
+                     json={"val": value, "description": None}).status_code
 
 
 def test_a_brighter_stream_is_drift_on_the_release_worker(drift_loop):
+    """Judged although a compute task's token had set the old watermark Variable ten years
+    ahead (issue 35): the window starts at the release zone's own watermark."""
     record = drift_loop.record
+    assert drift_loop.variable_set_by_token in (200, 201, 204), drift_loop.variable_set_by_token
     assert record["verdict"] == "drift" and record["predictions"] == STREAM, record
     assert record["model_version"] == drift_loop.version
     assert drift_loop.event["extra"]["summary"] == record["summary"]

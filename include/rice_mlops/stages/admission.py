@@ -30,6 +30,10 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     """
     from rice_mlops.airflow_api import AirflowApi, newer_push
 
+    refused = untrusted_drift_trigger()
+    if refused:
+        log.error("%s", refused)
+        return Admission(proceed=False, refused=refused)
     dag_run_id = ti.run_id
     states = ti.get_task_states(dag_id=DAG_ID, run_ids=[dag_run_id]).get(dag_run_id, {})
     rerun = any(state for task, state in states.items() if task not in ("admit", "report"))
@@ -53,6 +57,30 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
                     request.source_ref)
         return Admission(proceed=False, superseded_by=newer)
     return Admission(proceed=True)
+
+
+def untrusted_drift_trigger(context=None) -> str | None:
+    """Why a run that `rice_drift` events started must not train: none of them was raised by
+    the release zone's monitoring (`rice_mlops.assets.DRIFT_SOURCE`). Any task's token can
+    list that asset among its outlets; only the monitoring's verdict starts a training."""
+    from airflow.sdk import get_current_context
+
+    from rice_mlops.assets import DRIFT_SOURCE, RICE_DRIFT, raised_by_monitoring
+
+    context = context if context is not None else get_current_context()
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    if getattr(run_type, "value", run_type) != "asset_triggered":
+        return None
+    try:
+        events = list(context["triggering_asset_events"][RICE_DRIFT])
+    except (KeyError, TypeError):
+        events = []
+    if raised_by_monitoring(events):
+        return None
+    sources = sorted({f"{getattr(e, 'source_dag_id', None)}.{getattr(e, 'source_task_id', None)}"
+                      for e in events})
+    return (f"started by rice_drift event(s) from {', '.join(sources) or 'nowhere'}, not "
+            f"{'.'.join(DRIFT_SOURCE)} (the release zone's monitoring): not trained")
 
 
 @checked_handoffs

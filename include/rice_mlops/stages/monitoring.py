@@ -1,12 +1,14 @@
 """Monitoring: the served model's prediction logs against its drift reference.
 
 `check_drift` runs in the release zone, the only one that mounts the serving directory (the
-logs are there). It reads the window since the watermark (an Airflow Variable; a window
-without enough predictions leaves it where it was, so the next run's window is longer, up to
+logs are there). It reads the window since the watermark (a file beside the logs, which only
+this zone can write: an Airflow Variable could be set by any task's token; a window without
+enough predictions leaves it where it was, so the next run's window is longer, up to
 RICE_MONITORING_MAX_WINDOW_HOURS), compares it with the reference the gate recorded for the
 version that serves, logs the verdict as an MLflow run of `rice-monitoring` (statistics,
-p-values, a plot of reference against live) and writes it as the run note. `raise_drift` then
-emits the `rice_drift` asset event with the evidence and e-mails, on a drift verdict only.
+p-values, a plot of reference against live) and writes it as the run note. `raise_drift`, in
+the release zone too, then emits the `rice_drift` asset event with the evidence and e-mails,
+on a drift verdict only; only its events count (`rice_mlops.assets.DRIFT_SOURCE`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def window_start(stored: str | None, now: float, max_hours: int) -> float:
     try:
         start = float(json.loads(stored)["until"]) if stored else oldest
     except (ValueError, KeyError, TypeError):
-        log.warning("the %s Variable holds no watermark (%r): the window starts %d h back",
+        log.warning("%s holds no watermark (%r): the window starts %d h back",
                     MONITORING_WATERMARK, (stored or "")[:80], max_hours)
         start = oldest
     if not math.isfinite(start):
@@ -46,10 +48,31 @@ def window_start(stored: str | None, now: float, max_hours: int) -> float:
     return min(max(start, oldest), now)
 
 
+_WATERMARK_MAX_BYTES = 4096  # {"until": <seconds>} and nothing more
+
+
+def read_watermark(path) -> str | None:
+    """The watermark file's text (None when there is none yet); a file too large to be one is
+    read as no watermark."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_WATERMARK_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    return raw.decode("utf-8", "replace") if len(raw) <= _WATERMARK_MAX_BYTES else ""
+
+
+def write_watermark(path, until: float) -> None:
+    """Where the next window starts, replaced atomically."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"until": until}))
+    os.replace(tmp, path)
+
+
 def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     """The verdict on the window of the version that serves (a dict for XCom and the event)."""
-    from airflow.sdk import Variable
-
     from rice_mlops import registry
     from rice_mlops.monitoring.drift import DriftReferenceError, Reference, compare, read_window
     from rice_mlops.prediction_logs import LogFileError, log_lines, rotated_logs
@@ -71,8 +94,8 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     except (LookupError, DriftReferenceError) as exc:
         raise AirflowFailException(str(exc)) from None
     now = time.time()
-    since = window_start(Variable.get(MONITORING_WATERMARK, default=None), now,
-                         settings.monitoring_max_window_hours)
+    watermark = serving.root / MONITORING_WATERMARK
+    since = window_start(read_watermark(watermark), now, settings.monitoring_max_window_hours)
     files = [path for slot in st.SLOTS for path in rotated_logs(serving.log_dir(slot))]
     try:
         window = read_window(chain.from_iterable(log_lines(path) for path in files),
@@ -89,7 +112,7 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     record["monitoring_run_id"] = _log_run(record, reference, window, report,
                                            serving.root / "predictions")
     if report.verdict != "not enough data":  # a short window grows into the next one
-        Variable.set(MONITORING_WATERMARK, json.dumps({"until": now}))
+        write_watermark(watermark, now)
     log.info("v%s: %s", stable.model_version, report.summary())
     write_note(settings, MONITORING_DAG_ID, dag_run_id,
                f"v{stable.model_version}: {report.summary()}")
@@ -113,9 +136,11 @@ def raise_drift(settings: PipelineSettings, record: dict, dag_run_id: str,
                 drift_event=None, earlier_events=()) -> dict:
     """The `rice_drift` event, its extra the evidence (bounded), and an e-mail; skipped while
     the last one is younger than RICE_MONITORING_COOLDOWN_HOURS (one storm, one training)."""
+    from rice_mlops.assets import raised_by_monitoring
     from rice_mlops.stages.report import notify
 
-    earlier = list(earlier_events or ())
+    # Only this task's own earlier events: one that any other token listed resets nothing.
+    earlier = raised_by_monitoring(earlier_events)
     last = str(getattr(earlier[-1], "timestamp", "")) if earlier else None
     if in_cooldown(last, time.time(), settings.monitoring_cooldown_hours):
         raise AirflowSkipException(f"drift was raised at {last}, within RICE_MONITORING_"

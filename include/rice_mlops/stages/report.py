@@ -68,15 +68,11 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
 
 
 def _drift_events() -> list:
-    """The `rice_drift` events that started this run (none for a push or the cron)."""
-    from airflow.sdk import get_current_context
+    """The `rice_drift` events the release zone's monitoring raised that started this run
+    (none for a push or the cron; another task's event puts no text in the note)."""
+    from rice_mlops.assets import triggering_drift_events
 
-    from rice_mlops.assets import RICE_DRIFT
-
-    try:
-        return list(get_current_context()["triggering_asset_events"][RICE_DRIFT])
-    except (KeyError, RuntimeError, TypeError):
-        return []
+    return triggering_drift_events()
 
 
 def _ignore_foreign(results: dict) -> list[str]:
