@@ -243,6 +243,7 @@ class PipelineSettings:
     # The serving servers' sample of the images they are asked about, for people to label
     # (RICE_RELEASE_DIR/serving/labelling); 0 keeps no image.
     labelling_sample_rate: float = 0.0
+    serving_gid: int = 0  # 0: the release worker's own group shares the serving directories
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -351,6 +352,7 @@ class PipelineSettings:
                                                    cls.monitoring_cooldown_hours),
             labelling_sample_rate=read.fraction(env, "RICE_LABELLING_SAMPLE_RATE",
                                                 cls.labelling_sample_rate),
+            serving_gid=read.integer(env, "RICE_SERVING_GID", cls.serving_gid),
         )
 
     def as_dict(self) -> dict:

@@ -272,6 +272,11 @@ SETTINGS: tuple[Setting, ...] = (
        "the share of `/predict` images the serving servers keep for labelling, in "
        "`<RICE_RELEASE_DIR>/serving/labelling` (at most 1,000 images and 256 MiB per server, "
        "an image's record beside it); a drift note counts them. 0: no image is kept"),
+    _s("RICE_SERVING_GID", "serving_gid", "integer ≥ 0",
+       "the group through which the release worker shares the prediction-log and labelling "
+       "directories with the serving containers (mode 2770; the worker must be a member: "
+       "compose's `group_add`); 0: the worker's own group. Never world-writable",
+       "— (50100 in compose)"),
 )
 
 

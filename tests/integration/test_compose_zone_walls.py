@@ -184,3 +184,28 @@ def test_a_shutdown_broadcast_from_a_compute_worker_leaves_the_release_worker_ru
     ping = _exec(stack, RELEASE, "sh", "-c", f'CELERY_BROKER_URL="$AIRFLOW__CELERY__BROKER_URL" '
                  f'celery inspect ping --timeout 5 -d {node}')
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+
+
+def test_what_serves_shares_its_directories_with_a_group_and_is_bounded(stack,
+                                                                        compose_pushed_run):
+    """The host side (issue 35): the prediction-log and labelling directories the release
+    worker shares with the serving containers are group-shared (RICE_SERVING_GID, 2770), never
+    world-writable; the serving containers' CPU and processes are bounded besides memory."""
+    import stat
+    from pathlib import Path
+
+    serving = Path(stack.env["RICE_RELEASE_DIR"]) / "serving"
+    state = json.loads((serving / "state.json").read_text())
+    shared = [path for path in (serving / "predictions").iterdir() if path.is_dir()]
+    shared += [serving / "labelling"] if (serving / "labelling").is_dir() else []
+    assert shared, list(serving.iterdir())
+    gid = int(stack.env.get("RICE_SERVING_GID", "50100"))
+    for directory in shared:
+        mode = directory.stat().st_mode
+        assert not mode & stat.S_IWOTH and not mode & stat.S_IROTH, (directory, oct(mode))
+        assert directory.stat().st_gid == gid and mode & stat.S_ISGID, (directory, oct(mode))
+    slot = f"{stack.env['RICE_ROLLOUT_NAME']}-{state['stable']['slot']}"
+    host = json.loads(subprocess.run(["docker", "inspect", slot], capture_output=True,
+                                     text=True, check=True).stdout)[0]["HostConfig"]
+    assert host["Memory"] > 0 and 0 < host["NanoCpus"] <= 1e9 and 0 < host["PidsLimit"] <= 128
+    assert str(gid) in (host.get("GroupAdd") or []), host.get("GroupAdd")

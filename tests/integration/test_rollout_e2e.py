@@ -85,6 +85,8 @@ def test_the_proxy_runs_as_nobody_on_a_read_only_root(airflow_pg, pushed):
         assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"], container["Name"]
         assert "no-new-privileges" in host["SecurityOpt"]
         assert host["NetworkMode"] == "host" and host["Memory"] > 0
+        # CPU and processes are bounded too (issue 35).
+        assert 0 < host["NanoCpus"] <= 1e9 and 0 < host["PidsLimit"] <= 128, container["Name"]
         assert config["User"] in ("65534:65534", "10001"), container["Name"]
         assert not any("PASSWORD" in env for env in config["Env"])
 

@@ -60,6 +60,13 @@ class Layout:
     proxy_port: int = 8501
     slot_ports: tuple[int, int] = (8502, 8503)
     serving_memory: str = "1g"
+    # What one client's requests can make a server hold besides memory: CPU (in cores) and
+    # processes (the server needs a few threads; a fork bomb or a thread leak stops here).
+    serving_cpus: float = 1.0
+    serving_pids: int = 128
+    # The group the release worker shares the prediction-log and labelling directories with
+    # the servers through (mode 2770, never 0777); None: this process's own group.
+    shared_gid: int | None = None
     ready_seconds: float = 60.0
     labelling_rate: float = 0.0  # the share of /predict images kept for labelling
     # "": host networking, everything on 127.0.0.1. Else a Docker network the release worker
@@ -173,11 +180,16 @@ class Engine:
                             "RICE_SERVING_LABELLING_SAMPLE_RATE": str(layout.labelling_rate)}
             volumes[str(layout.labelling_dir)] = {"bind": LABELLING_DIR_IN_CONTAINER,
                                                   "mode": "rw"}
-        for directory in writable:  # the server runs as the image's user and writes here
+        # The server runs as the image's user and writes here. As root, the directories are
+        # its own; otherwise they are shared through a group the server is given, never with
+        # every user of the host (0777).
+        gid = self.layout.shared_gid if self.layout.shared_gid is not None else os.getgid()
+        for directory in writable:
             if os.geteuid() == 0:
                 os.chown(directory, SERVING_UID, SERVING_UID)
             else:
-                directory.chmod(0o777)
+                os.chown(directory, -1, gid)
+                directory.chmod(0o2770)
         try:
             self.client.containers.run(
                 reference, name=layout.container(slot), detach=True,
@@ -185,6 +197,8 @@ class Engine:
                         f"{LABEL}.reference": reference},
                 environment=environment, volumes=volumes,
                 tmpfs={"/tmp": "size=64m"}, mem_limit=layout.serving_memory,
+                nano_cpus=int(layout.serving_cpus * 1e9), pids_limit=layout.serving_pids,
+                group_add=[] if os.geteuid() == 0 else [str(gid)],
                 **layout.networking(self.client, slot), **_HARDENED)
         except docker.errors.APIError as exc:
             raise DeployError(f"{reference} did not start in slot {slot}: "
@@ -249,7 +263,7 @@ class Engine:
                 # reads the configuration live in tmpfs it may write.
                 tmpfs={PROXY_RUN_DIR: "size=64m,mode=1777", "/var/lib/nginx": "size=16m,mode=1777",
                        "/var/log/nginx": "size=1m,mode=1777"},
-                user="65534:65534", mem_limit="256m",
+                user="65534:65534", mem_limit="256m", nano_cpus=int(0.5e9), pids_limit=64,
                 **layout.networking(self.client, "proxy"), **_HARDENED)
         except docker.errors.APIError as exc:
             raise DeployError(f"the serving proxy did not start: {exc.explanation or exc}"

@@ -31,6 +31,7 @@ def layout(settings: PipelineSettings):
                   name=settings.rollout_name, proxy_port=settings.rollout_port,
                   slot_ports=settings.rollout_slot_ports,
                   labelling_rate=settings.labelling_sample_rate,
+                  shared_gid=settings.serving_gid or None,
                   network=settings.rollout_network, addresses=settings.rollout_addresses)
 
 
