@@ -87,11 +87,13 @@ def prepare_context(
     file, signed last.
     """
     from rice_mlops.artifacts import MANIFEST, write_manifest
+    from rice_mlops.monitoring.drift import Reference, observe
     from rice_mlops.release import (
+        DRIFT_REFERENCE,
         LATENCY_PER_CLASS,
         BelowBar,
         card_section,
-        litert_probabilities,
+        litert_outputs,
         measure,
         take_model_bytes,
     )
@@ -101,7 +103,7 @@ def prepare_context(
     try:
         classes = take_model_bytes(model_dir, digests, partial / "model")
         images = [path for path, _ in smoke_from]
-        probabilities = litert_probabilities(partial / "model" / "model.tflite", images)
+        probabilities, statistics = litert_outputs(partial / "model" / "model.tflite", images)
         predicted = [classes[max(range(len(p)), key=p.__getitem__)] for p in probabilities]
         measurement = measure([cls for _, cls in smoke_from], predicted, classes,
                               min_test_accuracy=min_test_accuracy,
@@ -140,6 +142,12 @@ def prepare_context(
             items.append(item)
             seen[label] = seen.get(label, 0) + 1
             item["latency"] = seen[label] <= LATENCY_PER_CLASS
+        # What these bytes answer on the test split: the drift reference the monitoring
+        # compares the served version's logs with, computed here, in the release zone, never
+        # taken from MLflow (which the compute zone writes too).
+        (partial / "smoke" / DRIFT_REFERENCE).write_text(Reference(
+            str(metadata["model_version"]), tuple(classes),
+            observe(predicted, probabilities, statistics)).to_json())
         (partial / "smoke" / "expected.json").write_text(json.dumps(
             {"classes": classes, "tflite_sha256": digests["tflite/model.tflite"],
              "release_measurement": release, "images": items,

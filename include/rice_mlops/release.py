@@ -24,6 +24,7 @@ from pathlib import Path
 # The run artifacts whose digests training records (run_seal.MANIFESTED_ARTIFACTS) and the
 # file names they take in a build context.
 MODEL_BYTES = {"tflite/model.tflite": "model.tflite", "model_meta/labels.json": "labels.json"}
+DRIFT_REFERENCE = "drift-reference.json"  # in the build context's smoke/ (never in the image)
 SMOKE_MAX_PER_CLASS = 200  # the CI test split is 200 real images per class: all of it
 LATENCY_PER_CLASS = 2  # images per class the latency probe times (budgets.PROBE)
 MAX_LABELS_BYTES = 64 * 1024
@@ -131,10 +132,19 @@ def smoke_set(data_dir: Path, classes: Sequence[str],
 def litert_probabilities(tflite: Path, images: Sequence[Path]) -> list[list[float]]:
     """The TFLite file's probabilities for each raw image, through the LiteRT interpreter
     (resizing and scaling are inside the model): data in, numbers out, no model code."""
+    return litert_outputs(tflite, images)[0]
+
+
+def litert_outputs(tflite: Path, images: Sequence[Path]) -> tuple[list[list[float]], list[dict]]:
+    """`litert_probabilities`, and each image's input statistics as the serving server logs
+    them (for the drift reference the release zone records from these same bytes)."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
+    from rice_mlops.serving.prediction_log import input_statistics
+
+    statistics = []
     interpreter = Interpreter(model_path=str(tflite), num_threads=1)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
@@ -152,7 +162,8 @@ def litert_probabilities(tflite: Path, images: Sequence[Path]) -> list[list[floa
         interpreter.set_tensor(input_index, pixels)
         interpreter.invoke()
         results.append([float(p) for p in interpreter.get_tensor(output_index)[0]])
-    return results
+        statistics.extend(input_statistics(pixels))
+    return results, statistics
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,33 @@ def test_the_watermark_is_a_bounded_file_of_the_release_zone(tmp_path):
     path.write_bytes(b"{" + b" " * 10_000 + b"}")  # not a watermark: the oldest allowed start
     now = time.time()
     assert monitoring.window_start(monitoring.read_watermark(path), now, 2) == now - 2 * 3600
+
+
+def test_a_drift_reference_is_read_only_from_the_release_zone_bounded_and_for_its_version(
+        tmp_path):
+    from rice_mlops.monitoring import references
+    from rice_mlops.monitoring.drift import DriftReferenceError, Reference, observe
+
+    def written(version: str, rows: int = 3) -> str:
+        return Reference(version, ("A", "B"), observe(
+            ["A"] * rows, [[0.9, 0.1]] * rows,
+            [{"height": 250, "width": 250, "mean": [100.0] * 3, "std": [20.0] * 3}] * rows
+        )).to_json()
+
+    source = tmp_path / "drift-reference.json"
+    source.write_text(written("7"))
+    kept = references.keep(source, tmp_path / "release", "7")
+    assert kept == tmp_path / "release" / "references" / "v7.json"
+    assert references.load(tmp_path / "release", "7").observations.count == 3
+    with pytest.raises(DriftReferenceError, match="no drift reference of v8"):
+        references.load(tmp_path / "release", "8")
+    (tmp_path / "release" / "references" / "v8.json").write_text(written("7"))  # renamed
+    with pytest.raises(DriftReferenceError, match="the reference of v7, not of v8"):
+        references.load(tmp_path / "release", "8")
+    (tmp_path / "release" / "references" / "v9.json").write_bytes(
+        b" " * (references.MAX_BYTES + 1))
+    with pytest.raises(DriftReferenceError, match="over"):
+        references.load(tmp_path / "release", "9")
+    for bad in ("../7", "7/../../x", "", "v7"):
+        with pytest.raises(DriftReferenceError, match="not a version number"):
+            references.reference_path(tmp_path, bad)

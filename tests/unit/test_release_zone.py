@@ -373,6 +373,13 @@ def test_the_docker_task_builds_its_context_in_the_release_directory(release_tas
     assert not (release_task.staging / release_task.run_id / "image").exists()
     metadata = json.loads((context / "model" / "metadata.json").read_text())
     assert metadata["release_measurement"]["images"] > 0
+    # The drift reference the monitoring reads is the release zone's own measurement of these
+    # bytes, one row per smoke image, kept under the release root for the version (issue 35).
+    from rice_mlops.monitoring import references
+
+    reference = references.load(release_task.settings.release_root, "3")
+    assert reference.model_version == "3"
+    assert reference.observations.count == metadata["release_measurement"]["images"]
 
 
 def test_the_docker_task_fails_closed_on_bytes_training_did_not_record(release_task):

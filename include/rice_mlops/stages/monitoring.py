@@ -4,9 +4,10 @@
 logs are there). It reads the window since the watermark (a file beside the logs, which only
 this zone can write: an Airflow Variable could be set by any task's token; a window without
 enough predictions leaves it where it was, so the next run's window is longer, up to
-RICE_MONITORING_MAX_WINDOW_HOURS), compares it with the reference the gate recorded for the
-version that serves, logs the verdict as an MLflow run of `rice-monitoring` (statistics,
-p-values, a plot of reference against live) and writes it as the run note. `raise_drift`, in
+RICE_MONITORING_MAX_WINDOW_HOURS), compares it with the reference the release zone recorded
+when it built the version that serves (`rice_mlops.monitoring.references`), logs the verdict
+as an MLflow run of `rice-monitoring` (statistics, p-values, a plot of reference against live)
+and writes it as the run note. `raise_drift`, in
 the release zone too, then emits the `rice_drift` asset event with the evidence and e-mails,
 on a drift verdict only; only its events count (`rice_mlops.assets.DRIFT_SOURCE`).
 """
@@ -73,8 +74,8 @@ def write_watermark(path, until: float) -> None:
 
 def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     """The verdict on the window of the version that serves (a dict for XCom and the event)."""
-    from rice_mlops import registry
-    from rice_mlops.monitoring.drift import DriftReferenceError, Reference, compare, read_window
+    from rice_mlops.monitoring import references
+    from rice_mlops.monitoring.drift import DriftReferenceError, compare, read_window
     from rice_mlops.prediction_logs import LogFileError, log_lines, rotated_logs
     from rice_mlops.rollout import state as st
     from rice_mlops.serving.labelling import waiting
@@ -90,8 +91,8 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
         raise AirflowSkipException(f"nothing serves here ({serving.state_file}): no "
                                    "prediction log to watch")
     try:
-        reference = Reference.from_json(registry.drift_reference(stable.model_version))
-    except (LookupError, DriftReferenceError) as exc:
+        reference = references.load(settings.release_root, stable.model_version)
+    except DriftReferenceError as exc:
         raise AirflowFailException(str(exc)) from None
     now = time.time()
     watermark = serving.root / MONITORING_WATERMARK

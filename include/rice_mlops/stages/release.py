@@ -76,7 +76,15 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
     from rice_mlops import registry
     from rice_mlops.approval_check import check_approval
     from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, prepare_context
-    from rice_mlops.release import BelowBar, ReleaseInputError, read_classes, smoke_set
+    from rice_mlops.monitoring import references
+    from rice_mlops.monitoring.drift import DriftReferenceError
+    from rice_mlops.release import (
+        DRIFT_REFERENCE,
+        BelowBar,
+        ReleaseInputError,
+        read_classes,
+        smoke_set,
+    )
     from rice_mlops.sbom import debian_components, read_base_image
 
     if not Path(settings.docker_socket).exists():
@@ -117,6 +125,11 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
         record_refusal(str(exc))
         raise AirflowFailException(str(exc)) from None
     except ReleaseInputError as exc:  # no retry changes the bytes or the figures
+        raise AirflowFailException(str(exc)) from None
+    try:  # what the monitoring compares this version's logs with: measured here, kept here
+        references.keep(plan.context / "smoke" / DRIFT_REFERENCE, settings.release_root,
+                        gate.version)
+    except DriftReferenceError as exc:
         raise AirflowFailException(str(exc)) from None
     registry.log_sbom(run_id, gate.version, plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
