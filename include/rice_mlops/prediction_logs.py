@@ -39,6 +39,26 @@ def log_lines(path: Path, *, max_read: int = MAX_READ) -> Iterator[bytes]:
             yield line
 
 
+def window_lines(slots: list[list[Path]], budget: int, left_out: list[Path]) -> Iterator[bytes]:
+    """The lines of every slot's log files (each slot's list oldest first, as `rotated_logs`
+    gives it), the newest files of all slots first, at most `budget` bytes in all: a window
+    holds a bounded amount whatever the servers wrote. Files not read to their end (the one the
+    budget ran out in, and every older one) are added to `left_out`."""
+    newest_first = [list(reversed(paths)) for paths in slots]
+    ordered = [paths[rank] for rank in range(max(map(len, newest_first), default=0))
+               for paths in newest_first if rank < len(paths)]
+    remaining = budget
+    for path in ordered:
+        if remaining <= 0:
+            left_out.append(path)
+            continue
+        for line in log_lines(path, max_read=min(MAX_READ, remaining)):
+            remaining -= len(line)
+            yield line
+        if remaining <= 0:
+            left_out.append(path)
+
+
 def rotated_logs(directory: Path) -> list[Path]:
     """A slot's log files, oldest first (predictions.jsonl.4 ... .1, then the current one)."""
     try:

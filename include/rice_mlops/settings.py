@@ -236,6 +236,7 @@ class PipelineSettings:
     monitoring_min_predictions: int = 500
     monitoring_alpha: float = 0.01
     monitoring_max_window_hours: int = 168
+    monitoring_max_window_mb: int = 256  # log bytes one window reads, all slots together
     # A drift event starts a training run (which retrains only when labelled data changed);
     # another drift within the cooldown raises no new event.
     retrain_on_drift: bool = True
@@ -347,6 +348,8 @@ class PipelineSettings:
                                            strict=True),
             monitoring_max_window_hours=read.integer(env, "RICE_MONITORING_MAX_WINDOW_HOURS",
                                                      cls.monitoring_max_window_hours, low=1),
+            monitoring_max_window_mb=read.integer(env, "RICE_MONITORING_MAX_WINDOW_MB",
+                                                  cls.monitoring_max_window_mb, low=1),
             retrain_on_drift=read.flag(env, "RICE_RETRAIN_ON_DRIFT", cls.retrain_on_drift),
             monitoring_cooldown_hours=read.integer(env, "RICE_MONITORING_COOLDOWN_HOURS",
                                                    cls.monitoring_cooldown_hours),

@@ -262,6 +262,9 @@ SETTINGS: tuple[Setting, ...] = (
        "the family-wise false-alarm rate of one window (Holm over all its tests)"),
     _s("RICE_MONITORING_MAX_WINDOW_HOURS", "monitoring_max_window_hours", "integer ≥ 1",
        "the oldest predictions a window may still include"),
+    _s("RICE_MONITORING_MAX_WINDOW_MB", "monitoring_max_window_mb", "integer ≥ 1",
+       "the prediction-log bytes one window reads, all slots together, newest files first "
+       "(the servers keep up to 100 files of 64 MiB each; what is left out is logged)"),
     _s("RICE_MONITORING_COOLDOWN_HOURS", "monitoring_cooldown_hours", "integer ≥ 0",
        "after a `rice_drift` event, how long another drift verdict raises none (a drift "
        "storm is one event, one training run)"),

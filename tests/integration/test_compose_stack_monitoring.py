@@ -71,6 +71,10 @@ def drift_loop(shared_compose_stack, compose_pushed_run) -> DriftLoop:
         json.dumps({"until": time.time() + 10 * 365 * 86400}))
     before = {r["dag_run_id"] for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]}
     test_split = sorted((Path(stack.env["RICE_DATA_DIR"]) / "test").rglob("*.jpg"))
+    # Done-when 5: with the compute zone's MLflow login, the serving version's MLflow reference
+    # is replaced (sha256 tag and all) by five rows in the stream's own light: read, it would
+    # hide the drift below.
+    _forge_mlflow_reference(stack, state["stable"]["model_version"], test_split)
     sent = send_stream(f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}", test_split,
                        STREAM, brightness=1.5)
     time.sleep(1)  # the server's log thread writes just after each answer
@@ -90,6 +94,50 @@ def drift_loop(shared_compose_stack, compose_pushed_run) -> DriftLoop:
     assert [e["id"] for e in consumed["asset_events"]] == [event["id"]], consumed
     return DriftLoop(stack, state["stable"]["model_version"], sent, record, event, finished,
                      tasks, set_by_token)
+
+
+def _forge_mlflow_reference(stack: ComposeStack, version: str, images: list[Path]) -> None:
+    """What the compute zone can write: the version's reference artifact and its sha256 tags,
+    through MLflow with the pipeline's user (the one every compute worker holds)."""
+    import io
+    import os
+
+    import numpy as np
+    from mlflow import MlflowClient
+    from PIL import Image, ImageEnhance
+
+    from rice_mlops.monitoring.drift import Reference, observe
+    from rice_mlops.serving.prediction_log import input_statistics
+    from rice_mlops.vocabulary import DRIFT_REFERENCE_TAG, MODEL_NAME
+
+    rows, names = [], []
+    for path in images[:: max(1, len(images) // 5)][:5]:
+        with Image.open(path) as image:
+            bright = ImageEnhance.Brightness(image.convert("RGB")).enhance(1.5)
+        encoded = io.BytesIO()
+        bright.save(encoded, "JPEG", quality=95)
+        pixels = np.asarray(Image.open(encoded).convert("RGB"), dtype=np.float32)[None]
+        rows.extend(input_statistics(pixels))
+        names.append(path.parent.name)
+    text = Reference(version, tuple(sorted(set(names))), observe(
+        names, [[0.99] * 1] * len(names), rows)).to_json()
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME",
+                                            "MLFLOW_TRACKING_PASSWORD")}
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = \
+        stack.mlflow_pipeline
+    try:
+        client = MlflowClient(stack.mlflow)
+        run_id = client.get_model_version(MODEL_NAME, version).run_id
+        client.log_text(run_id, text, "monitoring/reference.json")
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        client.set_model_version_tag(MODEL_NAME, version, DRIFT_REFERENCE_TAG, digest)
+        client.set_tag(run_id, DRIFT_REFERENCE_TAG, digest)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _set_variable_with_a_compute_token(stack: ComposeStack, api: Airflow, key: str,
@@ -112,7 +160,9 @@ def _set_variable_with_a_compute_token(stack: ComposeStack, api: Airflow, key: s
 
 def test_a_brighter_stream_is_drift_on_the_release_worker(drift_loop):
     """Judged although a compute task's token had set the old watermark Variable ten years
-    ahead (issue 35): the window starts at the release zone's own watermark."""
+    ahead, and drift although the compute zone had replaced the version's MLflow reference by
+    five rows in the stream's light (issue 35): the window starts at the release zone's own
+    watermark, and is compared with the release zone's own reference."""
     record = drift_loop.record
     assert drift_loop.variable_set_by_token in (200, 201, 204), drift_loop.variable_set_by_token
     assert record["verdict"] == "drift" and record["predictions"] == STREAM, record

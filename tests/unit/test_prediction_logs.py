@@ -38,3 +38,31 @@ def test_lines_are_bounded_one_by_one_and_in_all(tmp_path):
     assert max(len(p) for p in pieces) <= MAX_LINE + 1 and pieces[-1] == b"short\n"
     capped = list(log_lines(log, max_read=2 * MAX_LINE))
     assert sum(len(p) for p in capped) <= 3 * MAX_LINE and b"short\n" not in capped
+
+
+def test_a_window_reads_at_most_its_budget_newest_files_first(tmp_path):
+    """Issue 35: whatever the servers wrote (up to 100 files of 64 MiB per slot), one window
+    reads a bounded number of bytes, the newest files of every slot first, and names what it
+    left out."""
+    from rice_mlops.prediction_logs import window_lines
+
+    slots = []
+    for slot in ("blue", "green"):
+        directory = tmp_path / slot
+        directory.mkdir()
+        paths = []
+        for age in (2, 1, 0):  # oldest first, as rotated_logs gives them
+            path = directory / (f"predictions.jsonl.{age}" if age else "predictions.jsonl")
+            path.write_bytes(f"{slot}-{age}\n".encode() * 100)  # 700 or 800 bytes
+            paths.append(path)
+        slots.append(paths)
+    everything: list = []
+    total = sum(path.stat().st_size for paths in slots for path in paths)
+    assert len(b"".join(window_lines(slots, 10**6, everything))) == total
+    assert everything == []
+    left_out: list = []
+    read = list(window_lines(slots, 1500, left_out))
+    assert sum(map(len, read)) <= 1500
+    assert {line for line in read} >= {b"blue-0\n", b"green-0\n"}  # the newest of each slot
+    assert b"blue-2\n" not in read and b"green-2\n" not in read
+    assert slots[0][0] in left_out and slots[1][0] in left_out

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import time
-from itertools import chain
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -76,7 +75,7 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     """The verdict on the window of the version that serves (a dict for XCom and the event)."""
     from rice_mlops.monitoring import references
     from rice_mlops.monitoring.drift import DriftReferenceError, compare, read_window
-    from rice_mlops.prediction_logs import LogFileError, log_lines, rotated_logs
+    from rice_mlops.prediction_logs import LogFileError, rotated_logs, window_lines
     from rice_mlops.rollout import state as st
     from rice_mlops.serving.labelling import waiting
     from rice_mlops.stages.report import write_note
@@ -97,12 +96,18 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     now = time.time()
     watermark = serving.root / MONITORING_WATERMARK
     since = window_start(read_watermark(watermark), now, settings.monitoring_max_window_hours)
-    files = [path for slot in st.SLOTS for path in rotated_logs(serving.log_dir(slot))]
+    slots = [rotated_logs(serving.log_dir(slot)) for slot in st.SLOTS]
+    left_out: list = []
+    budget = settings.monitoring_max_window_mb << 20
     try:
-        window = read_window(chain.from_iterable(log_lines(path) for path in files),
+        window = read_window(window_lines(slots, budget, left_out),
                              model_version=stable.model_version, since=since, until=now)
     except LogFileError as exc:
         raise AirflowFailException(str(exc)) from None
+    if left_out:  # the newest predictions were judged; the oldest of a huge window were not
+        log.warning("the window's logs hold more than RICE_MONITORING_MAX_WINDOW_MB=%d MiB: "
+                    "not read to their end: %s", settings.monitoring_max_window_mb,
+                    ", ".join(path.name for path in left_out[:10]))
     report = compare(reference, window, min_predictions=settings.monitoring_min_predictions,
                      alpha=settings.monitoring_alpha)
     record = {"model_version": stable.model_version, "since": round(since, 3),
