@@ -218,7 +218,7 @@ def _cmd_serving_restore(args: argparse.Namespace) -> int:
     from rice_mlops.rollout.engine import DeployError, Engine
     from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
     from rice_mlops.settings import PipelineSettings
-    from rice_mlops.stages.serving import layout
+    from rice_mlops.stages.serving import layout, verify_recorded
 
     settings = PipelineSettings.from_env()
     serving = layout(settings)
@@ -237,7 +237,14 @@ def _cmd_serving_restore(args: argparse.Namespace) -> int:
               f"not answer ({exc}); start it, then run this again", file=sys.stderr)
         return 1
     try:
+        # Only stable is started again (a half-done candidate is rolled back): it must verify
+        # as roll_out verified it before it served, whoever wrote the state file since.
+        if recorded.stable is not None:
+            verify_recorded(settings, recorded.stable)
         state = Rollout(engine, Plan(), ()).restore()
+    except ValueError as exc:
+        print(f"error: nothing restored: {exc}", file=sys.stderr)
+        return 1
     except (DeployError, RolloutRefused, st.StateError, docker.errors.DockerException) as exc:
         print(f"error: nothing restored: {exc}", file=sys.stderr)
         return 1

@@ -377,7 +377,7 @@ def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked
 
 
 def test_serving_lost_with_its_containers_comes_back_serving_the_last_good_digest(
-        airflow_pg, pushed, small_real_dataset):
+        airflow_pg, pushed, small_real_dataset, docker_engine):
     """A new engine or a pruned host: the proxy and the slots are gone, the release zone's
     directory is not. `rice-mlops serving restore` (what a stack start runs) brings back the
     digest the state records, behind the proxy. (An engine restart needs nothing: the
@@ -393,8 +393,15 @@ def test_serving_lost_with_its_containers_comes_back_serving_the_last_good_diges
     url = f"http://127.0.0.1:{layout.proxy_port}"
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/ping", timeout=2)
+    # The release zone's registry connection, as the CLI reads it (the compose worker holds
+    # it in its environment): the digest is verified before anything starts.
+    host, port = docker_engine["RICE_REGISTRY"].split(":")
+    registry = json.dumps({"conn_type": "generic", "host": host, "port": int(port),
+                           "login": docker_engine["RICE_REGISTRY_USER"],
+                           "password": docker_engine["RICE_REGISTRY_PASSWORD"]})
     restored = subprocess.run([str(Path(sys.executable).parent / "rice-mlops"), "serving",
-                               "restore"], env={**os.environ, **airflow_pg.env},
+                               "restore"], env={**os.environ, **airflow_pg.env,
+                                                "AIRFLOW_CONN_RICE_REGISTRY": registry},
                               capture_output=True, text=True, timeout=300)
     assert restored.returncode == 0, restored.stderr
     assert f"serving v{last_good.model_version} ({last_good.reference})" in restored.stdout

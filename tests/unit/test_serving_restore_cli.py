@@ -42,3 +42,42 @@ def test_a_state_file_it_cannot_trust_starts_nothing(release, capsys):
                                                                "model_version": "7"}}))
     assert main(["serving", "restore"]) == 1
     assert "cannot be trusted" in capsys.readouterr().err
+
+
+def test_a_recorded_digest_that_does_not_verify_starts_nothing(release, monkeypatch, tmp_path,
+                                                              capsys):
+    """Issue 35: state.json names a digest; before anything starts, it must verify against the
+    deployment's key in the deployment's registry. One from another registry, or one the
+    registry cannot show verified, is refused, and the engine starts no container."""
+    from rice_mlops.rollout import engine as engine_module
+    from rice_mlops.signing import generate_keypair
+    from tests.helpers.ports import free_port
+
+    started = []
+
+    class Engine:  # an engine that answers, and records what it would start
+        def __init__(self, *args):
+            pass
+
+        def start_server(self, *args, **kwargs):
+            started.append(args)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine_module, "Engine", Engine)
+    private, _ = generate_keypair(tmp_path / "keys")
+    monkeypatch.setenv("RICE_SIGNING_KEY_FILE", str(private))
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_RICE_REGISTRY", json.dumps({
+        "conn_type": "generic", "host": "127.0.0.1", "port": port, "login": "u",
+        "password": "p"}))
+    release.mkdir(parents=True)
+    for reference, expected in ((f"127.0.0.1:{port}/rice-classifier@{DIGEST}", "does not verify"),
+                                (f"elsewhere.example:5000/rice-classifier@{DIGEST}",
+                                 f"is not an image of 127.0.0.1:{port}/rice-classifier")):
+        save(release / "state.json", ServingState(stable=Deployment("blue", reference, "7")))
+        assert main(["serving", "restore"]) == 1
+        err = capsys.readouterr().err
+        assert "nothing restored" in err and expected in err, err
+    assert started == []

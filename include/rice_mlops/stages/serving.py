@@ -181,3 +181,39 @@ def record_serving(served: Served, state, serving_event) -> None:
     if serving_event is not None:
         serving_event.extra = record
     registry.mark_deployed(served.model_version, json.dumps(record, sort_keys=True))
+
+
+def verify_recorded(settings: PipelineSettings, deployment) -> dict:
+    """What `serving restore` checks before it starts the digest state.json names: the image
+    verifies against this deployment's key (signature, provenance, SBOM, the model inside), is
+    in this deployment's registry, and is signed as the model version the state records.
+    Raises ValueError naming what failed; returns the verification report."""
+    import httpx
+
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.oci import RegistryError, split_reference
+    from rice_mlops.signing import load_public_key, public_pem
+    from rice_mlops.stages.release import pipeline_signing_key, registry_client
+
+    try:
+        where, name, digest = split_reference(deployment.reference)
+        host, client = registry_client(settings)
+    except AirflowSkipException as exc:  # no registry connection: nothing can be verified
+        raise ValueError(f"{deployment.reference} cannot be verified: {exc}") from None
+    if (where, name) != (host, settings.image_name):
+        raise ValueError(f"{deployment.reference} is not an image of {host}/"
+                         f"{settings.image_name}")
+    public = load_public_key(public_pem(pipeline_signing_key(settings)))
+    with client:
+        try:
+            report = verify_image(client, name, digest, public)
+        except (VerificationError, RegistryError) as exc:
+            raise ValueError(f"{deployment.reference} does not verify: {exc}") from None
+        except httpx.HTTPError as exc:  # unverified is not verified: nothing starts
+            raise ValueError(f"{deployment.reference} does not verify: the registry at {host} "
+                             f"does not answer ({type(exc).__name__})") from None
+    if str(report.get("model_version")) != str(deployment.model_version):
+        raise ValueError(f"{deployment.reference} is signed as model "
+                         f"v{report.get('model_version')}, not the v{deployment.model_version} "
+                         "the serving state records")
+    return report
