@@ -128,23 +128,31 @@ def _respond(stack, run_id: str, option: str) -> None:
 
 def _answer_with_the_task_token(stack, run_id: str) -> None:
     """Answer approve_release as the compute zone could: with the token its worker holds for
-    that task, through the execution API (no person named)."""
+    that task, through the execution API (Airflow records no person). Airflow 3.3 resumes a
+    parked task with such an answer when its deadline passes (the scheduler's timeout sweep);
+    the deadline (24 h here) is moved to now in the metadata database: time travel, not
+    something the attacker needs."""
     import httpx
+    import psycopg
 
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         ti = next((t for t in stack.task_instances(run_id) if t["task_id"] == "approve_release"),
                   {})
         if ti.get("state") in ("success", "skipped", "failed"):
-            return
+            raise AssertionError(f"approve_release ended before it was answered: {ti}")
         if ti.get("state") == "awaiting_input":
-            time.sleep(5)  # as _respond: not within a second of the task parking
             answer = httpx.patch(f"{stack.url}/execution/hitlDetails/{ti['id']}", timeout=30,
                                  headers={"Authorization": f"Bearer {stack.task_token(ti['id'])}"},
-                                 json={"chosen_options": ["Approve"], "params_input": {}})
-            assert answer.status_code in (200, 409), answer.text
-            if answer.status_code == 200:
-                assert answer.json()["chosen_options"] == ["Approve"]
+                                 json={"ti_id": ti["id"], "chosen_options": ["Approve"],
+                                       "params_input": {}})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["responded_by_user"] is None  # nobody, as Airflow records it
+            url = stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg", "")
+            with psycopg.connect(url) as conn:
+                conn.execute("update task_instance set trigger_timeout = now() where id = %s",
+                             (ti["id"],))
+            return
         time.sleep(1)
     raise AssertionError(stack.describe(run_id))
 
