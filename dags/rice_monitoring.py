@@ -37,19 +37,14 @@ def rice_monitoring():
         """Judge the window of the serving version's logs against its reference."""
         return monitoring.check_drift(SETTINGS, run_id)
 
-    @task.short_circuit
-    def drifted(record: dict) -> bool:
-        """Only a drift verdict goes on to the event."""
-        return record.get("verdict") == "drift"
-
     @task(inlets=[RICE_DRIFT], outlets=[RICE_DRIFT], **_RELEASE)  # only its events count
-    def raise_drift(record: dict, run_id=None, inlet_events=None, outlet_events=None) -> dict:
-        """The `rice_drift` event with the evidence, and an e-mail, unless in cooldown."""
-        return monitoring.raise_drift(SETTINGS, record, run_id, outlet_events[RICE_DRIFT],
+    def raise_drift(run_id=None, inlet_events=None, outlet_events=None) -> dict:
+        """On a drift verdict, the `rice_drift` event with the evidence and an e-mail, unless
+        in cooldown (the verdict is check_drift's own file, not its XCom)."""
+        return monitoring.raise_drift(SETTINGS, run_id, outlet_events[RICE_DRIFT],
                                       inlet_events[RICE_DRIFT])
 
-    record = check_drift()
-    drifted(record) >> raise_drift(record)
+    check_drift() >> raise_drift()
 
 
 rice_monitoring()

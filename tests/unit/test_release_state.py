@@ -48,15 +48,36 @@ def test_only_the_monitorings_own_events_count():
     assert latest_drift(raised_by_monitoring([forged])) is None
 
 
-def test_a_forged_event_resets_no_cooldown():
-    settings = SimpleNamespace(monitoring_cooldown_hours=24.0, notify_emails=())
-    record = {"model_version": "3", "summary": "drift", "verdict": "drift", "checks": []}
-    raised = monitoring.raise_drift(settings, record, "r", None, [_forged()])
-    assert raised["summary"] == "drift"
+def test_a_forged_event_resets_no_cooldown(tmp_path):
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from rice_mlops.settings import PipelineSettings
+
+    settings = PipelineSettings.from_env({"RICE_RELEASE_DIR": str(tmp_path),
+                                          "RICE_MONITORING_COOLDOWN_HOURS": "24"})
+    record = {"model_version": "3", "summary": "drift", "verdict": "drift", "checks": []}
+    monitoring.save_verdict(settings, "r", record)
+    raised = monitoring.raise_drift(settings, "r", None, [_forged()])
+    assert raised["summary"] == "drift"
     with pytest.raises(AirflowSkipException, match="within RICE_MONITORING_COOLDOWN_HOURS"):
-        monitoring.raise_drift(settings, record, "r", None, [_monitoring()])
+        monitoring.raise_drift(settings, "r", None, [_monitoring()])
+
+
+def test_raise_drift_acts_on_check_drifts_own_file_not_on_xcom(tmp_path):
+    """The verdict travels in the release zone's directory: a compute token that rewrites
+    check_drift's XCom as "drift" (or as "no drift") changes nothing raise_drift does."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from rice_mlops.settings import PipelineSettings
+
+    settings = PipelineSettings.from_env({"RICE_RELEASE_DIR": str(tmp_path)})
+    with pytest.raises(AirflowFailException, match="left no verdict"):
+        monitoring.raise_drift(settings, "r", None, [])
+    monitoring.save_verdict(settings, "r", {"verdict": "no drift", "summary": "no drift, 80"})
+    with pytest.raises(AirflowSkipException, match="no drift to raise"):
+        monitoring.raise_drift(settings, "r", None, [])
+    path = monitoring.verdict_path(settings, "../../r")
+    assert path.parent == tmp_path / "serving" / "verdicts"  # a run id names no other file
 
 
 def _context(run_type, events):

@@ -119,6 +119,7 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
                                            serving.root / "predictions")
     if report.verdict != "not enough data":  # a short window grows into the next one
         write_watermark(watermark, now)
+    save_verdict(settings, dag_run_id, record)
     log.info("v%s: %s", stable.model_version, report.summary())
     write_note(settings, MONITORING_DAG_ID, dag_run_id,
                f"v{stable.model_version}: {report.summary()}")
@@ -138,13 +139,55 @@ def in_cooldown(last_raised: str | None, now: float, hours: float) -> bool:
     return 0 <= now - when < hours * 3600
 
 
-def raise_drift(settings: PipelineSettings, record: dict, dag_run_id: str,
-                drift_event=None, earlier_events=()) -> dict:
-    """The `rice_drift` event, its extra the evidence (bounded), and an e-mail; skipped while
-    the last one is younger than RICE_MONITORING_COOLDOWN_HOURS (one storm, one training)."""
+def verdict_path(settings: PipelineSettings, dag_run_id: str):
+    """Where check_drift leaves this run's verdict for raise_drift: the release zone's own
+    directory, not XCom (which any task's token may overwrite)."""
+    import hashlib
+
+    from rice_mlops.stages.serving import layout
+
+    name = hashlib.sha256(dag_run_id.encode()).hexdigest()[:32]
+    return layout(settings).root / "verdicts" / f"{name}.json"
+
+
+_VERDICT_MAX_BYTES = 1 << 20
+
+
+def save_verdict(settings: PipelineSettings, dag_run_id: str, record: dict) -> None:
+    import os
+
+    path = verdict_path(settings, dag_run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, path)
+
+
+def load_verdict(settings: PipelineSettings, dag_run_id: str) -> dict:
+    path = verdict_path(settings, dag_run_id)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_VERDICT_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise AirflowFailException(f"check_drift left no verdict for {dag_run_id} in "
+                                   f"{path.parent}: clear check_drift") from None
+    if len(raw) > _VERDICT_MAX_BYTES:
+        raise AirflowFailException(f"{path} is over {_VERDICT_MAX_BYTES} bytes: not a verdict")
+    return json.loads(raw)
+
+
+def raise_drift(settings: PipelineSettings, dag_run_id: str, drift_event=None,
+                earlier_events=()) -> dict:
+    """On a drift verdict, the `rice_drift` event, its extra the evidence (bounded), and an
+    e-mail; skipped while the last one is younger than RICE_MONITORING_COOLDOWN_HOURS (one
+    storm, one training). The verdict is check_drift's, read from the release zone's own
+    directory: a verdict in XCom is anybody's."""
     from rice_mlops.assets import raised_by_monitoring
     from rice_mlops.stages.report import notify
 
+    record = load_verdict(settings, dag_run_id)
+    if record.get("verdict") != "drift":
+        raise AirflowSkipException(f"no drift to raise: {record.get('summary')}")
     # Only this task's own earlier events: one that any other token listed resets nothing.
     earlier = raised_by_monitoring(earlier_events)
     last = str(getattr(earlier[-1], "timestamp", "")) if earlier else None
