@@ -105,9 +105,9 @@ def rice_classifier_cicd():
 
     @task(inlets=[RICE_MODEL], outlets=[RICE_SERVING], **_AFTER_SKIPS, **_DOCKER)
     def roll_out(trained: h.Trained, gate: h.Gate, image: h.Image | None, params=None,
-                 inlet_events=None, outlet_events=None) -> h.Served:
+                 run_id=None, inlet_events=None, outlet_events=None) -> h.Served:
         """Serve the verified image: shadow, canary steps, then 100 %, or roll back."""
-        return stages.serving.roll_out(SETTINGS, params, trained, gate, image,
+        return stages.serving.roll_out(SETTINGS, params, trained, gate, image, run_id,
                                        inlet_events[RICE_MODEL], outlet_events[RICE_SERVING])
 
     @task(inlets=[RICE_MODEL], outlets=[RICE_MODEL], **_AFTER_SKIPS, **_DOCKER)

@@ -20,6 +20,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from docker.types import Mount
 
+from rice_mlops import release_ledger
 from rice_mlops.connections import optional_connection, registry_host
 from rice_mlops.handoffs import Trained
 from rice_mlops.settings import PipelineSettings
@@ -77,6 +78,11 @@ class PlannedDockerOperator(DockerOperator):
         except (ManifestError, NotOwned) as exc:
             raise AirflowFailException(f"build context of run {plan.run_id} is not what "
                                        f"prepare_image_context wrote: {exc}") from None
+        try:  # the run prepare_image_context measured for this DAG run, not another
+            release_ledger.check(self.settings.release_root, context.get("run_id"),
+                                 mlflow_run_id=plan.run_id)
+        except release_ledger.LedgerMismatch as exc:
+            raise AirflowFailException(str(exc)) from None
         return plan
 
 

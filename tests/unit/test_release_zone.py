@@ -363,7 +363,8 @@ def release_task(trained_dir, digests, dataset, signing_key, tmp_path, monkeypat
                                              handoffs.dataset(str(dataset), fingerprint="f" * 64),
                                              trained, handoffs.gate("3"), "manual__t")
 
-    return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging)
+    return SimpleNamespace(run=run, settings=settings, run_id=run_id, staging=staging,
+                           trained=trained, params=params)
 
 
 def test_the_docker_task_builds_its_context_in_the_release_directory(release_task):
@@ -380,6 +381,38 @@ def test_the_docker_task_builds_its_context_in_the_release_directory(release_tas
     reference = references.load(release_task.settings.release_root, "3")
     assert reference.model_version == "3"
     assert reference.observations.count == metadata["release_measurement"]["images"]
+
+
+def test_later_release_tasks_act_only_for_the_run_prepare_image_context_measured(
+        release_task):
+    """Issue 35, done-when 7: the release zone writes down which MLflow run and version it
+    measured for the DAG run; a Docker task handed another run (train's XCom rewritten by a
+    compute token) or running for another DAG run refuses, without retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from rice_mlops import release_ledger
+    from rice_mlops.docker_tasks import image_stages
+
+    release_task.run()
+    root = release_task.settings.release_root
+    release_ledger.check(root, "manual__t", mlflow_run_id=release_task.run_id,
+                         model_version="3")
+    with pytest.raises(release_ledger.LedgerMismatch, match="an upstream XCom was rewritten"):
+        release_ledger.check(root, "manual__t", mlflow_run_id="cd" * 16)
+    with pytest.raises(release_ledger.LedgerMismatch, match="built v3"):
+        release_ledger.check(root, "manual__t", mlflow_run_id=release_task.run_id,
+                             model_version="4")
+    with pytest.raises(release_ledger.LedgerMismatch, match="measured nothing"):
+        release_ledger.check(root, "manual__other", mlflow_run_id=release_task.run_id)
+    build = image_stages(release_task.trained, release_task.settings)[0]
+    context = {"params": release_task.params, "run_id": "manual__t"}
+    assert build.plan(context).run_id == release_task.run_id
+    forged = handoffs.trained("cd" * 16, dataset_fingerprint="f" * 64, image_size=32)
+    # Another run whose context the release zone once built (a rebuild of an older model).
+    shutil.copytree(release_task.settings.release_root / release_task.run_id,
+                    release_task.settings.release_root / ("cd" * 16))
+    with pytest.raises(AirflowFailException, match="an upstream XCom was rewritten"):
+        image_stages(forged, release_task.settings)[0].plan(context)
 
 
 def test_the_docker_task_fails_closed_on_bytes_training_did_not_record(release_task):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from rice_mlops import release_ledger
 from rice_mlops.connections import registry_api, registry_host
 from rice_mlops.handoffs import (
     BuildContext,
@@ -131,6 +132,9 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
                         gate.version)
     except DriftReferenceError as exc:
         raise AirflowFailException(str(exc)) from None
+    # What the later release tasks of this DAG run may act for (rice_mlops.release_ledger).
+    release_ledger.record(settings.release_root, dag_run_id, mlflow_run_id=run_id,
+                          model_version=str(gate.version))
     registry.log_sbom(run_id, gate.version, plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
     return BuildContext.of(plan)
@@ -148,6 +152,16 @@ def record_image(settings: PipelineSettings, trained: Trained, gate: Gate, plan:
     registry.tag_image(checked_run_id(trained.run_id), gate.version, image.as_dict())
     log.info("pushed %s and %s as %s", image.image, image.latest, image.digest_ref)
     return image
+
+
+def checked_ledger(settings: PipelineSettings, dag_run_id: str | None, mlflow_run_id: str,
+                   model_version: str | None = None) -> None:
+    """`release_ledger.check`, a mismatch failing the task for good (no retry changes it)."""
+    try:
+        release_ledger.check(settings.release_root, dag_run_id, mlflow_run_id=mlflow_run_id,
+                             model_version=model_version)
+    except release_ledger.LedgerMismatch as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def registry_client(settings: PipelineSettings):
@@ -186,6 +200,7 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Trained,
         raise AirflowSkipException("no image was pushed: nothing to attest")
     request = checked_request(settings, params)
     run_id = checked_run_id(trained.run_id)
+    checked_ledger(settings, dag_run_id, run_id)
     host, client = registry_client(settings)
     plan = trained.image_plan(settings, request.source_commit, host)
     verify_manifest(plan.context)
@@ -306,6 +321,7 @@ def promote(settings: PipelineSettings, params: Mapping, data: Dataset, trained:
         report = verify_pushed(settings, checked_request(settings, params), trained, image,
                                version=str(gate.version),
                                champion_version=record.version if record else None)
+        checked_ledger(settings, dag_run_id, trained.run_id, gate.version)
         log.info("verified %s: signature, provenance (run %s, commit %s, %s) and SBOM",
                  image.digest_ref, report["mlflow_run_id"], report["source_commit"],
                  report.get("release_order"))

@@ -58,17 +58,19 @@ def registry_auth(settings: PipelineSettings) -> dict | None:
 
 @checked_handoffs
 def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate: Gate,
-             image: Image | None, champion_events: Iterable, serving_event=None) -> Served:
+             image: Image | None, dag_run_id: str, champion_events: Iterable,
+             serving_event=None) -> Served:
     from rice_mlops.champion import latest_record
     from rice_mlops.rollout.engine import DeployError, Engine
     from rice_mlops.rollout.rollout import Rollout, RolloutRefused, smoke_images
-    from rice_mlops.stages.release import record_refusal, verify_pushed
+    from rice_mlops.stages.release import checked_ledger, record_refusal, verify_pushed
 
     if not settings.rollout:
         raise AirflowSkipException("RICE_ROLLOUT is off: the image is pushed and champion "
                                    "moves, but nothing here serves it")
     if image is None or not image.digest:
         raise AirflowSkipException("no image was pushed: nothing to serve")
+    checked_ledger(settings, dag_run_id, trained.run_id, gate.version)
     request = checked_request(settings, params)
     image_plan = trained.image_plan(settings, request.source_commit,
                                     registry_host(settings.registry_conn_id))
