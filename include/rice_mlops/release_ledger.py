@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from rice_mlops.zone_files import TooLarge, read_bounded, write_atomic
 
 MAX_BYTES = 4096
 
@@ -31,23 +32,21 @@ def _path(release_root: Path, dag_run_id: str) -> Path:
 
 def record(release_root: Path, dag_run_id: str, *, mlflow_run_id: str,
            model_version: str) -> None:
-    path = _path(release_root, dag_run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(json.dumps({"dag_run_id": dag_run_id, "mlflow_run_id": mlflow_run_id,
-                                   "model_version": str(model_version)}))
-    os.replace(partial, path)
+    write_atomic(_path(release_root, dag_run_id),
+                 json.dumps({"dag_run_id": dag_run_id, "mlflow_run_id": mlflow_run_id,
+                             "model_version": str(model_version)}))
 
 
 def check(release_root: Path, dag_run_id: str | None, *, mlflow_run_id: str,
           model_version: str | None = None) -> None:
     """Raises LedgerMismatch unless prepare_image_context measured `mlflow_run_id` (and
     `model_version`, when given) for this DAG run."""
-    try:
-        with _path(release_root, str(dag_run_id)).open("rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-        written = json.loads(raw) if len(raw) <= MAX_BYTES else {}
-    except (FileNotFoundError, ValueError):
+    try:  # TooLarge is a ValueError: not one of ours
+        written = json.loads(read_bounded(_path(release_root, str(dag_run_id)), MAX_BYTES)
+                             or b"{}")
+    except (TooLarge, ValueError):
+        written = {}
+    if not isinstance(written, dict):
         written = {}
     if written.get("dag_run_id") != dag_run_id:
         raise LedgerMismatch(f"the release zone measured nothing for DAG run {dag_run_id!r}: "

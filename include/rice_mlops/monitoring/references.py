@@ -9,10 +9,10 @@ rows hides drift, one of a single class raises it every day), so the monitoring 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rice_mlops.monitoring.drift import DriftReferenceError, Reference
+from rice_mlops.zone_files import TooLarge, read_bounded, write_atomic
 
 MAX_BYTES = 32 << 20  # 100,000 rows of nine numbers is about 20 MB of JSON
 DIRECTORY = "references"
@@ -28,10 +28,7 @@ def keep(source: Path, release_root: Path, version: str) -> Path:
     """Copy the reference prepare_context wrote to where the monitoring reads it, atomically
     (a rebuild of the same version replaces it with what was measured again)."""
     target = reference_path(release_root, version)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}")
-    partial.write_bytes(Path(source).read_bytes())
-    os.replace(partial, target)
+    write_atomic(target, Path(source).read_bytes())
     return target
 
 
@@ -39,15 +36,13 @@ def load(release_root: Path, version: str) -> Reference:
     """The version's reference, bounded in size and checked to be this version's."""
     path = reference_path(release_root, version)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except FileNotFoundError:
+        raw = read_bounded(path, MAX_BYTES)
+    except TooLarge as exc:
+        raise DriftReferenceError(f"{exc}: not a drift reference") from None
+    if raw is None:
         raise DriftReferenceError(
             f"no drift reference of v{version} in {path.parent} (the release zone records one "
-            "when it builds a version: versions built before that have none; ship a new one)"
-        ) from None
-    if len(raw) > MAX_BYTES:
-        raise DriftReferenceError(f"{path} is over {MAX_BYTES} bytes: not a drift reference")
+            "when it builds a version: versions built before that have none; ship a new one)")
     reference = Reference.from_json(raw)
     if reference.model_version != str(version):
         raise DriftReferenceError(f"{path} is the reference of v{reference.model_version}, "

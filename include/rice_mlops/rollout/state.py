@@ -13,11 +13,12 @@ not `sha256:<64 hex>` is refused with what to do, and nothing is started from it
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+from rice_mlops.zone_files import TooLarge, read_bounded, write_atomic
 
 VERSION = 1
 SLOTS = ("blue", "green")
@@ -142,12 +143,11 @@ def _deployment(raw) -> Deployment | None:
 def load(path: Path) -> ServingState:
     """The recorded state, or an empty one when nothing was ever deployed."""
     try:
-        with path.open("rb") as handle:
-            text = handle.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
+        text = read_bounded(path, MAX_STATE_BYTES)
+    except TooLarge as exc:
+        raise StateError(str(exc)) from None
+    if text is None:
         return ServingState()
-    if len(text) > MAX_STATE_BYTES:
-        raise StateError(f"{path} is over {MAX_STATE_BYTES} bytes")
     try:
         return ServingState.from_json(text.decode())
     except (StateError, UnicodeDecodeError) as exc:
@@ -157,10 +157,4 @@ def load(path: Path) -> ServingState:
 
 
 def save(path: Path, state: ServingState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}")
-    with staged.open("w") as handle:
-        handle.write(state.to_json())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staged, path)
+    write_atomic(path, state.to_json())

@@ -27,6 +27,7 @@ from rice_mlops.vocabulary import (
     MONITORING_EXPERIMENT,
     MONITORING_WATERMARK,
 )
+from rice_mlops.zone_files import TooLarge, read_bounded, write_atomic
 
 log = logging.getLogger(__name__)
 EVENT_KEYS = ("model_version", "verdict", "summary", "predictions", "since", "until",
@@ -55,20 +56,15 @@ def read_watermark(path) -> str | None:
     """The watermark file's text (None when there is none yet); a file too large to be one is
     read as no watermark."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_WATERMARK_MAX_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    return raw.decode("utf-8", "replace") if len(raw) <= _WATERMARK_MAX_BYTES else ""
+        raw = read_bounded(path, _WATERMARK_MAX_BYTES)
+    except TooLarge:
+        return ""
+    return None if raw is None else raw.decode("utf-8", "replace")
 
 
 def write_watermark(path, until: float) -> None:
     """Where the next window starts, replaced atomically."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps({"until": until}))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"until": until}))
 
 
 def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
@@ -154,25 +150,18 @@ _VERDICT_MAX_BYTES = 1 << 20
 
 
 def save_verdict(settings: PipelineSettings, dag_run_id: str, record: dict) -> None:
-    import os
-
-    path = verdict_path(settings, dag_run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(json.dumps(record))
-    os.replace(partial, path)
+    write_atomic(verdict_path(settings, dag_run_id), json.dumps(record))
 
 
 def load_verdict(settings: PipelineSettings, dag_run_id: str) -> dict:
     path = verdict_path(settings, dag_run_id)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(_VERDICT_MAX_BYTES + 1)
-    except FileNotFoundError:
+        raw = read_bounded(path, _VERDICT_MAX_BYTES)
+    except TooLarge as exc:
+        raise AirflowFailException(f"{exc}: not a verdict") from None
+    if raw is None:
         raise AirflowFailException(f"check_drift left no verdict for {dag_run_id} in "
-                                   f"{path.parent}: clear check_drift") from None
-    if len(raw) > _VERDICT_MAX_BYTES:
-        raise AirflowFailException(f"{path} is over {_VERDICT_MAX_BYTES} bytes: not a verdict")
+                                   f"{path.parent}: clear check_drift")
     return json.loads(raw)
 
 
