@@ -101,6 +101,7 @@ def _forge_mlflow_reference(stack: ComposeStack, version: str, images: list[Path
     through MLflow with the pipeline's user (the one every compute worker holds)."""
     import io
     import os
+    from unittest import mock
 
     import numpy as np
     from mlflow import MlflowClient
@@ -121,23 +122,15 @@ def _forge_mlflow_reference(stack: ComposeStack, version: str, images: list[Path
         names.append(path.parent.name)
     text = Reference(version, tuple(sorted(set(names))), observe(
         names, [[0.99] * 1] * len(names), rows)).to_json()
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME",
-                                            "MLFLOW_TRACKING_PASSWORD")}
-    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = \
-        stack.mlflow_pipeline
-    try:
+    user, password = stack.mlflow_pipeline
+    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": user,
+                                      "MLFLOW_TRACKING_PASSWORD": password}):
         client = MlflowClient(stack.mlflow)
         run_id = client.get_model_version(MODEL_NAME, version).run_id
         client.log_text(run_id, text, "monitoring/reference.json")
         digest = hashlib.sha256(text.encode()).hexdigest()
         client.set_model_version_tag(MODEL_NAME, version, DRIFT_REFERENCE_TAG, digest)
         client.set_tag(run_id, DRIFT_REFERENCE_TAG, digest)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _set_variable_with_a_compute_token(stack: ComposeStack, api: Airflow, key: str,
