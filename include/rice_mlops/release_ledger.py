@@ -51,11 +51,11 @@ def check(release_root: Path, dag_run_id: str | None, *, mlflow_run_id: str,
     if written.get("dag_run_id") != dag_run_id:
         raise LedgerMismatch(f"the release zone measured nothing for DAG run {dag_run_id!r}: "
                              "clear prepare_image_context")
-    if written["mlflow_run_id"] != mlflow_run_id:
+    if written.get("mlflow_run_id") != mlflow_run_id:
         raise LedgerMismatch(f"handed MLflow run {mlflow_run_id!r}, but the release zone "
-                             f"measured and built run {written['mlflow_run_id']!r} for "
+                             f"measured and built run {written.get('mlflow_run_id')!r} for "
                              f"{dag_run_id}: an upstream XCom was rewritten")
-    if model_version is not None and written["model_version"] != str(model_version):
+    if model_version is not None and written.get("model_version") != str(model_version):
         raise LedgerMismatch(f"handed model v{model_version}, but the release zone built "
-                             f"v{written['model_version']} for {dag_run_id}: an upstream XCom "
-                             "was rewritten")
+                             f"v{written.get('model_version')} for {dag_run_id}: an upstream "
+                             "XCom was rewritten")
