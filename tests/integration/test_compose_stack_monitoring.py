@@ -21,6 +21,7 @@ import pytest
 from rice_mlops.vocabulary import DAG_ID, DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
 from tests.helpers.compose_stack import ComposeStack
 from tests.helpers.faults import Airflow
+from tests.helpers.insider import task_token
 from tests.helpers.prediction_stream import send_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -139,13 +140,10 @@ def _set_variable_with_a_compute_token(stack: ComposeStack, api: Airflow, key: s
     run (`validate_data`), signed as the scheduler signs the tokens it hands compute workers:
     what whoever holds such a worker holds. The answer's status."""
     import httpx
-    from airflow.api_fastapi.auth.tokens import JWTGenerator
 
     [run] = [r for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]
              if r["run_type"] == "manual"][:1]
-    ti = api.task(run["dag_run_id"], "validate_data")
-    token = JWTGenerator(secret_key=stack.env["AIRFLOW_JWT_SECRET"], valid_for=300,
-                         audience="urn:airflow.apache.org:task").generate({"sub": ti["id"]})
+    token = task_token(stack, api.task(run["dag_run_id"], "validate_data")["id"])
     return httpx.put(f"{stack.airflow}/execution/variables/{key}", timeout=30,
                      headers={"Authorization": f"Bearer {token}"},
                      json={"val": value, "description": None}).status_code

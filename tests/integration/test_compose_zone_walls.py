@@ -17,6 +17,8 @@ import time
 import pytest
 
 from tests.helpers.compose_stack import REMOTE_SERVICE, ComposeStack
+from tests.helpers.faults import utc_now
+from tests.helpers.insider import metadata_sql, task_token
 from tests.helpers.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -209,3 +211,117 @@ def test_what_serves_shares_its_directories_with_a_group_and_is_bounded(stack,
                                      text=True, check=True).stdout)[0]["HostConfig"]
     assert host["Memory"] > 0 and 0 < host["NanoCpus"] <= 1e9 and 0 < host["PidsLimit"] <= 128
     assert str(gid) in (host.get("GroupAdd") or []), host.get("GroupAdd")
+
+
+def _airflow(stack: ComposeStack):
+    from tests.helpers.faults import Airflow
+
+    return Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
+
+
+def _execution(stack: ComposeStack, method: str, path: str, ti_id: str, **kwargs):
+    import httpx
+
+    return httpx.request(method, f"{stack.airflow}/execution{path}", timeout=30,
+                         headers={"Authorization": f"Bearer {task_token(stack, ti_id)}"},
+                         **kwargs)
+
+
+FORGED_SUMMARY = "FORGED by a compute task: retrain on my data now"
+
+
+def test_a_drift_event_a_compute_task_emits_starts_no_training(stack, compose_pushed_run):
+    """Done-when 8: a compute task (the pushed run's `validate_data`, running again: a running
+    task's token is what its worker holds) lists `rice_drift` among its outlets when it reports
+    success, with a summary of its own. Airflow records the event, with that task as its source,
+    and starts the training DAG on it; `admit` refuses the run before anything trains, and the
+    note names the source, never the forged text."""
+    from rice_mlops.assets import RICE_DRIFT
+    from rice_mlops.vocabulary import DAG_ID
+
+    api = _airflow(stack)
+    before = {r["dag_run_id"] for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]}
+    ti = api.task(compose_pushed_run.run_id, "validate_data")
+    metadata_sql(stack, f"update task_instance set state = 'running' where id = '{ti['id']}'")
+    asset = {"name": RICE_DRIFT.name, "uri": RICE_DRIFT.uri}
+    answer = _execution(stack, "PATCH", f"/task-instances/{ti['id']}/state", ti["id"], json={
+        "state": "success", "end_date": utc_now(), "task_outlets": [{**asset, "type": "Asset"}],
+        "outlet_events": [{"dest_asset_key": asset, "extra": {"summary": FORGED_SUMMARY}}]})
+    assert answer.status_code in (200, 204), answer.text
+    [event] = [e for e in api.get("/assets/events", source_dag_id=DAG_ID,
+                                  source_task_id="validate_data")["asset_events"]
+               if e["name"] == RICE_DRIFT.name]  # Airflow believed the compute task
+    assert event["extra"]["summary"] == FORGED_SUMMARY
+    deadline, started = time.monotonic() + 180, []
+    while not started and time.monotonic() < deadline:
+        started = [r for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]
+                   if r["run_type"] == "asset_triggered" and r["dag_run_id"] not in before]
+        time.sleep(2)
+    assert started, "the forged event started no run: this test would show nothing"
+    run = api.wait_run(started[0]["dag_run_id"], timeout=300)
+    tasks = {task: t["state"] for task, t in api.tasks(run["dag_run_id"]).items()}
+    assert tasks["admitted"] == "success" and tasks["validate_data"] == "skipped", tasks
+    assert tasks["train"] == "skipped" and tasks["prepare_image_context"] == "skipped", tasks
+    assert run["note"].startswith(
+        f"NOT ADMITTED: started by rice_drift event(s) from {DAG_ID}.validate_data, not "
+        "rice_monitoring.raise_drift"), run["note"]
+    assert FORGED_SUMMARY not in run["note"]
+
+
+def test_a_rewritten_hand_off_between_release_tasks_is_refused(stack, compose_pushed_run):
+    """Done-when 7: after the pushed run shipped, `record_image`'s own token (a compute task)
+    rewrites the image hand-off that `attest_image` (release) reads, naming another digest;
+    `attest_image` is run again on it (its state moved back in the metadata database). It
+    refuses, without a retry, and signs nothing: the registry's tags and what serves are as
+    they were. The hand-off and the states are then put back for the tests after this one."""
+    import hashlib
+    from pathlib import Path
+
+    api = _airflow(stack)
+    run_id = compose_pushed_run.run_id
+    serving = Path(stack.env["RICE_RELEASE_DIR"]) / "serving" / "state.json"
+    served, tags = serving.read_text(), _image_tags(stack)
+    honest = api.xcom(run_id, "record_image")
+    forged_digest = "sha256:" + hashlib.sha256(b"an image the release zone never built").hexdigest()
+    where = (f"dag_id = 'rice_classifier_cicd' and run_id = '{run_id}' and key = 'return_value'"
+             " and map_index = -1")
+    raw = metadata_sql(stack, f"select value from xcom where {where} and "
+                              "task_id = 'record_image'")
+    assert honest["digest"] in raw, raw[:500]
+    writer = api.task(run_id, "record_image")
+    path = f"/xcoms/rice_classifier_cicd/{run_id}/record_image/return_value"
+    answer = _execution(stack, "POST", path, writer["id"],
+                        json=json.loads(raw.replace(honest["digest"], forged_digest)))
+    assert answer.status_code in (200, 201), answer.text
+    assert api.xcom(run_id, "record_image")["digest"] == forged_digest
+    attest = api.task(run_id, "attest_image")
+    try:
+        # One transaction: the scheduler must not find the run running with nothing to do.
+        metadata_sql(stack, f"update task_instance set state = null where id = '{attest['id']}'"
+                            f"; update dag_run set state = 'running' where dag_id = "
+                            f"'rice_classifier_cicd' and run_id = '{run_id}'")
+        ended = api.wait_task(run_id, "attest_image", {"success", "failed"}, timeout=300)
+        assert ended is not None, api.tasks(run_id)["attest_image"]
+        log = api.log(run_id, "attest_image", ended["try_number"])
+        assert ended["state"] == "failed", log[-3000:]  # failed, not up_for_retry: no retry
+        assert f"pushed as {forged_digest}: not signing it" in log, log[-3000:]
+        assert _image_tags(stack) == tags, "the release zone signed or pushed on a forgery"
+        assert serving.read_text() == served
+    finally:
+        _execution(stack, "POST", path, writer["id"], json=json.loads(raw))
+        api.request("PATCH", f"/dags/rice_classifier_cicd/dagRuns/{run_id}/taskInstances/"
+                             "attest_image", json={"new_state": "success"})
+        api.request("PATCH", f"/dags/rice_classifier_cicd/dagRuns/{run_id}",
+                    json={"state": "success"})
+    assert api.xcom(run_id, "record_image")["digest"] == honest["digest"]
+
+
+def _image_tags(stack: ComposeStack) -> list[str]:
+    import httpx
+
+    from rice_mlops.vocabulary import MODEL_NAME
+
+    response = httpx.get(f"http://{stack.registry}/v2/{MODEL_NAME}/tags/list", timeout=30,
+                         auth=(stack.env["REGISTRY_USER"], stack.env["REGISTRY_PASSWORD"]))
+    response.raise_for_status()
+    return sorted(response.json()["tags"])
