@@ -42,7 +42,8 @@ def main() -> int:
     args = parser.parse_args()
 
     secret = "benchmark-secret"
-    env = {"GITHUB_WEBHOOK_SECRET": secret, "RICE_SCHEDULE": "none",
+    env = {"GITHUB_WEBHOOK_SECRET": secret, "GITHUB_WEBHOOK_REPOSITORIES": "acme/rice",
+           "RICE_SCHEDULE": "none",
            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
     pg_env = {**os.environ, "PGPORT": str(free_port()), "PG_DB": "airflow_bench"}
     if args.database == "postgres":

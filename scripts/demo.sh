@@ -72,6 +72,9 @@ fi
 [[ -s .demo/webhook_secret ]] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(20))' >.demo/webhook_secret)
 GITHUB_WEBHOOK_SECRET=$(cat .demo/webhook_secret)
 export GITHUB_WEBHOOK_SECRET
+# The push the demo sends names this repository (rice_mlops.demo --repository's default); only
+# listed repositories' pushes trigger.
+export GITHUB_WEBHOOK_REPOSITORIES=${GITHUB_WEBHOOK_REPOSITORIES:-local/rice-mlops}
 export RICE_SCHEDULE=${RICE_SCHEDULE:-none}  # unpausing a cron DAG would start a nightly run too
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$repo/.run/airflow}
 scripts/airflow-stack start

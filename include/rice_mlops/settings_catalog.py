@@ -316,8 +316,10 @@ WEBHOOK_SETTINGS: tuple[Setting, ...] = (
        "body costs a lookup, not a database transaction; a run deleted since is asked for "
        "again once this time has passed"),
     _w("GITHUB_WEBHOOK_BRANCH", "branch", "branch", "the branch whose pushes trigger"),
-    _w("GITHUB_WEBHOOK_REPOSITORIES", "repositories", "comma-separated `owner/name`",
-       "allow-list of the repositories whose pushes trigger; empty: any"),
+    _w("GITHUB_WEBHOOK_REPOSITORIES", "repositories", "comma-separated `owner/name`, or `*`",
+       "allow-list of the repositories whose pushes trigger; `*`: any repository that signs "
+       "with the secret; a push from another one is answered 202, logged at warning and "
+       "counted (`kind=\"repository\"`)", "`RICE_GITHUB_REPOSITORY`; neither: no push triggers"),
     _w("RICE_WEBHOOK_DAG_ID", "dag_id", "DAG id",
        "the DAG a push triggers (a staging copy of the pipeline, say); the service account "
        "must be allowed to trigger it"),

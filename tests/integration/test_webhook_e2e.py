@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -132,6 +133,31 @@ def test_signed_push_to_main_triggers_one_executed_run(hook_pg, pushed):
         assert replay.status_code == 200 and replay.json()["duplicate"] is True, replay.text
         assert replay.json()["dag_run_id"] == run_id
     assert run_count(hook_pg) == pushed["runs_after"]
+    # As GitHub sends the same push when the webhook's content type is the form: the same run.
+    form = urlencode({"payload": json.dumps(push())}).encode()
+    as_form = deliver(hook_pg, body=form,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert as_form.status_code == 200 and as_form.json()["dag_run_id"] == run_id, as_form.text
+    assert run_count(hook_pg) == pushed["runs_after"]
+
+
+def _refused(stack, kind: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{stack.url}/webhooks/metrics", timeout=15)
+    assert response.status_code == 200, response.text
+    return sum(sample.value for family in text_string_to_metric_families(response.text)
+               for sample in family.samples if sample.name == "rice_webhook_deliveries_total"
+               and sample.labels["outcome"] == "refused" and sample.labels["kind"] == kind)
+
+
+def test_refused_deliveries_are_counted_on_the_api_server(hook_pg):
+    before = {kind: _refused(hook_pg, kind) for kind in ("signature", "repository")}
+    assert deliver(hook_pg, secret="not the secret").status_code == 401
+    assert deliver(hook_pg, push(repository="evil/fork")).status_code == 202
+    assert deliver(hook_pg, push(repository="evil/fork")).status_code == 202
+    assert _refused(hook_pg, "signature") == before["signature"] + 1
+    assert _refused(hook_pg, "repository") == before["repository"] + 2
 
 
 @pytest.mark.parametrize(
@@ -149,8 +175,9 @@ def test_signed_push_to_main_triggers_one_executed_run(hook_pg, pushed):
         ({"event": "ping", "payload": {"zen": "hi"}}, 200, "pong"),
         ({"body": b"not json"}, 400, "not valid JSON"),
         ({"headers": {"X-GitHub-Delivery": None}}, 400, "X-GitHub-Delivery"),
-        ({"headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415,
-         "application/json"),
+        ({"headers": {"Content-Type": "text/plain"}}, 415, "application/json"),
+        ({"headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400,
+         "form body"),  # a JSON body sent as a form
     ],
 )
 def test_everything_else_triggers_nothing(hook_pg, kwargs, status, fragment):

@@ -32,7 +32,8 @@ BY_ENV = {s.env: s for s in ENTRIES}
 FALLBACKS = {
     "settings-table": {"DOCKER_HOST": "RICE_DOCKER_SOCKET",
                        "AIRFLOW__API__BASE_URL": "RICE_AIRFLOW_URL"},
-    "webhook-settings-table": {"AIRFLOW__API__BASE_URL": "AIRFLOW_WEBHOOK_API_URL"},
+    "webhook-settings-table": {"AIRFLOW__API__BASE_URL": "AIRFLOW_WEBHOOK_API_URL",
+                               "RICE_GITHUB_REPOSITORY": "GITHUB_WEBHOOK_REPOSITORIES"},
     "tool-settings-table": {},
 }
 _by_name = pytest.mark.parametrize("catalogue", CATALOGUES, ids=lambda c: c.name)
@@ -194,6 +195,8 @@ def _probes(kind: str) -> tuple[list[str], list[str]] | None:
         return ["50,10,100", "0,100", "10,50", "x", "10,10,100"], ["100", "5, 25, 100"]
     if kind == "comma-separated module names, or `none`":
         return ["os; import evil", "../x", "mlflow .tracking", ","], ["docker, a.b_c"]  # none: ()
+    if kind == "comma-separated `owner/name`, or `*`":
+        return ["acme", "acme/rice/x", "../x", "acme/rice,-x/y"], ["acme/rice", "a/b, c/d.e", "*"]
     if kind == "comma-separated Airflow user ids":
         return ["alice,a b", "-x", "x;y"], ["alice", "alice, bob@example.org"]
     return None
@@ -229,7 +232,8 @@ def test_the_kind_is_what_from_env_enforces(entry):
         elif entry.kind in ("two TCP ports", "rising percentages ending at 100"):
             assert got == tuple(int(part) for part in value.split(","))
         elif entry.kind in ("three IPv4 addresses",) or entry.kind.startswith("comma-separated"):
-            assert got == tuple(part.strip() for part in value.split(","))
+            parts = tuple(part.strip() for part in value.split(","))
+            assert set(got) == set(parts) if isinstance(got, frozenset) else got == parts
         else:
             assert str(got) == value or float(got) == float(value)
 

@@ -52,7 +52,10 @@ def _push(**overrides) -> dict:
     return payload
 
 
-def _decide(event="push", payload=None, repos=frozenset()):
+ACME = frozenset({"acme/rice"})
+
+
+def _decide(event="push", payload=None, repos=ACME):
     return decide(event, payload if payload is not None else _push(), branch="main",
                   allowed_repositories=repos)
 
@@ -68,14 +71,15 @@ def test_push_to_main_triggers_with_conf():
 @pytest.mark.parametrize(
     ("event", "payload", "repos", "status", "fragment"),
     [
-        ("ping", {}, frozenset(), 200, "pong"),
-        ("issues", {}, frozenset(), 202, "'issues' is ignored"),
-        ("push", _push(ref="refs/heads/dev"), frozenset(), 202, "refs/heads/dev is ignored"),
-        ("push", _push(ref="refs/tags/v1.0"), frozenset(), 202, "tag push"),
-        ("push", _push(deleted=True, after="0" * 40), frozenset(), 202, "deleting"),
-        ("push", _push(), frozenset({"other/repo"}), 202, "not in the allow-list"),
-        ("push", _push(after="nothex"), frozenset(), 400, "40-hex"),
-        ("push", {"ref": "refs/heads/main"}, frozenset(), 400, "lacks ref or repository"),
+        ("ping", {}, ACME, 200, "pong"),
+        ("issues", {}, ACME, 202, "'issues' is ignored"),
+        ("push", _push(ref="refs/heads/dev"), ACME, 202, "refs/heads/dev is ignored"),
+        ("push", _push(ref="refs/tags/v1.0"), ACME, 202, "tag push"),
+        ("push", _push(deleted=True, after="0" * 40), ACME, 202, "deleting"),
+        ("push", _push(), frozenset({"other/repo"}), 202, "not in the allow-list (other/repo"),
+        ("push", _push(), frozenset(), 202, "not in the allow-list (none;"),
+        ("push", _push(after="nothex"), ACME, 400, "40-hex"),
+        ("push", {"ref": "refs/heads/main"}, ACME, 400, "lacks ref or repository"),
     ],
 )
 def test_everything_else_is_acknowledged_without_a_run(event, payload, repos, status, fragment):
@@ -84,8 +88,38 @@ def test_everything_else_is_acknowledged_without_a_run(event, payload, repos, st
     assert decision.status == status and fragment in decision.reason
 
 
-def test_allow_listed_repository_triggers():
-    assert _decide(repos=frozenset({"acme/rice"})).trigger
+def test_allow_listed_repository_triggers_and_any_repository_is_asked_for_by_name():
+    assert _decide(repos=ACME).trigger
+    assert not _decide(repos=frozenset()).trigger  # the default, when nothing is set
+    assert _decide(payload=_push(repository={"full_name": "other/fork"}),
+                   repos=frozenset({"*"})).trigger
+
+
+@pytest.mark.parametrize(("env", "allowed"), [
+    ({}, frozenset()),
+    ({"RICE_GITHUB_REPOSITORY": "acme/rice"}, ACME),
+    ({"RICE_GITHUB_REPOSITORY": "acme/rice", "GITHUB_WEBHOOK_REPOSITORIES": "acme/a, acme/b"},
+     frozenset({"acme/a", "acme/b"})),
+    ({"GITHUB_WEBHOOK_REPOSITORIES": "*"}, frozenset({"*"})),
+])
+def test_the_allow_list_defaults_to_the_repository_the_pipeline_publishes_to(env, allowed):
+    from rice_mlops.webhook.settings import allowed_repositories
+
+    assert allowed_repositories(env) == allowed
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"GITHUB_WEBHOOK_REPOSITORIES": "acme"}, "GITHUB_WEBHOOK_REPOSITORIES"),
+    ({"GITHUB_WEBHOOK_REPOSITORIES": "acme/rice,../x/y"}, "GITHUB_WEBHOOK_REPOSITORIES"),
+    ({"RICE_GITHUB_REPOSITORY": "acme/rice/extra"}, "RICE_GITHUB_REPOSITORY"),
+])
+def test_a_malformed_allow_list_names_its_variable(env, named):
+    from rice_mlops.readers import SettingsError
+    from rice_mlops.webhook.settings import allowed_repositories
+
+    with pytest.raises(SettingsError, match="not a repository") as refused:
+        allowed_repositories(env)
+    assert refused.value.name == named
 
 
 def test_run_id_is_deterministic_per_pushed_content():

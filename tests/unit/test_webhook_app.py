@@ -88,6 +88,83 @@ def test_nothing_is_asked_of_airflow_for_unsigned_or_ignored_deliveries(client, 
     assert airflow.calls == []
 
 
+def _post_form(client, fields: dict, *, event="push", content_type=None):
+    """As GitHub sends a delivery whose webhook's content type is the form: the JSON in the
+    `payload` field, the signature over the encoded body."""
+    from urllib.parse import urlencode
+
+    body = urlencode(fields).encode()
+    return client.post("/github", content=body, headers={
+        "X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(SECRET, body),
+        "Content-Type": content_type or "application/x-www-form-urlencoded"})
+
+
+def test_a_form_encoded_push_starts_the_same_run_as_the_json_one(client, airflow):
+    form = _post_form(client, {"payload": json.dumps(_push())})
+    assert form.status_code == 200 and form.json()["dag_run_id"] == f"github__acme.rice__{SHA}"
+    assert _post(client, _push()).json()["duplicate"] is True
+    [(dag_id, run_id, conf)] = airflow.calls
+    assert conf["source_commit"] == SHA and conf["source_repository"] == "acme/rice"
+    charset = _post_form(client, {"payload": json.dumps(_push(sha="b" * 40))},
+                         content_type="Application/X-WWW-Form-Urlencoded; charset=utf-8")
+    assert charset.status_code == 200, charset.text
+
+
+@pytest.mark.parametrize(("fields", "content_type", "status", "fragment"), [
+    ({"payload": json.dumps(_push()), "extra": "1"}, None, 400, "exactly one 'payload'"),
+    ({"other": json.dumps(_push())}, None, 400, "exactly one 'payload'"),
+    ({"payload": "{not json"}, None, 400, "not valid JSON"),
+    ({"payload": "[1, 2]"}, None, 400, "not a JSON object"),
+    ({"payload": json.dumps(_push())}, "text/plain", 415, "application/x-www-form-urlencoded"),
+    ({"payload": json.dumps(_push())}, "application/jsonp", 415, "Content-Type must be"),
+])
+def test_a_malformed_form_delivery_is_refused_and_says_why(client, airflow, fields,
+                                                          content_type, status, fragment):
+    response = _post_form(client, fields, content_type=content_type)
+    assert response.status_code == status and fragment in response.json()["reason"]
+    assert airflow.calls == []
+
+
+def test_a_form_body_that_is_not_utf8_is_refused(client, airflow):
+    body = b"payload=%ff%fe"
+    response = client.post("/github", content=body, headers={
+        "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-utf8",
+        "X-Hub-Signature-256": sign(SECRET, body),
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400 and airflow.calls == []
+
+
+def _counts(client) -> dict[tuple[str, str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {(s.labels["outcome"], s.labels["status"], s.labels["kind"]): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples if s.name == "rice_webhook_deliveries_total"}
+
+
+def test_every_refusal_is_logged_at_warning_and_counted(client, airflow, caplog):
+    body = json.dumps(_push()).encode()
+    wrong = client.post("/github", content=body, headers={
+        "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-wrong",
+        "X-Hub-Signature-256": sign("another secret of some length", body),
+        "Content-Type": "application/json"})
+    assert wrong.status_code == 401
+    assert _post(client, _push(repository="evil/fork")).status_code == 202
+    assert _post(client, _push()).status_code == 200
+    assert _post(client, {"zen": "hi"}, event="ping").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("refused (401)" in w for w in warnings), warnings
+    assert any("repository evil/fork is not in the allow-list" in w for w in warnings)
+    assert not any(SECRET in w or "octocat" in w for w in caplog.text.splitlines())
+    assert _counts(client) == {("refused", "401", "signature"): 1.0,
+                               ("refused", "202", "repository"): 1.0,
+                               ("triggered", "200", "none"): 1.0,
+                               ("ignored", "200", "none"): 1.0}
+
+
 @pytest.mark.parametrize(("error", "status"), [
     (AirflowUnavailable("connection refused"), 503),
     (AirflowRejected(400, "min_test_accuracy too low"), 422),

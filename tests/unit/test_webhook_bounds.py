@@ -31,7 +31,7 @@ SECRET = "s" * MIN_SECRET_LENGTH
 
 
 def _settings(**overrides) -> WebhookSettings:
-    values = dict(secret=SECRET, branch="main", repositories=frozenset(),
+    values = dict(secret=SECRET, branch="main", repositories=frozenset({"*"}),
                   dag_id="rice_classifier_cicd", api_url="http://127.0.0.1:9", username="u",
                   password="p", triggers_at_once=2)
     return WebhookSettings(**{**values, **overrides})
@@ -41,9 +41,9 @@ _SERVER = """
 import sys, uvicorn
 from rice_mlops.webhook.app import create_app
 from rice_mlops.webhook.settings import WebhookSettings
-settings = WebhookSettings(secret="s" * 32, branch="main", repositories=frozenset(), dag_id="d",
-                    api_url="http://127.0.0.1:9", username="u", password="p", triggers_at_once=2,
-                    body_deadline=2.0, max_unverified=1)
+settings = WebhookSettings(secret="s" * 32, branch="main", repositories=frozenset({"*"}),
+                    dag_id="d", api_url="http://127.0.0.1:9", username="u", password="p",
+                    triggers_at_once=2, body_deadline=2.0, max_unverified=1)
 uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rice_mlops.webhook.settings import ANY_REPOSITORY
+
 _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,100}")
 
 
@@ -14,6 +16,7 @@ class Decision:
     status: int
     reason: str
     conf: dict = field(default_factory=dict)
+    refused: bool = False  # worth a warning: a sender this receiver does not serve
 
 
 def dag_run_id(conf: dict) -> str:
@@ -39,9 +42,12 @@ def decide(event: str, payload: dict, *, branch: str, allowed_repositories: froz
     ref = payload.get("ref")
     repository = (payload.get("repository") or {}).get("full_name")
     if not isinstance(ref, str) or not isinstance(repository, str):
-        return Decision(False, 400, "push payload lacks ref or repository.full_name")
-    if allowed_repositories and repository not in allowed_repositories:
-        return Decision(False, 202, f"repository {repository} is not in the allow-list")
+        return Decision(False, 400, "push payload lacks ref or repository.full_name",
+                        refused=True)
+    if ANY_REPOSITORY not in allowed_repositories and repository not in allowed_repositories:
+        listed = ", ".join(sorted(allowed_repositories)) or "none"
+        return Decision(False, 202, f"repository {repository} is not in the allow-list "
+                                    f"({listed}; GITHUB_WEBHOOK_REPOSITORIES)", refused=True)
     if ref.startswith("refs/tags/"):
         return Decision(False, 202, f"tag push {ref} is ignored")
     if ref != f"refs/heads/{branch}":
@@ -51,7 +57,8 @@ def decide(event: str, payload: dict, *, branch: str, allowed_repositories: froz
         return Decision(False, 202, f"push deleting {ref} is ignored")
     sha = payload.get("after")
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
-        return Decision(False, 400, "push payload has no 40-hex commit in 'after'")
+        return Decision(False, 400, "push payload has no 40-hex commit in 'after'",
+                        refused=True)
     pusher = payload.get("pusher") or {}
     conf = {"source_commit": sha, "source_ref": ref, "source_repository": repository,
             "pusher": str(pusher.get("name") or pusher.get("email") or "")[:255],

@@ -11,6 +11,7 @@ dependencies.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,13 +39,34 @@ RECENT_SECONDS = 120.0
 # 1.0-1.9 s each (GIL and row locks), against 0.6-0.8 s at the median two at a time, with the
 # same total (benchmarks/README.md, "Webhook triggers"). SQLite takes one.
 TRIGGERS_AT_ONCE = 2
+ANY_REPOSITORY = "*"  # GITHUB_WEBHOOK_REPOSITORIES=*: any repository that holds the secret
+_REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
+
+
+def allowed_repositories(env: Mapping[str, str]) -> frozenset[str]:
+    """GITHUB_WEBHOOK_REPOSITORIES, else the repository the pipeline publishes to
+    (RICE_GITHUB_REPOSITORY): a secret shared with another repository's webhook must not run
+    this pipeline, rollout included, unless the operator lists it."""
+    listed = read.listed(env, "GITHUB_WEBHOOK_REPOSITORIES")
+    name = "GITHUB_WEBHOOK_REPOSITORIES"
+    if not listed:
+        listed, name = tuple(filter(None, [read.text(env, "RICE_GITHUB_REPOSITORY")])), \
+            "RICE_GITHUB_REPOSITORY"
+    for entry in listed:
+        if entry != ANY_REPOSITORY and not _REPOSITORY.fullmatch(entry):
+            raise read.SettingsError(
+                name, f"{name} holds {entry!r}, which is not a repository",
+                f"comma-separated GitHub `owner/name`, or {ANY_REPOSITORY!r} for any "
+                "repository", "change it")
+    return frozenset(listed)
 
 
 @dataclass(frozen=True)
 class WebhookSettings:
     secret: str | None = None
     branch: str = "main"
-    repositories: frozenset[str] = frozenset()  # empty: any repository
+    # Whose pushes trigger; empty: none. ANY_REPOSITORY must be asked for by name.
+    repositories: frozenset[str] = frozenset()
     dag_id: str = DAG_ID
     api_url: str = DEFAULT_API_URL
     username: str = ""
@@ -67,7 +89,7 @@ class WebhookSettings:
         return cls(
             secret=read.secret(env, "GITHUB_WEBHOOK_SECRET"),
             branch=read.text(env, "GITHUB_WEBHOOK_BRANCH", cls.branch),
-            repositories=frozenset(read.listed(env, "GITHUB_WEBHOOK_REPOSITORIES")),
+            repositories=allowed_repositories(env),
             dag_id=read.text(env, "RICE_WEBHOOK_DAG_ID", cls.dag_id),
             api_url=read.text(env, "AIRFLOW_WEBHOOK_API_URL",
                               read.text(env, "AIRFLOW__API__BASE_URL", cls.api_url)),
