@@ -51,10 +51,10 @@ def approval_refusal(detail: Mapping | None, required: bool, approvers: Sequence
 def check_approval(settings, request, dag_run_id: str) -> str | None:
     """`approval_refusal` for this DAG run, read with the release zone's own account; None
     (with a warning) where no such account is configured."""
-    from rice_mlops.airflow_api import AirflowApi
+    from rice_mlops.airflow_rest import AirflowRest
     from rice_mlops.vocabulary import DAG_ID
 
-    api = AirflowApi.from_connection(settings.release_api_conn_id)
+    api = AirflowRest.from_connection(settings.release_api_conn_id)
     if api is None:
         log.warning("approval not checked in the release zone: no connection %r (a one-zone "
                     "deployment; compose gives the Docker worker one)",

@@ -11,9 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-
 from rice_mlops import readers
+from rice_mlops.airflow_rest import AirflowRejected, AirflowRest
 from rice_mlops.handoffs import unwrapped  # a typed hand-off is read as its fields
 from rice_mlops.vocabulary import DAG_ID
 from rice_mlops.webhook.send import push_payload, send
@@ -21,40 +20,17 @@ from rice_mlops.webhook.send import push_payload, send
 FINISHED = ("success", "failed")
 
 
-class Api:
+class Api(AirflowRest):
+    """The demo's calls, with the stack's admin account."""
+
     def __init__(self, url: str, password: str):
-        self.url = url.rstrip("/")
-        token = httpx.post(f"{self.url}/auth/token", timeout=10,
-                           json={"username": "admin", "password": password})
-        token.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-
-    def get(self, path: str, **params):
-        response = httpx.get(f"{self.url}/api/v2{path}", headers=self.headers, params=params,
-                             timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def put_connection(self, connection: dict) -> None:
-        """Create or replace a connection (a second demo finds the first one's)."""
-        path = f"{self.url}/api/v2/connections"
-        response = httpx.post(path, headers=self.headers, json=connection, timeout=30)
-        if response.status_code == 409:
-            response = httpx.patch(f"{path}/{connection['connection_id']}", json=connection,
-                                   headers=self.headers, timeout=30)
-        response.raise_for_status()
-
-    def patch(self, path: str, body: dict):
-        httpx.patch(f"{self.url}/api/v2{path}", headers=self.headers, json=body,
-                    timeout=30).raise_for_status()
+        super().__init__(url, "admin", password, timeout=30)
 
     def xcom(self, run_id: str, task_id: str, key: str = "return_value"):
-        response = httpx.get(
-            f"{self.url}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/"
-            f"xcomEntries/{key}", headers=self.headers, timeout=30)
-        if response.status_code != 200:
+        entry = self.xcom_entry(DAG_ID, run_id, task_id, key)
+        if entry is None:
             return None
-        value = response.json()["value"]
+        value = entry["value"]
         try:
             return unwrapped(json.loads(value) if isinstance(value, str) else value)
         except ValueError:
@@ -67,7 +43,7 @@ def wait_for_dag(api: Api, timeout: float = 180) -> None:
         try:
             api.get(f"/dags/{DAG_ID}")
             return
-        except httpx.HTTPStatusError:
+        except AirflowRejected:
             time.sleep(1)
     raise SystemExit(f"demo: DAG {DAG_ID} not parsed after {timeout:.0f}s; see the "
                      "dag-processor log")

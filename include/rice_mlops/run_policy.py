@@ -9,7 +9,7 @@ before anything is written to MLflow.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +165,27 @@ def checked_run_id(value: object) -> str:
     if not isinstance(value, str) or not RUN_ID.fullmatch(value):
         raise PolicyError(f"{value!r} is not an MLflow run id (32 hex characters)")
     return value
+
+
+def newer_push(mine: Mapping, runs: Iterable[Mapping]) -> str | None:
+    """The commit of a run queued after `mine` for the same repository and branch, if any.
+
+    Pure: `mine` and `runs` are dagRun documents of the REST API.
+    """
+    conf = mine.get("conf") or {}
+    if not conf.get("source_commit"):
+        return None  # nightly and hand-made runs are never superseded
+    newest = None
+    for run in runs:
+        other = run.get("conf") or {}
+        if run.get("dag_run_id") == mine.get("dag_run_id"):
+            continue
+        if (other.get("source_repository"), other.get("source_ref")) != (
+                conf.get("source_repository"), conf.get("source_ref")):
+            continue
+        if not other.get("source_commit") or other["source_commit"] == conf["source_commit"]:
+            continue
+        later = (run.get("run_after") or "") > (mine.get("run_after") or "")
+        if later and (newest is None or run["run_after"] > newest["run_after"]):
+            newest = run
+    return newest["conf"]["source_commit"] if newest else None

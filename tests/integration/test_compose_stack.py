@@ -375,8 +375,8 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     states = summary["task_states"]
     assert run["state"] == "success", (states, faults)
     assert states["open_pull_request"] == "skipped"  # no GitHub token in this .env
-    log = httpx.get(f"{stack.airflow}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/"
-                    "taskInstances/open_pull_request/logs/1", headers=api.headers, timeout=30)
+    log = api.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
+                             "open_pull_request/logs/1")
     assert "has no token in its password" in log.text, log.text[-2000:]
     assert all(state == "success" for task, state in states.items()
                if task != "open_pull_request"), states

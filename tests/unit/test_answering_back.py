@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from rice_mlops.airflow_api import newer_push
 from rice_mlops.code_digest import training_code_digest
 from rice_mlops.commit_status import status_body
 from rice_mlops.handoffs import (
@@ -21,7 +20,7 @@ from rice_mlops.handoffs import (
     Served,
 )
 from rice_mlops.outcome import decide_outcome
-from rice_mlops.run_policy import param_schemas
+from rice_mlops.run_policy import newer_push, param_schemas
 from rice_mlops.settings import PipelineSettings
 
 SHIPPED = Promoted(mlflow_run_id="a" * 32, model_version="5", test_accuracy=0.996,

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from rice_mlops.webhook.airflow_client import AirflowRejected, AirflowUnavailable, TriggerResult
+from rice_mlops.airflow_rest import AirflowRejected, AirflowUnavailable, TriggerResult
 from rice_mlops.webhook.app import create_app
 from rice_mlops.webhook.recent import OncePerRun
 from rice_mlops.webhook.settings import WebhookSettings

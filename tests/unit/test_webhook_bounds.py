@@ -263,7 +263,7 @@ def test_bad_limits_are_refused_with_their_name(monkeypatch, name, value):
 
 @pytest.mark.anyio
 async def test_airflow_details_stay_in_the_log(caplog):
-    from rice_mlops.webhook.airflow_client import AirflowRejected, AirflowUnavailable
+    from rice_mlops.airflow_rest import AirflowRejected, AirflowUnavailable
 
     app = create_app(_settings())
     payload = {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"full_name": "a/b"}}
@@ -304,7 +304,7 @@ class _Airflow:
         self.runs: list[str] = []
 
     async def trigger(self, dag_id, run_id, conf):
-        from rice_mlops.webhook.airflow_client import TriggerResult
+        from rice_mlops.airflow_rest import TriggerResult
 
         created = run_id not in self.runs
         self.runs.append(run_id)

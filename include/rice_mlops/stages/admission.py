@@ -28,7 +28,8 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     Clearing any task of a run re-runs this setup task too: a run that has already gone past
     it (a task after it holds a state) is a re-run, never superseded after the fact.
     """
-    from rice_mlops.airflow_api import AirflowApi, newer_push
+    from rice_mlops.airflow_rest import AirflowRest
+    from rice_mlops.run_policy import newer_push
 
     refused = untrusted_drift_trigger()
     if refused:
@@ -46,7 +47,7 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     commit_status(settings, request, dag_run_id, "pending", "training and gating")
     if not request.source_commit or rerun:
         return Admission(proceed=True)
-    api = AirflowApi.from_connection(settings.airflow_api_conn_id)
+    api = AirflowRest.from_connection(settings.airflow_api_conn_id)
     if api is None:
         log.info("no Airflow connection %r: superseded pushes are not detected",
                  settings.airflow_api_conn_id)

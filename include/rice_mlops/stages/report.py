@@ -92,10 +92,10 @@ def _ignore_foreign(results: dict) -> list[str]:
 def write_note(settings: PipelineSettings, dag_id: str, dag_run_id: str, note: str) -> None:
     """The run's note through the REST API; a failure is logged, never raised (reporting must
     not hide the outcome)."""
-    from rice_mlops.airflow_api import AirflowApi
+    from rice_mlops.airflow_rest import AirflowRest
 
     try:
-        api = AirflowApi.from_connection(settings.airflow_api_conn_id)
+        api = AirflowRest.from_connection(settings.airflow_api_conn_id)
         if api is None:
             log.info("no Airflow connection %r: run note not written",
                      settings.airflow_api_conn_id)

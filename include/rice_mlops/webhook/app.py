@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from rice_mlops.webhook.airflow_client import AirflowClient, AirflowRejected, AirflowUnavailable
+from rice_mlops.airflow_rest import AirflowRejected, AirflowUnavailable, AsyncAirflowRest
 from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
 from rice_mlops.webhook.limits import BodyLimits, BodyRefused
 from rice_mlops.webhook.metrics import DeliveryMetrics
@@ -80,7 +80,7 @@ def parse_payload(content_type: str | None, body: bytes) -> dict:
     return payload
 
 
-def create_app(settings: WebhookSettings | None = None, client: AirflowClient | None = None
+def create_app(settings: WebhookSettings | None = None, client: AsyncAirflowRest | None = None
                ) -> FastAPI:
     """The webhook app; `client` (tests pass a recording double) triggers the DAG runs."""
     settings = settings or WebhookSettings.from_env()
@@ -96,7 +96,7 @@ def create_app(settings: WebhookSettings | None = None, client: AirflowClient | 
     if not settings.repositories:
         log.warning("no repository is allowed (set GITHUB_WEBHOOK_REPOSITORIES, or "
                     "RICE_GITHUB_REPOSITORY): every push will be refused")
-    client = client or AirflowClient(settings.api_url, settings.username, settings.password,
+    client = client or AsyncAirflowRest(settings.api_url, settings.username, settings.password,
                                      triggers_at_once=settings.triggers_at_once)
     app = FastAPI(title="rice-mlops GitHub webhook", docs_url=None, redoc_url=None,
                   openapi_url=None)

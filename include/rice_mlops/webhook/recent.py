@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from rice_mlops.webhook.airflow_client import TriggerResult
+from rice_mlops.airflow_rest import TriggerResult
 from rice_mlops.webhook.settings import RECENT_SECONDS
 
 MAX_RECENT = 4096
