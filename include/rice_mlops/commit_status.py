@@ -15,8 +15,7 @@ def status_body(state: str, description: str, target_url: str) -> dict:
             "context": STATUS_CONTEXT}
 
 
-def post_status(client, repository: str, sha: str, state: str, description: str,
-                target_url: str) -> dict:
-    """POST /repos/{repository}/statuses/{sha}; `client` is a publish.GitHubClient."""
-    return client.json("POST", f"/repos/{repository}/statuses/{sha}",
-                       json=status_body(state, description, target_url))
+def post_status(repo, sha: str, state: str, description: str, target_url: str) -> None:
+    """POST /repos/{owner}/{name}/statuses/{sha} through PyGithub; `repo` is its
+    Repository."""
+    repo.get_commit(sha).create_status(**status_body(state, description, target_url))

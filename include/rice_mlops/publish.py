@@ -2,10 +2,11 @@
 
 Like peter-evans/create-pull-request: one fixed branch is reset onto the base and updated, an
 open pull request for it is edited (never duplicated), and nothing is committed when the base
-branch already holds exactly these artifacts. The connection (token in the password, GitHub
-Enterprise API URL in the host) is read through providers-github's GithubHook; the Git Data
-and Pulls endpoints are called with httpx so that retries honour Retry-After and
-X-RateLimit-Reset and failures name the connection, never the token.
+branch already holds exactly these artifacts. GitHub is reached through providers-github:
+`GithubHook(...).get_conn()` reads the connection (token in the password, or a GitHub App in
+its extras; GitHub Enterprise API URL in the host) and gives PyGithub's client, which this
+module re-binds with the pipeline's bounds (timeout, attempts, waits) so that retries honour
+Retry-After and the rate-limit reset and failures name the connection, never the token.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from rice_mlops.vocabulary import DAG_ID
+
+if TYPE_CHECKING:
+    from github import Github
+    from github.Repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,10 @@ class GitHubAuthError(RuntimeError):
 
 class GitHubUnavailable(RuntimeError):
     """GitHub kept failing (5xx, rate limit) after every retry."""
+
+
+class GitHubRefused(RuntimeError):
+    """GitHub refused the request (4xx other than credentials): the message says why."""
 
 
 @dataclass(frozen=True)
@@ -61,17 +69,76 @@ def unusable_connection_reason(conn_id: str) -> str | None:
     return None
 
 
-def client_from_connection(conn_id: str, **limits) -> GitHubClient:
-    """A client from the connection; `limits` (timeout, attempts) bound what it may hold."""
-    from airflow.providers.github.hooks.github import GithubHook
+def _retry(attempts: int):
+    """PyGithub's retry (403 only with Retry-After or a rate-limit body) over every method,
+    5xx and 429 too, each wait at most MAX_WAIT_SECONDS: a rate limit that resets later fails
+    the attempt (the task's own retries come later) rather than holding a worker for an hour."""
+    from github import GithubRetry
 
-    # Not GithubHook(...): its constructor raises a bare ValueError when the token is missing.
+    return GithubRetry(total=attempts - 1, backoff_factor=1, backoff_max=MAX_WAIT_SECONDS,
+                       max_rate_limit_wait=MAX_WAIT_SECONDS, secondary_rate_wait=MAX_WAIT_SECONDS,
+                       status_forcelist=[429, *range(500, 600)],
+                       allowed_methods=frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"}))
+
+
+def github_from_connection(conn_id: str, *, timeout: float = 30,
+                           attempts: int = MAX_ATTEMPTS) -> Github:
+    """PyGithub's client for the connection, as GithubHook builds it, within these bounds.
+
+    Lazy: objects named by the pipeline (the repository, a commit) are not fetched first. No
+    pause between requests: a run writes about a dozen objects once (one active run at a time),
+    far below GitHub's 80 content-creating requests a minute, and a secondary limit's 403 with
+    Retry-After is waited for."""
+    from airflow.providers.github.hooks.github import GithubHook
+    from github import Github
+
+    # GithubHook(...) raises a bare ValueError when the token is missing: say which connection.
     conn = GithubHook.get_connection(conn_id)
-    if not conn.password:
+    if not conn.password and not (conn.extra_dejson or {}).get("app_id"):
         raise GitHubAuthError(f"Airflow connection {conn_id!r} has no token in its password")
-    host = (conn.host or "").rstrip("/")
-    api_url = host if host.startswith("http") else (f"https://{host}" if host else DEFAULT_API_URL)
-    return GitHubClient(api_url, conn.password, conn_id, **limits)
+    try:
+        hooked = GithubHook(github_conn_id=conn_id).get_conn()
+    except ValueError as exc:
+        raise GitHubAuthError(f"Airflow connection {conn_id!r}: {exc}") from None
+    settings = hooked.requester.kwargs
+    settings.update(timeout=timeout, retry=_retry(attempts), lazy=True, user_agent="rice-mlops",
+                    seconds_between_requests=None, seconds_between_writes=None)
+    return Github(**settings)
+
+
+@contextmanager
+def answered(conn_id: str, what: str) -> Iterator[None]:
+    """PyGithub's and requests' errors as this module's, naming the connection and the call
+    (`what`), never the token."""
+    import requests
+    from github import BadCredentialsException, GithubException, RateLimitExceededException
+
+    try:
+        yield
+    except BadCredentialsException:
+        raise GitHubAuthError(
+            f"GitHub refused the token of Airflow connection {conn_id!r} (401 Bad credentials "
+            f"on {what}): put a valid token in the connection's password") from None
+    except RateLimitExceededException as exc:
+        raise GitHubUnavailable(f"GitHub {what}: rate limited ({exc.status}) beyond "
+                                f"{MAX_WAIT_SECONDS} s of waiting") from None
+    except GithubException as exc:
+        message = (exc.data or {}).get("message", "") if isinstance(exc.data, dict) else ""
+        if exc.status == 401:
+            raise GitHubAuthError(f"GitHub refused the token of Airflow connection {conn_id!r} "
+                                  f"(401 on {what})") from None
+        if exc.status == 403:
+            raise GitHubAuthError(
+                f"the token of Airflow connection {conn_id!r} lacks permission for {what} "
+                "(403): it needs Contents: write and Pull requests: write on the repository"
+            ) from None
+        if exc.status >= 500 or exc.status == 429:
+            raise GitHubUnavailable(f"GitHub {what} still failing after every attempt "
+                                    f"(HTTP {exc.status})") from None
+        raise GitHubRefused(f"GitHub {what} answered {exc.status}: {message[:300]}") from None
+    except requests.RequestException as exc:
+        raise GitHubUnavailable(f"GitHub {what} still failing after every attempt "
+                                f"({exc.__class__.__name__})") from None
 
 
 def web_url(api_url: str) -> str:
@@ -79,70 +146,6 @@ def web_url(api_url: str) -> str:
     if api_url.rstrip("/") == DEFAULT_API_URL:
         return "https://github.com"
     return api_url.rstrip("/").removesuffix("/api/v3")
-
-
-class GitHubClient:
-    def __init__(self, api_url: str, token: str, conn_id: str,
-                 sleep: Callable[[float], None] = time.sleep, *, timeout: float = 30,
-                 attempts: int = MAX_ATTEMPTS):
-        self.api_url = api_url.rstrip("/")
-        self.conn_id = conn_id
-        self._sleep = sleep
-        self._attempts = attempts
-        self._http = httpx.Client(
-            base_url=self.api_url, timeout=timeout,
-            headers={"Authorization": f"Bearer {token}",
-                     "Accept": "application/vnd.github+json",
-                     "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "rice-mlops"})
-
-    def _wait_for(self, response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before retrying, or None when the response is final."""
-        if response.status_code in (429, 403) and (
-                "retry-after" in response.headers
-                or response.headers.get("x-ratelimit-remaining") == "0"):
-            if "retry-after" in response.headers:
-                return float(response.headers["retry-after"])
-            reset = float(response.headers.get("x-ratelimit-reset", time.time() + 60))
-            return max(1.0, reset - time.time())
-        if response.status_code >= 500:
-            return float(2 ** attempt)
-        return None
-
-    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        for attempt in range(self._attempts):
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                wait, what = float(2 ** attempt), exc.__class__.__name__
-            else:
-                if response.status_code == 401:
-                    raise GitHubAuthError(
-                        f"GitHub refused the token of Airflow connection {self.conn_id!r} "
-                        f"(401 Bad credentials on {method} {path}): put a valid token in the "
-                        "connection's password")
-                wait = self._wait_for(response, attempt)
-                if wait is None:
-                    if response.status_code == 403:
-                        raise GitHubAuthError(
-                            f"the token of Airflow connection {self.conn_id!r} lacks permission "
-                            f"for {method} {path} (403): it needs Contents: write and "
-                            "Pull requests: write on the repository")
-                    return response
-                what = f"HTTP {response.status_code}"
-            if attempt == self._attempts - 1:
-                break
-            wait = min(wait, MAX_WAIT_SECONDS)
-            log.warning("GitHub %s %s: %s; retrying in %.0fs", method, path, what, wait)
-            self._sleep(wait)
-        raise GitHubUnavailable(f"GitHub {method} {path} still failing after {self._attempts} "
-                                f"attempts ({what})")
-
-    def json(self, method: str, path: str, expect: tuple[int, ...] = (200, 201), **kwargs):
-        response = self.request(method, path, **kwargs)
-        if response.status_code not in expect:
-            raise RuntimeError(f"GitHub {method} {path} answered {response.status_code}: "
-                               f"{response.text[:300]}")
-        return response.json()
 
 
 def git_blob_sha(data: bytes) -> str:
@@ -155,16 +158,20 @@ def artifact_files(directory: Path, prefix: str) -> dict[str, bytes]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def publish(client: GitHubClient, target: Target, files: dict[str, bytes], *, message: str,
+def publish(repo: Repository, target: Target, files: dict[str, bytes], *, message: str,
             title: str, body: str) -> dict:
-    """Put exactly `files` under `target.path` on `target.branch` and open or edit its PR."""
-    repo = f"/repos/{target.repository}"
-    base = client.json("GET", f"{repo}/branches/{target.base}")
-    base_sha, base_tree = base["commit"]["sha"], base["commit"]["commit"]["tree"]["sha"]
-    tree = client.json("GET", f"{repo}/git/trees/{base_tree}", params={"recursive": "1"})
+    """Put exactly `files` under `target.path` on `target.branch` and open or edit its PR.
+
+    `repo` is PyGithub's repository (`github_from_connection(...).get_repo(...)`); call it
+    inside `answered(...)`, which names what failed."""
+    from github import InputGitAuthor, InputGitTreeElement, UnknownObjectException
+
+    base = repo.get_branch(target.base)
+    base_sha = base.commit.sha
+    base_tree = repo.get_git_tree(base.commit.commit.tree.sha, recursive=True)
     prefix = target.path.rstrip("/") + "/"
-    on_base = {e["path"]: e["sha"] for e in tree["tree"]
-               if e["type"] == "blob" and e["path"].startswith(prefix)}
+    on_base = {e.path: e.sha for e in base_tree.tree
+               if e.type == "blob" and e.path.startswith(prefix)}
     wanted = {path: git_blob_sha(data) for path, data in files.items()}
     if on_base == wanted:
         log.info("%s on %s already holds these %d artifacts: no commit, no pull request",
@@ -174,49 +181,45 @@ def publish(client: GitHubClient, target: Target, files: dict[str, bytes], *, me
     items = []
     for path, data in files.items():
         if on_base.get(path) != wanted[path]:
-            blob = client.json("POST", f"{repo}/git/blobs", json={
-                "content": base64.b64encode(data).decode(), "encoding": "base64"})
-            items.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
-    items += [{"path": path, "mode": "100644", "type": "blob", "sha": None}
+            blob = repo.create_git_blob(base64.b64encode(data).decode(), "base64")
+            items.append(InputGitTreeElement(path, "100644", "blob", sha=blob.sha))
+    items += [InputGitTreeElement(path, "100644", "blob", sha=None)
               for path in on_base if path not in wanted]
-    new_tree = client.json("POST", f"{repo}/git/trees",
-                           json={"base_tree": base_tree, "tree": items})["sha"]
+    new_tree = repo.create_git_tree(items, base_tree)
 
-    ref_path = f"{repo}/git/ref/heads/{target.branch}"
-    existing = client.request("GET", ref_path)
-    head = existing.json()["object"]["sha"] if existing.status_code == 200 else None
+    try:  # lazy: the ref is read (and found missing) on first use
+        ref = repo.get_git_ref(f"heads/{target.branch}")
+        head = ref.object.sha
+    except UnknownObjectException:
+        ref = head = None
     commit_sha = None
-    if head:
-        current = client.json("GET", f"{repo}/git/commits/{head}")
-        if current["tree"]["sha"] == new_tree and \
-                [p["sha"] for p in current["parents"]] == [base_sha]:
-            commit_sha = head  # a re-run after a failure: the branch is already right
+    if ref is not None:
+        current = repo.get_git_commit(head)
+        if current.tree.sha == new_tree.sha and [p.sha for p in current.parents] == [base_sha]:
+            commit_sha = current.sha  # a re-run after a failure: the branch is already right
     if commit_sha is None:
-        commit_sha = client.json("POST", f"{repo}/git/commits", json={
-            "message": message, "tree": new_tree, "parents": [base_sha],
-            "author": {"name": target.author_name, "email": target.author_email}})["sha"]
-        if head:
-            client.json("PATCH", f"{repo}/git/refs/heads/{target.branch}",
-                        json={"sha": commit_sha, "force": True})
+        commit = repo.create_git_commit(
+            message, new_tree, [repo.get_git_commit(base_sha)],
+            author=InputGitAuthor(target.author_name, target.author_email))
+        commit_sha = commit.sha
+        if ref is not None:
+            ref.edit(commit_sha, force=True)
         else:
-            client.json("POST", f"{repo}/git/refs",
-                        json={"ref": f"refs/heads/{target.branch}", "sha": commit_sha})
+            repo.create_git_ref(f"refs/heads/{target.branch}", commit_sha)
 
     owner = target.repository.split("/")[0]
-    open_pulls = client.json("GET", f"{repo}/pulls", params={
-        "state": "open", "head": f"{owner}:{target.branch}", "base": target.base})
-    if open_pulls:
-        pull = client.json("PATCH", f"{repo}/pulls/{open_pulls[0]['number']}",
-                           json={"title": title, "body": body})
+    pull = next(iter(repo.get_pulls(state="open", head=f"{owner}:{target.branch}",
+                                    base=target.base)), None)
+    if pull is not None:
+        pull.edit(title=title, body=body)
         created = False
     else:
-        pull = client.json("POST", f"{repo}/pulls", json={
-            "title": title, "head": target.branch, "base": target.base, "body": body})
+        pull = repo.create_pull(base=target.base, head=target.branch, title=title, body=body)
         created = True
     log.info("%s pull request #%d (%s) on %s at %s", "opened" if created else "updated",
-             pull["number"], pull["html_url"], target.branch, commit_sha[:12])
-    return {"changed": True, "commit": commit_sha, "number": pull["number"],
-            "pull_request": pull["html_url"], "created": created}
+             pull.number, pull.html_url, target.branch, commit_sha[:12])
+    return {"changed": True, "commit": commit_sha, "number": pull.number,
+            "pull_request": pull.html_url, "created": created}
 
 
 def _pct(value) -> str:

@@ -39,24 +39,29 @@ def to_redeliver(deliveries: Iterable[Mapping], *, now: datetime,
     return [int(d["id"]) for d in failed[:limit]]
 
 
-def find_hook(client, repository: str, hook_id: str = "") -> int | None:
-    """The repository webhook that points at our receiver (or the configured id)."""
+def find_hook(repo, hook_id: str = "") -> int | None:
+    """The repository webhook that points at our receiver (or the configured id); `repo` is
+    PyGithub's Repository."""
     if hook_id:
         return int(hook_id)
-    for hook in client.json("GET", f"/repos/{repository}/hooks"):
-        if str((hook.get("config") or {}).get("url", "")).rstrip("/").endswith(WEBHOOK_PATH):
-            return int(hook["id"])
+    for hook in repo.get_hooks():
+        if str((hook.config or {}).get("url", "")).rstrip("/").endswith(WEBHOOK_PATH):
+            return int(hook.id)
     return None
 
 
-def redeliver_failed(client, repository: str, hook_id: int, *, now: datetime | None = None,
-                     lookback: timedelta = timedelta(hours=24)) -> list[int]:
-    """Ask GitHub to redeliver every failed push delivery; returns the ids asked for."""
-    deliveries = client.json("GET", f"/repos/{repository}/hooks/{hook_id}/deliveries",
-                             params={"per_page": 100})
+def redeliver_failed(repo, hook_id: int, *, now: datetime | None = None,
+                     lookback: timedelta = timedelta(hours=24),
+                     scanned: int = 300) -> list[int]:
+    """Ask GitHub to redeliver every failed push delivery among the newest `scanned`;
+    returns the ids asked for. (PyGithub lists deliveries but has no call for a redelivery
+    attempt: that POST goes through its requester, on the repository's own URL.)"""
+    from itertools import islice
+
+    deliveries = [d.raw_data for d in islice(repo.get_hook_deliveries(hook_id), scanned)]
     ids = to_redeliver(deliveries, now=now or datetime.now(UTC), lookback=lookback)
     for delivery_id in ids:
-        client.json("POST", f"/repos/{repository}/hooks/{hook_id}/deliveries/{delivery_id}"
-                            "/attempts", expect=(202,))
+        repo.requester.requestJsonAndCheck(
+            "POST", f"{repo.url}/hooks/{hook_id}/deliveries/{delivery_id}/attempts")
         log.info("asked GitHub to redeliver delivery %s", delivery_id)
     return ids

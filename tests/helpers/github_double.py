@@ -1,8 +1,15 @@
-"""A strict stand-in for the GitHub REST endpoints the pull-request task calls.
+"""A strict stand-in for the GitHub REST endpoints the pipeline calls through PyGithub
+(providers-github's GithubHook): the pull request's Git Data and Pulls calls, commit statuses,
+and the webhook's deliveries and redeliveries.
 
 Backed by a real bare git repository: blobs, trees, commits and refs are made by git itself,
-so what a branch holds is checked with `git`. Strict like GitHub: a missing or wrong token is
-401, unknown JSON fields are 422, an unknown route or method is 404. Faults can be queued.
+so what a branch holds is checked with `git`. Strict like GitHub, as its REST documentation
+describes it: a missing or wrong token is 401 "Bad credentials", unknown JSON fields are 422,
+an unknown route or method is 404; every object carries the `url` clients follow; lists are
+paginated (`per_page`, `page`, a `Link` header with rel="next" and "last"); every answer has
+the rate-limit headers (`X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Used`, `-Resource`).
+Faults can be queued. Unlike GitHub, a commit status (and GET of a commit) is accepted for
+any 40-hex sha, since the tests' pushes name commits this repository does not hold.
 Test-only: product code never imports this module.
 """
 
@@ -15,9 +22,10 @@ import re
 import subprocess
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 FIELDS = {
     ("POST", "blobs"): {"content", "encoding"},
@@ -30,6 +38,7 @@ FIELDS = {
     ("POST", "status"): {"state", "target_url", "description", "context"},
 }
 STATUS_STATES = {"error", "failure", "pending", "success"}
+RATE_LIMIT = 5000
 
 
 class GitHubDouble:
@@ -57,6 +66,7 @@ class GitHubDouble:
         self._bodies: dict[str, tuple[str, bytes]] = {}  # guid -> (event, body)
         self.requests: list[tuple[str, str, dict | None, dict]] = []
         self.faults: list[tuple[int, dict]] = []
+        self.used = 0  # requests counted against the rate limit
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -125,6 +135,23 @@ class GitHubDouble:
             self.deliveries.append(record)
         return record
 
+    def page(self, path: str, query: dict, items: list) -> tuple[list, dict]:
+        """GitHub's pagination: `per_page` (default 30, at most 100) and `page` (from 1), and a
+        Link header naming the next and last pages while there are more."""
+        try:
+            per_page = min(100, max(1, int(query.get("per_page", 30))))
+            number = max(1, int(query.get("page", 1)))
+        except ValueError:
+            return [], {}
+        last = max(1, -(-len(items) // per_page))
+        links = []
+        for rel, target in (("next", number + 1), ("last", last)):
+            if number < last:
+                link = urlencode({**query, "per_page": per_page, "page": target})
+                links.append(f'<{self.url}{path}?{link}>; rel="{rel}"')
+        chunk = items[(number - 1) * per_page:number * per_page]
+        return chunk, ({"Link": ", ".join(links)} if links else {})
+
     # -- the endpoints --------------------------------------------------------------------
     def _tree_entries(self, sha: str) -> list[dict]:
         entries = []
@@ -134,12 +161,29 @@ class GitHubDouble:
             entries.append({"path": path, "mode": mode, "type": kind, "sha": obj})
         return entries
 
+    @property
+    def api(self) -> str:
+        return f"{self.url}/repos/{self.repository}"
+
     def _commit(self, sha: str) -> dict:
         tree = self.git("rev-parse", f"{sha}^{{tree}}")
         parents = self.git("rev-list", "--parents", "-n", "1", sha).split()[1:]
         message = self.git("log", "-1", "--format=%B", sha)
-        return {"sha": sha, "tree": {"sha": tree}, "parents": [{"sha": p} for p in parents],
+        return {"sha": sha, "url": f"{self.api}/git/commits/{sha}",
+                "tree": {"sha": tree, "url": f"{self.api}/git/trees/{tree}"},
+                "parents": [{"sha": p, "url": f"{self.api}/git/commits/{p}"} for p in parents],
                 "message": message}
+
+    def _pull_doc(self, pull: dict) -> dict:
+        """A pull request as GitHub answers it: head and base are objects."""
+        owner = self.repository.split("/")[0]
+        return {**pull, "head": {"ref": pull["head"], "label": f"{owner}:{pull['head']}"},
+                "base": {"ref": pull["base"], "label": f"{owner}:{pull['base']}"}}
+
+    def _ref(self, branch: str, sha: str) -> dict:
+        return {"ref": f"refs/heads/{branch}", "url": f"{self.api}/git/refs/heads/{branch}",
+                "object": {"sha": sha, "type": "commit",
+                           "url": f"{self.api}/git/commits/{sha}"}}
 
     def route(self, method: str, path: str, query: dict, body: dict | None):
         repo = f"/repos/{self.repository}"
@@ -151,9 +195,13 @@ class GitHubDouble:
                 sha = self.git("rev-parse", f"refs/heads/{m[1]}")
             except subprocess.CalledProcessError:
                 return 404, {"message": "Branch not found"}
-            return 200, {"name": m[1], "commit": {"sha": sha, "commit": self._commit(sha)}}
+            return 200, {"name": m[1], "commit": {"sha": sha, "url": f"{self.api}/commits/{sha}",
+                                                  "commit": self._commit(sha)}}
+        if method == "GET" and (m := re.fullmatch(r"commits/([0-9a-f]{40})", rest)):
+            return 200, {"sha": m[1], "url": f"{self.api}/commits/{m[1]}"}
         if method == "GET" and (m := re.fullmatch(r"git/trees/([0-9a-f]{40})", rest)):
-            return 200, {"sha": m[1], "tree": self._tree_entries(m[1]), "truncated": False}
+            return 200, {"sha": m[1], "url": f"{self.api}/git/trees/{m[1]}",
+                         "tree": self._tree_entries(m[1]), "truncated": False}
         if method == "GET" and (m := re.fullmatch(r"git/commits/([0-9a-f]{40})", rest)):
             return 200, self._commit(m[1])
         if method == "POST" and rest == "git/blobs":
@@ -161,7 +209,7 @@ class GitHubDouble:
                 return 422, {"message": "encoding must be base64 here"}
             sha = self.git("hash-object", "-w", "--stdin",
                            input=base64.b64decode(body["content"]))
-            return 201, {"sha": sha}
+            return 201, {"sha": sha, "url": f"{self.api}/git/blobs/{sha}"}
         if method == "POST" and rest == "git/trees":
             index = self.root / f"index-{threading.get_ident()}"
             env = {"GIT_INDEX_FILE": str(index)}
@@ -174,7 +222,8 @@ class GitHubDouble:
                              f"{item['mode']},{item['sha']},{item['path']}", env=env)
             sha = self.git("write-tree", env=env)
             index.unlink()
-            return 201, {"sha": sha}
+            return 201, {"sha": sha, "url": f"{self.api}/git/trees/{sha}",
+                         "tree": self._tree_entries(sha), "truncated": False}
         if method == "POST" and rest == "git/commits":
             author = body.get("author") or {}
             env = {"GIT_AUTHOR_NAME": author.get("name", "x"),
@@ -189,31 +238,37 @@ class GitHubDouble:
                 sha = self.git("rev-parse", "--verify", f"refs/heads/{m[1]}")
             except subprocess.CalledProcessError:
                 return 404, {"message": "Not Found"}
-            return 200, {"ref": f"refs/heads/{m[1]}", "object": {"sha": sha, "type": "commit"}}
+            return 200, self._ref(m[1], sha)
         if method == "POST" and rest == "git/refs":
-            self.git("update-ref", body["ref"], body["sha"], "0" * 40)
-            self.branch_heads.setdefault(body["ref"].removeprefix("refs/heads/"),
-                                         []).append(body["sha"])
-            return 201, {"ref": body["ref"], "object": {"sha": body["sha"]}}
+            if not body["ref"].startswith("refs/heads/"):
+                return 422, {"message": "Reference name is not well-formed"}
+            try:
+                self.git("update-ref", body["ref"], body["sha"], "0" * 40)
+            except subprocess.CalledProcessError:
+                return 422, {"message": "Reference already exists"}
+            branch = body["ref"].removeprefix("refs/heads/")
+            self.branch_heads.setdefault(branch, []).append(body["sha"])
+            return 201, self._ref(branch, body["sha"])
         if method == "PATCH" and (m := re.fullmatch(r"git/refs/heads/(.+)", rest)):
             self.git("update-ref", f"refs/heads/{m[1]}", body["sha"])
             self.branch_heads.setdefault(m[1], []).append(body["sha"])
-            return 200, {"ref": f"refs/heads/{m[1]}", "object": {"sha": body["sha"]}}
+            return 200, self._ref(m[1], body["sha"])
         if method == "GET" and rest == "pulls":
             owner = self.repository.split("/")[0]
             found = [p for p in self.pulls if p["state"] == query.get("state", "open")
                      and f"{owner}:{p['head']}" == query.get("head", f"{owner}:{p['head']}")
                      and p["base"] == query.get("base", p["base"])]
-            return 200, found
+            return 200, [self._pull_doc(p) for p in found]
         if method == "POST" and rest == "pulls":
             if any(p["head"] == body["head"] and p["state"] == "open" for p in self.pulls):
                 return 422, {"message": "A pull request already exists"}
             number = len(self.pulls) + 1
             pull = {"number": number, "state": "open", "head": body["head"],
                     "base": body["base"], "title": body["title"], "body": body.get("body"),
+                    "url": f"{self.api}/pulls/{number}",
                     "html_url": f"https://github.example/{self.repository}/pull/{number}"}
             self.pulls.append(pull)
-            return 201, pull
+            return 201, self._pull_doc(pull)
         if method == "POST" and (m := re.fullmatch(r"statuses/([0-9a-f]{40})", rest)):
             # GitHub: 422 for an unknown state or a description over 140 characters.
             if body.get("state") not in STATUS_STATES:
@@ -224,14 +279,15 @@ class GitHubDouble:
             self.statuses.append(status)
             return 201, {"id": len(self.statuses), **status}
         if method == "GET" and rest == "hooks":
-            return 200, [{"id": i, "active": True, "events": ["push"],
+            return 200, [{"id": i, "active": True, "events": ["push"], "name": "web",
+                          "url": f"{self.api}/hooks/{i}",
                           "config": {"url": h["url"], "content_type": "json"}}
                          for i, h in self.hooks.items()]
         if method == "GET" and (m := re.fullmatch(r"hooks/(\d+)/deliveries", rest)):
             if int(m[1]) not in self.hooks:
                 return 404, {"message": "Not Found"}
             found = [d for d in self.deliveries if d["hook_id"] == int(m[1])]
-            return 200, list(reversed(found))[:int(query.get("per_page", 30))]
+            return 200, list(reversed(found))
         if method == "POST" and (m := re.fullmatch(r"hooks/(\d+)/deliveries/(\d+)/attempts",
                                                    rest)):
             original = next((d for d in self.deliveries if d["id"] == int(m[2])
@@ -247,7 +303,7 @@ class GitHubDouble:
             if pull is None:
                 return 404, {"message": "Not Found"}
             pull.update({k: v for k, v in body.items() if k in ("title", "body", "state")})
-            return 200, pull
+            return 200, self._pull_doc(pull)
         return 404, {"message": "Not Found"}
 
     def _handler(self):
@@ -260,9 +316,14 @@ class GitHubDouble:
             def _reply(self, status: int, payload, headers: dict | None = None):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
+                double.used += 1
+                for key, value in {"X-RateLimit-Limit": str(RATE_LIMIT),
+                                   "X-RateLimit-Remaining": str(max(0, RATE_LIMIT - double.used)),
+                                   "X-RateLimit-Reset": str(int(time.time()) + 3600),
+                                   "X-RateLimit-Used": str(double.used),
+                                   "X-RateLimit-Resource": "core", **(headers or {})}.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
@@ -292,7 +353,10 @@ class GitHubDouble:
                         status, payload = double.route(self.command, url.path, query, body)
                     except (KeyError, TypeError, subprocess.CalledProcessError) as exc:
                         status, payload = 422, {"message": f"Validation Failed: {exc}"}
-                return self._reply(status, payload)
+                    headers = {}
+                    if isinstance(payload, list):  # one page of it, and where the others are
+                        payload, headers = double.page(url.path, query, payload)
+                return self._reply(status, payload, headers)
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any
 

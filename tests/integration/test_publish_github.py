@@ -1,16 +1,21 @@
-"""The pull-request publication against a strict GitHub double backed by a real git repo."""
+"""The pull-request publication, through providers-github's GithubHook and PyGithub, against a
+strict GitHub double backed by a real git repo."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from unittest import mock
 
 import pytest
 
 from rice_mlops.publish import (
     GitHubAuthError,
-    GitHubClient,
     Target,
+    answered,
     git_blob_sha,
+    github_from_connection,
     publish,
     render_body,
 )
@@ -37,10 +42,19 @@ def _files(version: str) -> dict[str, bytes]:
             f"{root}/MANIFEST.sha256": f"abc  MLmodel {version}\n".encode()}
 
 
+def _connection(double, token=TOKEN) -> dict:
+    """The GitHub connection as Airflow reads it from the environment: the API URL in the host
+    (as for GitHub Enterprise), the token in the password."""
+    return {"AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps(
+        {"conn_type": "github", "host": double.url, "password": token})}
+
+
 def _publish(double, files, *, body="body", token=TOKEN):
-    client = GitHubClient(double.url, token, "github_default", sleep=lambda s: None)
-    return publish(client, Target(repository="acme/rice"), files, message="model v",
-                   title="Update model", body=body)
+    with mock.patch.dict(os.environ, _connection(double, token)):
+        github = github_from_connection("github_default", attempts=3)
+    with github, answered("github_default", "the pull request"):
+        return publish(github.get_repo("acme/rice"), Target(repository="acme/rice"), files,
+                       message="model v", title="Update model", body=body)
 
 
 def test_first_run_creates_branch_and_one_pull_request(double):
@@ -115,6 +129,22 @@ def test_missing_permission_names_the_permission(double):
         _publish(double, _files("1"))
 
 
+def test_a_list_is_read_page_by_page_as_github_serves_it(double):
+    """The double paginates like GitHub (Link rel="next"), and PyGithub follows it."""
+    for index in range(3):
+        double.pulls.append({"number": index + 1, "state": "open", "head": f"b{index}",
+                             "base": "main", "title": "t", "body": "", "html_url": "h",
+                             "url": f"{double.api}/pulls/{index + 1}"})
+    with mock.patch.dict(os.environ, _connection(double)):
+        github = github_from_connection("github_default")
+    with github:
+        github.per_page = 1
+        pulls = github.get_repo("acme/rice").get_pulls(state="open")
+        assert [pull.number for pull in pulls] == [1, 2, 3]
+    pages = [r for r in double.requests if r[1] == "/repos/acme/rice/pulls"]
+    assert len(pages) >= 3
+
+
 def test_the_double_is_strict():
     import httpx
 
@@ -127,6 +157,9 @@ def test_the_double_is_strict():
         assert bad.status_code == 422
         assert httpx.delete(f"{github.url}/repos/acme/rice/pulls",
                             headers=headers).status_code == 404
+        listed = httpx.get(f"{github.url}/repos/acme/rice/pulls", headers=headers)
+        assert int(listed.headers["X-RateLimit-Remaining"]) < 5000
+        assert listed.headers["X-RateLimit-Resource"] == "core"
     finally:
         github.close()
 
@@ -145,3 +178,27 @@ def test_body_has_the_metrics_table_links_and_confusion_matrix():
     assert "champion v3" in body and "http://mlflow/#/runs/abc" in body
     assert "`sha256:ff`" in body and "`9fceb02`" in body and "reg/rice@sha256:1" in body
     assert "![confusion matrix](https://x/blob/model/latest/cm.png)" in body
+
+
+def test_a_commit_status_and_a_redelivery_go_through_pygithub(double):
+    """The two other things the pipeline asks of GitHub: a status on the pushed commit, and
+    (the redelivery DAG) a redelivery of each push whose newest delivery failed."""
+    from rice_mlops.commit_status import post_status
+    from rice_mlops.redelivery import find_hook, redeliver_failed
+
+    hook_id = double.add_hook("http://127.0.0.1:9/webhooks/github", "s" * 32)  # nobody there
+    failed = double.deliver(hook_id, "push", {"ref": "refs/heads/main"})
+    assert failed["status_code"] == 0
+    with mock.patch.dict(os.environ, _connection(double)):
+        github = github_from_connection("github_default", attempts=2)
+    with github, answered("github_default", "test"):
+        repo = github.get_repo("acme/rice")
+        post_status(repo, "a" * 40, "pending", "training and gating", "http://airflow/runs/x")
+        assert find_hook(repo) == hook_id
+        assert redeliver_failed(repo, hook_id) == [failed["id"]]
+    [status] = double.statuses
+    assert (status["sha"], status["state"], status["context"]) == (
+        "a" * 40, "pending", "rice-mlops/pipeline")
+    attempts = [r for r in double.requests if r[0] == "POST" and r[1].endswith("/attempts")]
+    assert [r[1] for r in attempts] == [
+        f"/repos/acme/rice/hooks/{hook_id}/deliveries/{failed['id']}/attempts"]

@@ -39,7 +39,7 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trai
     staged = staged_dir(settings, trained)
     champion = (registry.version_metrics(gate.champion_version)
                 if gate.champion_version else None)
-    client = publish.client_from_connection(settings.github_conn_id)
+    github = publish.github_from_connection(settings.github_conn_id)
     repository = settings.github_repository
     texts = publish.pull_request_texts(
         version=gate.version, run_id=trained.run_id, dag_run_id=dag_run_id,
@@ -48,7 +48,7 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trai
         fingerprint=trained.dataset_fingerprint, source_commit=request.source_commit,
         pusher=request.pusher, compare_url=request.compare_url,
         image=image.digest_ref if image else None,
-        figure_url=(f"{publish.web_url(client.api_url)}/{repository}/blob/"
+        figure_url=(f"{publish.web_url(github.requester.base_url)}/{repository}/blob/"
                     f"{settings.pr_branch}/{settings.pr_path}/confusion_matrix.png?raw=true"),
         gate_reason=gate.reason, gate_table=gate.table)
     target = publish.Target(repository=repository, base=settings.pr_base,
@@ -58,11 +58,14 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trai
         files = publish.artifact_files(staged, settings.pr_path)
         card = trained.model_card(settings)
         files[f"{settings.pr_path}/{card.name}"] = card.read_bytes()  # what the image holds
-        return publish.publish(client, target, files,
-                               message=texts["message"], title=texts["title"],
-                               body=texts["body"])
-    except publish.GitHubAuthError as exc:
+        with publish.answered(settings.github_conn_id, f"the pull request on {repository}"):
+            return publish.publish(github.get_repo(repository), target, files,
+                                   message=texts["message"], title=texts["title"],
+                                   body=texts["body"])
+    except (publish.GitHubAuthError, publish.GitHubRefused) as exc:
         raise AirflowFailException(str(exc)) from None
+    finally:
+        github.close()
 
 
 def run_url(settings: PipelineSettings, dag_run_id: str, dag_id: str = DAG_ID) -> str:
@@ -87,10 +90,14 @@ def commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: s
     repository = request.source_repository or settings.github_repository
     try:
         # Bounded well inside the task's timeout: a slow GitHub must not hold the run.
-        client = publish.client_from_connection(settings.github_conn_id, timeout=10,
+        github = publish.github_from_connection(settings.github_conn_id, timeout=10,
                                                 attempts=2)
-        post_status(client, repository,
-                    request.source_commit, state, description, run_url(settings, dag_run_id))
+        try:
+            with publish.answered(settings.github_conn_id, f"a commit status on {repository}"):
+                post_status(github.get_repo(repository), request.source_commit, state,
+                            description, run_url(settings, dag_run_id))
+        finally:
+            github.close()
         log.info("commit %s of %s: %s (%s)", request.source_commit[:12], repository, state,
                  description)
     except Exception as exc:  # noqa: BLE001 - the answer must not decide the run
@@ -106,9 +113,16 @@ def redeliver_failed_pushes(settings: PipelineSettings) -> list[int]:
         raise AirflowSkipException(reason)
     if not settings.github_repository:
         raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY")
-    client = publish.client_from_connection(settings.github_conn_id)
-    hook = find_hook(client, settings.github_repository, settings.github_hook_id)
-    if hook is None:
-        raise AirflowSkipException(f"no webhook of {settings.github_repository} points at "
-                                   "/webhooks/github (or set RICE_GITHUB_HOOK_ID)")
-    return redeliver_failed(client, settings.github_repository, hook)
+    github = publish.github_from_connection(settings.github_conn_id)
+    try:
+        with publish.answered(settings.github_conn_id,
+                              f"the webhook deliveries of {settings.github_repository}"):
+            repo = github.get_repo(settings.github_repository)
+            hook = find_hook(repo, settings.github_hook_id)
+            if hook is None:
+                raise AirflowSkipException(
+                    f"no webhook of {settings.github_repository} points at /webhooks/github "
+                    "(or set RICE_GITHUB_HOOK_ID)")
+            return redeliver_failed(repo, hook)
+    finally:
+        github.close()
