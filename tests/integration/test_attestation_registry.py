@@ -257,3 +257,45 @@ def test_an_older_release_needs_a_rollback_by_name(attached, keys):
         verify_image(registry, NAME, digest, keys["public"], min_version=4)
     assert verify_image(registry, NAME, digest, keys["public"], min_version=4, rollback_to=3,
                         expected_commit="a" * 40)["verified"]
+
+
+def _skopeo_copy(engine, authfile, source: str, destination: str) -> None:
+    """What an operator promoting a release runs: Debian's skopeo, digests preserved, the
+    source registry's credentials in an auth file (never on the command line)."""
+    subprocess.run(["skopeo", "copy", "--all", "--preserve-digests", "--src-authfile",
+                    str(authfile), "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"docker://{engine['RICE_REGISTRY']}/{NAME}{source}",
+                    f"docker://{destination}"], check=True, capture_output=True, timeout=300)
+
+
+def test_a_release_copied_with_skopeo_verifies_in_another_registry(attached, keys,
+                                                                    docker_engine, tmp_path):
+    """Promotion across registries with a standard tool: the image by digest and its three
+    attachment tags, copied with skopeo, verify there with the same key; a copy that dropped
+    the signature fails and names it."""
+    import base64
+
+    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.oci import SUFFIXES, Registry, attachment_tag
+    from tests.helpers.mirror_registry import mirror_registry
+
+    _, digest, _ = attached
+    authfile = tmp_path / "auth.json"
+    credentials = f"{docker_engine['RICE_REGISTRY_USER']}:{docker_engine['RICE_REGISTRY_PASSWORD']}"
+    authfile.write_text(json.dumps({"auths": {docker_engine["RICE_REGISTRY"]: {
+        "auth": base64.b64encode(credentials.encode()).decode()}}}))
+    authfile.chmod(0o600)
+    attachments = {kind: attachment_tag(digest, kind) for kind in SUFFIXES}
+    with mirror_registry(tmp_path / "mirror") as mirror:
+        for repository, kinds in (("rice-promoted", list(SUFFIXES)),
+                                  ("rice-no-signature", ["provenance", "sbom"])):
+            _skopeo_copy(docker_engine, authfile, f"@{digest}", f"{mirror}/{repository}:release")
+            for kind in kinds:
+                _skopeo_copy(docker_engine, authfile, f":{attachments[kind]}",
+                             f"{mirror}/{repository}:{attachments[kind]}")
+        with Registry(mirror, "", "") as copied:
+            assert copied.manifest("rice-promoted", "release")[2] == digest  # the same image
+            report = verify_image(copied, "rice-promoted", digest, keys["public"])
+            assert report["verified"] and report["source_commit"] == "a" * 40
+            with pytest.raises(VerificationError, match=r"\.sig is not in the registry"):
+                verify_image(copied, "rice-no-signature", digest, keys["public"])
