@@ -4,13 +4,11 @@ no credentials of its own, deletes enabled, gone when the block ends."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
+from tests.helpers.faults import wait_http
 from tests.helpers.ports import free_port
 
 
@@ -26,17 +24,11 @@ def mirror_registry(root: Path) -> Iterator[str]:
         server = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"the mirror registry did not start: "
-                                   f"{(root / 'registry.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30)
+        except TimeoutError:
+            raise RuntimeError("the mirror registry did not start: "
+                               f"{(root / 'registry.log').read_text()[-2000:]}") from None
         yield f"127.0.0.1:{port}"
     finally:
         server.terminate()
