@@ -97,11 +97,11 @@ def _slot_ports(env: Mapping[str, str]) -> tuple[int, int]:
         all(1 <= port <= 65535 for port in ports))
 
 
-def _network(env: Mapping[str, str]) -> str:
-    value = read.text(env, "RICE_ROLLOUT_NETWORK", "")
+def _network(env: Mapping[str, str], name: str = "RICE_ROLLOUT_NETWORK") -> str:
+    value = read.text(env, name, "")
     if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
-        raise SettingsError("RICE_ROLLOUT_NETWORK", f"RICE_ROLLOUT_NETWORK={value!r} is not "
-                            "a Docker network name", "letters, digits, _ . -, at most 64")
+        raise SettingsError(name, f"{name}={value!r} is not a Docker network name",
+                            "letters, digits, _ . -, at most 64")
     return value  # its addresses are checked beside it, by the serving Layout
 
 
@@ -224,6 +224,7 @@ class PipelineSettings:
     # worker's own (compose).
     rollout_network: str = ""
     rollout_addresses: tuple[str, ...] = ()
+    rollout_door_network: str = ""
     rollout_steps: tuple[int, ...] = (10, 50, 100)
     rollout_window_seconds: float = 10.0
     rollout_replay_rate: float = 20.0
@@ -329,6 +330,7 @@ class PipelineSettings:
             rollout_slot_ports=_slot_ports(env),
             rollout_network=_network(env),
             rollout_addresses=_addresses(env),
+            rollout_door_network=_network(env, "RICE_ROLLOUT_DOOR_NETWORK"),
             rollout_steps=_steps(env),
             rollout_window_seconds=read.number(env, "RICE_ROLLOUT_WINDOW_SECONDS",
                                                cls.rollout_window_seconds, low=1.0),

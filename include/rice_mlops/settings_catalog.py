@@ -236,6 +236,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_ROLLOUT_ADDRESSES", "rollout_addresses", "three IPv4 addresses",
        "with `RICE_ROLLOUT_NETWORK`: the proxy's, blue's and green's fixed addresses on it "
        "(fixed, so the proxy's configuration never names a server that is not running)"),
+    _s("RICE_ROLLOUT_DOOR_NETWORK", "rollout_door_network", "Docker network name",
+       "with `RICE_ROLLOUT_NETWORK`: the network the proxy publishes its port from, so that "
+       "the serving network can be internal (Docker publishes no port from an internal "
+       "network; compose: `rice-serving-door`, which no server joins). Empty: the port is "
+       "published from the serving network"),
     _s("RICE_ROLLOUT_STEPS", "rollout_steps", "rising percentages ending at 100",
        "the canary's share of requests at each step"),
     _s("RICE_ROLLOUT_WINDOW_SECONDS", "rollout_window_seconds", "number ≥ 1",

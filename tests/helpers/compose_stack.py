@@ -211,6 +211,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         # engine (the demo's, the embedded stack's); short canary windows.
         "RICE_ROLLOUT_NAME": f"rice-ci-{serving_id}",
         "RICE_SERVING_NETWORK": f"rice-ci-serving-{serving_id}",
+        "RICE_SERVING_DOOR_NETWORK": f"rice-ci-serving-door-{serving_id}",
         "RICE_SERVING_SUBNET": str(serving_subnet),
         "RICE_SERVING_ADDRESSES": ",".join(str(serving_subnet[i]) for i in (10, 11, 12)),
         "RICE_SERVING_PORT": str(free_port()),

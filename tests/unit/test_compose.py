@@ -297,7 +297,8 @@ def test_only_the_control_plane_and_mlflow_share_a_network_with_postgres():
     assert {name for name in SERVICES if "metadata" in _networks(name)} == \
         CONTROL_PLANE | {"postgres", "mlflow"}
     for name in WORKERS:
-        assert _networks(name) - {"serving", "release-bus"} == {"default"}, name
+        assert _networks(name) - {"serving", "serving-door", "release-bus"} == {"default"}, \
+            name
         assert "postgres" not in SERVICES[name].get("depends_on", {}), name
 
 
@@ -323,6 +324,16 @@ def test_only_the_release_worker_is_on_the_serving_network_at_fixed_addresses():
     assert len(set(listed)) == 3 and all(a in subnet for a in listed)
     assert network["name"] == env["RICE_ROLLOUT_NETWORK"] == \
         "${RICE_SERVING_NETWORK:-rice-serving}"
+    # Internal: no server has a way out; the proxy's port is published from the door network,
+    # which only the release worker joins among the services (so that compose creates it).
+    assert network["internal"] is True
+    door = COMPOSE["networks"]["serving-door"]
+    assert not door.get("internal")
+    assert door["name"] == env["RICE_ROLLOUT_DOOR_NETWORK"] == \
+        "${RICE_SERVING_DOOR_NETWORK:-rice-serving-door}"
+    assert {name for name in SERVICES if "serving-door" in _networks(name)} == \
+        {"airflow-worker-docker"}
+    assert ENV_EXAMPLE["RICE_SERVING_DOOR_NETWORK"] == "rice-serving-door"
     for key, default in (("RICE_SERVING_SUBNET", str(subnet)),
                          ("RICE_SERVING_ADDRESSES", addresses.group(1))):
         assert ENV_EXAMPLE[key] == default, key

@@ -116,6 +116,16 @@ def test_the_layout_on_a_network_addresses_each_container_and_publishes_only_the
     assert proxy["ports"] == {"8501/tcp": ("127.0.0.1", 8501)}  # the host's loopback alone
     with pytest.raises(ValueError, match="RICE_ROLLOUT_ADDRESSES"):
         Layout(root=tmp_path, proxy_image="unused", network="rice-serving")
+    # An internal serving network: the proxy is published from a door of its own, and joins
+    # the serving network at its address after it is created (rice_mlops.rollout.engine).
+    doored = Layout(root=tmp_path, proxy_image="unused", network="rice-serving",
+                    addresses=("172.31.85.10", "172.31.85.11", "172.31.85.12"),
+                    door_network="rice-serving-door")
+    assert doored.networking(client, "proxy") == {
+        "network": "rice-serving-door", "ports": {"8501/tcp": ("127.0.0.1", 8501)}}
+    assert doored.networking(client, "blue")["network"] == "rice-serving"
+    with pytest.raises(ValueError, match="RICE_ROLLOUT_DOOR_NETWORK"):
+        Layout(root=tmp_path, proxy_image="unused", door_network="rice-serving-door")
 
 
 # --- serving state ----------------------------------------------------------------------------

@@ -73,8 +73,16 @@ class Layout:
     # is on, and the addresses on it of the proxy, then the blue and green servers.
     network: str = ""
     addresses: tuple[str, ...] = ()
+    # With `network`: a network only the proxy joins besides it, to publish its port from, so
+    # that the serving network can be internal (no way out for a server). "": publish from
+    # the serving network.
+    door_network: str = ""
 
     def __post_init__(self) -> None:
+        if self.door_network and not self.network:
+            raise ValueError(f"the door network {self.door_network!r} "
+                             "(RICE_ROLLOUT_DOOR_NETWORK) needs a serving network "
+                             "(RICE_ROLLOUT_NETWORK): set both, or neither")
         if self.network and len(self.addresses) != 1 + len(SLOTS):
             raise ValueError(f"the serving network {self.network!r} (RICE_ROLLOUT_NETWORK) "
                              f"needs {1 + len(SLOTS)} addresses on it (RICE_ROLLOUT_ADDRESSES: "
@@ -113,9 +121,11 @@ class Layout:
         """The container's network arguments for `slot` ("proxy" or a serving slot)."""
         if not self.network:
             return {"network_mode": "host"}
+        door = slot == "proxy" and self.door_network
         address = self.proxy_host if slot == "proxy" else self.host(slot)
         endpoint = client.api.create_endpoint_config(ipv4_address=address)
-        arguments = {"network": self.network, "networking_config": {self.network: endpoint}}
+        arguments = ({"network": self.door_network} if door else
+                     {"network": self.network, "networking_config": {self.network: endpoint}})
         if slot == "proxy":  # the one door: the host's loopback, nothing wider
             arguments["ports"] = {f"{self.proxy_port}/tcp": ("127.0.0.1", self.proxy_port)}
         return arguments
@@ -254,8 +264,8 @@ class Engine:
             pass
         layout = self.layout
         try:
-            self.client.containers.run(
-                layout.proxy_image, name=name, detach=True,
+            proxy = self.client.containers.create(
+                layout.proxy_image, name=name,
                 labels={LABEL: layout.name, f"{LABEL}.slot": "proxy"},
                 command=["nginx", "-c", f"{PROXY_CONF_DIR}/nginx.conf", "-g", "daemon off;"],
                 volumes={str(layout.proxy_conf_dir): {"bind": PROXY_CONF_DIR, "mode": "ro"}},
@@ -265,6 +275,10 @@ class Engine:
                        "/var/log/nginx": "size=1m,mode=1777"},
                 user="65534:65534", mem_limit="256m", nano_cpus=int(0.5e9), pids_limit=64,
                 **layout.networking(self.client, "proxy"), **_HARDENED)
+            if layout.door_network:  # published from the door, serving on the inside
+                self.client.networks.get(layout.network).connect(
+                    proxy, ipv4_address=layout.proxy_host)
+            proxy.start()
         except docker.errors.APIError as exc:
             raise DeployError(f"the serving proxy did not start: {exc.explanation or exc}"
                               ) from None

@@ -32,7 +32,8 @@ def layout(settings: PipelineSettings):
                   slot_ports=settings.rollout_slot_ports,
                   labelling_rate=settings.labelling_sample_rate,
                   shared_gid=settings.serving_gid or None,
-                  network=settings.rollout_network, addresses=settings.rollout_addresses)
+                  network=settings.rollout_network, addresses=settings.rollout_addresses,
+                  door_network=settings.rollout_door_network)
 
 
 def plan(settings: PipelineSettings):
