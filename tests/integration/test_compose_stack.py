@@ -447,13 +447,20 @@ def _check_serving(stack: ComposeStack, summary: dict) -> None:
     assert served["model_version"] == state["stable"]["model_version"]
     name = stack.env["RICE_ROLLOUT_NAME"]
     proxy_address = stack.env["RICE_SERVING_ADDRESSES"].split(",")[0]
+    serving, door = stack.env["RICE_SERVING_NETWORK"], stack.env["RICE_SERVING_DOOR_NETWORK"]
+    # The serving network is internal (no server has a way out, issue 35); the proxy alone
+    # also joins the door network its port is published from.
+    for network, internal in ((serving, True), (door, False)):
+        assert json.loads(subprocess.run(["docker", "network", "inspect", network],
+                                         capture_output=True, text=True, check=True
+                                         ).stdout)[0]["Internal"] is internal, network
     for container, address in ((f"{name}-proxy", proxy_address),
                                (f"{name}-{state['stable']['slot']}", None)):
         inspected = json.loads(subprocess.run(["docker", "inspect", container],
                                               capture_output=True, text=True,
                                               check=True).stdout)[0]
         networks = inspected["NetworkSettings"]["Networks"]
-        assert set(networks) == {stack.env["RICE_SERVING_NETWORK"]}, networks
+        assert set(networks) == ({serving, door} if address else {serving}), networks
         if address:
             assert networks[stack.env["RICE_SERVING_NETWORK"]]["IPAddress"] == address
             assert {binding["HostIp"] for bindings in

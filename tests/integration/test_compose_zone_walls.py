@@ -213,35 +213,6 @@ def test_what_serves_shares_its_directories_with_a_group_and_is_bounded(stack,
     assert str(gid) in (host.get("GroupAdd") or []), host.get("GroupAdd")
 
 
-def test_the_servers_network_is_internal_and_the_proxy_alone_has_a_door(stack,
-                                                                        compose_pushed_run):
-    """The host side (issue 35): the serving network is internal (no server has a way out),
-    the slots are on it alone, and the proxy's port is published from a door network that no
-    server joins, on the host's 127.0.0.1 only."""
-    from pathlib import Path
-
-    def inspect(kind: str, name: str) -> dict:
-        return json.loads(subprocess.run(["docker", kind, "inspect", name], capture_output=True,
-                                         text=True, check=True).stdout)[0]
-
-    serving, door = stack.env["RICE_SERVING_NETWORK"], stack.env["RICE_SERVING_DOOR_NETWORK"]
-    assert inspect("network", serving)["Internal"] is True
-    assert inspect("network", door)["Internal"] is False
-    state = json.loads((Path(stack.env["RICE_RELEASE_DIR"]) / "serving" / "state.json"
-                        ).read_text())
-    name = stack.env["RICE_ROLLOUT_NAME"]
-    slot = inspect("container", f"{name}-{state['stable']['slot']}")
-    assert set(slot["NetworkSettings"]["Networks"]) == {serving}
-    proxy = inspect("container", f"{name}-proxy")
-    assert set(proxy["NetworkSettings"]["Networks"]) == {serving, door}
-    published = proxy["HostConfig"]["PortBindings"]
-    assert [b["HostIp"] for bindings in published.values() for b in bindings] == ["127.0.0.1"]
-    import httpx
-
-    answer = httpx.get(f"http://127.0.0.1:{stack.env['RICE_SERVING_PORT']}/ping", timeout=30)
-    assert answer.status_code == 200, answer.text
-
-
 def _airflow(stack: ComposeStack):
     from tests.helpers.faults import Airflow
 
