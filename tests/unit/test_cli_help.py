@@ -56,7 +56,7 @@ def test_a_malformed_setting_is_named_when_the_command_runs(monkeypatch, capsys)
 
 def test_an_option_given_wins_over_the_setting(monkeypatch):
     """What `image build` passes on: the option when given, else the setting, else nothing."""
-    from rice_mlops import cli
+    from rice_mlops import cli_commands
 
 
     def stop(model_uri):
@@ -67,7 +67,7 @@ def test_an_option_given_wins_over_the_setting(monkeypatch):
     args = build_parser().parse_args(["image", "build", "--model-uri", "m", "--tag", "a:b",
                                       "--min-class-recall", "0.8"])
     with pytest.raises(ValueError, match="stop here"):
-        cli._cmd_image_build(args)
+        cli_commands.cmd_image_build(args)
     seen = {k: getattr(args, k) for k in ("min_test_accuracy", "min_class_recall",
                                           "base_image", "wheelhouse")}
     assert seen == {"min_test_accuracy": 0.0, "min_class_recall": 0.8, "base_image": None,
