@@ -1,5 +1,5 @@
 # The serving image: the TFLite rice classifier behind a small HTTP server that speaks MLflow's
-# scoring protocol. Built from a context prepared by `rice_mlops.image.prepare_context`
+# scoring protocol. Built from a context prepared by `rice_mlops.release.image.prepare_context`
 # (wheels/, app/, model/), with no network: every dependency is a vendored wheel.
 ARG BASE_IMAGE=python:3.11-slim
 

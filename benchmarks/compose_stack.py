@@ -34,9 +34,9 @@ def main() -> int:
     from demo_run import run_times, task_seconds
     from results_log import record
 
-    from rice_mlops.demo import DAG_ID, Api, follow, summarize, wait_for_dag
-    from rice_mlops.webhook.send import push_payload, send
-    from tests.helpers.compose_stack import build_images, compose_stack
+    from rice_mlops.ingress.send import push_payload, send
+    from rice_mlops.operations.demo import DAG_ID, Api, follow, summarize, wait_for_dag
+    from tests.helpers.compose_lifecycle import build_images, compose_stack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "rice")

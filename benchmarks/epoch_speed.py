@@ -30,23 +30,16 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras
-    import tensorflow as tf
     from results_log import record
 
-    from rice_mlops import training
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.data import discover
-    from rice_mlops.model import build_model
+    from rice_mlops.compute.data import discover
+    from rice_mlops.compute.recipe import compiled_recipe
+    from rice_mlops.compute.training_config import TrainConfig
 
-    keras.utils.set_random_seed(42)
-    if not args.no_determinism:
-        tf.config.experimental.enable_op_determinism()
     config = TrainConfig(data_dir=args.data, epochs=args.epochs)
     dataset = discover(config.data_dir)
-    counts = {split: sum(by_class.values()) for split, by_class in dataset.counts().items()}
-    _, train_ds, val_ds = training._batches(dataset, counts, config)
-    model = build_model(len(dataset.classes), config.image_size)
-    training._compile(model, config, steps_per_epoch=-(-counts["train"] // config.batch_size))
+    recipe = compiled_recipe(config, dataset, deterministic=not args.no_determinism)
+    counts = recipe.counts
     seconds: list[float] = []
 
     class Clock(keras.callbacks.Callback):
@@ -56,8 +49,7 @@ def main() -> int:
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(round(time.perf_counter() - self.started, 1))
 
-    model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0,
-              callbacks=[Clock()])
+    recipe.fit(args.epochs, [Clock()])
     record("epoch_speed", {"data": str(args.data), "train_images": counts["train"],
                            "determinism": not args.no_determinism, "epoch_seconds": seconds})
     return 0

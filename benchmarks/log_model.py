@@ -1,6 +1,6 @@
 """What `train` pays to log its Keras model to MLflow: with the pip requirements inferred by
 MLflow (it loads the model again in a fresh interpreter to see what it imports) and named
-(`rice_mlops.training.model_requirements`, what the pipeline does), alternating.
+(`rice_mlops.compute.training_run.model_requirements`, what the pipeline does), alternating.
 
     .venv/bin/python benchmarks/log_model.py [--repeat 2]
 
@@ -32,8 +32,8 @@ def main() -> int:
     import mlflow
     import numpy as np
 
-    from rice_mlops.model import build_model
-    from rice_mlops.training import _signature, model_requirements
+    from rice_mlops.compute.model import build_model
+    from rice_mlops.compute.training_run import _signature, model_requirements
 
     store = Path(tempfile.mkdtemp(prefix="rice-log-model-"))
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")

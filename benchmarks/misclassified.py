@@ -1,6 +1,6 @@
 """Which test images the default recipe gets wrong, and whether a variant fixes them: the
-recipe of `rice_mlops.training.train` (same data pipeline, model, schedule and seed) without
-MLflow, so a variant is a flag here and not a change to the pipeline.
+recipe of `rice_mlops.compute.training_run.train` (same data pipeline, model, schedule and seed)
+without MLflow, so a variant is a flag here and not a change to the pipeline.
 
     .venv/bin/python benchmarks/misclassified.py [--data ../shared/rice] [--label-smoothing 0.1]
         [--image-size 80] [--epochs 30]
@@ -41,22 +41,19 @@ def main() -> int:
     import tensorflow as tf
     from results_log import record
 
-    from rice_mlops import training
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.data.pipeline import eval_batches
-    from rice_mlops.model import build_model
+    from rice_mlops.compute.data import validate
+    from rice_mlops.compute.data.pipeline import eval_batches
+    from rice_mlops.compute.recipe import compiled_recipe, quiet_tensorflow
+    from rice_mlops.compute.training_config import TrainConfig
 
     overrides = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs))
                  if v is not None}
     config = TrainConfig(data_dir=args.data.resolve(), **overrides)
-    training._quiet_tensorflow()
-    dataset, _ = training._checked_dataset(config, None)
-    counts = {split: sum(by_class.values()) for split, by_class in dataset.counts().items()}
+    quiet_tensorflow()
+    dataset = validate(config.data_dir, min_per_class=config.min_per_class)
     classes = dataset.classes
-    training._deterministic_keras(config.seed)
-    splits, train_ds, val_ds = training._batches(dataset, counts, config)
-    model = build_model(len(classes), config.image_size, config.architecture)
-    training._compile(model, config, steps_per_epoch=-(-counts["train"] // config.batch_size))
+    recipe = compiled_recipe(config, dataset)
+    model, splits, train_ds, val_ds = recipe.model, recipe.splits, recipe.train, recipe.val
     if args.label_smoothing:
         # Keras' sparse loss has no smoothing: one-hot labels and the categorical loss.
         def one_hot(images, labels):

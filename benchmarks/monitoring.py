@@ -47,7 +47,7 @@ def main() -> int:
     from results_log import record
 
     from rice_mlops.monitoring.drift import LiveWindow, Reference, compare, observe, read_window
-    from rice_mlops.prediction_logs import log_lines
+    from rice_mlops.monitoring.log_reader import log_lines
     from rice_mlops.serving.prediction_log import PredictionLog
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -47,8 +47,8 @@ SERVE = ("from rice_mlops.serving.server import serve;"
 def model_dir(root: Path) -> Path:
     import keras
 
-    from rice_mlops.model import build_model
-    from rice_mlops.tflite_export import export_tflite
+    from rice_mlops.compute.export import export_tflite
+    from rice_mlops.compute.model import build_model
 
     keras.utils.set_random_seed(1)
     directory = root / "model"

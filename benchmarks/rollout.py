@@ -86,9 +86,9 @@ class Caller:
 def main() -> int:
     from results_log import record
 
-    from rice_mlops.rollout.engine import Engine, Layout
-    from rice_mlops.rollout.rollout import Plan, Rollout
-    from rice_mlops.rollout.verdicts import Budgets
+    from rice_mlops.release.rollout.driver import Plan, Rollout
+    from rice_mlops.release.rollout.engine import Engine, Layout
+    from rice_mlops.release.rollout.verdicts import Budgets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stable", required=True)

@@ -190,17 +190,17 @@ def main() -> int:
     from mlflow_server import mlflow_server
     from PIL import Image
 
-    from rice_mlops.artifacts import fetch
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.image import (
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train
+    from rice_mlops.core.staged_artifacts import fetch
+    from rice_mlops.release.image import (
         build_args,
         build_command,
         image_names,
         prepare_context,
     )
-    from rice_mlops.release import smoke_set
-    from rice_mlops.signing import generate_keypair, load_private_key
-    from rice_mlops.training import train
+    from rice_mlops.release.intake import smoke_set
+    from rice_mlops.release.signing import generate_keypair, load_private_key
     from tests.helpers.datasets import copy_subset
 
     load_at_start = round(os.getloadavg()[0], 2)

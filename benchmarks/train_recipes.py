@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/train_recipes.py --skip-seed \
         --recipe image_size=96 --recipe epochs=40,learning_rate=0.003     (a sweep of ours)
 
-1. Ours: `rice_mlops.training.train` with its defaults, logged to a real MLflow server started
-   for the benchmark; reports test accuracy, fit time, wall time of the whole call, and the
+1. Ours: `rice_mlops.compute.training_run.train` with its defaults, logged to a real MLflow server
+   started for the benchmark; reports test accuracy, fit time, wall time of the whole call, and the
    time at which validation accuracy first reached 99 %.
 2. The seed's recipe as DESIGN.md describes it: legacy ImageDataGenerator (rescale 1/255,
    rotation 20, zoom 0.2, horizontal flip) reading JPEGs every epoch, its CNN at 128 px, batch
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 def recipe(text: str) -> dict:
     """`image_size=96,epochs=40`: TrainConfig fields over the defaults (TrainConfig checks
     the values)."""
-    from rice_mlops.config import TrainConfig
+    from rice_mlops.compute.training_config import TrainConfig
 
     kinds = {"epochs": int, "image_size": int, "batch_size": int, "learning_rate": float,
              "seed": int}
@@ -50,8 +50,8 @@ def recipe(text: str) -> dict:
 def run_ours(data: Path, overrides: dict | None = None) -> dict:
     import mlflow
 
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.training import train
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train
 
     started = time.perf_counter()
     config = TrainConfig(data_dir=data, experiment="bench-train-recipes", **(overrides or {}))

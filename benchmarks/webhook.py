@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     from results_log import record
 
-    from rice_mlops.webhook.send import push_payload
-    from rice_mlops.webhook.signature import sign
+    from rice_mlops.ingress.send import push_payload
+    from rice_mlops.ingress.signature import sign
     from tests.helpers.airflow_stack import AirflowStack
     from tests.helpers.ports import free_port
 

@@ -51,7 +51,7 @@ def _percentiles(seconds: list[float]) -> dict:
 def _paced(url: str, commits: list[str], rate: int, client: httpx.Client | None) -> dict:
     """Push `commits` in order at `rate` per second (a new httpx client per delivery when
     `client` is None); the answers by status and the answer times."""
-    from rice_mlops.webhook.send import push_payload, send
+    from rice_mlops.ingress.send import push_payload, send
 
     start = time.monotonic()
 
@@ -93,7 +93,7 @@ def _phase(url: str, mode: str, rate: int, seconds: int) -> dict:
 def main() -> int:
     from results_log import record
 
-    from rice_mlops.webhook.send import push_payload, send
+    from rice_mlops.ingress.send import push_payload, send
     from tests.helpers.airflow_stack import AirflowStack
     from tests.helpers.ports import free_port
 
@@ -140,7 +140,7 @@ def main() -> int:
             burner.kill()
         stack.stop()
         subprocess.run([postgres, "destroy"], env=pg_env, check=False)
-    from rice_mlops.webhook.settings import TRIGGERS_AT_ONCE
+    from rice_mlops.ingress.settings import TRIGGERS_AT_ONCE
 
     record("webhook_load", {"rate_per_s": args.rate, "seconds_per_phase": args.seconds,
                             "triggers_at_once": TRIGGERS_AT_ONCE,

@@ -12,15 +12,15 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from rice_mlops import handoffs as h  # the typed results the tasks hand each other
 from rice_mlops import stages
-from rice_mlops.approval import ReleaseApproval
-from rice_mlops.assets import RICE_MODEL, RICE_SERVING, training_schedule
-from rice_mlops.docker_tasks import image_stages
-from rice_mlops.run_policy import param_schemas
-from rice_mlops.settings import PipelineSettings
-from rice_mlops.stops import skip_all_after
-from rice_mlops.vocabulary import DAG_ID
+from rice_mlops.core import handoffs as h  # the typed results the tasks hand each other
+from rice_mlops.core.run_policy import param_schemas
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID
+from rice_mlops.stages.approval import ReleaseApproval
+from rice_mlops.stages.assets import RICE_MODEL, RICE_SERVING, training_schedule
+from rice_mlops.stages.docker_tasks import image_stages
+from rice_mlops.stages.stops import skip_all_after
 
 SETTINGS = PipelineSettings.from_env()
 _DOCKER = SETTINGS.queue("docker")  # only the workers of this queue hold the socket

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from rice_mlops.assets import RICE_DRIFT
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import MONITORING_DAG_ID
 from rice_mlops.stages import monitoring
-from rice_mlops.vocabulary import MONITORING_DAG_ID
+from rice_mlops.stages.assets import RICE_DRIFT
 
 SETTINGS = PipelineSettings.from_env()
 _RELEASE = SETTINGS.queue("docker")  # the only zone that mounts the serving directory

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from rice_mlops import handoffs as h
-from rice_mlops.assets import RICE_SERVING
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core import handoffs as h
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import ROLLBACK_DAG_ID
 from rice_mlops.stages import serving
-from rice_mlops.vocabulary import ROLLBACK_DAG_ID
+from rice_mlops.stages.assets import RICE_SERVING
 
 SETTINGS = PipelineSettings.from_env()
 

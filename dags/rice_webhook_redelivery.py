@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.settings import PipelineSettings
 from rice_mlops.stages import publication
 
 SETTINGS = PipelineSettings.from_env()

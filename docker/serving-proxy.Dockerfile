@@ -1,4 +1,4 @@
-# The serving proxy (rice_mlops.rollout): Debian's nginx, nothing else. The release zone mounts
+# The serving proxy (rice_mlops.release.rollout): Debian's nginx, nothing else. The release zone mounts
 # the configuration it renders at /etc/rice-serving-proxy and runs nginx as nobody with a
 # read-only root; nothing in this image knows a port or a model.
 #   scripts/docker-engine start builds it as rice-serving-proxy:local (no build context).

@@ -1,9 +1,9 @@
 """Airflow's local-settings hook, imported by every Airflow process as it starts: the processes
-that fork task processes import the tasks' libraries first (`rice_mlops.preload`)."""
+that fork task processes import the tasks' libraries first (`rice_mlops.operations.preload`)."""
 
 import sys
 
-from rice_mlops.preload import preload
+from rice_mlops.operations.preload import preload
 
 # Airflow copies every public name of this module into airflow.settings: export none.
 __all__: list[str] = []

@@ -1,9 +1,9 @@
 """Mounts the GitHub webhook receiver on the Airflow API server at /webhooks/github.
 
-The receiver only verifies, filters and triggers; its code lives in rice_mlops.webhook.
+The receiver only verifies, filters and triggers; its code lives in rice_mlops.ingress.
 Configuration: the API server's environment, read once by
-rice_mlops.webhook.settings.WebhookSettings (GITHUB_WEBHOOK_*, AIRFLOW_WEBHOOK_*,
-RICE_WEBHOOK_DAG_ID; the README's webhook settings table lists them all).
+rice_mlops.ingress.settings.WebhookSettings (GITHUB_WEBHOOK_*, AIRFLOW_WEBHOOK_*,
+RICE_WEBHOOK_DAG_ID; docs/configuration.md's webhook settings table lists them all).
 
 Every Airflow process loads this module (task processes too), but only the API server reads
 `fastapi_apps`: the app is built on that first read, so a task neither imports FastAPI nor
@@ -16,13 +16,21 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 
+def read_variable(key: str) -> str | None:
+    """An Airflow Variable (metadata DB, environment or secrets backend), None when unset: where
+    GITHUB_WEBHOOK_SECRET_VARIABLE's secret is read from."""
+    from airflow.models import Variable
+
+    return Variable.get(key, default_var=None)
+
+
 class _WebhookApps:
     """`fastapi_apps`, built when first read and then kept on the class."""
 
     def __get__(self, instance, owner) -> list[dict]:
-        from rice_mlops.webhook.app import create_app
+        from rice_mlops.ingress.app import create_app
 
-        apps = [{"app": create_app(), "url_prefix": "/webhooks",
+        apps = [{"app": create_app(variable_lookup=read_variable), "url_prefix": "/webhooks",
                  "name": "GitHub webhook (rice-mlops)"}]
         owner.fastapi_apps = apps
         return apps

@@ -72,7 +72,7 @@ fi
 [[ -s .demo/webhook_secret ]] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(20))' >.demo/webhook_secret)
 GITHUB_WEBHOOK_SECRET=$(cat .demo/webhook_secret)
 export GITHUB_WEBHOOK_SECRET
-# The push the demo sends names this repository (rice_mlops.demo --repository's default); only
+# The push the demo sends names this repository (rice_mlops.operations.demo --repository's default); only
 # listed repositories' pushes trigger.
 export GITHUB_WEBHOOK_REPOSITORIES=${GITHUB_WEBHOOK_REPOSITORIES:-local/rice-mlops}
 export RICE_SCHEDULE=${RICE_SCHEDULE:-none}  # unpausing a cron DAG would start a nightly run too
@@ -86,7 +86,7 @@ if $engine_up && [[ ${RICE_ROLLOUT:-false} == true ]]; then
 fi
 
 sha=$(git rev-parse HEAD 2>/dev/null || echo 0000000000000000000000000000000000000000)
-exec .venv/bin/python -m rice_mlops.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \
+exec .venv/bin/python -m rice_mlops.operations.demo --airflow-url "http://127.0.0.1:$AIRFLOW_PORT" \
   --admin-password-file "$AIRFLOW_HOME/admin_password" --mlflow-url "$MLFLOW_TRACKING_URI" \
   --mlflow-admin-password-file "${MLFLOW_HOME:-$repo/.run/mlflow}/admin_password" \
   --pipeline-password-file "$AIRFLOW_HOME/pipeline_password" \

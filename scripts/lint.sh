@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint: shellcheck on every shell script (Debian's package, installed when missing and root),
-# then ruff on the Python.
+# then ruff on the Python, then the import contracts of pyproject.toml (lint-imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/state.sh
@@ -12,3 +12,7 @@ shellcheck -x "${shell_scripts[@]}" scripts/lib/*.sh
 ruff=.venv/bin/ruff
 [[ -x $ruff ]] || ruff=ruff  # a worktree without its own virtualenv: ruff from PATH
 "$ruff" check .
+# The layout is the zones; [tool.importlinter] keeps it so (the package imported from include/).
+lint_imports=.venv/bin/lint-imports
+[[ -x $lint_imports ]] || lint_imports=lint-imports
+PYTHONPATH="$PWD/include${PYTHONPATH:+:$PYTHONPATH}" "$lint_imports" --no-cache --no-logo

@@ -12,19 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.compose_stack import (
-    AIRFLOW_SERVICES,
-    COMPOSE_TEST_ENV,
-    build_images,
-    compose_stack,
-    stack_order,
-)
+from tests.helpers.compose_lifecycle import build_images, compose_stack
 from tests.helpers.datasets import REAL_DATA, SMALL_SUBSET, copy_subset
 from tests.helpers.loaded_run import LoadedRun, push_under_load
 from tests.helpers.mlflow_server import MlflowServer
 from tests.helpers.paths import REPO
 from tests.helpers.ports import free_port
 from tests.helpers.script_env import docker_engine_env
+from tests.helpers.shared_stack import AIRFLOW_SERVICES, COMPOSE_TEST_ENV, stack_order
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -146,7 +141,7 @@ def shared_compose_stack(docker_engine, compose_dataset):
 def compose_pushed_run(shared_compose_stack) -> LoadedRun:
     """The compose stack's first pipeline run: a signed push of HEAD through its webhook
     proxy, with load held while it trains and its staging volume full after `train`
-    (tests/helpers/loaded_run.py). One training serves test_compose_stack.py and
+    (tests/helpers/loaded_run.py). One training serves test_compose_stack_first_run.py and
     tests/chaos/test_run_under_load.py."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip() or "a" * 40

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.faults import ChaosReport
+from tests.helpers.chaos_report import ChaosReport
 
 _REPORTS: list[ChaosReport] = []
 

@@ -8,7 +8,7 @@ restarted between `train` and `quality_gate`; the registry is stopped once the g
 and given back once the push's first attempt failed; PostgreSQL is restarted while the first
 release task it catches runs (`prepare_image_context`, `build_image` or `smoke_test`, a few
 seconds each); the scheduler, DAG processor and triggerer are SIGKILLed once `smoke_test` runs.
-Each test asserts its own fault's outcome and the run's ledger (tests/helpers/faults.py).
+Each test asserts its own fault's outcome and the run's ledger (tests/helpers/run_ledger.py).
 The run trains because newly labelled images were filed into the stack's data first (issue
 23's loop: after a drift note, labelled images retrain), not because it is forced.
 """
@@ -24,27 +24,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.datasets import SMALL_SUBSET, file_labelled
-from tests.helpers.faults import (
-    Airflow,
-    Background,
-    ChaosReport,
-    Ledger,
-    Mlflow,
+from tests.helpers.chaos_report import ChaosReport
+from tests.helpers.compose_project import ComposeStack
+from tests.helpers.container_faults import (
     container_of_host,
     containers,
-    ledger,
-    parse_time,
     service_of,
     sigkill,
-    unhealthy,
-    utc_now,
-    wait_airflow_health,
-    wait_http,
     wait_restarted,
     wait_service_healthy,
 )
+from tests.helpers.datasets import SMALL_SUBSET, file_labelled
+from tests.helpers.recovery_waits import Background, unhealthy, wait_airflow_health, wait_http
+from tests.helpers.retrying_airflow import Airflow
+from tests.helpers.run_ledger import Ledger, Mlflow, ledger
+from tests.helpers.timestamps import parse_time, utc_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -112,8 +106,9 @@ def faulted_run(shared_compose_stack, real_data) -> FaultedRun:
         "scheduler_kill")}
     background = Background()
     # Newly labelled images, as people file them after a drift note: the run retrains on
-    # them because the data changed since the champion test_compose_stack.py promoted (no
-    # force), which test_labelled_images_are_what_makes_the_run_retrain checks.
+    # them because the data changed since the champion the stack's first run promoted
+    # (test_compose_stack_first_run.py; no force), which
+    # test_labelled_images_are_what_makes_the_run_retrain checks.
     labelled = file_labelled(real_data, Path(stack.env["RICE_DATA_DIR"]), LABELLED_PER_CLASS)
     assert all(len(files) == LABELLED_PER_CLASS for files in labelled.values()), labelled
     api.trigger(run_id, {"source_commit": commit, "source_ref": "refs/heads/main",

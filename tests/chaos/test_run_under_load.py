@@ -1,6 +1,6 @@
 """Faults 7 and 8 on the compose stack's first run (a signed push of HEAD through the webhook
-proxy; tests/helpers/loaded_run.py lays both faults on it, and test_compose_stack.py checks the
-same run ships on the Celery workers):
+proxy; tests/helpers/loaded_run.py lays both faults on it, and test_compose_stack_first_run.py
+checks the same run ships on the Celery workers):
 
 Load held: signed deliveries at a steady 20 per second for 60 s to the stack's webhook (its
 proxy, then the API server) while the run trains on the same two cores: no 5xx, every accepted
@@ -20,8 +20,9 @@ import statistics
 
 import pytest
 
-from tests.helpers.faults import ChaosReport, parse_time
+from tests.helpers.chaos_report import ChaosReport
 from tests.helpers.loaded_run import COMMITS, NEW_EVERY, RATE, SECONDS, LoadedRun, percentile
+from tests.helpers.timestamps import parse_time
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,16 +17,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.faults import (
-    DAG_ID,
-    Airflow,
-    ChaosReport,
-    deliver,
-    unhealthy,
-    utc_now,
-    wait_http,
-)
+from tests.helpers.airflow_stack import DAG_ID
+from tests.helpers.chaos_report import ChaosReport
+from tests.helpers.compose_project import ComposeStack
+from tests.helpers.compose_push import deliver
+from tests.helpers.recovery_waits import unhealthy, wait_http
+from tests.helpers.retrying_airflow import Airflow
+from tests.helpers.timestamps import utc_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -30,7 +30,7 @@ def dagbag():
 
 @pytest.fixture(scope="module")
 def defaults():
-    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.core.settings import PipelineSettings
 
     return PipelineSettings()
 
@@ -104,8 +104,8 @@ def test_task_graph_order(dag):
         assert dag.get_task(name).trigger_rule == "none_failed_min_one_success", name
     # Every stop skips every task after it (the report, a teardown, excepted): each task after
     # it is its direct downstream or passes the skip on (all_success), so a task added after a
-    # stop cannot run past it (rice_mlops.stops.skip_all_after wires that).
-    from rice_mlops.stops import bypasses
+    # stop cannot run past it (rice_mlops.stages.stops.skip_all_after wires that).
+    from rice_mlops.stages.stops import bypasses
 
     def after(task_id: str) -> set[str]:
         return dag.get_task(task_id).get_flat_relative_ids(upstream=False) - {"report"}
@@ -190,12 +190,12 @@ print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds(), t.e
            "RICE_TASK_TIMEOUT_MINUTES": "7", "RICE_DAGRUN_TIMEOUT_MINUTES": "90",
            "RICE_RELEASE_EXECUTOR": "release",
            "AIRFLOW__CORE__EXECUTOR":
-               "LocalExecutor,release:rice_mlops.release_executor.ReleaseCeleryExecutor"}
+               "LocalExecutor,release:rice_mlops.stages.release_executor.ReleaseCeleryExecutor"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120)
     tasks = json.loads(out.stdout.strip().splitlines()[-1])
     assert tasks.pop("run") == 90 * 60
-    from rice_mlops.release_channel import RELEASE_DAG_IDS
+    from rice_mlops.stages.release_channel import RELEASE_DAG_IDS
 
     # Every DAG with release tasks is one the release worker agrees to run, and no other.
     assert set(tasks.pop("release_dags")) == RELEASE_DAG_IDS
@@ -213,7 +213,7 @@ print(json.dumps({{t.task_id: [t.queue, t.execution_timeout.total_seconds(), t.e
 def test_the_rollback_dag_runs_in_the_release_zone_on_demand_only(dagbag):
     from airflow.sdk.exceptions import ParamValidationError
 
-    from rice_mlops.vocabulary import ROLLBACK_DAG_ID
+    from rice_mlops.core.vocabulary import ROLLBACK_DAG_ID
 
     rollback = dagbag.dags[ROLLBACK_DAG_ID]
     assert type(rollback.timetable).__name__ == "NullTimetable"  # triggered, never scheduled
@@ -288,6 +288,6 @@ def test_schedule_is_overridable_by_environment(value, summary):
 
 def test_drift_starts_no_run_when_retraining_on_drift_is_off():
     parsed = _parse_in_fresh_interpreter({"RICE_RETRAIN_ON_DRIFT": "false"})
-    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.core.settings import PipelineSettings
 
     assert parsed["schedule"] == PipelineSettings().schedule and parsed["on_drift"] is False

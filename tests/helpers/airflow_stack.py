@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from rice_mlops.handoffs import unwrapped
+from rice_mlops.core.handoffs import unwrapped
 from tests.helpers.paths import REPO
 
 DAG_ID = "rice_classifier_cicd"
@@ -29,7 +29,7 @@ def xcom_value(entry: dict) -> Any:
     last log line). A string is decoded when it is JSON and returned as it is otherwise (so a
     plain string that happens to be JSON text, such as "1", comes back decoded).
 
-    A typed hand-off (`rice_mlops.handoffs`) is stored in Airflow's serde envelope
+    A typed hand-off (`rice_mlops.core.handoffs`) is stored in Airflow's serde envelope
     `{"__classname__", "__version__", "__data__"}` (the API's `deserialize=true` would only
     stringify it): it comes back as the dict of its fields, tuples as lists, so tests read
     `xcom(run, "train")["run_id"]` whatever the task returned.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rice_mlops.handoffs import Dataset, Gate, Image, Staged, Trained
+from rice_mlops.core.handoffs import Dataset, Gate, Image, Staged, Trained
 
 RUN = "a" * 32
 

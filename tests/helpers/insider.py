@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.helpers.compose_stack import ComposeStack
+from tests.helpers.compose_project import ComposeStack
 from tests.helpers.paths import REPO
 
 

@@ -1,6 +1,6 @@
 """The compose stack's first pipeline run, started by a signed push through its webhook proxy,
 with two faults laid on it (issue 16, faults 7 and 8) so that one training serves
-tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
+tests/integration/test_compose_stack_first_run.py and tests/chaos/test_run_under_load.py:
 
 - load held: while `train` runs, signed deliveries at a steady 20 per second for 60 s to the
   webhook proxy. They are 20 other commits, one pushed for the first time every 3 s (20 REST
@@ -9,7 +9,7 @@ tests/integration/test_compose_stack.py and tests/chaos/test_run_under_load.py:
   burst no repository's pushes make; it is measured on its own in benchmarks/webhook_load.py
   --bursts, each trigger creating a run and its task instances.) The
   receiver answers a redelivery of a push it triggered within GITHUB_WEBHOOK_RECENT_SECONDS
-  from memory (include/rice_mlops/webhook/recent.py), so after the first second the load is on
+  from memory (include/rice_mlops/ingress/recent.py), so after the first second the load is on
   nginx, the API server's HTTP stack, the signature check and the receiver, not on the metadata
   database: that is the load GitHub's redeliveries and replayed bodies put on it.
 - staging full: the staging volume (a tmpfs, when the suite runs as root) is filled while
@@ -40,17 +40,14 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.faults import (
-    DAG_ID,
-    Airflow,
-    Ledger,
-    deliver,
-    ledger,
-    unhealthy,
-    utc_now,
-)
+from tests.helpers.airflow_stack import DAG_ID
+from tests.helpers.compose_project import ComposeStack
+from tests.helpers.compose_push import deliver
 from tests.helpers.paths import REPO
+from tests.helpers.recovery_waits import unhealthy
+from tests.helpers.retrying_airflow import Airflow
+from tests.helpers.run_ledger import Ledger, ledger
+from tests.helpers.timestamps import utc_now
 
 RATE = 20  # deliveries per second
 SECONDS = 60

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers.faults import wait_http
 from tests.helpers.ports import free_port
+from tests.helpers.recovery_waits import wait_http
 
 
 @contextmanager

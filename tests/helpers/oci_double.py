@@ -1,4 +1,4 @@
-"""An in-memory OCI registry (the v2 API the pipeline's `rice_mlops.oci.Registry` speaks),
+"""An in-memory OCI registry (the v2 API the pipeline's `rice_mlops.release.oci.Registry` speaks),
 served through an httpx MockTransport, and a builder for images made of hand-written layers.
 
 The double records every request (URL and Authorization header), so tests can assert where
@@ -48,7 +48,7 @@ class RegistryDouble:
         return f"{self.scheme}://{self.host}"
 
     def client(self, **kwargs):
-        from rice_mlops.oci import Registry
+        from rice_mlops.release.oci import Registry
 
         return Registry(f"{self.origin}", self.username, self.password,
                         transport=httpx.MockTransport(self.handle), **kwargs)

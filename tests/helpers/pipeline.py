@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 
-from rice_mlops.handoffs import ALLOWED_DESERIALIZATION_CLASSES
+from rice_mlops.core.handoffs import ALLOWED_DESERIALIZATION_CLASSES
 from tests.helpers.ports import free_port
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"

@@ -70,7 +70,7 @@ def mailbox():
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory) -> dict[str, Path]:
     """The pipeline's key pair, as `make demo` makes one (private 0600)."""
-    from rice_mlops.signing import generate_keypair
+    from rice_mlops.release.signing import generate_keypair
 
     private, public = generate_keypair(tmp_path_factory.mktemp("signing"))
     return {"private": private, "public": public}

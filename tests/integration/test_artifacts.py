@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def run(tiny_real_dataset, mlflow_server):
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.training import train
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train
 
     return train(TrainConfig(data_dir=tiny_real_dataset, epochs=1, batch_size=32,
                              experiment="it-artifacts"))
@@ -21,7 +21,7 @@ def run(tiny_real_dataset, mlflow_server):
 def test_fetch_stages_model_tflite_labels_metrics_plot_and_manifest(run, tmp_path):
     import mlflow
 
-    from rice_mlops.artifacts import fetch, verify_manifest
+    from rice_mlops.core.staged_artifacts import fetch, verify_manifest
 
     staged = fetch(run["run_id"], run["model_uri"], tmp_path)
     assert staged == tmp_path / run["run_id"] / "model_artifact"
@@ -41,7 +41,7 @@ def test_fetch_stages_model_tflite_labels_metrics_plot_and_manifest(run, tmp_pat
 
 
 def test_fetch_is_idempotent_and_repairs_a_damaged_stage(run, tmp_path):
-    from rice_mlops.artifacts import fetch, verify_manifest
+    from rice_mlops.core.staged_artifacts import fetch, verify_manifest
 
     first = fetch(run["run_id"], run["model_uri"], tmp_path)
     stamp = (first / "MLmodel").stat().st_mtime_ns
@@ -55,7 +55,7 @@ def test_fetch_is_idempotent_and_repairs_a_damaged_stage(run, tmp_path):
 
 
 def test_interrupted_download_never_counts_as_done(run, tmp_path, monkeypatch):
-    from rice_mlops import artifacts
+    from rice_mlops.core import staged_artifacts as artifacts
 
     def broken(run_id, model_uri, target):
         (target / "MLmodel").write_text("half")

@@ -30,7 +30,7 @@ def registry_env(docker_engine, tmp_path_factory):
 
 
 def _push(env, engine, source: str, tag: str) -> str:
-    from rice_mlops.oci import Registry
+    from rice_mlops.release.oci import Registry
 
     target = f"{engine['RICE_REGISTRY']}/{NAME}:{tag}"
     _docker(env, "tag", source, target)
@@ -45,7 +45,7 @@ def _push(env, engine, source: str, tag: str) -> str:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    from rice_mlops.signing import generate_keypair, load_private_key, load_public_key
+    from rice_mlops.release.signing import generate_keypair, load_private_key, load_public_key
 
     ours = generate_keypair(tmp_path_factory.mktemp("ours"))
     theirs = generate_keypair(tmp_path_factory.mktemp("theirs"))
@@ -60,7 +60,7 @@ def _model_image(env, engine, keys, root, tag: str, tamper: bool = False,
     """A local image FROM the base with a model directory signed by our key at /opt/model
     (changed after signing when `tamper`) and, as the serving image has, our public key at
     /opt/rice/evidence/model-signing.pub (their key with `their_key`)."""
-    from rice_mlops.signing import public_pem, sign_model_dir
+    from rice_mlops.release.signing import public_pem, sign_model_dir
 
     model = root / "model"
     model.mkdir(parents=True)
@@ -79,7 +79,7 @@ def _model_image(env, engine, keys, root, tag: str, tamper: bool = False,
 
 
 def _attach(registry, engine, digest, keys, model_signature: bytes):
-    from rice_mlops.attestation import attach_evidence, provenance
+    from rice_mlops.release.attestation import attach_evidence, provenance
 
     statement = provenance(
         repository=f"{engine['RICE_REGISTRY']}/{NAME}", image_digest=digest,
@@ -96,7 +96,7 @@ def _attach(registry, engine, digest, keys, model_signature: bytes):
 
 @pytest.fixture(scope="module")
 def attached(docker_engine, registry_env, keys, tmp_path_factory):
-    from rice_mlops.oci import Registry
+    from rice_mlops.release.oci import Registry
 
     root = tmp_path_factory.mktemp("good-image")
     local = _model_image(registry_env, docker_engine, keys, root, "rice-attest-test-good:local")
@@ -113,8 +113,8 @@ def attached(docker_engine, registry_env, keys, tmp_path_factory):
 
 
 def test_attachments_verify_with_our_key_and_say_where_the_image_came_from(attached, keys):
-    from rice_mlops.attestation import verify_image
-    from rice_mlops.oci import attachment_tag
+    from rice_mlops.release.attestation import verify_image
+    from rice_mlops.release.oci import attachment_tag
 
     registry, digest, result = attached
     assert result["signature"]["tag"] == attachment_tag(digest, "signature")
@@ -128,7 +128,7 @@ def test_attachments_verify_with_our_key_and_say_where_the_image_came_from(attac
 
 
 def test_another_key_fails(attached, keys):
-    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.release.attestation import VerificationError, verify_image
 
     registry, digest, _ = attached
     with pytest.raises(VerificationError, match="no signature in the envelope verifies"):
@@ -137,8 +137,8 @@ def test_another_key_fails(attached, keys):
 
 def test_an_image_pushed_under_the_tag_by_someone_else_fails(attached, keys, docker_engine,
                                                              registry_env, tmp_path):
-    from rice_mlops.attestation import VerificationError, attach_evidence, verify_image
-    from rice_mlops.oci import attachment_tag
+    from rice_mlops.release.attestation import VerificationError, attach_evidence, verify_image
+    from rice_mlops.release.oci import attachment_tag
 
     registry, digest, _ = attached
     (tmp_path / "Dockerfile").write_text(f"FROM {docker_engine['RICE_BASE_IMAGE']}\n"
@@ -167,7 +167,7 @@ def test_an_image_pushed_under_the_tag_by_someone_else_fails(attached, keys, doc
 
 
 def test_a_swapped_sbom_fails(attached, keys):
-    from rice_mlops.attestation import SBOM_MEDIA_TYPE, VerificationError, verify_image
+    from rice_mlops.release.attestation import SBOM_MEDIA_TYPE, VerificationError, verify_image
 
     registry, digest, _ = attached
     original, _ = registry.attachment(NAME, digest, "sbom")
@@ -185,13 +185,13 @@ def test_cli_verify_prints_what_is_attached_and_fails_with_another_key(attached,
     import sys
     from pathlib import Path
 
-    from rice_mlops.signing import generate_keypair, public_pem
+    from rice_mlops.release.signing import generate_keypair, public_pem
 
     registry, digest, _ = attached
     reference = f"{docker_engine['RICE_REGISTRY']}/{NAME}@{digest}"
     env = {**os.environ, "REGISTRY_USERNAME": docker_engine["RICE_REGISTRY_USER"],
            "REGISTRY_PASSWORD": docker_engine["RICE_REGISTRY_PASSWORD"]}
-    cli = [sys.executable, "-m", "rice_mlops.cli", "image", "verify", reference, "--key"]
+    cli = [sys.executable, "-m", "rice_mlops.operations.cli", "image", "verify", reference, "--key"]
     ours = tmp_path / "ours.pub"
     ours.write_bytes(public_pem(keys["private"]))
     good = subprocess.run([*cli, str(ours)], env=env, capture_output=True, text=True,
@@ -227,7 +227,7 @@ def test_a_model_changed_after_signing_fails_even_with_valid_attachments(docker_
                                                                         registry_env, keys,
                                                                         attached, tmp_path):
     """The pipeline tricked into attesting an image whose model was changed after signing."""
-    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.release.attestation import VerificationError, verify_image
 
     registry, _, _ = attached
     digest = _attested_model_image(registry, registry_env, docker_engine, keys, tmp_path,
@@ -240,7 +240,7 @@ def test_an_image_carrying_another_key_for_its_server_fails(docker_engine, regis
                                                              attached, tmp_path):
     """Signed model, valid attachments, but the server in the image would check the model
     with their key: trust comes from the verifier's key alone."""
-    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.release.attestation import VerificationError, verify_image
 
     registry, _, _ = attached
     digest = _attested_model_image(registry, registry_env, docker_engine, keys, tmp_path,
@@ -250,7 +250,7 @@ def test_an_image_carrying_another_key_for_its_server_fails(docker_engine, regis
 
 
 def test_an_older_release_needs_a_rollback_by_name(attached, keys):
-    from rice_mlops.attestation import VerificationError, verify_image
+    from rice_mlops.release.attestation import VerificationError, verify_image
 
     registry, digest, _ = attached  # signed as model v3
     with pytest.raises(VerificationError, match="v3, older than v4"):
@@ -275,8 +275,8 @@ def test_a_release_copied_with_skopeo_verifies_in_another_registry(attached, key
     the signature fails and names it."""
     import base64
 
-    from rice_mlops.attestation import VerificationError, verify_image
-    from rice_mlops.oci import SUFFIXES, Registry, attachment_tag
+    from rice_mlops.release.attestation import VerificationError, verify_image
+    from rice_mlops.release.oci import SUFFIXES, Registry, attachment_tag
     from tests.helpers.mirror_registry import mirror_registry
 
     _, digest, _ = attached

@@ -11,15 +11,15 @@ import uuid
 
 import pytest
 
-from tests.helpers.compose_stack import OWNER_LABEL, abandoned, owner, reap_abandoned_stacks
 from tests.helpers.paths import REPO
+from tests.helpers.stack_ownership import OWNER_LABEL, abandoned, owner, reap_abandoned_stacks
 
 PROJECT_LABEL = "com.docker.compose.project"
 
 
 def _gone_session() -> str:
     """The owner value a process that has exited wrote."""
-    value = subprocess.run([sys.executable, "-c", "from tests.helpers.compose_stack import "
+    value = subprocess.run([sys.executable, "-c", "from tests.helpers.stack_ownership import "
                             "owner; print(owner())"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.strip()
     assert value.count("/") == 5, value

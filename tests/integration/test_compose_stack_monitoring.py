@@ -1,10 +1,10 @@
 """The monitoring loop (issue 23) on the compose stack, after its pushed run shipped and served
-(test_compose_stack.py, which runs first): the served version's test grains in brighter light,
-sent through the stack's serving endpoint on the host's loopback, are judged drift by
-`rice_monitoring` on the release worker. Its `rice_drift` event starts a training run (the
-stack has no cron, so drift alone schedules the DAG), and that run has no new labelled data:
-it does not train, and its note names the drift and where the labelling queue is. The images
-the queue kept are ones the stream sent, beside the answer they got. That labelled images
+(test_compose_stack_first_run.py, which runs first): the served version's test grains in
+brighter light, sent through the stack's serving endpoint on the host's loopback, are judged
+drift by `rice_monitoring` on the release worker. Its `rice_drift` event starts a training run
+(the stack has no cron, so drift alone schedules the DAG), and that run has no new labelled
+data: it does not train, and its note names the drift and where the labelling queue is. The
+images the queue kept are ones the stream sent, beside the answer they got. That labelled images
 then retrain is the chaos suite's faulted run (tests/chaos/test_pipeline_faults.py), so this
 module adds no training."""
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.vocabulary import DAG_ID, DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
-from tests.helpers.compose_stack import ComposeStack
-from tests.helpers.faults import Airflow
+from rice_mlops.core.vocabulary import DAG_ID, DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
+from tests.helpers.compose_project import ComposeStack
 from tests.helpers.insider import task_token
 from tests.helpers.prediction_stream import send_stream
+from tests.helpers.retrying_airflow import Airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STREAM = 80  # predictions in the window (RICE_MONITORING_MIN_PREDICTIONS is 60 in this stack)
@@ -108,9 +108,9 @@ def _forge_mlflow_reference(stack: ComposeStack, version: str, images: list[Path
     from mlflow import MlflowClient
     from PIL import Image, ImageEnhance
 
+    from rice_mlops.core.vocabulary import DRIFT_REFERENCE_TAG, MODEL_NAME
     from rice_mlops.monitoring.drift import Reference, observe
     from rice_mlops.serving.prediction_log import input_statistics
-    from rice_mlops.vocabulary import DRIFT_REFERENCE_TAG, MODEL_NAME
 
     rows, names = [], []
     for path in images[:: max(1, len(images) // 5)][:5]:

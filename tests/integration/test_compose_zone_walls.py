@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from tests.helpers.compose_stack import REMOTE_SERVICE, ComposeStack
-from tests.helpers.faults import utc_now
+from tests.helpers.compose_project import REMOTE_SERVICE, ComposeStack
 from tests.helpers.insider import metadata_sql, task_token
 from tests.helpers.paths import REPO
+from tests.helpers.timestamps import utc_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -156,7 +156,7 @@ def test_a_remote_worker_on_the_release_queue_gets_no_release_task(stack, compos
     """Done-when 2: the remote worker listens on the release queue's name too (RICE_WORKER_QUEUE
     training,docker), yet every release task of the pushed run ran on the release worker, and
     the run shipped."""
-    from tests.helpers.faults import Airflow
+    from tests.helpers.retrying_airflow import Airflow
 
     queues = stack.remote.env["RICE_WORKER_QUEUE"].split(",")
     assert "docker" in queues, queues  # or this test would show nothing
@@ -214,7 +214,7 @@ def test_what_serves_shares_its_directories_with_a_group_and_is_bounded(stack,
 
 
 def _airflow(stack: ComposeStack):
-    from tests.helpers.faults import Airflow
+    from tests.helpers.retrying_airflow import Airflow
 
     return Airflow(stack.airflow, stack.env["AIRFLOW_ADMIN_PASSWORD"])
 
@@ -236,8 +236,8 @@ def test_a_drift_event_a_compute_task_emits_starts_no_training(stack, compose_pu
     success, with a summary of its own. Airflow records the event, with that task as its source,
     and starts the training DAG on it; `admit` refuses the run before anything trains, and the
     note names the source, never the forged text."""
-    from rice_mlops.assets import RICE_DRIFT
-    from rice_mlops.vocabulary import DAG_ID
+    from rice_mlops.core.vocabulary import DAG_ID
+    from rice_mlops.stages.assets import RICE_DRIFT
 
     api = _airflow(stack)
     before = {r["dag_run_id"] for r in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100)["dag_runs"]}
@@ -321,7 +321,7 @@ def test_a_rewritten_hand_off_between_release_tasks_is_refused(stack, compose_pu
 def _image_tags(stack: ComposeStack) -> list[str]:
     import httpx
 
-    from rice_mlops.vocabulary import MODEL_NAME
+    from rice_mlops.core.vocabulary import MODEL_NAME
 
     response = httpx.get(f"http://{stack.registry}/v2/{MODEL_NAME}/tags/list", timeout=30,
                          auth=(stack.env["REGISTRY_USER"], stack.env["REGISTRY_PASSWORD"]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops.handoffs import Gate
-from rice_mlops.vocabulary import MODEL_ASSET
+from rice_mlops.core.handoffs import Gate
+from rice_mlops.core.vocabulary import MODEL_ASSET
 from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 
@@ -57,9 +57,9 @@ def test_the_gate_records_the_versions_drift_reference(airflow_pg, shipped_run):
     import mlflow
     from mlflow import MlflowClient
 
-    from rice_mlops.data import discover
+    from rice_mlops.compute.data import discover
+    from rice_mlops.core.vocabulary import DRIFT_REFERENCE_ARTIFACT, DRIFT_REFERENCE_TAG
     from rice_mlops.monitoring.drift import Reference
-    from rice_mlops.vocabulary import DRIFT_REFERENCE_ARTIFACT, DRIFT_REFERENCE_TAG
 
     gate = airflow_pg.xcom("e2e-shipped", "quality_gate")
     version = MlflowClient().get_model_version("rice-classifier", str(gate["version"]))
@@ -93,7 +93,7 @@ def test_pull_request_holds_exactly_the_staged_artifacts(airflow_pg, shipped_run
                                                          github_double):
     from pathlib import Path
 
-    from rice_mlops.publish import git_blob_sha
+    from rice_mlops.publication.pull_request import git_blob_sha
     from tests.helpers.pipeline import GITHUB_TOKEN
 
     staged = Path(airflow_pg.xcom("e2e-shipped", "fetch_artifacts")["staging_dir"])
@@ -279,7 +279,7 @@ def test_model_card_holds_the_runs_own_numbers(airflow_pg, shipped_run, github_d
     import mlflow
     from mlflow import MlflowClient
 
-    from rice_mlops.model_card import parse
+    from rice_mlops.compute.model_card import parse
 
     run_id = airflow_pg.xcom("e2e-shipped", "train")["run_id"]
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card/MODEL_CARD.md")

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rice_mlops.handoffs import Trained
-from rice_mlops.vocabulary import MODEL_ASSET
+from rice_mlops.core.handoffs import Trained
+from rice_mlops.core.vocabulary import MODEL_ASSET
 from tests.helpers.airflow_stack import stored_xcom
 from tests.helpers.pipeline import SHA, dag_conf
 

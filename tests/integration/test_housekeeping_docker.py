@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.housekeeping import prune
+from rice_mlops.release.housekeeping import prune
 
 pytestmark = pytest.mark.integration
 

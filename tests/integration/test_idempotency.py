@@ -12,9 +12,9 @@ def test_train_once_discards_an_incomplete_attempt_and_reuses_a_complete_run(
     import mlflow
     from mlflow import MlflowClient
 
-    from rice_mlops import registry
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.training import train_once
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train_once
+    from rice_mlops.core import model_registry as registry
 
     experiment = "it-once"
     mlflow.set_experiment(experiment)

@@ -188,7 +188,7 @@ def test_rerunning_the_push_pushes_the_same_tags_again(airflow_pg, pushed, docke
 
 
 def _registry(engine):
-    from rice_mlops.oci import Registry
+    from rice_mlops.release.oci import Registry
 
     return Registry(engine["RICE_REGISTRY"], engine["RICE_REGISTRY_USER"],
                     engine["RICE_REGISTRY_PASSWORD"])
@@ -202,8 +202,8 @@ def _locked(name: str) -> str:
 
 def test_registry_serves_sbom_provenance_and_signature_for_the_pushed_digest(
         pushed, docker_engine, signing_keys, shipped_run, tmp_path):
-    from rice_mlops.attestation import VerificationError, verify_image
-    from rice_mlops.signing import generate_keypair, load_public_key
+    from rice_mlops.release.attestation import VerificationError, verify_image
+    from rice_mlops.release.signing import generate_keypair, load_public_key
 
     version = shipped_version()
     with _registry(docker_engine) as registry:
@@ -269,7 +269,7 @@ def test_an_image_moved_under_the_commit_tag_fails_verify_and_promote(
             evil_digest = registry.manifest("rice-classifier", SHA)[2]
         assert evil_digest != pushed["digest"]
         cli = subprocess.run(
-            [sys.executable, "-m", "rice_mlops.cli", "image", "verify",
+            [sys.executable, "-m", "rice_mlops.operations.cli", "image", "verify",
              f"{evil.rsplit(':', 1)[0]}@{evil_digest}", "--key", str(signing_keys["public"])],
             env={**os.environ, "REGISTRY_USERNAME": docker_engine["RICE_REGISTRY_USER"],
                  "REGISTRY_PASSWORD": docker_engine["RICE_REGISTRY_PASSWORD"]},

@@ -1,6 +1,6 @@
-"""rice_mlops.job_alive answers what `airflow jobs check` answers, on the embedded stack's real
-triggerer and DAG processor and its PostgreSQL: alive for this host, not for another, and not
-once the heartbeat is older than Airflow's own threshold setting."""
+"""rice_mlops.operations.job_alive answers what `airflow jobs check` answers, on the embedded
+stack's real triggerer and DAG processor and its PostgreSQL: alive for this host, not for another,
+and not once the heartbeat is older than Airflow's own threshold setting."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from rice_mlops import job_alive
+from rice_mlops.operations import job_alive
 from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.integration

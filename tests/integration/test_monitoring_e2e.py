@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.vocabulary import DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
+from rice_mlops.core.vocabulary import DRIFT_ASSET, MONITORING_DAG_ID, MONITORING_WATERMARK
 from tests.helpers.pipeline import NOTIFY
 from tests.helpers.prediction_stream import send_stream
 
@@ -25,9 +25,9 @@ def served(stack):
     """(layout, the version that serves, its test images) from the state and MLflow."""
     from mlflow import MlflowClient
 
-    from rice_mlops.data import discover
-    from rice_mlops.rollout import state as st
-    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.compute.data import discover
+    from rice_mlops.core.settings import PipelineSettings
+    from rice_mlops.release.rollout import state as st
     from rice_mlops.stages.serving import layout
 
     serving = layout(PipelineSettings.from_env(stack.env))

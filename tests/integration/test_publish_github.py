@@ -10,15 +10,15 @@ from unittest import mock
 
 import pytest
 
-from rice_mlops.publish import (
+from rice_mlops.publication.pull_request import (
     GitHubAuthError,
     Target,
     answered,
     git_blob_sha,
-    github_from_connection,
     publish,
     render_body,
 )
+from rice_mlops.stages.connections import github_client
 from tests.helpers.github_double import GitHubDouble
 
 TOKEN = "ghp_" + "s3cr3tT0k3nValue" * 2
@@ -51,7 +51,7 @@ def _connection(double, token=TOKEN) -> dict:
 
 def _publish(double, files, *, body="body", token=TOKEN):
     with mock.patch.dict(os.environ, _connection(double, token)):
-        github = github_from_connection("github_default", attempts=3)
+        github = github_client("github_default", attempts=3)
     with github, answered("github_default", "the pull request"):
         return publish(github.get_repo("acme/rice"), Target(repository="acme/rice"), files,
                        message="model v", title="Update model", body=body)
@@ -136,7 +136,7 @@ def test_a_list_is_read_page_by_page_as_github_serves_it(double):
                              "base": "main", "title": "t", "body": "", "html_url": "h",
                              "url": f"{double.api}/pulls/{index + 1}"})
     with mock.patch.dict(os.environ, _connection(double)):
-        github = github_from_connection("github_default")
+        github = github_client("github_default")
     with github:
         github.per_page = 1
         pulls = github.get_repo("acme/rice").get_pulls(state="open")
@@ -183,14 +183,14 @@ def test_body_has_the_metrics_table_links_and_confusion_matrix():
 def test_a_commit_status_and_a_redelivery_go_through_pygithub(double):
     """The two other things the pipeline asks of GitHub: a status on the pushed commit, and
     (the redelivery DAG) a redelivery of each push whose newest delivery failed."""
-    from rice_mlops.commit_status import post_status
-    from rice_mlops.redelivery import find_hook, redeliver_failed
+    from rice_mlops.publication.commit_status import post_status
+    from rice_mlops.publication.redelivery import find_hook, redeliver_failed
 
     hook_id = double.add_hook("http://127.0.0.1:9/webhooks/github", "s" * 32)  # nobody there
     failed = double.deliver(hook_id, "push", {"ref": "refs/heads/main"})
     assert failed["status_code"] == 0
     with mock.patch.dict(os.environ, _connection(double)):
-        github = github_from_connection("github_default", attempts=2)
+        github = github_client("github_default", attempts=2)
     with github, answered("github_default", "test"):
         repo = github.get_repo("acme/rice")
         post_status(repo, "a" * 40, "pending", "training and gating", "http://airflow/runs/x")

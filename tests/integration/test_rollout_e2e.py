@@ -9,25 +9,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from rice_mlops.vocabulary import DEPLOYED_ALIAS, MODEL_NAME, SERVING_ASSET
+from rice_mlops.core.vocabulary import DEPLOYED_ALIAS, MODEL_NAME, SERVING_ASSET
 from tests.helpers.datasets import CLASSES
+from tests.helpers.rollout_under_traffic import (
+    rolled_back_beside_a_client,
+    serving_layout,
+    smoke_like,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def serving_layout(stack):
-    from rice_mlops.settings import PipelineSettings
-    from rice_mlops.stages.serving import layout
-
-    return layout(PipelineSettings.from_env(stack.env))
 
 
 def test_the_shipped_run_serves_its_image_behind_the_proxy(airflow_pg, pushed,
@@ -118,7 +114,7 @@ def relabelled(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
 def mislabelled(pushed, docker_login, docker_engine, signing_keys, tmp_path_factory) -> str:
     """The shipped model with its class names rotated by one, signed with the pipeline's key:
     a model that starts, verifies and answers, always wrongly."""
-    from rice_mlops.signing import load_private_key, sign_model_dir
+    from rice_mlops.release.signing import load_private_key, sign_model_dir
 
     context = tmp_path_factory.mktemp("mislabelled")
     created = subprocess.run(["docker", "create", pushed["digest_ref"]], capture_output=True,
@@ -146,45 +142,15 @@ def slow(pushed, docker_login, docker_engine, tmp_path_factory) -> str:
                          docker_engine, docker_login)
 
 
-@contextmanager
-def steady_client(url: str, images: list[tuple[bytes, str]], rate: float = 20.0):
-    """A user of the endpoint, apart from the rollout's own replay: a steady stream of at
-    most `rate` images a second until the block ends, each on a new connection (a client kept
-    alive across a proxy reload can meet HTTP's own idle-close race, which the README
-    describes; every error seen here is the service's); yields the answers (status,
-    X-Request-Id) as they come."""
-    answers: list[tuple[int, str | None]] = []
-    done = threading.Event()
-
-    def call() -> None:
-        with httpx.Client(timeout=30, headers={"Connection": "close"}) as session:
-            while not done.wait(1 / rate):
-                body, kind = images[len(answers) % len(images)]
-                try:
-                    answer = session.post(f"{url}/predict", content=body,
-                                          headers={"Content-Type": kind})
-                    answers.append((answer.status_code, answer.headers.get("x-request-id")))
-                except httpx.HTTPError:
-                    answers.append((0, None))
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    try:
-        yield answers
-    finally:
-        done.set()
-        thread.join(timeout=60)
-
-
 def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
         airflow_pg, pushed, relabelled, docker_engine, signing_keys):
     """The rollout refuses an unsigned digest before any container starts."""
-    from rice_mlops.attestation import verify_image
-    from rice_mlops.oci import Registry, split_reference
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
-    from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
-    from rice_mlops.signing import load_public_key
+    from rice_mlops.release.attestation import verify_image
+    from rice_mlops.release.oci import Registry, split_reference
+    from rice_mlops.release.rollout import state as st
+    from rice_mlops.release.rollout.driver import Plan, Rollout, RolloutRefused
+    from rice_mlops.release.rollout.engine import Engine
+    from rice_mlops.release.signing import load_public_key
 
     registry = docker_engine["RICE_REGISTRY"]
     digest = relabelled
@@ -211,55 +177,10 @@ def test_a_digest_that_does_not_verify_never_starts_and_stable_keeps_serving(
     assert httpx.get(f"http://127.0.0.1:{layout.proxy_port}/ping").status_code == 200
 
 
-def smoke_like(dataset: Path) -> list[tuple[bytes, str]]:
-    return [(path.read_bytes(), "image/jpeg")
-            for path in sorted((dataset / "test").rglob("*.jpg"))[:20]]
-
-
-def rolled_back_beside_a_client(stack, dataset: Path, reference: str, version: str, plan,
-                                beside=None):
-    """`reference` rolled out as model `version` without the pipeline's verification while a
-    steady client calls the proxy, and `beside(engine, layout, done)` runs in a thread; then
-    the state must be as before and the candidate's slot empty. Returns the outcome, the
-    client's answers, the candidate's slot and the statuses that were not 200 (the client's
-    and the rollout's own replayed requests)."""
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
-    from rice_mlops.rollout.rollout import Rollout
-
-    layout = serving_layout(stack)
-    before = st.load(layout.state_file)
-    images = smoke_like(dataset)
-    engine = Engine("/var/run/docker.sock", layout)
-    done = threading.Event()
-    helper = threading.Thread(target=beside, args=(engine, layout, done)) if beside else None
-    try:
-        if helper:
-            helper.start()
-        try:
-            with steady_client(f"http://127.0.0.1:{layout.proxy_port}", images) as answers:
-                outcome = Rollout(engine, plan, images).roll_out(reference, version,
-                                                                 lambda ref: None)
-        finally:
-            done.set()
-            if helper:
-                helper.join(timeout=60)
-        assert not outcome.served, outcome.summary
-        after = st.load(layout.state_file)
-        assert after.stable == before.stable and after.candidate is None
-        assert engine.running_reference(before.free_slot()) is None
-    finally:
-        engine.close()
-    assert len(answers) > 20, answers
-    errors = [code for code in [status for status, _ in answers] +
-              [s for s, n in outcome.client_statuses.items() for _ in range(n)] if code != 200]
-    return outcome, answers, before.free_slot(), errors
-
-
 def test_a_model_that_answers_wrongly_is_rolled_back_in_shadow_and_clients_see_only_stable(
         airflow_pg, pushed, mislabelled, small_real_dataset):
-    from rice_mlops.rollout.rollout import Plan
-    from rice_mlops.rollout.verdicts import Budgets
+    from rice_mlops.release.rollout.driver import Plan
+    from rice_mlops.release.rollout.verdicts import Budgets
 
     plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.9,
                                                   max_p99_ms=5000))
@@ -282,8 +203,8 @@ def test_a_slow_model_is_rolled_back_on_its_p99_and_clients_see_no_error(
     """The shadow stage measures the candidate's own p99 on the mirrored copies, so a model
     slow on every request never takes a user's request (the canary steps' p99 check is for
     a model slow only under real load)."""
-    from rice_mlops.rollout.rollout import Plan
-    from rice_mlops.rollout.verdicts import Budgets
+    from rice_mlops.release.rollout.driver import Plan
+    from rice_mlops.release.rollout.verdicts import Budgets
 
     plan = Plan(window_seconds=2, budgets=Budgets(min_requests=20, min_agreement=0.0,
                                                   max_p99_ms=1000))
@@ -299,9 +220,9 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
         airflow_pg, pushed, relabelled, small_real_dataset):
     """Verification is the test above's subject; here the candidate (the same model under a
     new digest) is killed at the first canary step while a client keeps calling."""
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.rollout import Plan
-    from rice_mlops.rollout.verdicts import Budgets
+    from rice_mlops.release.rollout import state as st
+    from rice_mlops.release.rollout.driver import Plan
+    from rice_mlops.release.rollout.verdicts import Budgets
 
     plan = Plan(steps=(10, 50, 100), window_seconds=6, replay_rate=30,
                 budgets=Budgets(min_requests=20, min_agreement=0.0, max_p99_ms=5000))
@@ -331,11 +252,11 @@ def test_rice_rollback_puts_the_previous_verified_digest_back_and_says_who_asked
     """Whatever serves now becomes history behind `relabelled` (served here without the
     pipeline's checks, as above), then the rollback DAG, triggered through the REST API,
     serves it again after it verifies against the deployment's key."""
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
-    from rice_mlops.rollout.rollout import Plan, Rollout
-    from rice_mlops.rollout.verdicts import Budgets
-    from rice_mlops.vocabulary import ROLLBACK_DAG_ID
+    from rice_mlops.core.vocabulary import ROLLBACK_DAG_ID
+    from rice_mlops.release.rollout import state as st
+    from rice_mlops.release.rollout.driver import Plan, Rollout
+    from rice_mlops.release.rollout.engine import Engine
+    from rice_mlops.release.rollout.verdicts import Budgets
 
     layout = serving_layout(airflow_pg)
     earlier = st.load(layout.state_file).stable
@@ -382,8 +303,8 @@ def test_serving_lost_with_its_containers_comes_back_serving_the_last_good_diges
     directory is not. `rice-mlops serving restore` (what a stack start runs) brings back the
     digest the state records, behind the proxy. (An engine restart needs nothing: the
     containers are `unless-stopped`.)"""
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import Engine
+    from rice_mlops.release.rollout import state as st
+    from rice_mlops.release.rollout.engine import Engine
     from tests.helpers.pipeline import remove_serving_containers
 
     layout = serving_layout(airflow_pg)

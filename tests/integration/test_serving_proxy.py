@@ -1,4 +1,4 @@
-"""The serving proxy's rendered configuration (rice_mlops.rollout.proxy_config) in the real
+"""The serving proxy's rendered configuration (rice_mlops.release.rollout.proxy_config) in the real
 nginx (Debian's, the binary of the locally built proxy image), in front of two recording
 stand-ins for the stable and candidate servers: which server answers at a weight, the request
 id both see, the mirror in shadow, and reloads while clients keep calling."""
@@ -18,8 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from rice_mlops.rollout.engine import accepting_workers
-from rice_mlops.rollout.proxy_config import ProxyLimits, Routing, render
+from rice_mlops.release.rollout.engine import accepting_workers
+from rice_mlops.release.rollout.proxy_config import ProxyLimits, Routing, render
 from tests.helpers.nginx import running_nginx
 from tests.helpers.ports import free_port
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from rice_mlops.pins import parse
+from rice_mlops.release.pins import parse
 from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.integration

@@ -16,15 +16,15 @@ def test_a_model_below_the_bar_is_refused_inside_the_image(tiny_real_dataset, ml
                                                            tmp_path):
     import keras
 
-    from rice_mlops.artifacts import fetch
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.data.fingerprint import file_sha256
-    from rice_mlops.image import build_args, build_command, image_names, prepare_context
-    from rice_mlops.model import build_model
-    from rice_mlops.release import BelowBar, smoke_set
-    from rice_mlops.signing import generate_keypair, load_private_key
-    from rice_mlops.tflite_export import export_tflite
-    from rice_mlops.training import train
+    from rice_mlops.compute.export import export_tflite
+    from rice_mlops.compute.model import build_model
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train
+    from rice_mlops.core.fingerprint import file_sha256
+    from rice_mlops.core.staged_artifacts import fetch
+    from rice_mlops.release.image import build_args, build_command, image_names, prepare_context
+    from rice_mlops.release.intake import BelowBar, smoke_set
+    from rice_mlops.release.signing import generate_keypair, load_private_key
 
     result = train(TrainConfig(data_dir=tiny_real_dataset, epochs=1, batch_size=32,
                                experiment="it-broken-image"))

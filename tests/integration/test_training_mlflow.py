@@ -18,8 +18,8 @@ SOURCE = {"commit": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/hea
 
 @pytest.fixture(scope="module")
 def trained(tiny_real_dataset, mlflow_server, tmp_path_factory):
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.training import train
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train
 
     out = tmp_path_factory.mktemp("train") / "result.json"
     config = TrainConfig(data_dir=tiny_real_dataset, epochs=2, image_size=64, batch_size=32,
@@ -101,7 +101,8 @@ def test_artifacts_plots_tflite_and_model_files(trained, tmp_path):
     for name in ("MLmodel", "requirements.txt", "python_env.yaml", "input_example.json"):
         assert (model_dir / name).is_file(), name
     assert list(model_dir.rglob("*.keras"))
-    # Named, not inferred (rice_mlops.training.model_requirements): what loads the model in
+    # Named, not inferred (rice_mlops.compute.training_run.model_requirements): what loads the
+    # model in
     # another environment installs the versions that trained it.
     from importlib.metadata import version
 
@@ -135,7 +136,7 @@ def test_model_uri_reproduces_the_training_probabilities(trained, tiny_real_data
 
 
 def test_same_seed_gives_the_same_metrics(trained, tiny_real_dataset):
-    from rice_mlops.training import train
+    from rice_mlops.compute.training_run import train
 
     config, result, _ = trained
     again = train(config)
@@ -148,9 +149,9 @@ def test_same_seed_gives_the_same_metrics(trained, tiny_real_dataset):
 def test_invalid_dataset_fails_before_any_run(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.data import DataValidationError
-    from rice_mlops.training import train
+    from rice_mlops.compute.data import DataValidationError
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train
 
     (tmp_path / "train" / "Arborio").mkdir(parents=True)
     (tmp_path / "train" / "Arborio" / "a.jpg").write_bytes(b"broken")

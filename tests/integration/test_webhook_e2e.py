@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import httpx
@@ -16,30 +15,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rice_mlops.webhook.send import push_payload
-from rice_mlops.webhook.signature import sign
 from tests.helpers.airflow_stack import AirflowStack
+from tests.helpers.hook_deliveries import (
+    REPO_NAME,
+    SECRET,
+    SHA,
+    alive,
+    burst,
+    deliver,
+    hook_env,
+    push,
+    run_count,
+)
 from tests.helpers.paths import REPO
-from tests.helpers.pipeline import airflow_env
 from tests.helpers.ports import free_port
 from tests.helpers.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# At least MIN_SECRET_LENGTH (32) characters: the plugin refuses to start with less.
-SECRET = "It's a Secret to Everybody, 32+ chars"
 NEW_SECRET = "the new secret, long enough to be accepted"
-REPO_NAME = "acme/rice"
-SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
-
-
-def _hook_env(mlflow_url, staging, data_dir, **extra) -> dict:
-    # Webhook conf carries no training params: defaults from the environment make a quick run
-    # that passes the gate, so the run goes through every stage that applies.
-    return airflow_env(mlflow_url, staging, RICE_EPOCHS="1", RICE_DATA_DIR=str(data_dir),
-                       RICE_MIN_TEST_ACCURACY="0", RICE_TASK_TIMEOUT_MINUTES="1",
-                       RICE_DOCKER_SOCKET="/nonexistent/docker.sock",
-                       GITHUB_WEBHOOK_REPOSITORIES=REPO_NAME, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -60,36 +54,15 @@ def hook_pg(mlflow_server, tiny_real_dataset, tmp_path_factory, staging_root, pr
                                   capture_output=True, text=True).stdout.strip()
     stack = AirflowStack(
         home=tmp_path_factory.mktemp("airflow-hook"), port=port,
-        env=_hook_env(mlflow_server, staging_root, tiny_real_dataset,
-                      GITHUB_WEBHOOK_SECRET=SECRET,
-                      AIRFLOW_WEBHOOK_API_URL=f"http://127.0.0.1:{proxy.listen_port}",
-                      AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url))
+        env=hook_env(mlflow_server, staging_root, tiny_real_dataset,
+                     GITHUB_WEBHOOK_SECRET=SECRET,
+                     AIRFLOW_WEBHOOK_API_URL=f"http://127.0.0.1:{proxy.listen_port}",
+                     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url))
     try:
         with stack.running():
             yield stack
     finally:
         subprocess.run([REPO / "scripts" / "postgres", "destroy"], env=env, timeout=120)
-
-
-def deliver(stack, payload=None, *, event="push", delivery=None, secret=SECRET,
-            signature=None, body=None, headers=None) -> httpx.Response:
-    body = body if body is not None else json.dumps(payload or push(SHA)).encode()
-    sent = {"Content-Type": "application/json", "X-GitHub-Event": event,
-            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-            "X-Hub-Signature-256": signature or sign(secret, body)}
-    sent.update(headers or {})
-    sent = {k: v for k, v in sent.items() if v is not None}
-    return httpx.post(f"{stack.url}/webhooks/github", content=body, headers=sent, timeout=15)
-
-
-def push(sha=SHA, ref="refs/heads/main", repository=REPO_NAME) -> dict:
-    return push_payload(ref, sha, repository, pusher="octocat")
-
-
-def run_count(stack) -> int:
-    response = stack.api("GET", "/dags/rice_classifier_cicd/dagRuns", params={"limit": 1})
-    assert response.status_code == 200, response.text
-    return response.json()["total_entries"]
 
 
 @pytest.fixture(scope="module")
@@ -318,18 +291,6 @@ def test_a_push_that_met_a_503_is_redelivered_by_the_recovery_dag(hook_pg, proxy
     assert [r["dag_run_id"] for r in runs].count(run_id) == 1
 
 
-def _burst(stack, n=10) -> list[httpx.Response]:
-    shas = [f"{i:040x}" for i in range(1, n + 1)]
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(lambda sha: deliver(stack, push(sha)), shas))
-
-
-def _alive(stack) -> bool:
-    status = stack.status()
-    return all(f"{name}: running" in status
-               for name in ("api-server", "scheduler", "dag-processor", "triggerer"))
-
-
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
@@ -360,8 +321,8 @@ _RUNS: dict[str, int] = {}
 def hook_sqlite(mlflow_server, tiny_real_dataset, tmp_path_factory, staging_root):
     """The embedded default: SQLite metadata, the webhook serializing its triggers."""
     stack = AirflowStack(home=tmp_path_factory.mktemp("airflow-hook-sqlite"), port=free_port(),
-                         env=_hook_env(mlflow_server, staging_root, tiny_real_dataset,
-                                       GITHUB_WEBHOOK_SECRET=SECRET))
+                         env=hook_env(mlflow_server, staging_root, tiny_real_dataset,
+                                      GITHUB_WEBHOOK_SECRET=SECRET))
     with stack.running():
         yield stack
 
@@ -375,10 +336,10 @@ def test_burst_of_ten(request, stack_fixture):
     stack.pause()
     responses: list[httpx.Response] = []
     try:
-        responses = _burst(stack)
+        responses = burst(stack)
         assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
         assert run_count(stack) == before + 10
-        assert _alive(stack)
+        assert alive(stack)
     finally:
         for response in responses:
             if response.status_code == 200:

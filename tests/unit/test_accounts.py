@@ -1,5 +1,5 @@
-"""Service accounts held to their grants (rice_mlops.accounts): the webhook may trigger the
-pipeline's Dag and nothing else; people keep SimpleAuthManager's roles."""
+"""Service accounts held to their grants (rice_mlops.operations.accounts): the webhook may trigger
+the pipeline's Dag and nothing else; people keep SimpleAuthManager's roles."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from airflow.api_fastapi.auth.managers.models.resource_details import (
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-from rice_mlops.accounts import DAG_ID, ServiceAccountAuthManager, parse_service_accounts
+from rice_mlops.operations.accounts import DAG_ID, ServiceAccountAuthManager, parse_service_accounts
 
 OURS = DagDetails(id=DAG_ID)
 OTHER = DagDetails(id="someone_elses_dag")

@@ -1,4 +1,4 @@
-"""The one REST client of Airflow (rice_mlops.airflow_rest): how many dagRun POSTs the
+"""The one REST client of Airflow (rice_mlops.core.airflow_rest): how many dagRun POSTs the
 webhook's asynchronous one lets into the API server at once, and how the synchronous one (the
 tasks', the demo's) logs in, retries a 401 once and names what went wrong."""
 
@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from rice_mlops.airflow_rest import (
+from rice_mlops.core.airflow_rest import (
     AirflowRejected,
     AirflowRest,
     AirflowUnavailable,

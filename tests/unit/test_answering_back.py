@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rice_mlops.code_digest import training_code_digest
-from rice_mlops.commit_status import status_body
-from rice_mlops.handoffs import (
+from rice_mlops.compute.code_digest import training_code_digest
+from rice_mlops.core.handoffs import (
     Admission,
     Approval,
     Dataset,
@@ -19,9 +18,10 @@ from rice_mlops.handoffs import (
     Promoted,
     Served,
 )
-from rice_mlops.outcome import decide_outcome
-from rice_mlops.run_policy import newer_push, param_schemas
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.run_policy import newer_push, param_schemas
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.publication.commit_status import status_body
+from rice_mlops.publication.outcome import decide_outcome
 
 SHIPPED = Promoted(mlflow_run_id="a" * 32, model_version="5", test_accuracy=0.996,
                    dataset_fingerprint="sha256:data", classes=("A",), tflite_sha256="b" * 64,
@@ -108,8 +108,8 @@ def test_code_digest_follows_params_and_packages():
 
 def test_unchanged_only_when_data_and_code_equal_the_recorded_champion(tmp_path):
     pytest.importorskip("airflow")
-    from rice_mlops.code_digest import training_code_digest as digest_of
-    from rice_mlops.config import TrainConfig
+    from rice_mlops.compute.code_digest import training_code_digest as digest_of
+    from rice_mlops.compute.training_config import TrainConfig
     from rice_mlops.stages.admission import check_changed
 
     settings = PipelineSettings(data_root=tmp_path)
@@ -134,7 +134,7 @@ def test_unchanged_only_when_data_and_code_equal_the_recorded_champion(tmp_path)
 
 def test_approval_is_asked_only_when_risky():
     pytest.importorskip("airflow")
-    from rice_mlops.approval import approval_body, approval_reason
+    from rice_mlops.stages.approval import approval_body, approval_reason
 
     passed = Gate(passed=True, version="6", test_accuracy=0.995, champion_version="5",
                   champion_accuracy=0.994, reason="ok")
@@ -165,8 +165,8 @@ def test_named_approvers_are_the_only_ones_asked(monkeypatch):
     from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    from rice_mlops.approval import ReleaseApproval
-    from rice_mlops.settings import PipelineSettings, SettingsError
+    from rice_mlops.core.settings import PipelineSettings, SettingsError
+    from rice_mlops.stages.approval import ReleaseApproval
 
     settings = PipelineSettings.from_env({"RICE_APPROVERS": "alice, bob@example.org"})
     assert settings.approvers == ("alice", "bob@example.org")
@@ -192,7 +192,7 @@ def test_the_approval_refuses_a_gate_its_task_did_not_write():
     pytest.importorskip("airflow")
     from airflow.sdk.exceptions import AirflowFailException
 
-    from rice_mlops.approval import ReleaseApproval
+    from rice_mlops.stages.approval import ReleaseApproval
 
     settings = PipelineSettings.from_env({})
     context = {"params": {name: schema["default"]
@@ -272,7 +272,7 @@ class _Event:
 
 
 def test_a_run_started_by_drift_names_it_and_says_why_nothing_was_retrained():
-    from rice_mlops.outcome import Drift, Outcome, answering_drift, latest_drift
+    from rice_mlops.publication.outcome import Drift, Outcome, answering_drift, latest_drift
 
     events = [_Event("2026-12-03 10:00:00+00:00", {"summary": "drift in confidence (p=1e-05)",
                                                     "model_version": "6"}),
@@ -299,7 +299,7 @@ def test_a_run_started_by_drift_names_it_and_says_why_nothing_was_retrained():
 
 @pytest.mark.parametrize("queue", ["/srv/q\n; rm -rf /", "x" * 201, 42, None])
 def test_a_labelling_queue_path_that_is_not_plain_text_is_left_out_of_the_note(queue):
-    from rice_mlops.outcome import latest_drift
+    from rice_mlops.publication.outcome import latest_drift
 
     extra = {"summary": "drift in confidence (p=1e-05)", "labelling_waiting": 3,
              "labelling_queue": queue}
@@ -309,7 +309,7 @@ def test_a_labelling_queue_path_that_is_not_plain_text_is_left_out_of_the_note(q
 
 @pytest.mark.parametrize("waiting", [None, -1, True, "180", 1.5])
 def test_a_drift_event_without_a_usable_labelling_count_says_nothing_about_a_queue(waiting):
-    from rice_mlops.outcome import Outcome, answering_drift, latest_drift
+    from rice_mlops.publication.outcome import Outcome, answering_drift, latest_drift
 
     extra = {"summary": "drift in confidence (p=1e-05)", "labelling_waiting": waiting,
              "labelling_queue": "/srv/rice/labelling"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops.approval_check import approval_refusal
+from rice_mlops.release.approval_check import approval_refusal
 
 
 def _detail(chosen=("Approve",), by=("admin", "admin"), received=True) -> dict:

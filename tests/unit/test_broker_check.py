@@ -1,7 +1,7 @@
-"""rice_mlops.broker_check, the remote worker's check before Celery starts: which setting is
-wrong, said once, and the password never printed. The real broker's refusal (Redis behind the
-edge's TLS) is tests/integration/test_remote_worker.py's; here the failures a worker machine
-meets before it ever reaches one."""
+"""rice_mlops.operations.broker_check, the remote worker's check before Celery starts: which
+setting is wrong, said once, and the password never printed. The real broker's refusal (Redis
+behind the edge's TLS) is tests/integration/test_remote_worker.py's; here the failures a worker
+machine meets before it ever reaches one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops import broker_check
+from rice_mlops.operations import broker_check
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-broker-password"

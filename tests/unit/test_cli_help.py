@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from rice_mlops.cli import build_parser, main
+from rice_mlops.operations.cli import build_parser, main
 
 MALFORMED = {"RICE_MIN_TEST_ACCURACY": "abc", "RICE_EPOCHS": "many",
              "RICE_ROLLOUT_PORT": "-1", "RICE_SIGNING_KEY_FILE": ""}
@@ -56,13 +56,13 @@ def test_a_malformed_setting_is_named_when_the_command_runs(monkeypatch, capsys)
 
 def test_an_option_given_wins_over_the_setting(monkeypatch):
     """What `image build` passes on: the option when given, else the setting, else nothing."""
-    from rice_mlops import cli_commands
+    from rice_mlops.operations import cli_commands
 
 
     def stop(model_uri):
         raise ValueError("stop here")
 
-    monkeypatch.setattr("rice_mlops.registry.resolve", stop)
+    monkeypatch.setattr("rice_mlops.core.model_registry.resolve", stop)
     monkeypatch.setenv("RICE_MIN_TEST_ACCURACY", "0")  # zero is a value, not "unset"
     args = build_parser().parse_args(["image", "build", "--model-uri", "m", "--tag", "a:b",
                                       "--min-class-recall", "0.8"])

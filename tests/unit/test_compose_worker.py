@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_compose import SECRETS, SERVICES
+from tests.helpers.compose_file import SECRETS, SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT = (REPO / "docker-compose.worker.yaml").read_text()
@@ -31,7 +31,7 @@ CA = "/run/rice-tls/ca.crt"
 def test_the_file_starts_one_worker_for_the_training_queue_by_default():
     assert list(WORKER_FILE["services"]) == ["airflow-worker-remote"]
     script = WORKER["command"][0].splitlines()
-    assert script[0] == "python -m rice_mlops.broker_check || exit"
+    assert script[0] == "python -m rice_mlops.operations.broker_check || exit"
     assert script[1].startswith('exec airflow celery worker --queues "$${RICE_WORKER_QUEUE}"')
     assert ENV["RICE_WORKER_QUEUE"] == "${RICE_WORKER_QUEUE:-training}"
     assert WORKER["restart"] == "unless-stopped" and "healthcheck" in WORKER
@@ -162,9 +162,9 @@ def test_the_edge_routes_only_the_execution_api_mlflow_and_redis():
     assert not re.search(r"postgres|5432|docker|registry", upstreams)
 
 
-def test_the_readme_adds_a_machine_in_five_commands_with_files_that_exist():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Add a machine\n", 1)[1].split("\n## ", 1)[0].split("\n### ")[0]
+def test_the_compose_page_adds_a_machine_in_five_commands_with_files_that_exist():
+    page = (REPO / "docs" / "compose.md").read_text()
+    section = page.split("\n## Add a machine\n", 1)[1].split("\n## ", 1)[0].split("\n### ")[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
     commands = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]

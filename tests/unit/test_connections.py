@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops.publish import unusable_connection_reason
+from rice_mlops.stages.connections import unusable_connection_reason
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def test_github_connection_reasons(connections):
 
 
 def test_registry_host_from_the_connection(connections):
-    from rice_mlops.connections import registry_host
+    from rice_mlops.stages.connections import registry_host
 
     assert registry_host("reg") == "127.0.0.1:5001"
     assert registry_host("reg_absent") is None
@@ -32,7 +32,7 @@ def test_registry_host_from_the_connection(connections):
 
 def test_the_registry_api_may_have_another_address_than_the_engine_pushes_to(connections,
                                                                             monkeypatch):
-    from rice_mlops.connections import registry_api, registry_host
+    from rice_mlops.stages.connections import registry_api, registry_host
 
     monkeypatch.setenv("AIRFLOW_CONN_REG_COMPOSE", '{"conn_type": "generic", "host": '
                        '"127.0.0.1", "port": 5001, "extra": {"api_url": "http://registry:5000/"}}')

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rice_mlops.data import discover, split_of
-from rice_mlops.data.synth import CLASS_STATS, draw_grain
+from rice_mlops.compute.data import discover, split_of
+from rice_mlops.compute.data.synth import CLASS_STATS, draw_grain
 
 
 def _write_image(path: Path, seed: int = 0) -> None:

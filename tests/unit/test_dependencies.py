@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.pins import canonical, parse
+from rice_mlops.release.pins import canonical, parse
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = REPO / "requirements"
@@ -50,7 +50,8 @@ _OWNERS = packages_distributions()
 def distribution(module: str) -> str | None:
     """The distribution that provides `module`; None for the standard library and our own."""
     parts = module.split(".")
-    if parts[0] in sys.stdlib_module_names or parts[0] in ("rice_mlops", "tests", "__future__"):
+    first_party = ("rice_mlops", "tests", "plugins", "__future__")
+    if parts[0] in sys.stdlib_module_names or parts[0] in first_party:
         return None
     if parts[:2] == ["airflow", "providers"] and len(parts) > 2:
         provider = parts[2:4] if parts[2] == "common" and len(parts) > 3 else parts[2:3]

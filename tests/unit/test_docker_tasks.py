@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops.run_policy import param_schemas
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.run_policy import PolicyError, param_schemas
+from rice_mlops.core.settings import PipelineSettings
 from tests.helpers import handoffs
 
 TRAINED = handoffs.trained("0" * 32)
 
 
 def test_every_docker_task_container_is_always_removed():
-    from rice_mlops.docker_tasks import image_stages
+    from rice_mlops.stages.docker_tasks import image_stages
 
     settings = PipelineSettings(docker_queue="docker")
     for task in image_stages(TRAINED, settings):
@@ -28,8 +28,8 @@ def test_docker_tasks_mount_only_the_release_zones_directory_and_run_its_own_pus
     """Issue 20, item 2: the build, smoke and push containers see the release directory (which
     no compute worker mounts), never the shared staging directory, and the push step is the
     installed package's script given to `sh -c`, not a file from any directory."""
-    from rice_mlops.docker_tasks import image_stages
-    from rice_mlops.image import PACKAGE_DIR, push_script
+    from rice_mlops.release.image import PACKAGE_DIR, push_script
+    from rice_mlops.stages.docker_tasks import image_stages
 
     settings = PipelineSettings(staging_root=tmp_path / "staging",
                                 release_dir=str(tmp_path / "release"))
@@ -59,13 +59,16 @@ def test_a_docker_task_plans_only_from_a_trained_hand_off_with_a_run_id(tmp_path
     which must be what prepare_image_context wrote."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from rice_mlops.docker_tasks import image_stages
+    from rice_mlops.stages.docker_tasks import image_stages
 
     settings = PipelineSettings(staging_root=tmp_path / "staging")
     context = {"params": {name: schema["default"]
                           for name, schema in param_schemas(settings).items()}}
+    # A run id that is a command never becomes a Trained (serde rebuilds an XCom through the
+    # constructor, which checks it), so no Docker task is ever handed one.
+    with pytest.raises(PolicyError, match="is not an MLflow run id"):
+        handoffs.trained("$(docker run evil)")
     cases = [({"run_id": "0" * 32}, "handed on a dict, not a Trained"),
-             (handoffs.trained("$(docker run evil)"), "is not an MLflow run id"),
              (TRAINED, "is not what prepare_image_context wrote")]
     for trained, refusal in cases:
         for task in image_stages(trained, settings):

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.attestation import SLSA_PROVENANCE, provenance
-from rice_mlops.pins import parse
-from rice_mlops.sbom import cyclonedx, debian_components, python_components
-from rice_mlops.signing import generate_keypair, load_private_key, sign_envelope, sign_model_dir
+from rice_mlops.release.attestation import SLSA_PROVENANCE, provenance
+from rice_mlops.release.pins import parse
+from rice_mlops.release.sbom import cyclonedx, debian_components, python_components
+from rice_mlops.release.signing import (
+    generate_keypair,
+    load_private_key,
+    sign_envelope,
+    sign_model_dir,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DPKG_STATUS = """Package: libc6

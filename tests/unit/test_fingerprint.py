@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 
-from rice_mlops.data import discover
-from rice_mlops.data.fingerprint import fingerprint
-from rice_mlops.data.synth import generate
+from rice_mlops.compute.data import discover
+from rice_mlops.compute.data.synth import generate
+from rice_mlops.core.fingerprint import fingerprint
 
 
 def test_fingerprint_is_stable_and_location_independent(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rice_mlops.gate import decide
+from rice_mlops.compute.gate import decide
 
 
 def test_passes_without_champion_when_above_the_bar():

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from rice_mlops import handoffs
-from rice_mlops.handoffs import (
+from rice_mlops.core import handoffs
+from rice_mlops.core.handoffs import (
     ALLOWED_DESERIALIZATION_CLASSES,
     Admission,
     Approval,
@@ -22,8 +22,9 @@ from rice_mlops.handoffs import (
     Promoted,
     Served,
 )
-from rice_mlops.run_policy import PolicyError
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.run_policy import PolicyError
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.release.image import run_image_plan
 from tests.helpers import handoffs as make
 from tests.helpers.paths import REPO
 
@@ -78,31 +79,34 @@ def test_the_run_directories_are_derived_from_the_checked_run_id(tmp_path):
     assert trained.evidence_dir(settings) == tmp_path / "staging" / RUN / "evidence"
     assert trained.model_card(settings) == trained.evidence_dir(settings) / "MODEL_CARD.md"
     assert trained.run_url == f"http://mlflow:5000/#/experiments/7/runs/{RUN}"
-    patched = make.trained("../../etc")  # an XCom is untrusted: it names no directory
-    for derive in (patched.run_dir, patched.staged_dir, patched.evidence_dir,
-                   patched.model_card):
+
+def test_a_hand_off_with_a_bad_run_id_is_never_built():
+    # An XCom is untrusted: serde rebuilds it through the constructor, which checks the run id
+    # once, so no derived directory, tag or image name ever sees an unchecked one.
+    for hostile in ("../../etc", "$(touch /x)", "A" * 32, 7, None):
         with pytest.raises(PolicyError, match="is not an MLflow run id"):
-            derive(settings)
+            make.trained(hostile)
+        with pytest.raises(PolicyError, match="is not an MLflow run id"):
+            BuildContext(run_id=hostile, context="c", image="i", latest="l", repository="r",
+                         local="x", registry=None)
 
 
 def test_the_image_plan_is_derived_in_one_place(tmp_path):
     settings = PipelineSettings(staging_root=tmp_path / "staging", image_name="rice-classifier")
     trained = make.trained(RUN)
-    plan = trained.image_plan(settings, SHA, "127.0.0.1:5000")
+    plan = run_image_plan(trained, settings, SHA, "127.0.0.1:5000")
     assert plan.context == settings.release_root / RUN / "image"
     assert plan.names.immutable == f"127.0.0.1:5000/rice-classifier:{SHA}"
     assert plan.names.latest == "127.0.0.1:5000/rice-classifier:latest"
-    nightly = trained.image_plan(settings, None, None)  # no commit: the run id tags it
+    nightly = run_image_plan(trained, settings, None, None)  # no commit: the run id tags it
     assert nightly.names.immutable == f"rice-classifier:run-{RUN}"
-    built = BuildContext.of(plan)
+    built = plan.handoff()
     assert (built.run_id, built.context, built.image, built.latest, built.repository) == (
         RUN, str(plan.context), plan.names.immutable, plan.names.latest, plan.names.repository)
-    with pytest.raises(PolicyError):
-        make.trained("$(touch /x)").image_plan(settings, SHA, None)
 
 
 def test_training_digests_are_read_only_when_complete():
-    from rice_mlops.release import MODEL_BYTES, ReleaseInputError
+    from rice_mlops.core.staged_artifacts import MODEL_BYTES, ReleaseInputError
 
     complete = {artifact: "0" * 64 for artifact in MODEL_BYTES}
     assert make.trained(RUN, artifact_sha256=complete).digests() == complete
@@ -113,7 +117,7 @@ def test_training_digests_are_read_only_when_complete():
 
 
 def test_the_gate_hand_off_carries_the_gate_result_flat():
-    from rice_mlops.gate import decide
+    from rice_mlops.compute.gate import decide
 
     result = decide(0.5, min_test_accuracy=0.9, max_regression=0.0, classes=["A", "B"],
                     labels=[0, 1, 0, 1], predictions=[0, 0, 0, 1])
@@ -126,7 +130,7 @@ def test_the_gate_hand_off_carries_the_gate_result_flat():
 
 
 def test_the_promoted_record_is_what_the_next_gate_reads_back():
-    from rice_mlops.champion import ChampionRecord
+    from rice_mlops.compute.champion import ChampionRecord
 
     promoted = next(value for value in _samples() if isinstance(value, Promoted))
     record = ChampionRecord.from_extra(promoted.as_dict())
@@ -163,7 +167,7 @@ def _through_xcom(value):
 def test_every_hand_off_survives_a_real_xcom_round_trip(allowlist, value):
     allowlist(ALLOWED_DESERIALIZATION_CLASSES)
     stored, back = _through_xcom(value)
-    assert stored["__classname__"] == f"rice_mlops.handoffs.{type(value).__name__}"
+    assert stored["__classname__"] == f"rice_mlops.core.handoffs.{type(value).__name__}"
     assert stored["__version__"] == 1
     assert type(back) is type(value) and back == value
     assert handoffs.unwrapped(stored) == value.as_dict()  # what REST clients read
@@ -171,15 +175,15 @@ def test_every_hand_off_survives_a_real_xcom_round_trip(allowlist, value):
 
 def test_airflows_default_allowlist_refuses_the_hand_offs(allowlist):
     allowlist("airflow.*")
-    with pytest.raises(ImportError, match="rice_mlops.handoffs.Trained was not found in allow"):
+    with pytest.raises(ImportError, match="rice_mlops.core.handoffs.Trained was not found in"):
         _through_xcom(make.trained(RUN))
 
 
 def test_no_other_class_of_ours_is_rebuilt_from_an_xcom(allowlist):
     """Rebuilding imports and calls the named class: a patched XCom naming any other class of
     the package (here two frozen dataclasses) is refused."""
-    from rice_mlops.champion import ChampionRecord
-    from rice_mlops.outcome import Outcome
+    from rice_mlops.compute.champion import ChampionRecord
+    from rice_mlops.publication.outcome import Outcome
 
     allowlist(ALLOWED_DESERIALIZATION_CLASSES)
     others = [Outcome("shipped", "note", "success", False),
@@ -236,3 +240,15 @@ def test_a_stage_refuses_a_plain_value_where_a_hand_off_belongs():
         release.attest_image(settings, {}, {"run_id": RUN}, None, "run")
     with pytest.raises(AirflowSkipException, match="nothing to attest"):  # None is allowed
         release.attest_image(settings, {}, make.trained(RUN), None, "run")
+
+
+def test_an_image_hand_off_names_a_real_digest_and_only_that_one():
+    digest = "sha256:" + "a" * 64
+    good = make.image(f"127.0.0.1:5000/rice@{digest}", digest)
+    assert good.digest == digest
+    for bad_digest in ("sha256:" + "A" * 64, "sha256:abc", "md5:" + "a" * 32, None, 1):
+        with pytest.raises(PolicyError, match="is not an image digest"):
+            make.image(f"127.0.0.1:5000/rice@{bad_digest}", bad_digest)
+    other = "sha256:" + "b" * 64  # a patched XCom pointing the reference at other bytes
+    with pytest.raises(PolicyError, match="does not name the image by"):
+        make.image(f"127.0.0.1:5000/rice@{other}", digest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rice_mlops.housekeeping import prune, stale_run_dirs, stale_tags
+from rice_mlops.release.housekeeping import prune, stale_run_dirs, stale_tags
 
 RUNS = [f"{i:032x}" for i in range(1, 6)]  # oldest first
 

@@ -10,16 +10,16 @@ import os
 import httpx
 import pytest
 
-from rice_mlops.attestation import (
+from rice_mlops.release.attestation import (
     VerificationError,
     attach_evidence,
     provenance,
     release_order,
     verify_image,
 )
-from rice_mlops.layers import Bounds
-from rice_mlops.oci import Registry
-from rice_mlops.signing import (
+from rice_mlops.release.layers import Bounds
+from rice_mlops.release.oci import Registry
+from rice_mlops.release.signing import (
     generate_keypair,
     load_private_key,
     load_public_key,
@@ -283,8 +283,8 @@ def test_a_version_that_cannot_be_ordered_is_refused_when_order_matters(version)
 
 
 def _cli(monkeypatch, double, capsys, *args):
-    import rice_mlops.oci as oci
-    from rice_mlops.cli import main
+    import rice_mlops.release.oci as oci
+    from rice_mlops.operations.cli import main
 
     monkeypatch.setattr(oci, "Registry", lambda host, user, password: Registry(
         double.origin, user, password, transport=httpx.MockTransport(double.handle)))

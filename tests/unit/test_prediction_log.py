@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from rice_mlops.serving.prediction_log import FILE_NAME, PredictionLog, request_id
-from tests.unit.test_serving import (  # the same model and server as the serving tests
+from tests.helpers.serving_in_thread import (  # the serving tests' server and calls
     CLASSES,
     jpeg_bytes,
-    keras_model,  # noqa: F401 (a fixture)
-    model_dir,  # noqa: F401 (a fixture)
     post_json,
     request,
     rng_images,
@@ -37,7 +35,7 @@ def stalled_writer(log: PredictionLog) -> threading.Event:
 
 
 @pytest.fixture
-def logged(model_dir, tmp_path):  # noqa: F811
+def logged(model_dir, tmp_path):
     directory = tmp_path / "log"
     for port, app in run_server(model_dir, prediction_log_dir=str(directory)):
         yield port, app, directory
@@ -101,7 +99,7 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
     assert len((tmp_path / FILE_NAME).read_text().splitlines()) == 50 - len(drops)
 
 
-def test_a_full_disk_answers_every_prediction_and_counts_the_lost_lines(model_dir,  # noqa: F811
+def test_a_full_disk_answers_every_prediction_and_counts_the_lost_lines(model_dir,
                                                                         tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")

@@ -1,5 +1,6 @@
-"""The release zone's reader of the serving containers' log files (rice_mlops.prediction_logs):
-what a container could plant there is refused or bounded, never followed."""
+"""The release zone's reader of the serving containers' log files
+(rice_mlops.monitoring.log_reader): what a container could plant there is refused or bounded, never
+followed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-from rice_mlops.prediction_logs import MAX_LINE, LogFileError, log_lines, rotated_logs
+from rice_mlops.monitoring.log_reader import MAX_LINE, LogFileError, log_lines, rotated_logs
 
 
 def test_rotated_files_come_oldest_first_and_strangers_are_left_out(tmp_path):
@@ -44,7 +45,7 @@ def test_a_window_reads_at_most_its_budget_newest_files_first(tmp_path):
     """Issue 35: whatever the servers wrote (up to 100 files of 64 MiB per slot), one window
     reads a bounded number of bytes, the newest files of every slot first, and names what it
     left out."""
-    from rice_mlops.prediction_logs import window_lines
+    from rice_mlops.monitoring.log_reader import window_lines
 
     slots = []
     for slot in ("blue", "green"):

@@ -1,5 +1,5 @@
-"""rice_mlops.preload and include/airflow_local_settings.py: only the processes that fork task
-processes import the tasks' libraries, and Airflow's settings module is left as it was."""
+"""rice_mlops.operations.preload and include/airflow_local_settings.py: only the processes that
+fork task processes import the tasks' libraries, and Airflow's settings module is left as it was."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from rice_mlops import preload
-from rice_mlops.readers import SettingsError
-from rice_mlops.tool_settings import ToolSettings
+from rice_mlops.core.readers import SettingsError
+from rice_mlops.operations import preload
+from rice_mlops.operations.tool_settings import ToolSettings
 
 
 def _never_asked() -> str:
@@ -40,7 +40,7 @@ def test_only_the_parents_of_task_processes_preload(argv, executor, forks):
 
 def test_the_libraries_are_imported_and_a_broken_one_is_named(monkeypatch, caplog):
     monkeypatch.delenv("RICE_PRELOAD", raising=False)
-    caplog.set_level(logging.WARNING, logger="rice_mlops.preload")
+    caplog.set_level(logging.WARNING, logger="rice_mlops.operations.preload")
     loaded = preload.preload(["airflow", "celery", "worker"], _never_asked,
                              ("json", "rice_mlops_no_such_module", "email.parser"))
     assert loaded == ["json", "email.parser"]
@@ -74,7 +74,7 @@ def test_nothing_is_preloaded_when_turned_off(monkeypatch):
 
 def test_the_release_worker_leaves_mlflow_out():
     """The compose service of the Docker queue preloads, but never MLflow."""
-    from tests.unit.test_compose import COMPOSE
+    from tests.helpers.compose_file import COMPOSE
 
     names = preload.module_names(
         COMPOSE["services"]["airflow-worker-docker"]["environment"]["RICE_PRELOAD"])

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops import readers as read
-from rice_mlops.accounts import parse_service_accounts
-from rice_mlops.readers import SettingsError
-from rice_mlops.settings import PipelineSettings
-from rice_mlops.tool_settings import ToolSettings
-from rice_mlops.webhook.settings import TRIGGERS_AT_ONCE, WebhookSettings
+from rice_mlops.core import readers as read
+from rice_mlops.core.readers import SettingsError
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.ingress.settings import TRIGGERS_AT_ONCE, WebhookSettings
+from rice_mlops.operations.accounts import parse_service_accounts
+from rice_mlops.operations.tool_settings import ToolSettings
 
 
 @pytest.mark.parametrize(("reader", "env", "message"), [
@@ -93,7 +93,7 @@ def test_the_webhook_reads_its_dag_id_and_falls_back_to_the_api_servers_url():
 
 def test_the_command_line_answers_a_bad_setting_with_its_message_not_a_traceback(monkeypatch,
                                                                                   capsys):
-    from rice_mlops.cli import main
+    from rice_mlops.operations.cli import main
 
     monkeypatch.setenv("RICE_EPOCHS", "many")
     assert main(["image", "build", "--model-uri", "models:/rice-classifier/1", "--tag",
@@ -106,7 +106,7 @@ def test_the_command_line_answers_a_bad_setting_with_its_message_not_a_traceback
 def test_the_error_survives_pickling_with_its_message_and_variable():
     import pickle
 
-    from rice_mlops.webhook.secrets import SecretTooShort, check_length
+    from rice_mlops.ingress.settings import SecretTooShort, check_length
 
     for error in (SettingsError("RICE_X", "RICE_X='y' is not an integer", "an integer"),
                   pytest.raises(SecretTooShort, check_length, "GITHUB_WEBHOOK_SECRET", "x").value):

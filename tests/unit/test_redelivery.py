@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from rice_mlops.redelivery import to_redeliver
+from rice_mlops.publication.redelivery import to_redeliver
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

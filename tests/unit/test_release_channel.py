@@ -13,8 +13,8 @@ import pytest
 from celery import Celery
 from celery.app.trace import build_tracer
 
-from rice_mlops import release_channel
-from rice_mlops.release_channel import RefusedWorkload, refusal, worker_celery_config
+from rice_mlops.stages import release_channel
+from rice_mlops.stages.release_channel import RefusedWorkload, refusal, worker_celery_config
 
 TOKEN = "eyJ-the-task-token-never-logged"
 
@@ -87,7 +87,7 @@ def test_the_worker_refuses_before_the_workload_runs(tmp_path, caplog, monkeypat
     task = _worker_task(calls)
     trace = build_tracer("execute_workload", task, app=task.app)
     marker = tmp_path / "marker"
-    with caplog.at_level(logging.ERROR, logger="rice_mlops.release_channel"):
+    with caplog.at_level(logging.ERROR, logger="rice_mlops.stages.release_channel"):
         refused = trace("forged-1", (json.dumps(_callback(marker)),), {}, {"id": "forged-1"})
         other_queue = trace("forged-2", (json.dumps(_task(queue="default")),), {},
                             {"id": "forged-2"})
@@ -107,7 +107,7 @@ def test_the_release_executor_publishes_to_the_release_broker_only(monkeypatch):
     from airflow.executors.workloads import ExecuteTask
     from pydantic import TypeAdapter
 
-    from rice_mlops import release_executor
+    from rice_mlops.stages import release_executor
 
     monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "redis://:compute@redis:6379/0")
     monkeypatch.setenv("AIRFLOW__RELEASE_CELERY__BROKER_URL", "memory://release")
@@ -130,7 +130,7 @@ def test_the_release_executor_publishes_to_the_release_broker_only(monkeypatch):
 
 
 def test_release_tasks_name_the_release_executor_only_when_configured():
-    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.core.settings import PipelineSettings
 
     plain = PipelineSettings.from_env({"RICE_DOCKER_QUEUE": "docker"})
     assert plain.queue("docker") == {"queue": "docker"}

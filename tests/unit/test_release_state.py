@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from rice_mlops.assets import DRIFT_SOURCE, RICE_DRIFT, raised_by_monitoring
-from rice_mlops.handoffs import Admission
-from rice_mlops.outcome import decide_outcome, latest_drift
+from rice_mlops.core.handoffs import Admission
+from rice_mlops.publication.outcome import decide_outcome, latest_drift
 from rice_mlops.stages import monitoring
 from rice_mlops.stages.admission import untrusted_drift_trigger
+from rice_mlops.stages.assets import DRIFT_SOURCE, RICE_DRIFT, raised_by_monitoring
 
 
 @dataclass
@@ -51,7 +51,7 @@ def test_only_the_monitorings_own_events_count():
 def test_a_forged_event_resets_no_cooldown(tmp_path):
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.core.settings import PipelineSettings
 
     settings = PipelineSettings.from_env({"RICE_RELEASE_DIR": str(tmp_path),
                                           "RICE_MONITORING_COOLDOWN_HOURS": "24"})
@@ -68,7 +68,7 @@ def test_raise_drift_acts_on_check_drifts_own_file_not_on_xcom(tmp_path):
     check_drift's XCom as "drift" (or as "no drift") changes nothing raise_drift does."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from rice_mlops.settings import PipelineSettings
+    from rice_mlops.core.settings import PipelineSettings
 
     settings = PipelineSettings.from_env({"RICE_RELEASE_DIR": str(tmp_path)})
     with pytest.raises(AirflowFailException, match="left no verdict"):

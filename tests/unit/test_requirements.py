@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.pins import parse
-from rice_mlops.wheels import INSTALLER
+from rice_mlops.release.pins import parse
+from rice_mlops.release.wheels import INSTALLER
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = REPO / "requirements"
@@ -26,7 +26,8 @@ def test_serving_pins_and_hashes_come_from_the_lock():
     serving = parse(REQUIREMENTS / "serving.txt")
     lock = parse(REQUIREMENTS / "lock.txt")
     assert "ai-edge-litert" in serving
-    # pip is the build stage's installer (rice_mlops.wheels.INSTALLER), not part of the image.
+    # pip is the build stage's installer (rice_mlops.release.wheels.INSTALLER), not part of the
+    # image.
     assert "pip" not in serving
     mismatched = {name: (pin.version, lock[name].version if name in lock else None)
                   for name, pin in serving.items()

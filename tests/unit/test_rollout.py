@@ -9,10 +9,10 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from rice_mlops.rollout import state as st
-from rice_mlops.rollout.engine import accepting_workers
-from rice_mlops.rollout.proxy_config import Routing, RoutingError, render
-from rice_mlops.rollout.verdicts import (
+from rice_mlops.release.rollout import state as st
+from rice_mlops.release.rollout.engine import accepting_workers
+from rice_mlops.release.rollout.proxy_config import Routing, RoutingError, render
+from rice_mlops.release.rollout.verdicts import (
     Budgets,
     MetricsError,
     Window,
@@ -93,7 +93,7 @@ def test_the_layout_on_a_network_addresses_each_container_and_publishes_only_the
         tmp_path):
     from types import SimpleNamespace
 
-    from rice_mlops.rollout.engine import Layout
+    from rice_mlops.release.rollout.engine import Layout
 
     on_host = Layout(root=tmp_path, proxy_image="unused")
     assert (on_host.url("blue"), on_host.proxy_url) == ("http://127.0.0.1:8502",
@@ -117,7 +117,7 @@ def test_the_layout_on_a_network_addresses_each_container_and_publishes_only_the
     with pytest.raises(ValueError, match="RICE_ROLLOUT_ADDRESSES"):
         Layout(root=tmp_path, proxy_image="unused", network="rice-serving")
     # An internal serving network: the proxy is published from a door of its own, and joins
-    # the serving network at its address after it is created (rice_mlops.rollout.engine).
+    # the serving network at its address after it is created (rice_mlops.release.rollout.engine).
     doored = Layout(root=tmp_path, proxy_image="unused", network="rice-serving",
                     addresses=("172.31.85.10", "172.31.85.11", "172.31.85.12"),
                     door_network="rice-serving-door")
@@ -292,7 +292,7 @@ def test_shadow_fails_on_too_few_requests_errors_or_latency(joined, window_, say
 # --- rollback on demand -----------------------------------------------------------------------
 
 def test_a_rollback_goes_to_the_named_or_the_previous_deployment_and_nowhere_else():
-    from rice_mlops.rollout.rollout import RolloutRefused, choose_rollback
+    from rice_mlops.release.rollout.state import RolloutRefused, choose_rollback
 
     first = st.Deployment("blue", REF, "1")
     second = st.Deployment("green", REF2, "2")
@@ -314,8 +314,8 @@ def test_a_prediction_log_the_server_replaced_with_a_link_is_never_read(tmp_path
     the release worker (its signing key). The rollout refuses it instead of following it."""
     from types import SimpleNamespace
 
-    from rice_mlops.rollout.engine import Layout
-    from rice_mlops.rollout.rollout import Plan, Rollout, RolloutRefused
+    from rice_mlops.release.rollout.driver import Plan, Rollout, RolloutRefused
+    from rice_mlops.release.rollout.engine import Layout
 
     layout = Layout(root=tmp_path / "serving", proxy_image="unused")
     secret = tmp_path / "signing.key"

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from rice_mlops.cli import main
-from rice_mlops.rollout.state import Deployment, ServingState, save
+from rice_mlops.operations.cli import main
+from rice_mlops.release.rollout.state import Deployment, ServingState, save
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -49,8 +49,8 @@ def test_a_recorded_digest_that_does_not_verify_starts_nothing(release, monkeypa
     """Issue 35: state.json names a digest; before anything starts, it must verify against the
     deployment's key in the deployment's registry. One from another registry, or one the
     registry cannot show verified, is refused, and the engine starts no container."""
-    from rice_mlops.rollout import engine as engine_module
-    from rice_mlops.signing import generate_keypair
+    from rice_mlops.release.rollout import engine as engine_module
+    from rice_mlops.release.signing import generate_keypair
     from tests.helpers.ports import free_port
 
     started = []

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops.run_policy import (
+from rice_mlops.core.run_policy import (
     PolicyError,
     checked_run_id,
     param_schemas,
     resolve_data_dir,
     run_request,
 )
-from rice_mlops.settings import PipelineSettings, SettingsError, docker_socket_from
+from rice_mlops.core.settings import PipelineSettings, SettingsError, docker_socket_from
 
 
 def _params(settings: PipelineSettings, **overrides) -> dict:

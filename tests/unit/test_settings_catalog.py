@@ -1,6 +1,6 @@
 """The settings catalogues tell the truth about `PipelineSettings.from_env`,
-`WebhookSettings.from_env` and `ToolSettings.from_env`, and the README's settings tables are the
-ones generated from them."""
+`WebhookSettings.from_env` and `ToolSettings.from_env`, and the settings tables of
+docs/configuration.md are the ones generated from them."""
 
 from __future__ import annotations
 
@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops import settings_catalog
-from rice_mlops.readers import SettingsError
-from rice_mlops.settings_catalog import (
+from rice_mlops.core.readers import SettingsError
+from rice_mlops.operations import settings_catalog
+from rice_mlops.operations.settings_catalog import shown
+from rice_mlops.operations.settings_tables import (
     CATALOGUES,
     END,
     START,
     Catalogue,
     main,
     markdown_table,
-    shown,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# The page `scripts/settings-table` writes the generated tables into.
+CONFIGURATION = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ENTRIES = [entry for catalogue in CATALOGUES for entry in catalogue.entries]
 BY_ENV = {s.env: s for s in ENTRIES}
 # Variables a from_env reads that no entry of its catalogue names: fallbacks of a catalogued
@@ -66,13 +67,18 @@ class RecordingEnv(Mapping[str, str]):
 
 
 @_by_name
-def test_the_readme_table_is_the_generated_one(catalogue: Catalogue):
-    readme = README.read_text(encoding="utf-8")
-    start, end = readme.index(catalogue.start), readme.index(catalogue.end)
-    assert readme[start + len(catalogue.start):end].strip() == \
+def test_the_configuration_page_table_is_the_generated_one(catalogue: Catalogue):
+    page = CONFIGURATION.read_text(encoding="utf-8")
+    start, end = page.index(catalogue.start), page.index(catalogue.end)
+    assert page[start + len(catalogue.start):end].strip() == \
         markdown_table(catalogue.entries).strip(), \
-        f"README.md's {catalogue.name} is stale: run scripts/settings-table"
-    assert main(["--check", str(README)]) == 0
+        f"docs/configuration.md's {catalogue.name} is stale: run scripts/settings-table"
+    assert main(["--check", str(CONFIGURATION)]) == 0
+
+
+def test_scripts_settings_table_targets_the_configuration_page():
+    script = (CONFIGURATION.parents[1] / "scripts" / "settings-table").read_text(encoding="utf-8")
+    assert script.rstrip().endswith('"$action" docs/configuration.md')
 
 
 def test_check_mode_fails_on_a_stale_table_and_write_mode_fixes_it(tmp_path, capsys):
@@ -243,7 +249,8 @@ def test_the_catalogue_needs_only_the_standard_library():
     import subprocess
     import sys
 
-    probe = ("import sys; before = set(sys.modules); import rice_mlops.settings_catalog; "
+    probe = ("import sys; before = set(sys.modules); "
+             "import rice_mlops.operations.settings_tables; "
              "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
              " - set(sys.stdlib_module_names) - {'rice_mlops'}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

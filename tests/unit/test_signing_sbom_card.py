@@ -11,20 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from rice_mlops import model_card, sbom
-from rice_mlops.gate import decide
-from rice_mlops.serving.model_signature import (
-    SIGNATURE_FILE,
-    ModelSignatureError,
-    verify_envelope,
-    verify_model_dir,
-)
-from rice_mlops.signing import (
+from rice_mlops.compute import model_card
+from rice_mlops.compute.gate import decide
+from rice_mlops.release import sbom
+from rice_mlops.release.signing import (
     SigningKeyError,
     generate_keypair,
     load_private_key,
     sign_envelope,
     sign_model_dir,
+)
+from rice_mlops.serving.model_signature import (
+    SIGNATURE_FILE,
+    ModelSignatureError,
+    verify_envelope,
+    verify_model_dir,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def test_the_private_key_is_read_from_the_key_file_alone(tmp_path, monkeypatch):
     may read) is never a source, even when it holds a valid key and the file is missing."""
     from cryptography.hazmat.primitives import serialization
 
-    from rice_mlops.signing import signing_key
+    from rice_mlops.release.signing import signing_key
 
     private, _ = generate_keypair(tmp_path / "keys")
     pem = private.read_text()
@@ -93,7 +94,7 @@ def test_the_private_key_is_read_from_the_key_file_alone(tmp_path, monkeypatch):
 
 
 def test_envelope_verifies_with_its_key_only(keys):
-    from rice_mlops.signing import load_public_key
+    from rice_mlops.release.signing import load_public_key
 
     private, public, _, other_public = keys
     envelope = sign_envelope(b'{"hello": 1}', private)

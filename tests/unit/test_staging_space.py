@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rice_mlops import artifacts
-from rice_mlops.artifacts import StagingSpaceError, fetch, verify_manifest
+from rice_mlops.core import staged_artifacts as artifacts
+from rice_mlops.core.staged_artifacts import StagingSpaceError, fetch, verify_manifest
 
 RUN = "0123456789abcdef0123456789abcdef"
 Usage = namedtuple("Usage", "total used free")

@@ -6,15 +6,15 @@ import math
 
 import pytest
 
-from rice_mlops.gate import Decision, Rules, decide, gate_table, judge, reason
-from rice_mlops.registry import gate_tags
-from rice_mlops.stats import (
+from rice_mlops.compute.gate import Decision, Rules, decide, gate_table, judge, reason
+from rice_mlops.compute.stats import (
     compare_paired,
     mcnemar_exact_p,
     paired_difference_interval,
     per_class_recall,
     wilson_interval,
 )
+from rice_mlops.core.model_registry import gate_tags
 
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
 
@@ -133,7 +133,7 @@ def test_per_class_recall_and_paired_counts_agree():
 
 
 def test_smoke_budgets_refuse_an_image_too_large_or_too_slow():
-    from rice_mlops.budgets import BudgetError, check, parse_probe
+    from rice_mlops.release.budgets import BudgetError, check, parse_probe
 
     fine = check(size_bytes=231_000_000, latencies_ms=[3.0, 4.0, 5.0], max_image_mb=400,
                  max_p50_ms=250)

@@ -11,7 +11,7 @@ def test_a_task_added_after_a_stop_is_skipped_with_it_whatever_its_trigger_rule(
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG
 
-    from rice_mlops.stops import bypasses, skip_all_after
+    from rice_mlops.stages.stops import bypasses, skip_all_after
 
     with DAG("stops_example", schedule=None):
         stop = EmptyOperator(task_id="stop")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rice_mlops.data import validate
-from rice_mlops.data.synth import CLASS_STATS, draw_grain, generate
+from rice_mlops.compute.data import validate
+from rice_mlops.compute.data.synth import CLASS_STATS, draw_grain, generate
 
 
 def _digest(root) -> str:

@@ -10,12 +10,12 @@ import dataclasses
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops import training as training_module
-from rice_mlops.data import discover
-from rice_mlops.data.fingerprint import fingerprint
-from rice_mlops.handoffs import Dataset
-from rice_mlops.run_policy import param_schemas
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.compute import training_run as training_module
+from rice_mlops.compute.data import discover
+from rice_mlops.core.fingerprint import fingerprint
+from rice_mlops.core.handoffs import Dataset
+from rice_mlops.core.run_policy import param_schemas
+from rice_mlops.core.settings import PipelineSettings
 from rice_mlops.stages import admission, training
 from tests.helpers.datasets import copy_subset
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rice_mlops.data import DataValidationError, validate
+from rice_mlops.compute.data import DataValidationError, validate
 
 
 def _jpeg(path: Path, seed: int = 0) -> Path:

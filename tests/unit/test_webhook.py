@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rice_mlops.webhook.events import dag_run_id, decide, valid_delivery
-from rice_mlops.webhook.signature import SignatureError, sign, verify
+from rice_mlops.ingress.events import dag_run_id, decide, valid_delivery
+from rice_mlops.ingress.signature import SignatureError, sign, verify
 
 GITHUB_VECTOR = ("It's a Secret to Everybody", b"Hello, World!",
                  "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
@@ -103,7 +103,7 @@ def test_allow_listed_repository_triggers_and_any_repository_is_asked_for_by_nam
     ({"GITHUB_WEBHOOK_REPOSITORIES": "*"}, frozenset({"*"})),
 ])
 def test_the_allow_list_defaults_to_the_repository_the_pipeline_publishes_to(env, allowed):
-    from rice_mlops.webhook.settings import allowed_repositories
+    from rice_mlops.ingress.settings import allowed_repositories
 
     assert allowed_repositories(env) == allowed
 
@@ -114,8 +114,8 @@ def test_the_allow_list_defaults_to_the_repository_the_pipeline_publishes_to(env
     ({"RICE_GITHUB_REPOSITORY": "acme/rice/extra"}, "RICE_GITHUB_REPOSITORY"),
 ])
 def test_a_malformed_allow_list_names_its_variable(env, named):
-    from rice_mlops.readers import SettingsError
-    from rice_mlops.webhook.settings import allowed_repositories
+    from rice_mlops.core.readers import SettingsError
+    from rice_mlops.ingress.settings import allowed_repositories
 
     with pytest.raises(SettingsError, match="not a repository") as refused:
         allowed_repositories(env)
@@ -154,7 +154,7 @@ class _Clock:
 
 @pytest.mark.anyio
 async def test_secret_from_a_variable_is_reread_after_its_ttl():
-    from rice_mlops.webhook.secrets import WebhookSecrets
+    from rice_mlops.ingress.secrets import WebhookSecrets
 
     store, clock = {"hook": _long("first")}, _Clock()
     secrets = WebhookSecrets(None, _long("older"), "hook", ttl=60, grace=3600, lookup=store.get,
@@ -174,7 +174,7 @@ async def test_secret_from_a_variable_is_reread_after_its_ttl():
 
 @pytest.mark.anyio
 async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
-    from rice_mlops.webhook.secrets import SecretUnavailable, WebhookSecrets
+    from rice_mlops.ingress.secrets import SecretUnavailable, WebhookSecrets
 
     def broken(key):
         raise ConnectionError("backend down")
@@ -206,13 +206,18 @@ async def test_an_unreadable_variable_keeps_the_last_secret_or_refuses():
 
 @pytest.mark.anyio
 async def test_the_environment_secret_wins_and_nothing_configured_is_empty(monkeypatch):
-    from rice_mlops.webhook.secrets import WebhookSecrets, read_variable
+    from plugins.github_webhook import read_variable
+    from rice_mlops.core.readers import SettingsError
+    from rice_mlops.ingress.secrets import WebhookSecrets
 
     monkeypatch.setenv("AIRFLOW_VAR_RICE_TEST_HOOK", _long("from-airflow-variable"))
     assert read_variable("rice_test_hook") == _long("from-airflow-variable")  # Airflow's own lookup
-    assert await WebhookSecrets(_long("env"), None, "rice_test_hook").current() == (_long("env"),)
-    assert await WebhookSecrets(None, None, "rice_test_hook").current() == (
+    assert await WebhookSecrets(_long("env"), None, "rice_test_hook",
+                                lookup=read_variable).current() == (_long("env"),)
+    assert await WebhookSecrets(None, None, "rice_test_hook", lookup=read_variable).current() == (
         _long("from-airflow-variable"),)
+    with pytest.raises(SettingsError, match="no lookup was given"):
+        WebhookSecrets(None, None, "rice_test_hook")
     assert not WebhookSecrets(None, _long("old"), None).configured
     assert await WebhookSecrets(None, _long("old"), None).current() == ()
     assert await WebhookSecrets(None, None, None).current() == ()
@@ -221,7 +226,7 @@ async def test_the_environment_secret_wins_and_nothing_configured_is_empty(monke
 def test_send_posts_one_signed_delivery_through_the_client_it_is_given():
     import httpx
 
-    from rice_mlops.webhook.send import push_payload, send
+    from rice_mlops.ingress.send import push_payload, send
 
     seen = []
 

@@ -9,11 +9,11 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from rice_mlops.airflow_rest import AirflowRejected, AirflowUnavailable, TriggerResult
-from rice_mlops.webhook.app import create_app
-from rice_mlops.webhook.recent import OncePerRun
-from rice_mlops.webhook.settings import WebhookSettings
-from rice_mlops.webhook.signature import sign
+from rice_mlops.core.airflow_rest import AirflowRejected, AirflowUnavailable, TriggerResult
+from rice_mlops.ingress.app import create_app
+from rice_mlops.ingress.recent import OncePerRun
+from rice_mlops.ingress.settings import WebhookSettings
+from rice_mlops.ingress.signature import sign
 
 SECRET = "an-in-process-test-secret-of-decent-length"
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"

@@ -1,6 +1,6 @@
-"""What an unsigned caller can make the webhook hold (issues #13, #20): body deadlines, a
-minimum body rate and a budget of unsigned bytes counted as received, on a real uvicorn server
-(so idle connections cannot lock a signed push out), one secret lookup per refresh, an expiring
+"""What an unsigned caller can make the webhook hold (issues #13, #20): body deadlines and a
+budget of unsigned bytes counted as received, on a real uvicorn server (idle and slow clients
+against a signed push: test_webhook_lockouts.py), one secret lookup per refresh, an expiring
 previous secret, a minimum secret length at start-up, and no Airflow detail echoed back."""
 
 from __future__ import annotations
@@ -18,29 +18,21 @@ import anyio
 import httpx
 import pytest
 
-from rice_mlops.readers import SettingsError
-from rice_mlops.webhook.app import create_app
-from rice_mlops.webhook.secrets import MIN_SECRET_LENGTH, WebhookSecrets
-from rice_mlops.webhook.settings import WebhookSettings
-from rice_mlops.webhook.signature import sign
+from rice_mlops.core.readers import SettingsError
+from rice_mlops.ingress.app import create_app
+from rice_mlops.ingress.secrets import WebhookSecrets
+from rice_mlops.ingress.settings import MIN_SECRET_LENGTH, WebhookSettings
+from rice_mlops.ingress.signature import sign
 from tests.helpers.ports import free_port
-from tests.helpers.serving_traffic import still_open
+from tests.helpers.webhook_settings import SECRET, webhook_settings
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "s" * MIN_SECRET_LENGTH
-
-
-def _settings(**overrides) -> WebhookSettings:
-    values = dict(secret=SECRET, branch="main", repositories=frozenset({"*"}),
-                  dag_id="rice_classifier_cicd", api_url="http://127.0.0.1:9", username="u",
-                  password="p", triggers_at_once=2)
-    return WebhookSettings(**{**values, **overrides})
 
 
 _SERVER = """
 import sys, uvicorn
-from rice_mlops.webhook.app import create_app
-from rice_mlops.webhook.settings import WebhookSettings
+from rice_mlops.ingress.app import create_app
+from rice_mlops.ingress.settings import WebhookSettings
 settings = WebhookSettings(secret="s" * 32, branch="main", repositories=frozenset({"*"}),
                     dag_id="d", api_url="http://127.0.0.1:9", username="u", password="p",
                     triggers_at_once=2, body_deadline=2.0, max_unverified=1)
@@ -178,8 +170,7 @@ async def test_a_burst_through_the_app_makes_one_backend_lookup(monkeypatch):
         time.sleep(0.2)
         return SECRET
 
-    monkeypatch.setattr("rice_mlops.webhook.secrets.read_variable", lookup)
-    app = create_app(_settings(secret=None, secret_variable="hook"))
+    app = create_app(webhook_settings(secret=None, secret_variable="hook"), variable_lookup=lookup)
     app.state.secrets._ttl = 0.5
     body = b'{"zen": "ok"}'
     headers = {"Content-Type": "application/json", "X-GitHub-Event": "ping",
@@ -216,7 +207,7 @@ def test_a_short_secret_is_refused_at_start_up_with_its_name(variable):
     key = "secret" if variable == "GITHUB_WEBHOOK_SECRET" else "previous_secret"
     with pytest.raises(SettingsError,
                        match=f"{variable} is 9 characters long; it accepts a secret of at least"):
-        create_app(_settings(**{key: "change-me"}))
+        create_app(webhook_settings(**{key: "change-me"}))
 
 
 def _plugin(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -263,9 +254,9 @@ def test_bad_limits_are_refused_with_their_name(monkeypatch, name, value):
 
 @pytest.mark.anyio
 async def test_airflow_details_stay_in_the_log(caplog):
-    from rice_mlops.airflow_rest import AirflowRejected, AirflowUnavailable
+    from rice_mlops.core.airflow_rest import AirflowRejected, AirflowUnavailable
 
-    app = create_app(_settings())
+    app = create_app(webhook_settings())
     payload = {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"full_name": "a/b"}}
     body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", "X-GitHub-Event": "push",
@@ -286,137 +277,10 @@ async def test_airflow_details_stay_in_the_log(caplog):
 
 @pytest.mark.anyio
 async def test_a_short_secret_in_a_variable_is_refused_with_its_name(caplog):
-    from rice_mlops.webhook.secrets import SecretUnavailable
+    from rice_mlops.ingress.secrets import SecretUnavailable
 
     secrets = WebhookSecrets(None, None, "hook", lookup=lambda key: "change-me")
     with pytest.raises(SecretUnavailable):
         await secrets.current()
     assert "Variable 'hook' is 9 characters long" in caplog.text
     assert "change-me" not in caplog.text
-
-
-# --- idle and slow clients cannot lock a signed push out (issue 20, "cheap lock-outs") -------
-
-class _Airflow:
-    """Triggers as the REST API would: the first trigger of a run id creates it."""
-
-    def __init__(self):
-        self.runs: list[str] = []
-
-    async def trigger(self, dag_id, run_id, conf):
-        from rice_mlops.airflow_rest import TriggerResult
-
-        created = run_id not in self.runs
-        self.runs.append(run_id)
-        return TriggerResult(dag_run_id=run_id, created=created)
-
-
-@contextlib.contextmanager
-def _receiver(**overrides):
-    """The webhook app under a real uvicorn server in a thread: (port, the Airflow double)."""
-    import threading
-
-    import uvicorn
-
-    airflow = _Airflow()
-    app = create_app(_settings(repositories=frozenset({"acme/rice"}), **overrides),
-                     client=airflow)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield sock.getsockname()[1], airflow
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-
-
-def _push(port: int, sha: str = "a" * 40) -> httpx.Response:
-    from rice_mlops.webhook.send import push_payload, send
-
-    return send(f"http://127.0.0.1:{port}/github", SECRET,
-                push_payload("refs/heads/main", sha, "acme/rice"), timeout=10)
-
-
-def _declare(port: int, length: int, first: bytes = b"") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"POST /github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"X-GitHub-Event: push\r\nContent-Length: %d\r\n\r\n" % length + first)
-    return sock
-
-
-@pytest.mark.parametrize("idle", [8, 40])
-def test_idle_connections_that_declare_a_body_do_not_lock_a_signed_push_out(idle):
-    # Generous deadlines, so the idle clients are all still open when the push is answered.
-    with _receiver(first_byte_deadline=30, body_deadline=30) as (port, airflow):
-        holders = [_declare(port, 25_000_000) for _ in range(idle)]
-        try:
-            time.sleep(0.3)  # every idle request has reached the app
-            answer = _push(port)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["reason"] == "DAG run triggered"
-            assert len(airflow.runs) == 1
-            # Answered while every idle client still held its connection.
-            assert all(still_open(sock) for sock in holders)
-        finally:
-            for sock in holders:
-                sock.close()
-
-
-def test_a_body_that_never_starts_or_trickles_gets_408_before_the_full_deadline():
-    with _receiver(first_byte_deadline=0.5, min_body_rate=100, body_deadline=30) as (port, _):
-        idle = _declare(port, 1000)
-        trickle = _declare(port, 1000, b"{")
-        for _ in range(8):  # 1 byte every 0.3 s: below 100 bytes/s
-            time.sleep(0.3)
-            with contextlib.suppress(OSError):
-                trickle.sendall(b" ")
-        results = {}
-        for name, sock in (("idle", idle), ("trickle", trickle)):
-            sock.settimeout(10)  # well before the 30 s body deadline
-            data = b""
-            with contextlib.suppress(OSError):
-                while chunk := sock.recv(65536):
-                    data += chunk
-            sock.close()
-            results[name] = data
-        assert results["idle"].startswith(b"HTTP/1.1 408"), results["idle"][:200]
-        assert b"no body byte within 0.5 s" in results["idle"]
-        assert results["trickle"].startswith(b"HTTP/1.1 408"), results["trickle"][:200]
-        assert b"slower than 100 bytes/s" in results["trickle"]
-
-
-def test_the_budget_counts_bytes_received_and_still_bounds_them():
-    """25 MB of unsigned bytes at once (max_unverified=1): a client that sent 20 MB holds 20 MB
-    of it, so another's 10 MB is refused (503), while a small signed push still fits."""
-    with _receiver(max_unverified=1, first_byte_deadline=30, body_deadline=30) as (port, _):
-        big = _declare(port, 25_000_000, b"x" * 20_000_000)
-        try:
-            time.sleep(0.5)
-            other = _declare(port, 12_000_000)
-            with contextlib.suppress(OSError):  # refused (and closed) while it sends
-                other.sendall(b"y" * 10_000_000)
-            other.settimeout(10)
-            status = other.recv(100)
-            other.close()
-            assert status.startswith(b"HTTP/1.1 503"), status
-            assert _push(port).status_code == 200
-            assert still_open(big)
-        finally:
-            big.close()
-
-
-def test_body_rate_and_first_byte_settings_are_read_with_their_names(monkeypatch):
-    monkeypatch.setenv("GITHUB_WEBHOOK_FIRST_BYTE_TIMEOUT", "1.5")
-    monkeypatch.setenv("GITHUB_WEBHOOK_MIN_BODY_RATE", "2048")
-    settings = WebhookSettings.from_env()
-    assert (settings.first_byte_deadline, settings.min_body_rate) == (1.5, 2048)
-    monkeypatch.setenv("GITHUB_WEBHOOK_MIN_BODY_RATE", "-1")
-    with pytest.raises(SettingsError, match="GITHUB_WEBHOOK_MIN_BODY_RATE"):
-        WebhookSettings.from_env()

@@ -1,6 +1,6 @@
 """Reading an XCom through Airflow's REST API: the value decoded one way by both test clients
-(tests/helpers/airflow_stack.py and the retrying one of tests/helpers/faults.py), None when the
-task pushed none."""
+(tests/helpers/airflow_stack.py and the retrying one, tests/helpers/retrying_airflow.py), None
+when the task pushed none."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.helpers.airflow_stack import AirflowStack, xcom_value
-from tests.helpers.faults import Airflow
+from tests.helpers.retrying_airflow import Airflow
 
 DIGEST_REF = "127.0.0.1:5000/rice-classifier@sha256:" + "ab" * 32
 PATH = "/dags/rice_classifier_cicd/dagRuns/run-1/taskInstances/train/xcomEntries/return_value"
@@ -34,7 +34,7 @@ def _answer(status: int, body: dict) -> httpx.Response:
     return httpx.Response(status, json=body)
 
 
-@pytest.fixture(params=["stack", "faults"])
+@pytest.fixture(params=["stack", "retrying_airflow"])
 def client(request, monkeypatch):
     """Each client with its HTTP call replaced by `client.answers[path]`; asked paths recorded."""
     if request.param == "stack":
@@ -80,7 +80,7 @@ def test_a_typed_hand_off_comes_back_as_the_dict_of_its_fields():
 
     value = trained("ab" * 16, artifact_sha256={"tflite/model.tflite": "0" * 64})
     stored = stored_xcom(value)
-    assert stored["__classname__"] == "rice_mlops.handoffs.Trained"
+    assert stored["__classname__"] == "rice_mlops.core.handoffs.Trained"
     for answer in (stored, json.dumps(stored)):
         decoded = xcom_value({"key": "return_value", "value": answer})
         assert decoded == value.as_dict()

@@ -1,1 +1,3 @@
-"""Watching the model in service: its prediction logs against a reference (issue 23)."""
+"""Monitoring (the release zone's monitoring DAG): the serving servers' prediction logs read
+with bounds, judged against the drift reference the release zone computed and keeps.
+"""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rice_mlops.prediction_logs import MAX_LINE
+from rice_mlops.monitoring.log_reader import MAX_LINE
 
 INPUT_FEATURES = ("height", "width", "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b")
 FEATURES = ("confidence", *INPUT_FEATURES)

@@ -1,7 +1,7 @@
 """The drift references the monitoring trusts: the release zone's own.
 
 One per model version, computed in the release zone from the TFLite bytes it measured before
-building (`rice_mlops.image.prepare_context`, on the test split), and kept in
+building (`rice_mlops.release.image.prepare_context`, on the test split), and kept in
 RICE_RELEASE_DIR/references, which no other zone mounts. The reference the gate logs to MLflow
 stays there for people to read, but the compute zone writes MLflow too (a reference of a few
 rows hides drift, one of a single class raises it every day), so the monitoring never reads it.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rice_mlops.core.zone_files import TooLarge, read_bounded, write_atomic
 from rice_mlops.monitoring.drift import DriftReferenceError, Reference
-from rice_mlops.zone_files import TooLarge, read_bounded, write_atomic
 
 MAX_BYTES = 32 << 20  # 100,000 rows of nine numbers is about 20 MB of JSON
 DIRECTORY = "references"

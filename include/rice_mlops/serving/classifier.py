@@ -11,17 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rice_mlops.serving.inference import TFLiteModel
+
 # Inputs up to this many float32 values (a batch of 8 rice images, or one 1024x1024 image)
 # keep their interpreter; larger ones get a fresh one afterwards.
 _KEEP_INPUT_VALUES = 1024 * 1024 * 3
-
-
-@dataclass
-class _Slot:
-    interpreter: object
-    input_index: int
-    output_index: int
-    shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -38,22 +32,18 @@ class Classifier:
         self.classes = json.loads((self.model_dir / "labels.json").read_text())["classes"]
         metadata_file = self.model_dir / "metadata.json"
         self.metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
-        self._slots: queue.Queue[_Slot] = queue.Queue()
+        self._slots: queue.Queue[TFLiteModel] = queue.Queue()
         self._model_path = str(self.model_dir / "model.tflite")
         for _ in range(max(1, self.workers)):
             self._slots.put(self._new_slot())
         # Warm one shape so the first request does not pay for allocation.
         self.predict(np.zeros((1, 250, 250, 3), dtype=np.float32))
 
-    def _new_slot(self) -> _Slot:
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=self._model_path, num_threads=1)
-        return _Slot(interpreter, interpreter.get_input_details()[0]["index"],
-                     interpreter.get_output_details()[0]["index"])
+    def _new_slot(self) -> TFLiteModel:
+        return TFLiteModel(self._model_path)
 
     @contextmanager
-    def _slot(self) -> Iterator[_Slot]:
+    def _slot(self) -> Iterator[TFLiteModel]:
         slot = self._slots.get()
         try:
             yield slot
@@ -65,13 +55,5 @@ class Classifier:
             self._slots.put(slot)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        with self._slot() as slot:
-            if images.shape != slot.shape:
-                slot.interpreter.resize_tensor_input(slot.input_index, images.shape, strict=False)
-                slot.interpreter.allocate_tensors()
-                slot.shape = images.shape
-            # Written through a view of the input tensor, so uint8 pixels are converted while
-            # copied: no float32 copy of a large image besides the interpreter's own.
-            slot.interpreter.tensor(slot.input_index)()[...] = images
-            slot.interpreter.invoke()
-            return slot.interpreter.get_tensor(slot.output_index).copy()
+        with self._slot() as model:
+            return model.probabilities(images)

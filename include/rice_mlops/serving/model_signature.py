@@ -5,7 +5,7 @@ a DSSE envelope (https://github.com/secure-systems-lab/dsse, Ed25519) over an in
 statement whose subjects are every file of the directory with its sha256. A file added,
 removed or changed after signing, another key, or a forged envelope raises
 ModelSignatureError naming what failed. Self-contained (standard library and `cryptography`)
-because the serving image carries only the `serving` package; rice_mlops.signing imports its
+because the serving image carries only the `serving` package; rice_mlops.release.signing imports its
 DSSE primitives from here so the pipeline and the server share one implementation.
 """
 

@@ -2,7 +2,7 @@
 
 Every resource a client can hold has a bound here, so an operator can see and change it. The
 serving package ships alone in the image, so it keeps this parser of its own rather than
-importing the pipeline's (`rice_mlops.readers`), but in the same style: unset or empty means
+importing the pipeline's (`rice_mlops.core.readers`), but in the same style: unset or empty means
 the default, and a refusal says which variable, what it holds, what it accepts and what to do.
 """
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Admission, Dataset, Freshness
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Admission, Dataset, Freshness
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.stages.common import checked_handoffs, checked_request
 from rice_mlops.stages.publication import commit_status
-from rice_mlops.vocabulary import DAG_ID
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     Clearing any task of a run re-runs this setup task too: a run that has already gone past
     it (a task after it holds a state) is a re-run, never superseded after the fact.
     """
-    from rice_mlops.airflow_rest import AirflowRest
-    from rice_mlops.run_policy import newer_push
+    from rice_mlops.core.run_policy import newer_push
+    from rice_mlops.stages.connections import airflow_rest
 
     refused = untrusted_drift_trigger()
     if refused:
@@ -47,7 +47,7 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
     commit_status(settings, request, dag_run_id, "pending", "training and gating")
     if not request.source_commit or rerun:
         return Admission(proceed=True)
-    api = AirflowRest.from_connection(settings.airflow_api_conn_id)
+    api = airflow_rest(settings.airflow_api_conn_id)
     if api is None:
         log.info("no Airflow connection %r: superseded pushes are not detected",
                  settings.airflow_api_conn_id)
@@ -62,11 +62,11 @@ def admit(settings: PipelineSettings, params: Mapping, ti) -> Admission:
 
 def untrusted_drift_trigger(context=None) -> str | None:
     """Why a run that `rice_drift` events started must not train: none of them was raised by
-    the release zone's monitoring (`rice_mlops.assets.DRIFT_SOURCE`). Any task's token can
+    the release zone's monitoring (`rice_mlops.stages.assets.DRIFT_SOURCE`). Any task's token can
     list that asset among its outlets; only the monitoring's verdict starts a training."""
     from airflow.sdk import get_current_context
 
-    from rice_mlops.assets import DRIFT_SOURCE, RICE_DRIFT, raised_by_monitoring
+    from rice_mlops.stages.assets import DRIFT_SOURCE, RICE_DRIFT, raised_by_monitoring
 
     context = context if context is not None else get_current_context()
     run_type = getattr(context.get("dag_run"), "run_type", None)
@@ -89,9 +89,9 @@ def check_changed(settings: PipelineSettings, params: Mapping, data: Dataset,
                   champion_events: Iterable) -> Freshness:
     """Whether training could change anything: not when the dataset fingerprint and the
     training code digest equal the recorded champion's (unless `force`)."""
-    from rice_mlops.champion import latest_record
-    from rice_mlops.code_digest import training_code_digest
-    from rice_mlops.config import TrainConfig
+    from rice_mlops.compute.champion import latest_record
+    from rice_mlops.compute.code_digest import training_code_digest
+    from rice_mlops.compute.training_config import TrainConfig
 
     request = checked_request(settings, params)
     config = TrainConfig(data_dir=Path(data.data_dir), epochs=request.epochs,

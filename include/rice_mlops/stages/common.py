@@ -11,9 +11,9 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Admission, Freshness, Gate, Trained
-from rice_mlops.run_policy import PolicyError, RunRequest, run_request
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Admission, Freshness, Gate, Trained
+from rice_mlops.core.run_policy import PolicyError, RunRequest, run_request
+from rice_mlops.core.settings import PipelineSettings
 
 
 def checked_request(settings: PipelineSettings, params: Mapping) -> RunRequest:
@@ -26,14 +26,14 @@ def checked_request(settings: PipelineSettings, params: Mapping) -> RunRequest:
 
 def dataset_dir(settings: PipelineSettings, request: RunRequest) -> Path:
     """The run's dataset: the conf's (checked by the policy) or the synthetic one."""
-    from rice_mlops.data.synth import ensure_synthetic
+    from rice_mlops.compute.data.synth import ensure_synthetic
 
     return request.data_dir or ensure_synthetic(settings.synthetic_root)
 
 
 def staged_dir(settings: PipelineSettings, trained: Trained) -> Path:
     """The run's staged artifacts, checked against their manifest."""
-    from rice_mlops.artifacts import verify_manifest
+    from rice_mlops.core.staged_artifacts import verify_manifest
 
     staged = trained.staged_dir(settings)
     verify_manifest(staged)
@@ -42,7 +42,7 @@ def staged_dir(settings: PipelineSettings, trained: Trained) -> Path:
 
 def training_digests(trained: Trained) -> dict[str, str]:
     """The sha256 of each model file as the train task recorded it."""
-    from rice_mlops.release import ReleaseInputError
+    from rice_mlops.core.staged_artifacts import ReleaseInputError
 
     try:
         return trained.digests()
@@ -55,7 +55,7 @@ def _handoff_types(hint) -> tuple[type, ...]:
     from types import NoneType, UnionType
     from typing import Union, get_args, get_origin
 
-    from rice_mlops.handoffs import HANDOFFS
+    from rice_mlops.core.handoffs import HANDOFFS
 
     options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
     if not any(option in HANDOFFS for option in options):

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Dataset
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Dataset
+from rice_mlops.core.settings import PipelineSettings
 from rice_mlops.stages.common import checked_request, dataset_dir
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 def validate_data(settings: PipelineSettings, params: Mapping) -> Dataset:
     """Every image of the run's dataset checked (all problems at once), and its fingerprint."""
-    from rice_mlops.data import DataValidationError, validate
-    from rice_mlops.data.fingerprint import fingerprint
+    from rice_mlops.compute.data import DataValidationError, validate
+    from rice_mlops.core.fingerprint import fingerprint
 
     data_dir = dataset_dir(settings, checked_request(settings, params))
     try:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Dataset, Gate, Trained
-from rice_mlops.run_policy import RunRequest, checked_run_id
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Dataset, Gate, Trained
+from rice_mlops.core.run_policy import RunRequest
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID, MODEL_NAME
 from rice_mlops.stages.common import checked_handoffs, checked_request, staged_dir, training_digests
-from rice_mlops.vocabulary import DAG_ID, MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,18 @@ log = logging.getLogger(__name__)
 def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, trained: Trained,
                  champion_events: Iterable) -> Gate:
     """Register a version; decide against the bar and the champion the asset events record."""
-    from rice_mlops import registry
-    from rice_mlops.champion import (
+    from rice_mlops.compute.champion import (
         ChampionMismatch,
         champion_predictions,
         latest_record,
-        tflite_outputs,
     )
-    from rice_mlops.data import discover
-    from rice_mlops.gate import decide
+    from rice_mlops.compute.data import discover
+    from rice_mlops.compute.gate import decide
+    from rice_mlops.core import model_registry as registry
+    from rice_mlops.serving.inference import file_outputs
 
     request = checked_request(settings, params)
-    run_id = checked_run_id(trained.run_id)
+    run_id = trained.run_id
     staged = staged_dir(settings, trained)
     _check_trained_bytes(staged / "model.tflite", trained)
     version = registry.register(run_id, trained.model_uri)
@@ -53,7 +53,7 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, tra
     # from its staged (manifest-checked) TFLite file, the one that ships.
     dataset = discover(Path(data.data_dir))
     paths, labels = dataset.examples("test")
-    probabilities, inputs = tflite_outputs(staged / "model.tflite", paths)
+    probabilities, inputs = file_outputs(staged / "model.tflite", paths)
     predictions = [int(row.argmax()) for row in probabilities]
     champion, how, mismatch = None, "no champion recorded by this pipeline yet", None
     if record is not None and record.version != version:
@@ -89,7 +89,7 @@ def quality_gate(settings: PipelineSettings, params: Mapping, data: Dataset, tra
 def _record_drift_reference(run_id: str, version: str, classes, probabilities, inputs) -> None:
     """What this version answers on its test split, for the monitoring to compare its
     prediction logs with: an artifact of the version's run, its sha256 a tag of the version."""
-    from rice_mlops import registry
+    from rice_mlops.core import model_registry as registry
     from rice_mlops.monitoring.drift import Reference, observe
 
     names = [classes[int(row.argmax())] for row in probabilities]
@@ -100,7 +100,7 @@ def _record_drift_reference(run_id: str, version: str, classes, probabilities, i
 
 def _check_trained_bytes(tflite: Path, trained: Trained) -> None:
     """The staged TFLite file is the one training recorded (not only what its manifest says)."""
-    from rice_mlops.champion import sha256_of
+    from rice_mlops.compute.champion import sha256_of
 
     recorded = training_digests(trained)["tflite/model.tflite"]
     if (actual := sha256_of(tflite)) != recorded:
@@ -114,7 +114,8 @@ def _model_card(settings: PipelineSettings, request: RunRequest, data: Dataset,
     import hashlib
     import json
 
-    from rice_mlops import model_card, registry
+    from rice_mlops.compute import model_card
+    from rice_mlops.core import model_registry as registry
 
     text = model_card.render(
         model_name=MODEL_NAME, version=gate.version, run_id=trained.run_id,

@@ -9,7 +9,7 @@ when it built the version that serves (`rice_mlops.monitoring.references`), logs
 as an MLflow run of `rice-monitoring` (statistics, p-values, a plot of reference against live)
 and writes it as the run note. `raise_drift`, in
 the release zone too, then emits the `rice_drift` asset event with the evidence and e-mails,
-on a drift verdict only; only its events count (`rice_mlops.assets.DRIFT_SOURCE`).
+on a drift verdict only; only its events count (`rice_mlops.stages.assets.DRIFT_SOURCE`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import time
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rice_mlops.settings import PipelineSettings
-from rice_mlops.vocabulary import (
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import (
     MONITORING_DAG_ID,
     MONITORING_EXPERIMENT,
     MONITORING_WATERMARK,
 )
-from rice_mlops.zone_files import TooLarge, read_bounded, write_atomic
+from rice_mlops.core.zone_files import TooLarge, read_bounded, write_atomic
 
 log = logging.getLogger(__name__)
 EVENT_KEYS = ("model_version", "verdict", "summary", "predictions", "since", "until",
@@ -71,8 +71,8 @@ def check_drift(settings: PipelineSettings, dag_run_id: str) -> dict:
     """The verdict on the window of the version that serves (a dict for XCom and the event)."""
     from rice_mlops.monitoring import references
     from rice_mlops.monitoring.drift import DriftReferenceError, compare, read_window
-    from rice_mlops.prediction_logs import LogFileError, rotated_logs, window_lines
-    from rice_mlops.rollout import state as st
+    from rice_mlops.monitoring.log_reader import LogFileError, rotated_logs, window_lines
+    from rice_mlops.release.rollout import state as st
     from rice_mlops.serving.labelling import waiting
     from rice_mlops.stages.report import write_note
     from rice_mlops.stages.serving import layout
@@ -171,7 +171,7 @@ def raise_drift(settings: PipelineSettings, dag_run_id: str, drift_event=None,
     e-mail; skipped while the last one is younger than RICE_MONITORING_COOLDOWN_HOURS (one
     storm, one training). The verdict is check_drift's, read from the release zone's own
     directory: a verdict in XCom is anybody's."""
-    from rice_mlops.assets import raised_by_monitoring
+    from rice_mlops.stages.assets import raised_by_monitoring
     from rice_mlops.stages.report import notify
 
     record = load_verdict(settings, dag_run_id)
@@ -204,7 +204,7 @@ def _log_run(record: dict, reference, window, report, log_root) -> str:
 
     import mlflow
 
-    from rice_mlops.dataset_record import metadata_dataset
+    from rice_mlops.compute.dataset_record import metadata_dataset
 
     mlflow.set_experiment(MONITORING_EXPERIMENT)
     with mlflow.start_run(run_name=f"v{record['model_version']} window") as run:
@@ -239,7 +239,7 @@ def _plot(reference, window, report, path):
     spread, and the class mix, with each check's adjusted p-value in its title."""
     import numpy as np
 
-    from rice_mlops.evaluation import _pyplot
+    from rice_mlops.compute.metrics import _pyplot
 
     plt = _pyplot()
     adjusted = {check.name: check.adjusted_p for check in report.checks}

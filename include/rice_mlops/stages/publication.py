@@ -13,11 +13,11 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rice_mlops.handoffs import Gate, Image, Trained
-from rice_mlops.run_policy import RunRequest
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Gate, Image, Trained
+from rice_mlops.core.run_policy import RunRequest
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.stages.common import checked_handoffs, checked_request, staged_dir
-from rice_mlops.vocabulary import DAG_ID
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,11 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trai
     """Commit the staged artifacts and model card to the model branch; open or update its PR."""
     import json
 
-    from rice_mlops import publish, registry
+    from rice_mlops.core import model_registry as registry
+    from rice_mlops.publication import pull_request as publish
+    from rice_mlops.stages.connections import github_client, unusable_connection_reason
 
-    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+    if reason := unusable_connection_reason(settings.github_conn_id):
         raise AirflowSkipException(reason)
     if not settings.github_repository:
         raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY (the pull "
@@ -39,7 +41,7 @@ def open_pull_request(settings: PipelineSettings, params: Mapping, trained: Trai
     staged = staged_dir(settings, trained)
     champion = (registry.version_metrics(gate.champion_version)
                 if gate.champion_version else None)
-    github = publish.github_from_connection(settings.github_conn_id)
+    github = github_client(settings.github_conn_id)
     repository = settings.github_repository
     texts = publish.pull_request_texts(
         version=gate.version, run_id=trained.run_id, dag_run_id=dag_run_id,
@@ -79,18 +81,19 @@ def commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: s
                   state: str, description: str) -> None:
     """Post the run's state on its commit; nightly runs have none. Best effort: a status
     that cannot be posted is logged with the reason and never fails the run."""
-    from rice_mlops import publish
-    from rice_mlops.commit_status import post_status
+    from rice_mlops.publication import pull_request as publish
+    from rice_mlops.publication.commit_status import post_status
+    from rice_mlops.stages.connections import github_client, unusable_connection_reason
 
     if not request.source_commit or len(request.source_commit) != 40:
         return
-    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+    if reason := unusable_connection_reason(settings.github_conn_id):
         log.info("commit status not posted: %s", reason)
         return
     repository = request.source_repository or settings.github_repository
     try:
         # Bounded well inside the task's timeout: a slow GitHub must not hold the run.
-        github = publish.github_from_connection(settings.github_conn_id, timeout=10,
+        github = github_client(settings.github_conn_id, timeout=10,
                                                 attempts=2)
         try:
             with publish.answered(settings.github_conn_id, f"a commit status on {repository}"):
@@ -106,14 +109,15 @@ def commit_status(settings: PipelineSettings, request: RunRequest, dag_run_id: s
 
 def redeliver_failed_pushes(settings: PipelineSettings) -> list[int]:
     """Ask GitHub to redeliver every push delivery whose latest attempt failed."""
-    from rice_mlops import publish
-    from rice_mlops.redelivery import find_hook, redeliver_failed
+    from rice_mlops.publication import pull_request as publish
+    from rice_mlops.publication.redelivery import find_hook, redeliver_failed
+    from rice_mlops.stages.connections import github_client, unusable_connection_reason
 
-    if reason := publish.unusable_connection_reason(settings.github_conn_id):
+    if reason := unusable_connection_reason(settings.github_conn_id):
         raise AirflowSkipException(reason)
     if not settings.github_repository:
         raise AirflowSkipException("no repository: set RICE_GITHUB_REPOSITORY")
-    github = publish.github_from_connection(settings.github_conn_id)
+    github = github_client(settings.github_conn_id)
     try:
         with publish.answered(settings.github_conn_id,
                               f"the webhook deliveries of {settings.github_repository}"):

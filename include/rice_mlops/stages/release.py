@@ -3,9 +3,9 @@
 Every task here runs on the Docker queue (RICE_DOCKER_QUEUE), the release zone, whose worker
 alone holds the engine socket, the registry connection and the signing key; the exception is
 `record_image`, which only writes the pushed digest to MLflow and runs on the default worker.
-The build, smoke test and push themselves are DockerOperators (`rice_mlops.docker_tasks`). No
+The build, smoke test and push themselves are DockerOperators (`rice_mlops.stages.docker_tasks`). No
 Python model is loaded here (no MLflow pyfunc, no pickle): only `model.tflite` and
-`labels.json`, checked against the digests recorded at training (`rice_mlops.release`).
+`labels.json`, checked against the digests recorded at training (`rice_mlops.release.intake`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rice_mlops import release_ledger
-from rice_mlops.connections import registry_api, registry_host
-from rice_mlops.handoffs import (
+from rice_mlops.core.handoffs import (
     BuildContext,
     Dataset,
     Gate,
@@ -28,8 +26,11 @@ from rice_mlops.handoffs import (
     Staged,
     Trained,
 )
-from rice_mlops.run_policy import RunRequest, checked_run_id
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.run_policy import RunRequest
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID, MODEL_NAME, PROMOTED_BY_TAG
+from rice_mlops.release import ledger as release_ledger
+from rice_mlops.release.image import run_image_plan
 from rice_mlops.stages.common import (
     checked_handoffs,
     checked_request,
@@ -37,14 +38,14 @@ from rice_mlops.stages.common import (
     staged_dir,
     training_digests,
 )
-from rice_mlops.vocabulary import DAG_ID, MODEL_NAME, PROMOTED_BY_TAG
+from rice_mlops.stages.connections import airflow_rest, registry_api, registry_host
 
 log = logging.getLogger(__name__)
 
 
 def pipeline_signing_key(settings: PipelineSettings):
     """The pipeline's signing key; a missing or bad key fails the task without retry."""
-    from rice_mlops.signing import SigningKeyError, signing_key
+    from rice_mlops.release.signing import SigningKeyError, signing_key
 
     try:
         return signing_key(settings.signing_key_file)
@@ -56,7 +57,7 @@ def record_refusal(reason: str) -> None:
     """Why the release zone measured the bytes below the bar, for the report's note."""
     from airflow.sdk import get_current_context
 
-    from rice_mlops.outcome import REFUSAL_KEY
+    from rice_mlops.publication.outcome import REFUSAL_KEY
 
     try:
         ti = get_current_context()["ti"]
@@ -71,35 +72,36 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
     """The release zone's build context: the Dockerfile and server from this worker's own
     package, the model as two files checked against the digests the train task recorded,
     measured with LiteRT on the test split (below the bar: nothing is built). No Python model
-    is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release`. First, the run's
+    is loaded here (no MLflow pyfunc, no pickle): `rice_mlops.release.intake`. First, the run's
     approval as Airflow recorded it, read with this zone's own account
-    (`rice_mlops.approval_check`): an approval a task's token wrote builds nothing."""
-    from rice_mlops import registry
-    from rice_mlops.approval_check import check_approval
-    from rice_mlops.image import DEFAULT_BASE_IMAGE, image_metadata, prepare_context
+    (`rice_mlops.release.approval_check`): an approval a task's token wrote builds nothing."""
+    from rice_mlops.core import model_registry as registry
     from rice_mlops.monitoring import references
     from rice_mlops.monitoring.drift import DriftReferenceError
-    from rice_mlops.release import (
+    from rice_mlops.release.approval_check import check_approval
+    from rice_mlops.release.image import DEFAULT_BASE_IMAGE, image_metadata, prepare_context
+    from rice_mlops.release.intake import (
         DRIFT_REFERENCE,
         BelowBar,
         ReleaseInputError,
         read_classes,
         smoke_set,
     )
-    from rice_mlops.sbom import debian_components, read_base_image
+    from rice_mlops.release.sbom import debian_components, read_base_image
 
     if not Path(settings.docker_socket).exists():
         raise AirflowSkipException(
             f"no Docker engine at {settings.docker_socket}: image stages skipped, so nothing "
             "is shipped (set DOCKER_HOST or RICE_DOCKER_SOCKET, or start an engine)")
     request = checked_request(settings, params)
-    refused = check_approval(settings, request, dag_run_id)
+    refused = check_approval(airflow_rest(settings.release_api_conn_id), settings, request,
+                             dag_run_id)
     if refused:  # no retry changes who answered
         record_refusal(refused)
         raise AirflowFailException(refused)
-    run_id = checked_run_id(trained.run_id)
+    run_id = trained.run_id
     digests = training_digests(trained)
-    plan = trained.image_plan(settings, request.source_commit,
+    plan = run_image_plan(trained, settings, request.source_commit,
                               registry_host(settings.registry_conn_id))
     metadata = image_metadata(model_name=MODEL_NAME, model_version=gate.version,
                               run_id=run_id, source_commit=request.source_commit,
@@ -132,24 +134,24 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
                         gate.version)
     except DriftReferenceError as exc:
         raise AirflowFailException(str(exc)) from None
-    # What the later release tasks of this DAG run may act for (rice_mlops.release_ledger).
+    # What the later release tasks of this DAG run may act for (rice_mlops.release.ledger).
     release_ledger.record(settings.release_root, dag_run_id, mlflow_run_id=run_id,
                           model_version=str(gate.version))
     registry.log_sbom(run_id, gate.version, plan.context / "evidence" / "sbom.cdx.json")
     log.info("build context ready in %s for %s", plan.context, plan.names.immutable)
-    return BuildContext.of(plan)
+    return plan.handoff()
 
 
 @checked_handoffs
 def record_image(settings: PipelineSettings, trained: Trained, gate: Gate, plan: BuildContext,
                  pushed: str | None) -> Image:
     """The digest push.sh reported, recorded on the MLflow run and model version."""
-    from rice_mlops import registry
-    from rice_mlops.image import parse_pushed_digest
+    from rice_mlops.core import model_registry as registry
+    from rice_mlops.release.image import parse_pushed_digest
 
     image = Image(image=plan.image, latest=plan.latest,
                   **parse_pushed_digest(pushed, plan.repository))
-    registry.tag_image(checked_run_id(trained.run_id), gate.version, image.as_dict())
+    registry.tag_image(trained.run_id, gate.version, image.as_dict())
     log.info("pushed %s and %s as %s", image.image, image.latest, image.digest_ref)
     return image
 
@@ -168,7 +170,7 @@ def registry_client(settings: PipelineSettings):
     """A registry client with the connection's credentials (kept in memory, never logged)."""
     from airflow.sdk import BaseHook
 
-    from rice_mlops.oci import Registry
+    from rice_mlops.release.oci import Registry
 
     host = registry_host(settings.registry_conn_id)
     if host is None:
@@ -190,19 +192,19 @@ def attest_image(settings: PipelineSettings, params: Mapping, trained: Trained,
     import json
 
     import docker
-    from rice_mlops import registry as mlflow_registry
-    from rice_mlops.artifacts import verify_manifest
-    from rice_mlops.attestation import attach_evidence, lock_digests, provenance
-    from rice_mlops.image import REPO_ROOT
-    from rice_mlops.oci import RegistryError
+    from rice_mlops.core import model_registry as mlflow_registry
+    from rice_mlops.core.staged_artifacts import verify_manifest
+    from rice_mlops.release.attestation import attach_evidence, lock_digests, provenance
+    from rice_mlops.release.image import REPO_ROOT
+    from rice_mlops.release.oci import RegistryError
 
     if image is None or not image.digest:
         raise AirflowSkipException("no image was pushed: nothing to attest")
     request = checked_request(settings, params)
-    run_id = checked_run_id(trained.run_id)
+    run_id = trained.run_id
     checked_ledger(settings, dag_run_id, run_id)
     host, client = registry_client(settings)
-    plan = trained.image_plan(settings, request.source_commit, host)
+    plan = run_image_plan(trained, settings, request.source_commit, host)
     verify_manifest(plan.context)
     with client:
         try:
@@ -252,18 +254,18 @@ def verify_pushed(settings: PipelineSettings, request: RunRequest, trained: Trai
     MLflow run, source commit, model `version`), not older than the champion this pipeline
     recorded unless RICE_ROLLBACK_TO_VERSION names it, and the commit tag still names it.
     Raises AirflowFailException when any fails."""
-    from rice_mlops.attestation import VerificationError, verify_image
-    from rice_mlops.oci import RegistryError, split_reference
-    from rice_mlops.signing import load_public_key, public_pem
+    from rice_mlops.release.attestation import VerificationError, verify_image
+    from rice_mlops.release.oci import RegistryError, split_reference
+    from rice_mlops.release.signing import load_public_key, public_pem
 
-    run_id = checked_run_id(trained.run_id)
+    run_id = trained.run_id
     host, client = registry_client(settings)
     where, name, digest = split_reference(image.digest_ref)
     if (where, name) != (host, settings.image_name) or image.digest != digest:
         raise AirflowFailException(f"{image.digest_ref!r} is not an image of "
                                    f"{host}/{settings.image_name}")
     public = load_public_key(public_pem(pipeline_signing_key(settings)))
-    tag = trained.image_plan(settings, request.source_commit, host).names.tag
+    tag = run_image_plan(trained, settings, request.source_commit, host).names.tag
     minimum = int(champion_version) if str(champion_version or "").isdigit() else None
     rollback = settings.rollback_to_version
     with client:
@@ -301,9 +303,9 @@ def promote(settings: PipelineSettings, params: Mapping, data: Dataset, trained:
             champion_events: Iterable, champion_event=None) -> Promoted:
     """Verify the pushed image, then move `champion`; the record goes on `champion_event` (the
     model asset's outlet event: the next gate reads it back) and is returned."""
-    from rice_mlops import registry
-    from rice_mlops.artifacts import read_manifest
-    from rice_mlops.champion import latest_record
+    from rice_mlops.compute.champion import latest_record
+    from rice_mlops.core import model_registry as registry
+    from rice_mlops.core.staged_artifacts import read_manifest
 
     if image is None or not image.digest:
         configured = registry_host(settings.registry_conn_id) is not None
@@ -346,15 +348,15 @@ def prune_old_builds(settings: PipelineSettings, trained: Trained) -> dict:
     """Staging, build contexts and local tags of all but the newest RICE_KEEP_BUILDS runs."""
     from dataclasses import asdict
 
-    from rice_mlops.housekeeping import prune
+    from rice_mlops.release.housekeeping import prune
 
-    current = checked_run_id(trained.run_id)
+    current = trained.run_id
     report = prune(settings.staging_root, keep=settings.keep_builds, current=current,
                    image_name=settings.image_name, docker_socket=Path(settings.docker_socket))
     if settings.release_root.is_dir():  # the build contexts, in the release zone's directory
         import shutil
 
-        from rice_mlops.housekeeping import stale_run_dirs
+        from rice_mlops.release.housekeeping import stale_run_dirs
 
         for run_dir in stale_run_dirs(settings.release_root, settings.keep_builds, current):
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Admission, Approval, Freshness, Gate, Promoted, Served
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Admission, Approval, Freshness, Gate, Promoted, Served
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.stages.common import checked_request, foreign_handoffs, handoff_parameters
 from rice_mlops.stages.publication import commit_status, run_url
-from rice_mlops.vocabulary import DAG_ID
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
            freshness: Freshness | None, gate: Gate | None, approval: Approval | None,
            promoted: Promoted | None, served: Served | None, ti) -> dict:
     """The run's outcome as a run note, a commit status and, when worth it, an e-mail."""
-    from rice_mlops.outcome import (
+    from rice_mlops.publication.outcome import (
         REFUSAL_KEY,
         REFUSING_TASKS,
         Outcome,
@@ -70,7 +70,7 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
 def _drift_events() -> list:
     """The `rice_drift` events the release zone's monitoring raised that started this run
     (none for a push or the cron; another task's event puts no text in the note)."""
-    from rice_mlops.assets import triggering_drift_events
+    from rice_mlops.stages.assets import triggering_drift_events
 
     return triggering_drift_events()
 
@@ -92,10 +92,10 @@ def _ignore_foreign(results: dict) -> list[str]:
 def write_note(settings: PipelineSettings, dag_id: str, dag_run_id: str, note: str) -> None:
     """The run's note through the REST API; a failure is logged, never raised (reporting must
     not hide the outcome)."""
-    from rice_mlops.airflow_rest import AirflowRest
+    from rice_mlops.stages.connections import airflow_rest
 
     try:
-        api = AirflowRest.from_connection(settings.airflow_api_conn_id)
+        api = airflow_rest(settings.airflow_api_conn_id)
         if api is None:
             log.info("no Airflow connection %r: run note not written",
                      settings.airflow_api_conn_id)

@@ -3,7 +3,7 @@
 `roll_out` runs on the Docker queue after the pull request and before `promote`: the image must
 verify against the deployment's own key (signature, provenance of this run, SBOM, the model in
 the image) before a container starts; then shadow, the canary steps and 100 %, each decided on
-measured numbers (`rice_mlops.rollout`). A breached budget rolls back: stable keeps serving,
+measured numbers (`rice_mlops.release.rollout`). A breached budget rolls back: stable keeps serving,
 the candidate is stopped, and since `promote` has not run, `champion` never moved.
 """
 
@@ -14,18 +14,19 @@ from collections.abc import Iterable, Mapping
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rice_mlops.connections import registry_host
-from rice_mlops.handoffs import Gate, Image, Served, Trained
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Gate, Image, Served, Trained
+from rice_mlops.core.settings import PipelineSettings
+from rice_mlops.core.vocabulary import DAG_ID
+from rice_mlops.release.image import run_image_plan
 from rice_mlops.stages.common import checked_handoffs, checked_request
-from rice_mlops.vocabulary import DAG_ID
+from rice_mlops.stages.connections import registry_host
 
 log = logging.getLogger(__name__)
 ROLLOUT_TASK = "roll_out"
 
 
 def layout(settings: PipelineSettings):
-    from rice_mlops.rollout.engine import Layout
+    from rice_mlops.release.rollout.engine import Layout
 
     return Layout(root=settings.release_root / "serving", proxy_image=settings.rollout_proxy_image,
                   name=settings.rollout_name, proxy_port=settings.rollout_port,
@@ -37,8 +38,8 @@ def layout(settings: PipelineSettings):
 
 
 def plan(settings: PipelineSettings):
-    from rice_mlops.rollout.rollout import Plan
-    from rice_mlops.rollout.verdicts import Budgets
+    from rice_mlops.release.rollout.driver import Plan
+    from rice_mlops.release.rollout.verdicts import Budgets
 
     return Plan(steps=settings.rollout_steps, window_seconds=settings.rollout_window_seconds,
                 replay_rate=settings.rollout_replay_rate,
@@ -61,9 +62,9 @@ def registry_auth(settings: PipelineSettings) -> dict | None:
 def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate: Gate,
              image: Image | None, dag_run_id: str, champion_events: Iterable,
              serving_event=None) -> Served:
-    from rice_mlops.champion import latest_record
-    from rice_mlops.rollout.engine import DeployError, Engine
-    from rice_mlops.rollout.rollout import Rollout, RolloutRefused, smoke_images
+    from rice_mlops.compute.champion import latest_record
+    from rice_mlops.release.rollout.driver import Rollout, RolloutRefused, smoke_images
+    from rice_mlops.release.rollout.engine import DeployError, Engine
     from rice_mlops.stages.release import checked_ledger, record_refusal, verify_pushed
 
     if not settings.rollout:
@@ -73,7 +74,7 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
         raise AirflowSkipException("no image was pushed: nothing to serve")
     checked_ledger(settings, dag_run_id, trained.run_id, gate.version)
     request = checked_request(settings, params)
-    image_plan = trained.image_plan(settings, request.source_commit,
+    image_plan = run_image_plan(trained, settings, request.source_commit,
                                     registry_host(settings.registry_conn_id))
     record = latest_record(champion_events, DAG_ID)
 
@@ -116,12 +117,13 @@ def roll_back(settings: PipelineSettings, params: Mapping, who: str,
     versions, nothing else is relaxed)."""
     import re
 
-    from rice_mlops.attestation import VerificationError, verify_image
-    from rice_mlops.oci import RegistryError, split_reference
-    from rice_mlops.rollout import state as st
-    from rice_mlops.rollout.engine import DeployError, Engine
-    from rice_mlops.rollout.rollout import Rollout, RolloutRefused, choose_rollback
-    from rice_mlops.signing import load_public_key, public_pem
+    from rice_mlops.release.attestation import VerificationError, verify_image
+    from rice_mlops.release.oci import RegistryError, split_reference
+    from rice_mlops.release.rollout import state as st
+    from rice_mlops.release.rollout.driver import Rollout
+    from rice_mlops.release.rollout.engine import DeployError, Engine
+    from rice_mlops.release.rollout.state import RolloutRefused, choose_rollback
+    from rice_mlops.release.signing import load_public_key, public_pem
     from rice_mlops.stages.release import pipeline_signing_key, registry_client
 
     version = (params or {}).get("model_version") or None
@@ -178,7 +180,7 @@ def record_serving(served: Served, state, serving_event) -> None:
     """The asset event (the pipeline's record) and MLflow's `deployed` alias (a display)."""
     import json
 
-    from rice_mlops import registry
+    from rice_mlops.core import model_registry as registry
 
     record = serving_record(served, state)
     if serving_event is not None:
@@ -193,9 +195,9 @@ def verify_recorded(settings: PipelineSettings, deployment) -> dict:
     Raises ValueError naming what failed; returns the verification report."""
     import httpx
 
-    from rice_mlops.attestation import VerificationError, verify_image
-    from rice_mlops.oci import RegistryError, split_reference
-    from rice_mlops.signing import load_public_key, public_pem
+    from rice_mlops.release.attestation import VerificationError, verify_image
+    from rice_mlops.release.oci import RegistryError, split_reference
+    from rice_mlops.release.signing import load_public_key, public_pem
     from rice_mlops.stages.release import pipeline_signing_key, registry_client
 
     try:

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rice_mlops.handoffs import Dataset, Freshness, Staged, Trained
-from rice_mlops.run_policy import checked_run_id
-from rice_mlops.settings import PipelineSettings
+from rice_mlops.core.handoffs import Dataset, Freshness, Staged, Trained
+from rice_mlops.core.settings import PipelineSettings
 from rice_mlops.stages.common import checked_handoffs, checked_request, dataset_dir
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,8 @@ def train(settings: PipelineSettings, params: Mapping, data: Dataset, fresh: Fre
           dag_run_id: str) -> Trained:
     """One MLflow run for this DAG run on the checked dataset (a retry reuses a verified run)."""
     _yield_cpu(settings.train_nice)  # first: TensorFlow's thread pools inherit the level
-    from rice_mlops.config import TrainConfig
-    from rice_mlops.training import train_once
+    from rice_mlops.compute.training_config import TrainConfig
+    from rice_mlops.compute.training_run import train_once
 
     request = checked_request(settings, params)
     # The directory comes from the policy again, not from XCom: validate_data checked it.
@@ -63,7 +62,7 @@ def _same_training_as_checked(config, fresh: Freshness) -> None:
     record, another model than the one the run was admitted for. The installed packages are
     not compared: a GPU worker's TensorFlow build differs from the CPU one on purpose.
     """
-    from rice_mlops.code_digest import training_code_digest
+    from rice_mlops.compute.code_digest import training_code_digest
 
     if not fresh.source_digest:  # written before check_changed recorded it
         return
@@ -90,8 +89,8 @@ def _the_validated_dataset(data_dir, data: Dataset):
     the run would otherwise record validate_data's fingerprint for whatever that copy holds.
     Hashing the files again costs 0.6 s for the 7,000 images; decoding them is not repeated.
     """
-    from rice_mlops.data import discover
-    from rice_mlops.data.fingerprint import fingerprint
+    from rice_mlops.compute.data import discover
+    from rice_mlops.core.fingerprint import fingerprint
 
     dataset = discover(data_dir)
     here = fingerprint(dataset)
@@ -106,9 +105,9 @@ def _the_validated_dataset(data_dir, data: Dataset):
 @checked_handoffs
 def fetch_artifacts(settings: PipelineSettings, trained: Trained) -> Staged:
     """The run's artifacts staged under RICE_STAGING_DIR with their manifest."""
-    from rice_mlops.artifacts import fetch, read_manifest
+    from rice_mlops.core.staged_artifacts import fetch, read_manifest
 
-    staged = fetch(checked_run_id(trained.run_id), trained.model_uri, settings.staging_root)
+    staged = fetch(trained.run_id, trained.model_uri, settings.staging_root)
     files = read_manifest(staged)  # fetch() verified them
     log.info("staged %d files in %s", len(files), staged)
     return Staged(staging_dir=str(staged), files=len(files), tflite_sha256=files["model.tflite"])

@@ -1,0 +1,121 @@
+"""Service accounts with the least they need: SimpleAuthManager for people, grants for services.
+
+Airflow 3.3.2's SimpleAuthManager checks a role and nothing else: `user` may PUT every Dag
+entity of every Dag (XCom, task instances, approvals that name no assigned user), so it cannot
+say "trigger this Dag and nothing more". This auth manager keeps SimpleAuthManager (its logins,
+tokens, roles for people) and adds one thing: an account named in RICE_SERVICE_ACCOUNTS is
+refused every request except what its grant allows on the pipeline's Dag, whatever its role.
+
+    RICE_SERVICE_ACCOUNTS=webhook=trigger,pipeline=annotate,release=verify
+    AIRFLOW__CORE__AUTH_MANAGER=rice_mlops.operations.accounts.ServiceAccountAuthManager
+
+- `trigger`: POST a run of `rice_classifier_cicd` (what the webhook does). Nothing else, not even
+  reading it back.
+- `annotate`: read `rice_classifier_cicd` and its runs, and PUT a run (what the pipeline's own
+  account does for run notes and the newer-push check). Airflow checks a run's note, state and
+  clearing with the same PUT, so this grant cannot tell them apart; it still reaches no XCom,
+  task instance, approval, connection, variable, pool or other Dag.
+- `verify`: read the approval records of `rice_classifier_cicd` (what the release zone's own
+  account does before it builds: `rice_mlops.release.approval_check`). It cannot answer one.
+
+Read once when the API server creates its auth manager; an unknown grant name stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+from rice_mlops.core.vocabulary import DAG_ID
+from rice_mlops.operations.tool_settings import SettingsError, ToolSettings
+
+# grant -> the (method, Dag entity) pairs it allows on DAG_ID; None is the Dag itself.
+GRANTS: Mapping[str, frozenset[tuple[str, DagAccessEntity | None]]] = {
+    "trigger": frozenset({("POST", DagAccessEntity.RUN)}),
+    "annotate": frozenset({("GET", None), ("GET", DagAccessEntity.RUN),
+                           ("PUT", DagAccessEntity.RUN)}),
+    "verify": frozenset({("GET", DagAccessEntity.HITL_DETAIL)}),
+}
+
+
+def parse_service_accounts(value: str) -> dict[str, str]:
+    """`name=grant,...` -> {name: grant}; an unknown grant or a malformed entry is refused."""
+    accounts: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, grant = (piece.strip() for piece in entry.partition("="))
+        if not sep or not name or grant not in GRANTS:
+            raise SettingsError("RICE_SERVICE_ACCOUNTS",
+                                f"RICE_SERVICE_ACCOUNTS: {entry!r} is not name=grant",
+                                f"comma-separated name=grant, a grant one of {sorted(GRANTS)}")
+        accounts[name] = grant
+    return accounts
+
+
+class ServiceAccountAuthManager(SimpleAuthManager):
+    """SimpleAuthManager, with the accounts of RICE_SERVICE_ACCOUNTS held to their grants."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.service_accounts = parse_service_accounts(ToolSettings.from_env().service_accounts)
+
+    def _grant(self, user) -> frozenset | None:
+        """The grant of a service account; None for a person (SimpleAuthManager decides)."""
+        grant = self.service_accounts.get(getattr(user, "username", None))
+        return None if grant is None else GRANTS[grant]
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None) -> bool:
+        grant = self._grant(user)
+        if grant is None:
+            return super().is_authorized_dag(method=method, user=user,
+                                             access_entity=access_entity, details=details)
+        return (details is not None and details.id == DAG_ID
+                and (method, access_entity) in grant)
+
+    # Everything else a service account might ask for is refused. Every is_authorized_* of
+    # the base class is listed (tests/unit/test_accounts.py fails when Airflow adds one).
+    def is_authorized_configuration(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_configuration(
+            method=method, user=user, details=details)
+
+    def is_authorized_connection(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_connection(
+            method=method, user=user, details=details)
+
+    def is_authorized_asset(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_asset(
+            method=method, user=user, details=details)
+
+    def is_authorized_asset_alias(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_asset_alias(
+            method=method, user=user, details=details)
+
+    def is_authorized_pool(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_pool(
+            method=method, user=user, details=details)
+
+    def is_authorized_team(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_team(
+            method=method, user=user, details=details)
+
+    def is_authorized_variable(self, *, method, user, details=None) -> bool:
+        return self._grant(user) is None and super().is_authorized_variable(
+            method=method, user=user, details=details)
+
+    def is_authorized_view(self, *, access_view, user) -> bool:
+        return self._grant(user) is None and super().is_authorized_view(
+            access_view=access_view, user=user)
+
+    def is_authorized_custom_view(self, *, method, resource_name, user) -> bool:
+        return self._grant(user) is None and super().is_authorized_custom_view(
+            method=method, resource_name=resource_name, user=user)
+
+    def is_authorized_hitl_task(self, *, assigned_users, user) -> bool:
+        return self._grant(user) is None and super().is_authorized_hitl_task(
+            assigned_users=assigned_users, user=user)
+
+    def filter_authorized_menu_items(self, menu_items, *, user):
+        if self._grant(user) is not None:
+            return []
+        return super().filter_authorized_menu_items(menu_items, user=user)

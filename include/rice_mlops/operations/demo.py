@@ -1,0 +1,179 @@
+"""The main job's driver: trigger the pipeline with a signed webhook delivery, follow the run
+with a live view of task states, and write a summary (`python -m rice_mlops.operations.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from rice_mlops.core import readers
+from rice_mlops.core.airflow_rest import AirflowRejected, AirflowRest
+from rice_mlops.core.handoffs import unwrapped  # a typed hand-off is read as its fields
+from rice_mlops.core.vocabulary import DAG_ID
+from rice_mlops.ingress.send import push_payload, send
+
+FINISHED = ("success", "failed")
+
+
+class Api(AirflowRest):
+    """The demo's calls, with the stack's admin account."""
+
+    def __init__(self, url: str, password: str):
+        super().__init__(url, "admin", password, timeout=30)
+
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value"):
+        entry = self.xcom_entry(DAG_ID, run_id, task_id, key)
+        if entry is None:
+            return None
+        value = entry["value"]
+        try:
+            return unwrapped(json.loads(value) if isinstance(value, str) else value)
+        except ValueError:
+            return value
+
+
+def wait_for_dag(api: Api, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api.get(f"/dags/{DAG_ID}")
+            return
+        except AirflowRejected:
+            time.sleep(1)
+    raise SystemExit(f"demo: DAG {DAG_ID} not parsed after {timeout:.0f}s; see the "
+                     "dag-processor log")
+
+
+def follow(api: Api, run_id: str, timeout: float) -> dict:
+    """Print each task's state as it changes, until the run finishes."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        for ti in sorted(tasks, key=lambda t: t["start_date"] or "~"):
+            state = ti["state"] or "none"
+            if seen.get(ti["task_id"]) != state:
+                seen[ti["task_id"]] = state
+                print(f"  {time.strftime('%H:%M:%S')}  {ti['task_id']:<24} {state}", flush=True)
+        if run["state"] in FINISHED:
+            return run
+        time.sleep(2)
+    raise SystemExit(f"demo: run {run_id} not finished after {timeout:.0f}s")
+
+
+def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
+    run_id = run["dag_run_id"]
+    trained = api.xcom(run_id, "train") or {}
+    image = api.xcom(run_id, "record_image") or {}
+    pull = api.xcom(run_id, "open_pull_request")
+    served = api.xcom(run_id, "roll_out")
+    states = {ti["task_id"]: ti["state"] for ti in
+              api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    gate = api.xcom(run_id, "quality_gate") or {}
+    mlflow_run = trained.get("run_id")
+    return {
+        "dag_run_id": run_id,
+        "state": run["state"],
+        # Shipped means an image was pushed and the champion moved to it.
+        "shipped": states.get("promote") == "success" and bool(image.get("digest")),
+        "gate": gate.get("reason"),
+        "test_accuracy": (trained.get("metrics") or {}).get("test_accuracy"),
+        "mlflow_run_id": mlflow_run,
+        "mlflow_url": mlflow_url,
+        "mlflow_run_url": (f"{mlflow_url}/#/experiments/{trained.get('experiment_id')}/runs/"
+                           f"{mlflow_run}") if mlflow_run else None,
+        "image": image.get("digest_ref"),
+        "serving": served if isinstance(served, dict) else None,
+        "image_tags": [t for t in (image.get("image"), image.get("latest")) if t],
+        "pull_request": (pull or {}).get("pull_request") if isinstance(pull, dict) else None,
+        "pull_request_state": states.get("open_pull_request"),
+        "task_states": states,
+        "airflow_url": f"{airflow_url}/dags/{DAG_ID}/runs/{run_id}",
+        "note": run.get("note"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--airflow-url", required=True)
+    parser.add_argument("--admin-password-file", type=Path, required=True)
+    parser.add_argument("--mlflow-url", required=True)
+    parser.add_argument("--mlflow-admin-password-file", type=Path)
+    parser.add_argument("--pipeline-password-file", type=Path,
+                        help="the DAG's own Airflow account (run notes), from airflow-stack")
+    parser.add_argument("--sha", required=True)
+    parser.add_argument("--repository", default="local/rice-mlops")
+    parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--data-dir", help="the dataset the run trains on (for the summary)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="the dataset is the embedded synthetic one")
+    args = parser.parse_args(argv)
+    # From the environment, never the command line, where every local user's `ps` reads it.
+    secret = readers.secret(os.environ, "GITHUB_WEBHOOK_SECRET")
+    if not secret:
+        parser.error("GITHUB_WEBHOOK_SECRET is not set: export the webhook secret first")
+
+    api = Api(args.airflow_url, args.admin_password_file.read_text().strip())
+    wait_for_dag(api)
+    if args.pipeline_password_file and args.pipeline_password_file.is_file():
+        host, _, port = args.airflow_url.removeprefix("http://").rstrip("/").partition(":")
+        api.put_connection({"connection_id": "rice_airflow_api", "conn_type": "http",
+                            "host": host, "port": int(port or 80), "login": "pipeline",
+                            "password": args.pipeline_password_file.read_text().strip()})
+    api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
+    delivery = str(uuid.uuid4())
+    response = send(f"{args.airflow_url}/webhooks/github", secret,
+                    push_payload("refs/heads/main", args.sha, args.repository),
+                    delivery=delivery)
+    print(f"demo: webhook delivery {delivery}: {response.status_code} {response.text}")
+    if response.status_code != 200:
+        return 1
+    run = follow(api, response.json()["dag_run_id"], args.timeout)
+    summary = summarize(api, run, args.airflow_url, args.mlflow_url)
+    summary["data"] = {"dir": args.data_dir, "synthetic": args.synthetic}
+    args.summary.parent.mkdir(parents=True, exist_ok=True)
+    args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    accuracy = summary["test_accuracy"]
+    states = summary["task_states"]
+    verdict = "shipped" if summary["shipped"] else f"NOT SHIPPED ({summary['gate'] or 'failed'})"
+    image = summary["image"] or f"not pushed (push_image {states.get('push_image')}; see its log)"
+    pull = summary["pull_request"] or (f"not opened (open_pull_request "
+                                       f"{summary['pull_request_state']}; see its log)")
+    served = summary["serving"] or {}
+    endpoint = f"http://127.0.0.1:{readers.text(os.environ, 'RICE_ROLLOUT_PORT', '8501')}"
+    serving = (f"{served.get('summary')} ({served.get('seconds')} s)\n"
+               f"                 curl -s -H 'Content-Type: image/jpeg' --data-binary "
+               f"@grain.jpg {endpoint}/predict" if served.get("served") else
+               f"not served (roll_out {states.get('roll_out')}; RICE_ROLLOUT=true serves it)")
+    data = args.data_dir or "-"
+    if args.synthetic:
+        data += ("\n                 synthetic grains; the real set is one variable away: "
+                 "RICE_DATA_DIR=/path/to/rice make demo")
+    print(f"""
+== rice-mlops demo: {summary['state'].upper()}, {verdict} ==
+run              {summary['dag_run_id']}
+data             {data}
+outcome          {summary['note'] or '-'}
+test accuracy    {f'{accuracy:.4f}' if accuracy is not None else '-'}
+quality gate     {summary['gate'] or '-'}
+MLflow run       {summary['mlflow_run_url'] or '-'}
+                 log in as admin, password in {args.mlflow_admin_password_file or '-'}
+image            {image}
+serving          {serving}
+pull request     {pull}
+Airflow UI       {summary['airflow_url']}
+                 log in as admin, password in {args.admin_password_file}
+summary          {args.summary}        stop everything: make down
+""")
+    return 0 if summary["state"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""GitHub webhook receiver: verify the signature, filter the event, trigger the DAG over REST."""

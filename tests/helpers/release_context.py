@@ -1,0 +1,31 @@
+"""A release context prepared as the release zone's tests prepare one: no wheels vendored
+(`no_wheels` stands in for the download), the smoke set from a dataset of the five
+classes, a bar and a floor; and the digest training records for a file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def no_wheels(target, cache_root, **_):
+    target.mkdir(parents=True, exist_ok=True)
+    return []
+
+
+def prepare(staged, out, digests, dataset, key_file, *, bar=0.0, floor=0.0):
+    from rice_mlops.release.image import prepare_context
+    from rice_mlops.release.intake import smoke_set
+    from rice_mlops.release.signing import load_private_key
+
+    return prepare_context(
+        staged, out, metadata={"run_id": "0" * 32, "model_version": "1"}, digests=digests,
+        smoke_from=smoke_set(dataset, CLASSES), min_test_accuracy=bar, min_class_recall=floor,
+        wheel_cache=out.parent / "wheels", model_card="# card\n",
+        signing_key=load_private_key(key_file.read_bytes()))
