@@ -145,9 +145,14 @@ def test_a_user_patching_xcom_cannot_change_what_runs_next_to_the_socket(airflow
     # The old hand-off (a shell string from prepare_image_context) and the `Trained` hand-off
     # the Docker tasks take from `train`, its run id replaced with a command. The API refuses
     # to store a hand-off (serde's keys are Airflow's), so the user stores its fields.
-    trained = {**airflow_pg.xcom(RUN, "train"), "run_id": f"$(docker {evil})"}
+    honest = airflow_pg.xcom(RUN, "train")
+    trained = {**honest, "run_id": f"$(docker {evil})"}
+    # The stored form of a hand-off with the command as its run id (a Trained cannot be built
+    # with one: its constructor refuses it, and serde rebuilds through the constructor).
+    stored = stored_xcom(Trained(**honest))
+    stored["__data__"]["run_id"] = trained["run_id"]
     forged = _as_user(airflow_pg, token, "PATCH", f"{xcom}/train/xcomEntries/return_value",
-                      json={"value": stored_xcom(Trained(**trained)), "map_index": -1})
+                      json={"value": stored, "map_index": -1})
     assert forged.status_code == 422 and "reserved serialization keys" in forged.text
     for task_id, key, value in (
             ("prepare_image_context", "return_value", {"build_command": f"docker {evil}"}),
