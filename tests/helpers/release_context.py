@@ -1,17 +1,10 @@
 """A release context prepared as the release zone's tests prepare one: no wheels vendored
 (`no_wheels` stands in for the download), the smoke set from a dataset of the five
-classes, a bar and a floor; and the digest training records for a file."""
+classes, a bar and a floor."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def no_wheels(target, cache_root, **_):

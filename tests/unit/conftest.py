@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rice_mlops.core.fingerprint import file_sha256
 from tests.helpers.datasets import CLASSES
-from tests.helpers.release_context import sha256_of
 from tests.helpers.serving_in_thread import run_server
 
 
@@ -102,8 +102,8 @@ def trained_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def digests(trained_dir) -> dict[str, str]:
-    return {"tflite/model.tflite": sha256_of(trained_dir / "model.tflite"),
-            "model_meta/labels.json": sha256_of(trained_dir / "labels.json")}
+    return {"tflite/model.tflite": file_sha256(trained_dir / "model.tflite"),
+            "model_meta/labels.json": file_sha256(trained_dir / "labels.json")}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ LiteRT interpreter: data in, probabilities out, no model code loaded.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rice_mlops.core.fingerprint import file_sha256
 from rice_mlops.core.run_policy import RUN_ID
 
 log = logging.getLogger(__name__)
@@ -76,26 +76,11 @@ def latest_record(events: Iterable, dag_id: str, task_id: str = "promote"
     return None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-
 def tflite_predictions(model_path: Path, paths: list[Path]) -> list[int]:
     """The class index a TFLite file predicts for each raw image."""
     from rice_mlops.serving.inference import file_outputs
 
     return [int(np.argmax(row)) for row in file_outputs(model_path, paths)[0]]
-
-
-def tflite_accuracy(model_path: Path, paths: list[Path], labels: list[int]) -> float:
-    """Accuracy of a TFLite file on raw images."""
-    predicted = tflite_predictions(model_path, paths)
-    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / max(1, len(paths))
 
 
 def fetch_tflite(record: ChampionRecord, target_dir: Path) -> Path:
@@ -106,7 +91,7 @@ def fetch_tflite(record: ChampionRecord, target_dir: Path) -> Path:
 
     local = Path(mlflow.artifacts.download_artifacts(
         run_id=record.run_id, artifact_path=TFLITE_ARTIFACT, dst_path=str(target_dir)))
-    actual = sha256_of(local)
+    actual = file_sha256(local)
     if actual != record.tflite_sha256:
         raise ChampionMismatch(
             f"champion v{record.version}'s TFLite file in MLflow (run {record.run_id}) has "

@@ -16,7 +16,11 @@ import logging
 from collections.abc import Callable, Sequence
 
 # The setting and its parser live with the other tool settings; preload only acts on them.
-from rice_mlops.operations.tool_settings import TASK_LIBRARIES, module_names  # noqa: F401
+from rice_mlops.operations.tool_settings import (  # noqa: F401
+    TASK_LIBRARIES,
+    ToolSettings,
+    module_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,6 @@ def preload(argv: Sequence[str], executor: Callable[[], str],
     tasks; returns what was imported. A library that fails to import is logged and left to
     the task that needs it, which then fails with the library's own error."""
     if libraries is None:
-        from rice_mlops.operations.tool_settings import ToolSettings
-
         libraries = ToolSettings.from_env().preload
     if not libraries or not forks_tasks(argv, executor):
         return []

@@ -100,10 +100,10 @@ def _record_drift_reference(run_id: str, version: str, classes, probabilities, i
 
 def _check_trained_bytes(tflite: Path, trained: Trained) -> None:
     """The staged TFLite file is the one training recorded (not only what its manifest says)."""
-    from rice_mlops.compute.champion import sha256_of
+    from rice_mlops.core.fingerprint import file_sha256
 
     recorded = training_digests(trained)["tflite/model.tflite"]
-    if (actual := sha256_of(tflite)) != recorded:
+    if (actual := file_sha256(tflite)) != recorded:
         raise AirflowFailException(f"{tflite} has sha256 {actual}, not the {recorded} recorded "
                                    "at training: not gated")
 
