@@ -120,7 +120,7 @@ def rice_classifier_cicd():
 
     @task
     def report(*results, params=None, ti=None) -> dict:
-        """Write the outcome: run note, commit status, e-mail (a teardown: always runs)."""
+        """Write the outcome: run note, commit status, e-mail; fail when the run failed."""
         return stages.report.report(SETTINGS, params, *results, ti)
 
     admission = admit()
@@ -144,7 +144,7 @@ def rice_classifier_cicd():
     promoted = served >> promote(data, trained, staged, gate, image)
     skip_all_after(admitted, changed, ship, approval)  # whatever a later task's trigger rule
     outcome = report(admission, freshness, gate, approval.output, promoted, served)
-    outcome.as_teardown(setups=admission)
+    outcome.as_teardown(setups=admission, on_failure_fail_dagrun=True)  # it says the state
 
 
 rice_classifier_cicd()

@@ -291,3 +291,13 @@ def test_drift_starts_no_run_when_retraining_on_drift_is_off():
     from rice_mlops.core.settings import PipelineSettings
 
     assert parsed["schedule"] == PipelineSettings().schedule and parsed["on_drift"] is False
+
+
+def test_the_report_decides_the_run_state(dag):
+    """A teardown's state is ignored unless `on_failure_fail_dagrun`: with it, the report is
+    the one task Airflow reads the run's state from (issue 38), so every task must reach it
+    and none may be a leaf of its own."""
+    report = dag.get_task("report")
+    assert report.is_teardown and report.on_failure_fail_dagrun
+    assert {t.task_id for t in dag.tasks if not t.downstream_list} == {"report"}
+    assert report.get_flat_relative_ids(upstream=True) == set(dag.task_ids) - {"report"}

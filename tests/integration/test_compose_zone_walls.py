@@ -262,6 +262,8 @@ def test_a_drift_event_a_compute_task_emits_starts_no_training(stack, compose_pu
     tasks = {task: t["state"] for task, t in api.tasks(run["dag_run_id"]).items()}
     assert tasks["admitted"] == "success" and tasks["validate_data"] == "skipped", tasks
     assert tasks["train"] == "skipped" and tasks["prepare_image_context"] == "skipped", tasks
+    # Started by a forgery: a failure, not a decision (issue 38): red, and the report says so.
+    assert run["state"] == "failed" and tasks["report"] == "failed", tasks
     assert run["note"].startswith(
         f"NOT ADMITTED: started by rice_drift event(s) from {DAG_ID}.validate_data, not "
         "rice_monitoring.raise_drift"), run["note"]

@@ -136,8 +136,9 @@ def test_failing_gate_publishes_nothing_and_keeps_the_champion(airflow_pg, shipp
     assert response.status_code == 200, response.text
     run = airflow_pg.wait_for_run("e2e-gated")
     states = airflow_pg.task_states("e2e-gated")
-    assert run["state"] == "success", states
-    assert states["quality_gate"] == "success"
+    assert run["state"] == "success", states  # a decision not to ship: green, with its note
+    assert states["quality_gate"] == "success" and states["report"] == "success", states
+    assert airflow_pg.note("e2e-gated").startswith("NOT SHIPPED: test accuracy")
     assert states["prune_old_builds"] == "success"  # tidying does not depend on shipping
     for task_id in ("open_pull_request", "prepare_image_context", "build_image", "smoke_test",
                     "push_image", "record_image", "promote"):
@@ -197,8 +198,42 @@ def test_an_admin_who_patches_the_gate_ships_nothing(airflow_pg, shipped_run, ti
         assert states[task_id] in ("upstream_failed", "skipped"), states
     note = airflow_pg.note("e2e-gated") or ""
     assert note.startswith("FAILED: shippable failed"), note
+    # A forged result is no decision: the report, told everything, fails the run.
+    assert airflow_pg.run("e2e-gated")["state"] == "failed", states
+    assert states["report"] == "failed", states
     assert "the gate result(s) were not written by their tasks" in note, note  # the report's
     assert client.get_model_version_by_alias("rice-classifier", "champion").version == before
+
+
+def test_a_dataset_with_an_unreadable_image_fails_the_run_red(airflow_pg, tiny_real_dataset,
+                                                            tmp_path, github_double):
+    """Issue 38: a run that stopped on a failure is `failed` (red in the grid, found by the
+    failed-runs filter and `on_failure_callback`), not a green run with every later task
+    skipped; its note, its commit status and its report say why."""
+    import shutil
+
+    data = tmp_path / "rice"
+    shutil.copytree(tiny_real_dataset, data)
+    broken = sorted((data / "train").glob("*/*"))[0]
+    broken.write_bytes(b"\xff\xd8 not a jpeg after all")
+    sha = "4" * 40
+    assert airflow_pg.trigger(_conf(data, source_commit=sha), "e2e-unreadable").status_code == 200
+    run = airflow_pg.wait_for_run("e2e-unreadable", timeout=300)
+    states = airflow_pg.task_states("e2e-unreadable")
+    assert run["state"] == "failed", airflow_pg.describe("e2e-unreadable")
+    assert states["validate_data"] == "failed" and states["report"] == "failed", states
+    for task_id in ("train", "quality_gate", "push_image", "promote"):
+        assert states[task_id] in ("upstream_failed", "skipped"), states
+    assert airflow_pg.task_instance("e2e-unreadable", "validate_data")["try_number"] == 1
+    assert broken.name in airflow_pg.task_log("e2e-unreadable", "validate_data")
+    assert airflow_pg.note("e2e-unreadable").startswith("FAILED: validate_data failed")
+    assert "the run failed: FAILED: validate_data failed" in airflow_pg.task_log(
+        "e2e-unreadable", "report")
+    statuses = [s for s in github_double.statuses if s["sha"] == sha]
+    assert statuses and statuses[-1]["state"] == "error", statuses
+    failed = airflow_pg.api("GET", "/dags/rice_classifier_cicd/dagRuns",
+                            params={"state": "failed", "limit": 100}).json()["dag_runs"]
+    assert "e2e-unreadable" in {r["dag_run_id"] for r in failed}  # the UI's failed filter
 
 
 @pytest.mark.parametrize(

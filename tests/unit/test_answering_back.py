@@ -224,18 +224,21 @@ def test_the_report_ignores_results_their_tasks_did_not_write(monkeypatch):
     forged_gate = {"passed": True, "version": "9", "test_accuracy": 1.0}
     forged_release = {"model_version": "9", "image_digest": "sha256:ab"}
 
-    forged = stage.report(settings, params, admitted, changed, forged_gate, None,
-                          forged_release, None, ti)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    # Written and told first, then the run is failed: a forged result is no decision.
+    with pytest.raises(AirflowFailException, match="the run failed: FAILED: the gate"):
+        stage.report(settings, params, admitted, changed, forged_gate, None, forged_release,
+                     None, ti)
     honest = stage.report(settings, params, admitted, changed, PASSED, None, SHIPPED, None, ti)
     # A task that refused the forged value failed: its failure leads, the forgery follows.
     ti.get_task_states = lambda dag_id, run_ids: {run_ids[0]: {"shippable": "failed"}}
-    refused = stage.report(settings, params, admitted, changed, forged_gate, None, None, None,
-                           ti)
-    assert forged["kind"] == "crashed" and forged["state"] == "error", forged
+    with pytest.raises(AirflowFailException, match="the run failed: FAILED: shippable failed"):
+        stage.report(settings, params, admitted, changed, forged_gate, None, None, None, ti)
     assert notes[0].startswith("FAILED: the gate, promoted result(s) were not written by "
                                "their tasks"), notes
     assert honest["kind"] == "shipped" and not notes[1].startswith("FAILED"), notes
-    assert refused["kind"] == "crashed" and notes[2].startswith("FAILED: shippable failed"), notes
+    assert notes[2].startswith("FAILED: shippable failed"), notes
     assert notes[2].endswith("; the gate result(s) were not written by their tasks (changed by "
                              "hand?)"), notes
 
@@ -334,3 +337,72 @@ def test_one_drift_storm_raises_one_event(last, now_offset, hours, cooling):
 
     base = datetime.fromisoformat("2026-12-03T10:00:00+00:00").timestamp()
     assert in_cooldown(last, base + now_offset, hours) is cooling
+
+
+def _reported(monkeypatch, failed_states: dict, **results):
+    """The report run on these hand-offs and task states: (its result or the exception it
+    failed with, the note and the commit state it wrote before that)."""
+    from rice_mlops.stages import report as stage
+
+    told = []
+    monkeypatch.setattr(stage, "write_note", lambda settings, dag_id, run_id, note:
+                        told.append(("note", note)))
+    monkeypatch.setattr(stage, "commit_status", lambda settings, request, run_id, state,
+                        description: told.append(("status", state)))
+    monkeypatch.setattr(stage, "_drift_events", lambda: [])
+    ti = SimpleNamespace(run_id="manual__1", xcom_pull=lambda **kwargs: None,
+                         get_task_states=lambda dag_id, run_ids: {run_ids[0]: failed_states})
+    settings = PipelineSettings.from_env({})
+    params = {**{name: schema["default"] for name, schema in param_schemas(settings).items()},
+              "source_commit": "a" * 40}
+    values = {"admission": Admission(proceed=True),
+              "freshness": Freshness(train=True, code_digest="sha256:c", reason="changed"),
+              "gate": PASSED, "approval": None, "promoted": SHIPPED, "served": None}
+    values.update(results)
+    try:
+        result = stage.report(settings, params, *values.values(), ti)
+    except Exception as exc:  # noqa: BLE001 - the test looks at what it raised
+        result = exc
+    return result, told
+
+
+@pytest.mark.parametrize(("states", "results", "note"), [
+    ({"validate_data": "failed"}, {"freshness": None, "gate": None, "promoted": None},
+     "FAILED: validate_data failed"),
+    ({"train": "failed"}, {"gate": None, "promoted": None}, "FAILED: train failed"),
+    ({"push_image": "failed"}, {"promoted": None}, "FAILED: push_image failed"),
+    ({"roll_out": "failed"}, {"promoted": None}, "FAILED: roll_out failed"),
+    ({}, {"admission": Admission(proceed=False, refused="no trusted rice_drift event")},
+     "NOT ADMITTED: no trusted rice_drift event"),
+])
+def test_a_run_that_failed_is_failed_by_its_report_after_it_is_told(monkeypatch, states,
+                                                                    results, note):
+    """The report's failure is the run's (`on_failure_fail_dagrun`): red in the grid. It
+    fails only once the note and the commit status are written."""
+    pytest.importorskip("airflow")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raised, told = _reported(monkeypatch, states, **results)
+    assert isinstance(raised, AirflowFailException), raised
+    assert str(raised).startswith(f"the run failed: {note}"), raised
+    assert [kind for kind, _ in told] == ["note", "status"], told
+    assert told[0][1].startswith(note) and told[1][1] in ("error", "failure"), told
+
+
+@pytest.mark.parametrize(("results", "kind"), [
+    ({"gate": _failed("test accuracy 0.5 below the minimum 0.97"), "promoted": None},
+     "not_shipped"),
+    ({"freshness": Freshness(train=False, code_digest="sha256:c", reason="same data and code"),
+      "gate": None, "promoted": None}, "unchanged"),
+    ({"admission": Admission(proceed=False, superseded_by="b" * 40), "freshness": None,
+      "gate": None, "promoted": None}, "superseded"),
+    ({"approval": Approval(required=True, approved=False, by="alice"), "promoted": None},
+     "not_shipped"),
+    ({}, "shipped"),
+])
+def test_a_run_that_decided_not_to_ship_ends_green(monkeypatch, results, kind):
+    pytest.importorskip("airflow")
+    reported, told = _reported(monkeypatch, {}, **results)
+    assert isinstance(reported, dict) and reported["kind"] == kind, reported
+    assert told[0][0] == "note"
+

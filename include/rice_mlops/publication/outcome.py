@@ -37,6 +37,9 @@ RELEASE_MEASURES = "prepare_image_context"  # the task where the release zone me
 ROLLOUT = "roll_out"  # the task that serves it, or rolls it back
 REFUSING_TASKS = (RELEASE_MEASURES, ROLLOUT)  # tasks that fail on a decision, not a crash
 REFUSAL_KEY = "release_refusal"  # their XCom key for why they refused
+# Outcomes in which something went wrong rather than a decision being taken: a task failed,
+# a result was not its task's, a run was started by an event nobody trusted.
+FAILING_KINDS = frozenset({"crashed", "not_admitted"})
 
 
 def _pct(value: float | None) -> str:
@@ -50,6 +53,15 @@ def _shipped(gate: Gate, promoted: Promoted) -> str:
     if champion is not None and accuracy is not None:
         line += f" ({100 * (accuracy - champion):+.2f} points vs v{gate.champion_version})"
     return line
+
+
+def fails_the_run(outcome: Outcome, failed_tasks: list[str]) -> bool:
+    """Whether the run must end `failed`, red in the grid and seen by a failed-runs filter,
+    `on_failure_callback` and any alert on run state: a task failed for good (the release
+    zone's refusals too: a rollback, its own measurement below the bar, an image that did not
+    verify), or the outcome is a failure. A run that decided not to ship (superseded,
+    unchanged, gate below the bar, release rejected or unanswered) ends `success`."""
+    return bool(failed_tasks) or outcome.kind in FAILING_KINDS
 
 
 def decide_outcome(*, admission: Admission | None, freshness: Freshness | None,

@@ -1,7 +1,9 @@
 """Report: the run's outcome in one line, as a run note, a commit status and an e-mail.
 
-A teardown on the default worker (compute zone): it runs whatever happened, and its own
-outcome does not decide the run's state.
+A teardown on the default worker (compute zone): it runs whatever happened, and decides the
+run's state (`on_failure_fail_dagrun`): once the note, the status and the mail are out, it
+fails when the run failed (`outcome.fails_the_run`), so a run that stopped on a failure is
+red like any other, and a run that decided not to ship stays green.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
         Outcome,
         answering_drift,
         decide_outcome,
+        fails_the_run,
         latest_drift,
     )
 
@@ -64,6 +67,8 @@ def report(settings: PipelineSettings, params: Mapping, admission: Admission | N
         commit_status(settings, request, dag_run_id, outcome.state, outcome.description)
     if outcome.notify and settings.notify_emails:
         notify(settings, outcome.kind, outcome.note, dag_run_id)
+    if fails_the_run(outcome, failed):  # after the note, the status and the mail: all told
+        raise AirflowFailException(f"the run failed: {outcome.note}")
     return outcome.as_dict()
 
 

@@ -1,0 +1,75 @@
+"""What state a run of the pipeline DAG ends in, decided by Airflow's own scheduling loop
+(`dag.test()` on a throw-away SQLite database, tests/helpers/dag_run_states.py) with each
+stage's work replaced: a run that failed is red, a run that decided not to ship is green
+(issue 38). The real stack's runs (an unreadable image, a refused push, a rollback, a forged
+drift event) are in tests/integration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.paths import REPO
+from tests.helpers.pipeline import airflow_env
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = _env(home)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    return home
+
+
+def _env(home) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("RICE_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
+    return {**base, **airflow_env("http://127.0.0.1:9", home / "staging"),
+            "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "RICE_RETRY_DELAY_SECONDS": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
+
+
+def _run(home, scenario: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.helpers.dag_run_states", scenario],
+                          env=_env(home), cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def test_a_training_that_fails_after_its_retries_fails_the_run(airflow_home):
+    run = _run(airflow_home, "train_crashes")
+    tasks = {task: ti["state"] for task, ti in run["tasks"].items()}
+    assert run["tasks"]["train"]["try_number"] == 3, run["tasks"]["train"]  # retries=2
+    assert tasks["train"] == "failed" and tasks["report"] == "failed", tasks
+    assert run["state"] == "failed", tasks
+    assert run["notes"] == ["FAILED: train failed; nothing shipped (see the task logs)"]
+    for task in ("quality_gate", "build_image", "push_image", "roll_out", "promote"):
+        assert tasks[task] == "upstream_failed", tasks
+
+
+def test_a_run_that_was_not_admitted_is_red_though_every_task_after_it_skipped(airflow_home):
+    run = _run(airflow_home, "not_admitted")
+    tasks = {task: ti["state"] for task, ti in run["tasks"].items()}
+    assert tasks["admitted"] == "success" and tasks["train"] == "skipped", tasks
+    assert tasks["promote"] == "skipped" and tasks["report"] == "failed", tasks
+    assert run["state"] == "failed", tasks
+    assert run["notes"] == ["NOT ADMITTED: started by a rice_drift event nobody trusts"]
+
+
+def test_a_gate_that_refuses_ends_the_run_green_with_its_note(airflow_home):
+    run = _run(airflow_home, "gate_refuses")
+    tasks = {task: ti["state"] for task, ti in run["tasks"].items()}
+    assert run["state"] == "success", tasks
+    assert tasks["quality_gate"] == "success" and tasks["report"] == "success", tasks
+    for task in ("approve_release", "build_image", "push_image", "roll_out", "promote"):
+        assert tasks[task] == "skipped", tasks
+    assert run["notes"] == ["NOT SHIPPED: test accuracy 0.5000 below the minimum 0.9700"]
