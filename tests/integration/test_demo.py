@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -111,7 +112,11 @@ def _check_web_uis(env: dict, summary: dict) -> None:
 def _check_demo(demo: subprocess.CompletedProcess, env: dict) -> dict:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "== rice-mlops demo: SUCCESS, shipped ==" in demo.stdout
-    assert "validate_data            success" in demo.stdout  # the live view
+    assert re.search(r"validate_data +success  \(\d+\.\d s\)", demo.stdout)  # the live view
+    # Not a terminal here: each epoch `train` finished while it was watched is a plain line.
+    assert re.search(r"\n +train  epoch \d+/\d+  loss \d+\.\d{4}  val accuracy \d+\.\d\d %",
+                     demo.stdout), demo.stdout[-3000:]
+    assert "\x1b[" not in demo.stdout
 
     summary = json.loads((REPO / ".demo" / "summary.json").read_text())
     for key in ("dag_run_id", "state", "test_accuracy", "mlflow_run_id", "image",

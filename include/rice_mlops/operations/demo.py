@@ -11,11 +11,21 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
+
 from rice_mlops.core import readers
 from rice_mlops.core.airflow_rest import AirflowRejected, AirflowRest
 from rice_mlops.core.handoffs import unwrapped  # a typed hand-off is read as its fields
 from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.ingress.send import push_payload, send
+from rice_mlops.operations.live_view import (
+    DAG_RUN_TAG,
+    LiveView,
+    TrainingProgress,
+    log_tail,
+    progress_of,
+    skip_reason,
+)
 
 FINISHED = ("success", "failed")
 
@@ -49,8 +59,46 @@ def wait_for_dag(api: Api, timeout: float = 180) -> None:
                      "dag-processor log")
 
 
-def follow(api: Api, run_id: str, timeout: float) -> dict:
-    """Print each task's state as it changes, until the run finishes."""
+class TrainingWatch:
+    """The MLflow run `train` logs to, found by its DAG run tag, read through MLflow's REST
+    API with the demo's admin account: the progress is a view, so any error only hides it."""
+
+    def __init__(self, mlflow_url: str, password: str | None, run_id: str,
+                 experiment: str = "rice-classifier"):
+        auth = ("admin", password) if password else None
+        self.client = httpx.Client(base_url=mlflow_url.rstrip("/"), auth=auth, timeout=5)
+        self.run_id, self.experiment = run_id, experiment
+        self._experiment_id: str | None = None
+
+    def progress(self) -> TrainingProgress | None:
+        try:
+            if self._experiment_id is None:
+                got = self.client.get("/api/2.0/mlflow/experiments/get-by-name",
+                                      params={"experiment_name": self.experiment})
+                self._experiment_id = got.raise_for_status().json()["experiment"]["experiment_id"]
+            found = self.client.post("/api/2.0/mlflow/runs/search", json={
+                "experiment_ids": [self._experiment_id], "max_results": 1,
+                "filter": f"tags.`{DAG_RUN_TAG}` = '{self.run_id}'",
+                "order_by": ["attributes.start_time DESC"]}).raise_for_status().json()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        runs = found.get("runs") or []
+        return progress_of(runs[0]) if runs else None
+
+
+def _task_log(api: Api, run_id: str, ti: dict) -> list:
+    try:
+        return api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
+                       f"{max(1, ti.get('try_number') or 1)}", full_content="true")["content"]
+    except (AirflowRejected, KeyError, TypeError):
+        return []
+
+
+def follow(api: Api, run_id: str, timeout: float, view: LiveView | None = None,
+           watch: TrainingWatch | None = None, airflow_url: str = "") -> dict:
+    """Show each task's state as it changes (with its duration once it ended), the training's
+    progress while `train` runs, and a failed task's log tail, until the run finishes."""
+    view = view or LiveView()
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,11 +108,42 @@ def follow(api: Api, run_id: str, timeout: float) -> dict:
             state = ti["state"] or "none"
             if seen.get(ti["task_id"]) != state:
                 seen[ti["task_id"]] = state
-                print(f"  {time.strftime('%H:%M:%S')}  {ti['task_id']:<24} {state}", flush=True)
+                ended = state in ("success", "failed") and ti.get("start_date")
+                view.task(time.strftime("%H:%M:%S"), ti["task_id"], state,
+                          ti.get("duration") if ended else None)
+                if state == "failed":
+                    view.failure(ti["task_id"], log_tail(_task_log(api, run_id, ti)),
+                                 f"{airflow_url}/dags/{DAG_ID}/runs/{run_id}/tasks/"
+                                 f"{ti['task_id']}")
+            if ti["task_id"] == "train" and state == "running" and watch is not None:
+                progress = watch.progress()
+                if progress is not None:
+                    view.training(progress, _elapsed(ti.get("start_date")))
         if run["state"] in FINISHED:
             return run
         time.sleep(2)
     raise SystemExit(f"demo: run {run_id} not finished after {timeout:.0f}s")
+
+
+def _elapsed(start: str | None) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def skip_reasons(api: Api, run_id: str, tasks: dict[str, dict]) -> dict[str, str]:
+    """Why each stage the summary names skipped itself (its log's skip reason)."""
+    reasons = {}
+    for task_id in ("push_image", "open_pull_request", "roll_out"):
+        ti = tasks.get(task_id)
+        if ti and ti.get("state") == "skipped" and (ti.get("try_number") or 0) > 0:
+            reason = skip_reason(_task_log(api, run_id, ti))
+            if reason:
+                reasons[task_id] = reason
+    return reasons
 
 
 def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
@@ -73,8 +152,9 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
     image = api.xcom(run_id, "record_image") or {}
     pull = api.xcom(run_id, "open_pull_request")
     served = api.xcom(run_id, "roll_out")
-    states = {ti["task_id"]: ti["state"] for ti in
-              api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    tasks = {ti["task_id"]: ti for ti in
+             api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    states = {task_id: ti["state"] for task_id, ti in tasks.items()}
     gate = api.xcom(run_id, "quality_gate") or {}
     mlflow_run = trained.get("run_id")
     return {
@@ -94,6 +174,7 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
         "pull_request": (pull or {}).get("pull_request") if isinstance(pull, dict) else None,
         "pull_request_state": states.get("open_pull_request"),
         "task_states": states,
+        "skip_reasons": skip_reasons(api, run_id, tasks),
         "airflow_url": f"{airflow_url}/dags/{DAG_ID}/runs/{run_id}",
         "note": run.get("note"),
     }
@@ -135,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: webhook delivery {delivery}: {response.status_code} {response.text}")
     if response.status_code != 200:
         return 1
-    run = follow(api, response.json()["dag_run_id"], args.timeout)
+    run_id = response.json()["dag_run_id"]
+    mlflow_password = (args.mlflow_admin_password_file.read_text().strip()
+                       if args.mlflow_admin_password_file and
+                       args.mlflow_admin_password_file.is_file() else None)
+    run = follow(api, run_id, args.timeout, LiveView(),
+                 TrainingWatch(args.mlflow_url, mlflow_password, run_id), args.airflow_url)
     summary = summarize(api, run, args.airflow_url, args.mlflow_url)
     summary["data"] = {"dir": args.data_dir, "synthetic": args.synthetic}
     args.summary.parent.mkdir(parents=True, exist_ok=True)
@@ -143,15 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = summary["test_accuracy"]
     states = summary["task_states"]
     verdict = "shipped" if summary["shipped"] else f"NOT SHIPPED ({summary['gate'] or 'failed'})"
-    image = summary["image"] or f"not pushed (push_image {states.get('push_image')}; see its log)"
+    why = summary["skip_reasons"]
+    image = summary["image"] or f"not pushed (push_image {states.get('push_image')}: " \
+        f"{why.get('push_image', 'see its log')})"
     pull = summary["pull_request"] or (f"not opened (open_pull_request "
-                                       f"{summary['pull_request_state']}; see its log)")
+                                       f"{summary['pull_request_state']}: "
+                                       f"{why.get('open_pull_request', 'see its log')})")
     served = summary["serving"] or {}
     endpoint = f"http://127.0.0.1:{readers.text(os.environ, 'RICE_ROLLOUT_PORT', '8501')}"
     serving = (f"{served.get('summary')} ({served.get('seconds')} s)\n"
                f"                 curl -s -H 'Content-Type: image/jpeg' --data-binary "
                f"@grain.jpg {endpoint}/predict" if served.get("served") else
-               f"not served (roll_out {states.get('roll_out')}; RICE_ROLLOUT=true serves it)")
+               f"not served (roll_out {states.get('roll_out')}: "
+               f"{why.get('roll_out', 'RICE_ROLLOUT=true serves it')})")
     data = args.data_dir or "-"
     if args.synthetic:
         data += ("\n                 synthetic grains; the real set is one variable away: "
