@@ -224,7 +224,8 @@ def main() -> int:
                                   signing_key=load_private_key(private.read_bytes()))
         names = image_names(None, "rice-classifier-bench", None, result["run_id"])
         base = os.environ.get("RICE_BASE_IMAGE")
-        subprocess.run(["docker", *build_command(context, names, build_args({}, base))],
+        build = os.environ.get("RICE_BUILD_IMAGE")
+        subprocess.run(["docker", *build_command(context, names, build_args({}, base, build))],
                        env={**os.environ, "DOCKER_BUILDKIT": "0"}, check=True,
                        capture_output=True)
         size = int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}",

@@ -46,7 +46,7 @@ cat "$engine_log"
 if $engine_up; then
   # Parsed, never evaluated: the values come from files in the engine's state directory.
   engine_env=$(scripts/docker-engine env)
-  load_env_lines RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE RICE_ROLLOUT_PROXY_IMAGE RICE_REGISTRY \
+  load_env_lines RICE_BASE_IMAGE RICE_BUILD_IMAGE RICE_DOCKER_CLI_IMAGE RICE_ROLLOUT_PROXY_IMAGE RICE_REGISTRY \
     RICE_REGISTRY_USER RICE_REGISTRY_PASSWORD <<<"$engine_env"
   # The demo ends serving what it shipped, behind the proxy on RICE_ROLLOUT_PORT (8501).
   export RICE_ROLLOUT=${RICE_ROLLOUT:-true} RICE_ROLLOUT_PROXY_IMAGE
@@ -55,7 +55,7 @@ if $engine_up; then
       'conn_type': 'generic', 'host': os.environ['RICE_REGISTRY'].split(':')[0],
       'port': int(os.environ['RICE_REGISTRY'].split(':')[1]),
       'login': os.environ['RICE_REGISTRY_USER'], 'password': os.environ['RICE_REGISTRY_PASSWORD']}))")
-  export AIRFLOW_CONN_RICE_REGISTRY RICE_BASE_IMAGE RICE_DOCKER_CLI_IMAGE
+  export AIRFLOW_CONN_RICE_REGISTRY RICE_BASE_IMAGE RICE_BUILD_IMAGE RICE_DOCKER_CLI_IMAGE
 else
   echo "demo: no usable Docker engine here: the image stages will be skipped with that reason"
   export RICE_DOCKER_SOCKET=/nonexistent/docker.sock

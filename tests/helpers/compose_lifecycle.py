@@ -132,6 +132,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "RICE_DATA_DIR": str(data_dir),
         "RICE_SCHEDULE": "none",
         "RICE_BASE_IMAGE": engine["RICE_BASE_IMAGE"],
+        "RICE_BUILD_IMAGE": engine["RICE_BUILD_IMAGE"],
         # The digest-pinned one from `images` when given (build_images pins it).
         "RICE_DOCKER_CLI_IMAGE": images.get("RICE_DOCKER_CLI_IMAGE",
                                             engine["RICE_DOCKER_CLI_IMAGE"]),

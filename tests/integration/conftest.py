@@ -86,6 +86,7 @@ def airflow_pg(postgres_url, mlflow_server, docker_engine, staging_root, tmp_pat
         env=airflow_env(mlflow_server, staging_root,
                         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_url,
                         RICE_BASE_IMAGE=docker_engine["RICE_BASE_IMAGE"],
+                        RICE_BUILD_IMAGE=docker_engine["RICE_BUILD_IMAGE"],
                         RICE_DOCKER_CLI_IMAGE=docker_engine["RICE_DOCKER_CLI_IMAGE"],
                         RICE_NOTIFY_EMAILS=NOTIFY,
                         RICE_SIGNING_KEY_FILE=str(signing_keys["private"]),

@@ -52,7 +52,8 @@ def test_a_model_below_the_bar_is_refused_inside_the_image(tiny_real_dataset, ml
     names = image_names(None, "rice-classifier-broken", None, result["run_id"])
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     subprocess.run(["docker", *build_command(
-        context, names, build_args(metadata, docker_engine["RICE_BASE_IMAGE"]))],
+        context, names, build_args(metadata, docker_engine["RICE_BASE_IMAGE"],
+                                   docker_engine["RICE_BUILD_IMAGE"]))],
         env=env, check=True, capture_output=True, timeout=600)
     try:
         # The same container the DAG's smoke_test task runs: no network, smoke set read-only.

@@ -38,12 +38,15 @@ def test_build_argv_is_a_list_with_the_contexts_own_metadata(tmp_path):
     (plan.context / "model" / "metadata.json").write_text(json.dumps({
         "run_id": RUN, "model_version": "3", "source_commit": "9fceb02; rm -rf /",
         "model_name": "rice-classifier"}))
-    argv = plan.build_argv("rice-base/python:3.11")
+    argv = plan.build_argv("rice-base/python:3.11", "rice-base/build:bookworm")
     assert argv[:4] == ["build", "--network", "none", "--pull=false"]
     assert argv[-1] == str(plan.context)
     # Hostile text stays one argument: there is no shell to interpret it.
     assert "SOURCE_COMMIT=9fceb02; rm -rf /" in argv
     assert "BASE_IMAGE=rice-base/python:3.11" in argv
+    assert "BUILD_IMAGE=rice-base/build:bookworm" in argv
+    assert "RUNTIME_PURGED=apt debconf libapt-pkg6.0 perl-base" in argv
+    assert not any(a.startswith("BUILD_IMAGE=") for a in plan.build_argv("b:1", ""))
     assert argv.count("-t") == 3 and plan.local in argv
 
 

@@ -197,6 +197,19 @@ def test_sbom_lists_wheels_with_hashes_and_installed_debian_packages(tmp_path):
     assert again == document  # deterministic
 
 
+def test_the_sbom_leaves_out_what_the_image_build_purges():
+    """The Dockerfile purges RUNTIME_PURGED from the runtime's root (the release zone passes it
+    as a build argument): the SBOM lists what the image holds, not what its base held."""
+    from rice_mlops.release.image import RUNTIME_PURGED
+
+    status = DPKG + "\n" + "\n".join(f"Package: {name}\nStatus: install ok installed\n"
+                                     f"Version: 1\n" for name in RUNTIME_PURGED)
+    names = {c["name"] for c in sbom.debian_components(status)}
+    kept = {c["name"] for c in sbom.debian_components(status, purged=RUNTIME_PURGED)}
+    assert set(RUNTIME_PURGED) <= names and names - kept == set(RUNTIME_PURGED)
+    assert "libc6" in kept and "perl-base" not in kept
+
+
 CLASSES = ["Arborio", "Basmati", "Ipsala", "Jasmine", "Karacadag"]
 
 

@@ -180,6 +180,7 @@ class PipelineSettings:
     registry_conn_id: str = "rice_registry"
     image_name: str = MODEL_NAME
     base_image: str = ""  # empty: the Dockerfile's python:3.11-slim
+    build_image: str = ""  # empty: the base (no strip: the image keeps its symbol tables)
     docker_cli_image: str = "docker:27-cli"
     docker_socket: str = DEFAULT_SOCKET
     wheelhouse: str = ""  # for workers without package index access
@@ -284,6 +285,7 @@ class PipelineSettings:
             registry_conn_id=read.text(env, "RICE_REGISTRY_CONN_ID", cls.registry_conn_id),
             image_name=read.text(env, "RICE_IMAGE_NAME", cls.image_name),
             base_image=read.text(env, "RICE_BASE_IMAGE"),
+            build_image=read.text(env, "RICE_BUILD_IMAGE"),
             docker_cli_image=read.text(env, "RICE_DOCKER_CLI_IMAGE", cls.docker_cli_image),
             docker_socket=docker_socket_from(env),
             wheelhouse=read.text(env, "RICE_SERVING_WHEELHOUSE"),

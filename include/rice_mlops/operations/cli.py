@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--base-image",
                        help="base image (default: RICE_BASE_IMAGE, else the Dockerfile's "
                             "python:3.11-slim)")
+    build.add_argument("--build-image",
+                       help="the build stage's image, with binutils' strip (default: "
+                            "RICE_BUILD_IMAGE, else the base image, unstripped)")
     build.add_argument("--work-dir", type=Path, default=Path(".build/image"),
                        help="where the model bytes and the build context are laid out")
     build.add_argument("--min-test-accuracy", type=float,

@@ -84,7 +84,8 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     from rice_mlops.release.signing import load_private_key
 
     settings = PipelineSettings.from_env()  # here, not in the parser: --help works regardless
-    for option, field in (("base_image", "base_image"), ("min_test_accuracy", "min_test_accuracy"),
+    for option, field in (("base_image", "base_image"), ("build_image", "build_image"),
+                          ("min_test_accuracy", "min_test_accuracy"),
                           ("min_class_recall", "min_class_recall"), ("wheelhouse", "wheelhouse"),
                           ("signing_key", "signing_key_file")):
         if getattr(args, option) is None:
@@ -117,7 +118,8 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--tag must be name:tag or registry/name:tag, got {args.tag!r}")
     names = ImageNames(repository=repository, tag=tag)
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    command = build_command(context, names, build_args(metadata, args.base_image))
+    command = build_command(context, names,
+                            build_args(metadata, args.base_image, args.build_image))
     subprocess.run(["docker", *command], check=True, env=env)
     if not args.skip_smoke:
         subprocess.run(["docker", "run", "--rm", "--network", "none",

@@ -125,6 +125,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_IMAGE_NAME", "image_name", "name", "image repository name"),
     _s("RICE_BASE_IMAGE", "base_image", "image reference", "base of the serving image",
        "the Dockerfile's `python:3.11-slim`"),
+    _s("RICE_BUILD_IMAGE", "build_image", "image reference",
+       "the serving image's build stage: the base plus Debian's binutils, whose `strip` makes "
+       "the image about 18 MB smaller (`scripts/docker-engine` builds `rice-base/build`)",
+       "the base image (no `strip`: the shared objects keep their symbol tables)"),
     _s("RICE_DOCKER_CLI_IMAGE", "docker_cli_image", "image reference",
        "image the build and push tasks run the docker CLI in"),
     _s("RICE_DOCKER_SOCKET", "docker_socket", "path",

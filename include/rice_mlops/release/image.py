@@ -33,6 +33,9 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # rice_mlops/
 REPO_ROOT = PACKAGE_DIR.parents[1]
 DEFAULT_DOCKERFILE = REPO_ROOT / "Dockerfile"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"  # the Dockerfile's ARG BASE_IMAGE
+# Debian packages the Dockerfile purges from the runtime's root (its ARG RUNTIME_PURGED): a
+# Python server runs neither perl nor apt. The SBOM leaves them out (stages.release).
+RUNTIME_PURGED = ("apt", "debconf", "libapt-pkg6.0", "perl-base")
 SERVING_INIT = '"""rice-mlops serving runtime."""\n'  # app/rice_mlops/__init__.py
 CONTEXT_DIR = "image"  # beside model_artifact/ in a run's staging directory
 _TAG_OK = re.compile(r"[^A-Za-z0-9_.-]")
@@ -233,13 +236,19 @@ def verify_owned(context: Path, dockerfile: Path = DEFAULT_DOCKERFILE) -> None:
         raise NotOwned("; ".join(problems))
 
 
-def build_args(metadata: dict, base_image: str | None) -> dict[str, str]:
+def build_args(metadata: dict, base_image: str | None,
+               build_image: str | None = None) -> dict[str, str]:
+    """The Dockerfile's build arguments: the run's metadata, the packages its runtime root
+    purges, and the base and build-stage images when set (else the Dockerfile's defaults)."""
     args = {"SOURCE_COMMIT": metadata.get("source_commit") or "unknown",
             "MLFLOW_RUN_ID": metadata.get("run_id") or "unknown",
             "MODEL_VERSION": str(metadata.get("model_version") or "unknown"),
-            "MODEL_NAME": metadata.get("model_name") or MODEL_NAME}
+            "MODEL_NAME": metadata.get("model_name") or MODEL_NAME,
+            "RUNTIME_PURGED": " ".join(RUNTIME_PURGED)}
     if base_image:
         args["BASE_IMAGE"] = base_image
+    if build_image:
+        args["BUILD_IMAGE"] = build_image
     return args
 
 
@@ -284,10 +293,11 @@ class ImagePlan:
     def smoke_dir(self) -> Path:
         return self.context / "smoke"
 
-    def build_argv(self, base_image: str | None) -> list[str]:
+    def build_argv(self, base_image: str | None, build_image: str | None = None) -> list[str]:
         """`docker build` arguments; the build args come from the context's own metadata."""
         metadata = json.loads((self.context / "model" / "metadata.json").read_text())
-        return build_command(self.context, self.names, build_args(metadata, base_image or None),
+        return build_command(self.context, self.names,
+                             build_args(metadata, base_image or None, build_image or None),
                              extra_tags=(self.local,))
 
     def handoff(self) -> BuildContext:

@@ -63,9 +63,13 @@ def parse_dpkg_status(text: str) -> list[dict[str, str]]:
     return packages
 
 
-def debian_components(dpkg_status: str, distro: str = "debian") -> list[dict]:
+def debian_components(dpkg_status: str, distro: str = "debian",
+                      purged: tuple[str, ...] = ()) -> list[dict]:
+    """The installed packages as CycloneDX components, less those the image build purges."""
     components = []
     for fields in sorted(parse_dpkg_status(dpkg_status), key=lambda f: f["Package"]):
+        if fields["Package"] in purged:
+            continue
         name, version, arch = fields["Package"], fields.get("Version", ""), \
             fields.get("Architecture", "")
         purl = f"pkg:deb/{distro}/{name}@{version}" + (f"?arch={arch}" if arch else "")

@@ -96,7 +96,7 @@ class ImageBuildOperator(PlannedDockerOperator):
 
     def execute(self, context):
         plan = self.plan(context)
-        self.command = plan.build_argv(self.settings.base_image)
+        self.command = plan.build_argv(self.settings.base_image, self.settings.build_image)
         self.log.info("building %s as %s", plan.context, plan.local)
         return super().execute(context)
 

@@ -79,7 +79,12 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
     from rice_mlops.monitoring import references
     from rice_mlops.monitoring.drift import DriftReferenceError
     from rice_mlops.release.approval_check import check_approval
-    from rice_mlops.release.image import DEFAULT_BASE_IMAGE, image_metadata, prepare_context
+    from rice_mlops.release.image import (
+        DEFAULT_BASE_IMAGE,
+        RUNTIME_PURGED,
+        image_metadata,
+        prepare_context,
+    )
     from rice_mlops.release.intake import (
         DRIFT_REFERENCE,
         BelowBar,
@@ -123,7 +128,8 @@ def prepare_image_context(settings: PipelineSettings, params: Mapping, data: Dat
                         signing_key=pipeline_signing_key(settings),
                         model_card=trained.model_card(settings).read_text(),
                         base_image=(base, base_id),
-                        base_packages=debian_components(dpkg_status))
+                        base_packages=debian_components(dpkg_status,
+                                                        purged=RUNTIME_PURGED))
     except BelowBar as exc:  # a decision, and the run's note names it (stages.report)
         record_refusal(str(exc))
         raise AirflowFailException(str(exc)) from None
