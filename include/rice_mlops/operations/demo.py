@@ -135,14 +135,17 @@ def _elapsed(start: str | None) -> float:
 
 
 def skip_reasons(api: Api, run_id: str, tasks: dict[str, dict]) -> dict[str, str]:
-    """Why each stage the summary names skipped itself (its log's skip reason)."""
+    """Why each stage the summary names was skipped: the reason it logged when it skipped
+    itself, or the stop before it (a skipped task that never ran)."""
     reasons = {}
     for task_id in ("push_image", "open_pull_request", "roll_out"):
         ti = tasks.get(task_id)
-        if ti and ti.get("state") == "skipped" and (ti.get("try_number") or 0) > 0:
-            reason = skip_reason(_task_log(api, run_id, ti))
-            if reason:
-                reasons[task_id] = reason
+        if not ti or ti.get("state") != "skipped":
+            continue
+        if not ti.get("try_number"):
+            reasons[task_id] = "the run stopped before it; see the outcome"
+        elif reason := skip_reason(_task_log(api, run_id, ti)):
+            reasons[task_id] = reason
     return reasons
 
 
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     accuracy = summary["test_accuracy"]
     states = summary["task_states"]
-    verdict = "shipped" if summary["shipped"] else f"NOT SHIPPED ({summary['gate'] or 'failed'})"
+    verdict = "shipped" if summary["shipped"] else "NOT SHIPPED"
     why = summary["skip_reasons"]
     image = summary["image"] or f"not pushed (push_image {states.get('push_image')}: " \
         f"{why.get('push_image', 'see its log')})"
