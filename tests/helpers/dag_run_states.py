@@ -16,12 +16,6 @@ from rice_mlops.core import handoffs as h
 DATASET = h.Dataset(data_dir="/tmp/rice", fingerprint="sha256:" + "d" * 64,
                     classes=("Arborio", "Basmati"), counts={"train": {"Arborio": 1}})
 FRESH = h.Freshness(train=True, code_digest="sha256:" + "c" * 64, reason="changed")
-TRAINED = h.Trained(run_id="a" * 32, model_uri="models:/m-1", model_id="m-1",
-                    experiment_id="1", tracking_uri="http://127.0.0.1:9", image_size=64,
-                    classes=DATASET.classes, metrics={"test_accuracy": 0.5},
-                    dataset_fingerprint=DATASET.fingerprint, epochs_run=1)
-REFUSED = h.Gate(passed=False, reason="test accuracy 0.5000 below the minimum 0.9700",
-                 version="3", test_accuracy=0.5)
 
 
 def _crash(*args, **kwargs):
@@ -39,13 +33,6 @@ SCENARIOS = {
     # decision was taken, so the run is red
     "not_admitted": {"stages.admission.admit": _returns(
         h.Admission(proceed=False, refused="started by a rice_drift event nobody trusts"))},
-    # the gate refuses: a decision, the run is green and its note says why
-    "gate_refuses": {"stages.training.train": _returns(TRAINED),
-                     "stages.training.fetch_artifacts": _returns(
-                         h.Staged(staging_dir="/tmp/rice-staged", files=5,
-                                  tflite_sha256="e" * 64)),
-                     "stages.evaluation.quality_gate": _returns(REFUSED),
-                     "stages.release.prune_old_builds": _returns({})},
 }
 COMMON = {"stages.admission.admit": _returns(h.Admission(proceed=True)),
           "stages.data.validate_data": _returns(DATASET),

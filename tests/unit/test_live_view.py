@@ -146,3 +146,34 @@ def test_follow_shows_durations_epochs_and_a_failed_tasks_log(monkeypatch):
     assert "train                    failed  (42.0 s)" in text
     assert "  | Task failed: RuntimeError: out of memory" in text
     assert "the whole log: http://ui/dags/rice_classifier_cicd/runs/r/tasks/train" in text
+
+
+def test_the_training_watch_asks_mlflow_for_this_runs_tag_and_nothing_else():
+    import json
+
+    import httpx
+
+    seen = []
+
+    def mlflow(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/experiments/get-by-name"):
+            return httpx.Response(200, json={"experiment": {"experiment_id": "7"}})
+        return httpx.Response(200, json={"runs": [_mlflow_run(step=2)]})
+
+    watch = demo.TrainingWatch("http://mlflow", "pw", "webhook__2026-12-07T10:00:00+00:00")
+    watch.client = httpx.Client(base_url="http://mlflow", transport=httpx.MockTransport(mlflow))
+    assert watch.progress().epoch == 3
+    search = json.loads(seen[-1].content)
+    assert search["experiment_ids"] == ["7"]
+    assert search["filter"] == \
+        "tags.`rice.airflow_dag_run_id` = 'webhook__2026-12-07T10:00:00+00:00'"
+    # A run id that could end the filter's string is never sent; an MLflow error hides the view.
+    hostile = demo.TrainingWatch("http://mlflow", None, "x' OR tags.a = 'b")
+    hostile.client = watch.client
+    before = len(seen)
+    assert hostile.progress() is None and len(seen) == before
+    broken = demo.TrainingWatch("http://mlflow", None, "r")
+    broken.client = httpx.Client(base_url="http://mlflow", transport=httpx.MockTransport(
+        lambda request: httpx.Response(500, text="boom")))
+    assert broken.progress() is None

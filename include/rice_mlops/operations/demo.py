@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -28,6 +29,7 @@ from rice_mlops.operations.live_view import (
 )
 
 FINISHED = ("success", "failed")
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9._:+-]{1,250}")  # no quote can end the filter's string
 
 
 class Api(AirflowRest):
@@ -71,6 +73,8 @@ class TrainingWatch:
         self._experiment_id: str | None = None
 
     def progress(self) -> TrainingProgress | None:
+        if not _SAFE_RUN_ID.fullmatch(self.run_id):  # it goes into MLflow's filter text
+            return None
         try:
             if self._experiment_id is None:
                 got = self.client.get("/api/2.0/mlflow/experiments/get-by-name",
