@@ -1,5 +1,4 @@
-"""
-### Rice classifier CI/CD
+"""### Rice classifier CI/CD
 
 Retrains the rice classifier nightly, on a push to `main` and on `rice_drift` (conf only tightens):
 admit → validate_data → check_changed → train → fetch_artifacts → quality_gate → approval →
@@ -20,6 +19,7 @@ from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.stages.approval import ReleaseApproval
 from rice_mlops.stages.assets import RICE_MODEL, RICE_SERVING, training_schedule
 from rice_mlops.stages.docker_tasks import image_stages
+from rice_mlops.stages.links import attach_links
 from rice_mlops.stages.stops import skip_all_after
 
 SETTINGS = PipelineSettings.from_env()
@@ -87,10 +87,9 @@ def rice_classifier_cicd():
         return stages.release.prepare_image_context(SETTINGS, params, data, trained, gate, run_id)
 
     @task
-    def record_image(trained: h.Trained, gate: h.Gate, plan: h.BuildContext, pushed: str
-                     ) -> h.Image:
+    def record_image(trained: h.Trained, gate: h.Gate, plan: h.BuildContext, push: str) -> h.Image:
         """Record the pushed digest on the MLflow run and model version."""
-        return stages.release.record_image(SETTINGS, trained, gate, plan, pushed)
+        return stages.release.record_image(SETTINGS, trained, gate, plan, push)
 
     @task(**_DOCKER)
     def attest_image(trained: h.Trained, image: h.Image, params=None, run_id=None) -> h.Image:
@@ -145,6 +144,7 @@ def rice_classifier_cicd():
     skip_all_after(admitted, changed, ship, approval)  # whatever a later task's trigger rule
     outcome = report(admission, freshness, gate, approval.output, promoted, served)
     outcome.as_teardown(setups=admission, on_failure_fail_dagrun=True)  # it says the state
+    attach_links(outcome.operator.dag)  # each task's link to what it made, in the UI
 
 
 rice_classifier_cicd()

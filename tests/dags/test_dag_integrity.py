@@ -301,3 +301,20 @@ def test_the_report_decides_the_run_state(dag):
     assert report.is_teardown and report.on_failure_fail_dagrun
     assert {t.task_id for t in dag.tasks if not t.downstream_list} == {"report"}
     assert report.get_flat_relative_ids(upstream=True) == set(dag.task_ids) - {"report"}
+
+
+def test_the_tasks_that_make_something_link_to_it(dag):
+    """Issue 38: the names and XCom keys travel in the serialized DAG, which is all the UI
+    and the REST API need to show a link a worker computed."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    expected = {"train": ["MLflow run"], "quality_gate": ["Model card"],
+                "open_pull_request": ["Pull request"], "push_image": ["Image in the registry"],
+                "attest_image": ["Image in the registry"], "roll_out": ["Served version"]}
+    named = {t.task_id: [link.name for link in t.operator_extra_links] for t in dag.tasks
+             if t.operator_extra_links}
+    assert named == expected
+    serialized = DagSerialization.to_dict(dag)["dag"]["tasks"]
+    carried = {t["__var"]["task_id"]: sorted(t["__var"].get("_operator_extra_links", {}))
+               for t in serialized if t["__var"].get("_operator_extra_links")}
+    assert carried == expected

@@ -28,6 +28,47 @@ def test_triggered_run_succeeds_with_conf_preserved(airflow_pg, shipped_run):
         assert states[task_id] == "success", states
 
 
+def test_each_task_links_to_what_it_made_and_the_links_lead_there(airflow_pg, shipped_run,
+                                                                  docker_engine, github_double):
+    """Issue 38: the extra links a worker computed as each task ended, as the UI lists them
+    (the REST API's `links`), each followed to its target."""
+    import os
+    import re
+
+    import httpx
+
+    def links(task_id: str) -> dict:
+        answer = airflow_pg.api(
+            "GET", f"/dags/rice_classifier_cicd/dagRuns/e2e-shipped/taskInstances/{task_id}/links")
+        assert answer.status_code == 200, answer.text
+        return answer.json()["extra_links"]
+
+    mlflow_auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
+    trained = airflow_pg.xcom("e2e-shipped", "train")
+    run_page = links("train")["MLflow run"]
+    assert run_page.endswith(f"/#/experiments/{trained['experiment_id']}/runs/"
+                             f"{trained['run_id']}"), run_page
+    assert httpx.get(run_page.split("#")[0], auth=mlflow_auth, timeout=30).status_code == 200
+    card = httpx.get(links("quality_gate")["Model card"], auth=mlflow_auth, timeout=30)
+    assert card.status_code == 200 and "Model card" in card.text, card.text[:500]
+    registry_auth = (docker_engine["RICE_REGISTRY_USER"], docker_engine["RICE_REGISTRY_PASSWORD"])
+    image = airflow_pg.xcom("e2e-shipped", "attest_image")
+    for task_id in ("push_image", "attest_image"):
+        manifest = links(task_id)["Image in the registry"]
+        assert manifest.endswith(f"/manifests/{image['digest']}"), manifest
+        answer = httpx.get(manifest, auth=registry_auth, timeout=30, headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert answer.status_code == 200
+        assert answer.headers["Docker-Content-Digest"] == image["digest"]
+    pull = links("open_pull_request")["Pull request"]
+    assert pull in [p["html_url"] for p in github_double.pulls], pull
+    version = links("roll_out")["Served version"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/version", version), version
+    assert httpx.get(version, timeout=30).json()["model_version"]
+    # A task that made nothing a person would open has no link; one that was skipped, an empty one.
+    assert links("validate_data") == {}
+
+
 def test_training_log_has_one_line_per_epoch(airflow_pg, shipped_run):
     log = airflow_pg.task_log("e2e-shipped", "train")
     assert log.count("epoch 12/12") == 1

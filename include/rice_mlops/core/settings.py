@@ -200,6 +200,7 @@ class PipelineSettings:
     airflow_api_conn_id: str = "rice_airflow_api"  # run notes, the newer-push check
     release_api_conn_id: str = "rice_release_api"  # the release zone's own look at approvals
     airflow_url: str = "http://127.0.0.1:8080"  # the UI people open from a commit status
+    mlflow_url: str = ""  # the MLflow UI a task's link opens; empty: the run's tracking URI
     notify_emails: tuple[str, ...] = ()  # nothing is sent when empty
     notify_from: str = "rice-mlops@localhost"
     smtp_conn_id: str = "smtp_default"
@@ -312,6 +313,7 @@ class PipelineSettings:
             airflow_url=read.text(env, "RICE_AIRFLOW_URL",
                                   read.text(env, "AIRFLOW__API__BASE_URL",
                                             cls.airflow_url)).rstrip("/"),
+            mlflow_url=read.text(env, "RICE_MLFLOW_URL").rstrip("/"),
             notify_emails=read.listed(env, "RICE_NOTIFY_EMAILS"),
             notify_from=read.text(env, "RICE_NOTIFY_FROM", cls.notify_from),
             smtp_conn_id=read.text(env, "RICE_SMTP_CONN_ID", cls.smtp_conn_id),

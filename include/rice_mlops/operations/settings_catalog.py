@@ -181,6 +181,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RICE_AIRFLOW_URL", "airflow_url", "URL",
        "the Airflow UI the commit status links to (`<url>/dags/rice_classifier_cicd/runs/<run>`)",
        "`AIRFLOW__API__BASE_URL`, else `http://127.0.0.1:8080`"),
+    _s("RICE_MLFLOW_URL", "mlflow_url", "URL",
+       "the MLflow UI the tasks' extra links open (`train` → its run, `quality_gate` → the "
+       "model card), where people reach it (compose: the published port)",
+       "the run's tracking URI"),
     _s("RICE_NOTIFY_EMAILS", "notify_emails", "comma-separated e-mail addresses",
        "recipients of an e-mail on a crash or a NOT SHIPPED run; nothing is sent when empty"),
     _s("RICE_NOTIFY_FROM", "notify_from", "e-mail address", "sender of Airflow's SMTP notifier"),
