@@ -3,7 +3,7 @@
 # (wheels/, app/, model/), with no network: every dependency is a vendored wheel.
 ARG BASE_IMAGE=python:3.11-slim
 # The build stage's image: the base plus Debian's binutils (scripts/docker-engine builds it as
-# rice-base/build), whose `strip` drops the shared objects' symbol tables (about 18 MB). Not
+# rice-base/build), whose `strip` drops the shared objects' symbol tables (about 19 MB). Not
 # the libraries auditwheel vendored into `*.libs/`: patchelf rewrote their headers, and a
 # stripped OpenBLAS no longer loads. On a base without strip the build goes on, unstripped.
 ARG BUILD_IMAGE=${BASE_IMAGE}

@@ -127,7 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
        "the Dockerfile's `python:3.11-slim`"),
     _s("RICE_BUILD_IMAGE", "build_image", "image reference",
        "the serving image's build stage: the base plus Debian's binutils, whose `strip` makes "
-       "the image about 18 MB smaller (`scripts/docker-engine` builds `rice-base/build`)",
+       "the image about 19 MB smaller (`scripts/docker-engine` builds `rice-base/build`)",
        "the base image (no `strip`: the shared objects keep their symbol tables)"),
     _s("RICE_DOCKER_CLI_IMAGE", "docker_cli_image", "image reference",
        "image the build and push tasks run the docker CLI in"),

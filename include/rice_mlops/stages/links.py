@@ -25,8 +25,8 @@ from rice_mlops.core.settings import PipelineSettings
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _EXPERIMENT = re.compile(r"[0-9]{1,19}")
 _HTTP = re.compile(r"https?://[^\s\"'<>\\]{1,2000}")
-_REFERENCE = re.compile(  # host[:port]/name@sha256:<hex>, as push.sh reports it
-    r"([A-Za-z0-9.-]+(?::[0-9]{1,5})?)/([a-z0-9._/-]{1,255})@(sha256:[0-9a-f]{64})")
+_REFERENCE = re.compile(  # host[:port]/name@<digest>, as push.sh reports it
+    rf"([A-Za-z0-9.-]+(?::[0-9]{{1,5}})?)/([a-z0-9._/-]{{1,255}})@({DIGEST.pattern})")
 MODEL_CARD = "model_card/MODEL_CARD.md"  # where training logs it on the MLflow run
 
 
@@ -68,7 +68,7 @@ def manifest_url(reference: str) -> str:
     """The registry's page for `host/name@sha256:...`: its manifest (plain http on loopback,
     where the pipeline's registry listens, https anywhere else)."""
     match = _REFERENCE.fullmatch(reference or "")
-    if not match or not DIGEST.fullmatch(match.group(3)) or ".." in match.group(2):
+    if not match or ".." in match.group(2):
         return ""
     host, name, digest = match.groups()
     scheme = "http" if _loopback(host.rsplit(":", 1)[0]) else "https"
