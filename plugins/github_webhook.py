@@ -1,4 +1,5 @@
-"""Mounts the GitHub webhook receiver on the Airflow API server at /webhooks/github.
+"""Mounts the GitHub webhook receiver on the Airflow API server at /webhooks/github, and the
+pipeline's metrics from Airflow's own record at /rice/metrics (rice_mlops.stages.pipeline_metrics).
 
 The receiver only verifies, filters and triggers; its code lives in rice_mlops.ingress.
 Configuration: the API server's environment, read once by
@@ -29,9 +30,12 @@ class _WebhookApps:
 
     def __get__(self, instance, owner) -> list[dict]:
         from rice_mlops.ingress.app import create_app
+        from rice_mlops.stages import pipeline_metrics
 
         apps = [{"app": create_app(variable_lookup=read_variable), "url_prefix": "/webhooks",
-                 "name": "GitHub webhook (rice-mlops)"}]
+                 "name": "GitHub webhook (rice-mlops)"},
+                {"app": pipeline_metrics.create_app(), "url_prefix": "/rice",
+                 "name": "Pipeline metrics (rice-mlops)"}]
         owner.fastapi_apps = apps
         return apps
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint: shellcheck on every shell script (Debian's package, installed when missing and root),
-# then ruff on the Python, then the import contracts of pyproject.toml (lint-imports).
+# then ruff on the Python, then the import contracts of pyproject.toml (lint-imports), then the
+# Prometheus alert rules (promtool check and test, unpacked from Debian's package when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/state.sh
@@ -16,3 +17,7 @@ ruff=.venv/bin/ruff
 lint_imports=.venv/bin/lint-imports
 [[ -x $lint_imports ]] || lint_imports=lint-imports
 PYTHONPATH="$PWD/include${PYTHONPATH:+:$PYTHONPATH}" "$lint_imports" --no-cache --no-logo
+# The compose stack's alert rules: valid, and each alert firing when and only when it should.
+promtool=$(tool promtool prometheus)
+"$promtool" check rules docker/prometheus/rules/*.yml
+"$promtool" test rules docker/prometheus/tests/*.yml

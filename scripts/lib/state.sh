@@ -105,3 +105,22 @@ need() {
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# tool COMMAND PACKAGE: the path of COMMAND, from PATH or else unpacked from its Debian package
+# into .run/tools (apt-get download and dpkg-deb -x: nothing installed, no service started;
+# prometheus's package would start a server). For checkers such as promtool and amtool.
+tool() {
+  local command=$1 package=$2 root=${RICE_TOOLS_DIR:-$PWD/.run/tools}
+  if command -v "$command" >/dev/null; then command -v "$command"; return; fi
+  if [[ ! -x $root/usr/bin/$command ]]; then
+    mkdir -p "$root/debs"
+    if ! (cd "$root/debs" && apt-get download -qq "$package" >/dev/null 2>&1); then
+      [[ $(id -u) == 0 ]] || { echo "${0##*/}: cannot download $package (apt lists missing; root needed)" >&2; return 1; }
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      (cd "$root/debs" && apt-get download -qq "$package" >/dev/null)
+    fi
+    local debs=("$root/debs/${package}"_*.deb)
+    dpkg-deb -x "${debs[-1]}" "$root"
+  fi
+  echo "$root/usr/bin/$command"
+}

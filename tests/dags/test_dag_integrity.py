@@ -310,8 +310,9 @@ def test_the_tasks_that_make_something_link_to_it(dag):
 
     expected = {"train": ["MLflow run"], "quality_gate": ["Model card"],
                 "open_pull_request": ["Pull request"], "push_image": ["Image in the registry"],
-                "attest_image": ["Image in the registry"], "roll_out": ["Served version"]}
-    named = {t.task_id: [link.name for link in t.operator_extra_links] for t in dag.tasks
+                "attest_image": ["Image in the registry"],
+                "roll_out": ["Rollout in Prometheus", "Served version"]}
+    named = {t.task_id: sorted(link.name for link in t.operator_extra_links) for t in dag.tasks
              if t.operator_extra_links}
     assert named == expected
     serialized = DagSerialization.to_dict(dag)["dag"]["tasks"]

@@ -65,3 +65,29 @@ def test_a_run_that_was_not_admitted_is_red_though_every_task_after_it_skipped(a
     assert run["state"] == "failed", tasks
     assert run["notes"] == ["NOT ADMITTED: started by a rice_drift event nobody trusts"]
 
+
+
+def test_the_pipeline_metrics_read_the_failed_runs_from_airflows_record(airflow_home):
+    """Prometheus's view of those runs (`/rice/metrics`): the training DAG last failed when its
+    latest red run ended, never succeeded (no sample, so `absent()` alerts), and no drift was
+    raised; read from the same metadata database by the API server's query."""
+    _run(airflow_home, "not_admitted")  # at least one red run, whatever ran before
+    probe = ("import json, time\n"
+             "from rice_mlops.stages.pipeline_metrics import read_facts, exposition\n"
+             "facts = read_facts()\n"
+             "print('RESULT ' + json.dumps({'success': facts.last_success,"
+             " 'failure': facts.last_failure, 'drift': facts.drift_events,"
+             " 'text': exposition(facts, time.time()).decode()}))\n")
+    done = subprocess.run([sys.executable, "-c", probe], env=_env(airflow_home), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-2000:] + done.stderr[-2000:]
+    facts = json.loads(lines[-1].removeprefix("RESULT "))
+    import time
+
+    assert "rice_classifier_cicd" not in facts["success"]
+    assert 0 < time.time() - facts["failure"]["rice_classifier_cicd"] < 900
+    assert facts["drift"] == 0
+    text = facts["text"]
+    assert 'rice_pipeline_last_failure_timestamp_seconds{dag_id="rice_classifier_cicd"}' in text
+    assert "rice_pipeline_last_success_timestamp_seconds{" not in text

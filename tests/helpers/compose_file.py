@@ -16,7 +16,7 @@ SECRETS = {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "RE
            "AIRFLOW_ADMIN_PASSWORD",
            "AIRFLOW_WEBHOOK_PASSWORD", "GITHUB_WEBHOOK_SECRET", "REGISTRY_PASSWORD",
            "MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
-           "AIRFLOW_PIPELINE_PASSWORD", "AIRFLOW_RELEASE_PASSWORD"}
+           "AIRFLOW_PIPELINE_PASSWORD", "AIRFLOW_RELEASE_PASSWORD", "PROMETHEUS_PASSWORD"}
 WORKERS = {"airflow-worker", "airflow-worker-docker", "airflow-worker-training"}
 COMPUTE_WORKERS = WORKERS - {"airflow-worker-docker"}
 CONTROL_PLANE = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",

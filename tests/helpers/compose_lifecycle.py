@@ -127,6 +127,9 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "GITHUB_TOKEN": "",
         "REGISTRY_USER": "rice",
         "REGISTRY_PASSWORD": secrets.token_urlsafe(16),
+        "PROMETHEUS_PASSWORD": secrets.token_urlsafe(24),
+        # Short canary windows (2 s): a scrape a second, so the rollout waits 2 s past each.
+        "PROMETHEUS_SCRAPE_SECONDS": "1",
         "RICE_STAGING_DIR": str(staging),
         "RICE_RELEASE_DIR": str(release),
         "RICE_DATA_DIR": str(data_dir),
@@ -153,6 +156,7 @@ def compose_stack(data_dir: Path, images: dict[str, str], logs: Path | None = No
         "MLFLOW_PORT": str(free_port()),
         "REGISTRY_PORT": str(free_port()),
         "WEBHOOK_PORT": str(free_port()),
+        "PROMETHEUS_PORT": str(free_port()),
         **settings,
     }
     network = None

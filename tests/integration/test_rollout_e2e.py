@@ -239,7 +239,7 @@ def test_a_candidate_killed_mid_canary_is_rolled_back_and_clients_see_no_error(
     outcome, answers, _, errors = rolled_back_beside_a_client(
         airflow_pg, small_real_dataset, relabelled, "999", plan, beside=killer)
     assert outcome.summary.startswith("rolled back v999 at 10 %"), outcome.summary
-    assert "the candidate's /metrics failed" in outcome.summary
+    assert "the servers' /metrics failed" in outcome.summary
     # Requests to a dead candidate go to stable (nginx's backup): what a client can lose is
     # what was in flight on the killed container, one per caller at most.
     print(f"killed mid-canary: {len(answers)} client requests, "

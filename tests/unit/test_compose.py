@@ -118,6 +118,9 @@ def test_each_secret_reaches_only_the_services_that_use_it():
                                                   "airflow-worker-docker"}
     assert _holders("MLFLOW_ADMIN_PASSWORD") == {"mlflow", "mlflow-users"}
     assert _holders("MLFLOW_FLASK_SECRET_KEY") == {"mlflow"}
+    # Prometheus's login: rendered into its files by prometheus-init, and read back only by
+    # the release worker, whose canary windows come from it.
+    assert _holders("PROMETHEUS_PASSWORD") == {"prometheus-init", "airflow-worker-docker"}
     assert _holders("MLFLOW_PIPELINE_PASSWORD") == {"mlflow-users"} | WORKERS
     assert _holders("AIRFLOW_DB_PASSWORD") == CONTROL_PLANE | {"postgres"}
     assert _holders("AIRFLOW_FERNET_KEY") == CONTROL_PLANE

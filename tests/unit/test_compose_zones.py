@@ -139,13 +139,19 @@ def test_only_the_control_plane_and_mlflow_share_a_network_with_postgres():
 
 
 def test_only_the_release_worker_is_on_the_serving_network_at_fixed_addresses():
-    """The serving containers are the release worker's: it alone reaches them (and the proxy
-    alone is published, by the worker, on 127.0.0.1). The addresses it gives them lie in the
-    network's own subnet, outside Docker's default address pools."""
+    """The serving containers are the release worker's: it alone commands them (and the proxy
+    alone is published, by the worker, on 127.0.0.1); Prometheus joins only to scrape them, and
+    offers nothing there to write (no admin API, no lifecycle endpoints, a login for every
+    read). The addresses lie in the network's own subnet, outside Docker's default pools."""
     import ipaddress
 
     assert {name for name in SERVICES if "serving" in _networks(name)} == \
-        {"airflow-worker-docker"}
+        {"airflow-worker-docker", "prometheus"}
+    flags = SERVICES["prometheus"]["command"]
+    assert not [flag for flag in flags if flag.startswith(("--web.enable-admin-api",
+                                                            "--web.enable-lifecycle",
+                                                            "--web.enable-remote-write"))]
+    assert "--web.config.file=/etc/prometheus/config/web.yml" in flags
     network = COMPOSE["networks"]["serving"]
     subnet = re.fullmatch(r"\$\{RICE_SERVING_SUBNET:-([0-9./]+)\}",
                           network["ipam"]["config"][0]["subnet"])

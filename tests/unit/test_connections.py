@@ -40,3 +40,23 @@ def test_the_registry_api_may_have_another_address_than_the_engine_pushes_to(con
     assert registry_api("reg_compose") == "http://registry:5000"
     assert registry_host("reg_compose") == "127.0.0.1:5001"  # images stay named after it
     assert registry_api("reg_absent") is None
+
+
+def test_canary_windows_come_from_prometheus_only_where_its_connection_exists(monkeypatch):
+    from rice_mlops.release.rollout.windows import PrometheusMetrics
+    from rice_mlops.stages.connections import prometheus_windows
+
+    monkeypatch.setenv("AIRFLOW_CONN_PROM", '{"conn_type": "http", "host": "prometheus", '
+                       '"port": 9090, "login": "prometheus", "password": "pw-1234567890", '
+                       '"extra": {"scrape_seconds": 2}}')
+    windows = prometheus_windows("prom")
+    assert isinstance(windows, PrometheusMetrics)
+    assert (windows.url, windows.auth, windows.scrape_seconds) == (
+        "http://prometheus:9090", ("prometheus", "pw-1234567890"), 2.0)
+    assert prometheus_windows("prom_absent") is None  # the servers' own /metrics then
+    for odd in ('"2"', "0", "600", "true"):
+        monkeypatch.setenv("AIRFLOW_CONN_PROM_ODD", '{"conn_type": "http", "host": "p", '
+                           f'"extra": {{"scrape_seconds": {odd}}}}}')
+        with pytest.raises(ValueError, match="scrape_seconds") as caught:
+            prometheus_windows("prom_odd")
+        assert "prom_odd" in str(caught.value)

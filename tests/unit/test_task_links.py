@@ -65,6 +65,35 @@ def test_roll_out_links_the_served_version_only_when_it_served(monkeypatch):
     assert _link(links.ServedVersionLink(), "roll_out", rolled_back, monkeypatch) == ""
 
 
+def test_roll_out_links_the_rollout_graph_in_prometheus_served_or_rolled_back(monkeypatch):
+    from urllib.parse import parse_qs, urlsplit
+
+    served = Served(served=True, summary="serving v7 at 100 %", model_version="7",
+                    reference=f"127.0.0.1:5000/rice@{DIGEST}", seconds=130.0)
+    monkeypatch.setattr("time.time", lambda: 1_796_665_600.0)  # 2026-12-07 17:46:40 UTC
+    url = _link(links.RolloutGraphLink(), "roll_out", {"roll_out": served}, monkeypatch,
+                RICE_PROMETHEUS_URL="http://127.0.0.1:9090/")
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path) == ("http", "127.0.0.1:9090", "/graph")
+    query = parse_qs(parts.query)
+    assert query["g0.expr"] == [links.ROLLOUT_QUERY]
+    assert query["g0.range_input"] == ["5m"]  # 130 s of rollout and a minute each side
+    assert query["g0.end_input"] == ["2026-12-07 17:47:40"]
+    rolled_back = {"roll_out": {**served.__dict__, "served": False}}
+    assert _link(links.RolloutGraphLink(), "roll_out", rolled_back, monkeypatch,
+                 RICE_PROMETHEUS_URL="http://127.0.0.1:9090").startswith("http://127.0.0.1:9090")
+    # No Prometheus, no rollout, or a result that is not one: no link.
+    assert _link(links.RolloutGraphLink(), "roll_out", {"roll_out": served}, monkeypatch) == ""
+    assert _link(links.RolloutGraphLink(), "roll_out", {}, monkeypatch,
+                 RICE_PROMETHEUS_URL="http://127.0.0.1:9090") == ""
+    for seconds in (-1, "30", True, 1e9):
+        odd = {"roll_out": {**served.__dict__, "seconds": seconds}}
+        assert _link(links.RolloutGraphLink(), "roll_out", odd, monkeypatch,
+                     RICE_PROMETHEUS_URL="http://127.0.0.1:9090") == "", seconds
+    assert _link(links.RolloutGraphLink(), "roll_out", {"roll_out": served}, monkeypatch,
+                 RICE_PROMETHEUS_URL="javascript:alert(1)") == ""
+
+
 @pytest.mark.parametrize("hostile", [
     "javascript:alert(1)", "http://ok.example/\" onmouseover=\"x", "data:text/html,<b>",
     "https://a.example/\nX-Injected: 1", "ftp://files.example/pr", 42, None])

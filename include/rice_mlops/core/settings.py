@@ -201,6 +201,9 @@ class PipelineSettings:
     release_api_conn_id: str = "rice_release_api"  # the release zone's own look at approvals
     airflow_url: str = "http://127.0.0.1:8080"  # the UI people open from a commit status
     mlflow_url: str = ""  # the MLflow UI a task's link opens; empty: the run's tracking URI
+    prometheus_url: str = ""  # the Prometheus UI roll_out's link opens; empty: no link
+    # The connection roll_out reads the canary windows through (PromQL); absent: /metrics.
+    prometheus_conn_id: str = "rice_prometheus"
     notify_emails: tuple[str, ...] = ()  # nothing is sent when empty
     notify_from: str = "rice-mlops@localhost"
     smtp_conn_id: str = "smtp_default"
@@ -314,6 +317,8 @@ class PipelineSettings:
                                   read.text(env, "AIRFLOW__API__BASE_URL",
                                             cls.airflow_url)).rstrip("/"),
             mlflow_url=read.text(env, "RICE_MLFLOW_URL").rstrip("/"),
+            prometheus_url=read.text(env, "RICE_PROMETHEUS_URL").rstrip("/"),
+            prometheus_conn_id=read.text(env, "RICE_PROMETHEUS_CONN_ID", cls.prometheus_conn_id),
             notify_emails=read.listed(env, "RICE_NOTIFY_EMAILS"),
             notify_from=read.text(env, "RICE_NOTIFY_FROM", cls.notify_from),
             smtp_conn_id=read.text(env, "RICE_SMTP_CONN_ID", cls.smtp_conn_id),

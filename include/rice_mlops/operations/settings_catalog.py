@@ -185,6 +185,13 @@ SETTINGS: tuple[Setting, ...] = (
        "the MLflow UI the tasks' extra links open (`train` → its run, `quality_gate` → the "
        "model card), where people reach it (compose: the published port)",
        "the run's tracking URI"),
+    _s("RICE_PROMETHEUS_URL", "prometheus_url", "URL",
+       "the Prometheus UI where people reach it (compose: the published port): `roll_out`'s "
+       "link to the rollout's graph, and the demo's summary", "no link"),
+    _s("RICE_PROMETHEUS_CONN_ID", "prometheus_conn_id", "connection id",
+       "the Prometheus `roll_out` reads each canary window from (PromQL, host, port, login and "
+       "password of an http connection); when the connection does not exist, `roll_out` reads "
+       "the servers' `/metrics` itself", "`rice_prometheus`"),
     _s("RICE_NOTIFY_EMAILS", "notify_emails", "comma-separated e-mail addresses",
        "recipients of an e-mail on a crash or a NOT SHIPPED run; nothing is sent when empty"),
     _s("RICE_NOTIFY_FROM", "notify_from", "e-mail address", "sender of Airflow's SMTP notifier"),

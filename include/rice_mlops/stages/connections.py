@@ -47,6 +47,27 @@ def registry_api(conn_id: str) -> str | None:
     return str(extra.get("api_url") or "").rstrip("/") or registry_host(conn_id)
 
 
+def prometheus_windows(conn_id: str):
+    """The canary windows from the Prometheus of connection `conn_id` (an http connection:
+    host, port, login, password; extra `scrape_seconds`, its scrape interval), or None when
+    it does not exist (then /metrics is read)."""
+    from rice_mlops.release.rollout.windows import PrometheusMetrics
+
+    conn = optional_connection(conn_id)
+    if conn is None or not conn.host:
+        return None
+    scrape = (conn.extra_dejson or {}).get("scrape_seconds", 5)
+    if not isinstance(scrape, int | float) or isinstance(scrape, bool) or not 0 < scrape <= 60:
+        raise ValueError(f"connection {conn_id!r}: extra scrape_seconds must be a number of "
+                         f"seconds from 1 to 60 (Prometheus's scrape interval), got {scrape!r}")
+    host = conn.host.removeprefix("https://").removeprefix("http://").rstrip("/")
+    scheme = "https" if (conn.schema or "") == "https" or conn.host.startswith("https://") \
+        else "http"
+    url = f"{scheme}://{host}:{conn.port}" if conn.port else f"{scheme}://{host}"
+    auth = (conn.login, conn.password or "") if conn.login else None
+    return PrometheusMetrics(url=url, auth=auth, scrape_seconds=float(scrape))
+
+
 def airflow_rest(conn_id: str) -> AirflowRest | None:
     """From an Airflow connection (host `http://api-server`, port, login, password); None
     when there is no such connection or it names no host."""

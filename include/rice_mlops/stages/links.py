@@ -1,5 +1,6 @@
 """Operator extra links: from a task in the Airflow UI to what it made (the MLflow run, the
-model card, the pull request, the image in the registry, the served version).
+model card, the pull request, the image in the registry, the served version and the rollout's
+graph in Prometheus).
 
 Airflow 3 computes a task's links in its worker as the task ends (`get_link`, with the running
 task instance as `ti_key`) and keeps each as an XCom (`_link_<class>`) that the UI and the REST
@@ -88,6 +89,30 @@ def served_version_url(settings: PipelineSettings, served: dict) -> str:
     return f"http://127.0.0.1:{settings.rollout_port}/version" if served.get("served") else ""
 
 
+# The rollout as Prometheus saw it: each slot's answers a second, the shift of traffic from
+# stable to the candidate through shadow, 10, 50 and 100 %.
+ROLLOUT_QUERY = ('sum by (slot) (rate(rice_serving_requests_total'
+                 '{endpoint=~"/predict|/invocations"}[15s]))')
+
+
+def rollout_graph_url(settings: PipelineSettings, served: dict, now: float) -> str:
+    """The Prometheus graph of the rollout that ended at `now` (when the link is made, at the
+    end of `roll_out`), over its duration and a minute each side; "" without a Prometheus or
+    without a rollout (skipped, failed)."""
+    base = settings.prometheus_url
+    seconds = served.get("seconds")
+    if not base or not _HTTP.fullmatch(base) or "summary" not in served or \
+            not isinstance(seconds, int | float) or isinstance(seconds, bool) or \
+            not 0 <= seconds < 86400:
+        return ""
+    import time
+
+    end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now + 60))
+    span = f"{int(seconds) // 60 + 3}m"
+    return (f"{base}/graph?g0.expr={quote(ROLLOUT_QUERY, safe='')}&g0.tab=0&g0.stacked=1"
+            f"&g0.range_input={span}&g0.end_input={quote(end)}")
+
+
 def _result(ti, task_id: str | None = None):
     try:
         return ti.xcom_pull(task_ids=task_id or ti.task_id)
@@ -154,11 +179,22 @@ class ServedVersionLink(BaseOperatorLink):
         return served_version_url(_settings(), _pull(ti_key))
 
 
+class RolloutGraphLink(BaseOperatorLink):
+    """`roll_out` → Prometheus's graph of each slot's traffic through the rollout."""
+
+    name = "Rollout in Prometheus"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        import time
+
+        return rollout_graph_url(_settings(), _pull(ti_key), time.time())
+
+
 # The tasks that make something a person would open, and the links to it.
 LINKS_BY_TASK = {"train": (MlflowRunLink(),), "quality_gate": (ModelCardLink(),),
                  "open_pull_request": (PullRequestLink(),),
                  "push_image": (RegistryImageLink(),), "attest_image": (RegistryImageLink(),),
-                 "roll_out": (ServedVersionLink(),)}
+                 "roll_out": (ServedVersionLink(), RolloutGraphLink())}
 
 
 def attach_links(dag) -> None:

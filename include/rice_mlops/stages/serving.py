@@ -19,7 +19,7 @@ from rice_mlops.core.settings import PipelineSettings
 from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.release.image import run_image_plan
 from rice_mlops.stages.common import checked_handoffs, checked_request
-from rice_mlops.stages.connections import registry_host
+from rice_mlops.stages.connections import prometheus_windows, registry_host
 
 log = logging.getLogger(__name__)
 ROLLOUT_TASK = "roll_out"
@@ -86,8 +86,11 @@ def roll_out(settings: PipelineSettings, params: Mapping, trained: Trained, gate
 
     engine = Engine(settings.docker_socket, layout(settings))
     try:
+        windows = prometheus_windows(settings.prometheus_conn_id)
+        log.info("canary windows measured by %s",
+                 "Prometheus" if windows else "the servers' own /metrics")
         rollout = Rollout(engine, plan(settings), smoke_images(image_plan.smoke_dir),
-                          registry_auth(settings))
+                          registry_auth(settings), windows)
         outcome = rollout.roll_out(image.digest_ref, str(gate.version), verify)
     except RolloutRefused as exc:
         record_refusal(str(exc))

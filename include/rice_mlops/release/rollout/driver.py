@@ -4,7 +4,8 @@ pool of one), and every step is recorded in the serving state before it takes ef
 crash at any point is rolled back by the next rollout or by `rice_rollback`.
 
 The decisions are `verdicts`' on measured numbers: the servers' prediction logs joined by the
-proxy's request id, and the servers' own `/metrics` before and after each window. Where live
+proxy's request id, and each canary window's answers and p99 from Prometheus where the stack
+has one, else from the servers' own `/metrics` before and after it (`windows`). Where live
 traffic is too thin, the release zone replays its smoke set through the proxy, so every stage
 sees at least the requests it needs.
 """
@@ -33,7 +34,6 @@ from rice_mlops.release.rollout.verdicts import (
     Budgets,
     MetricsError,
     Verdict,
-    Window,
     canary_verdict,
     parse_scrape,
     predictions_by_request,
@@ -41,6 +41,7 @@ from rice_mlops.release.rollout.verdicts import (
     step_minimum,
     window,
 )
+from rice_mlops.release.rollout.windows import DirectMetrics, WindowSource
 
 log = logging.getLogger(__name__)
 MAX_WINDOWS_PER_STEP = 4
@@ -130,9 +131,12 @@ class Replayer:
 
 class Rollout:
     def __init__(self, engine: Engine, plan: Plan, images: Sequence[tuple[bytes, str]],
-                 registry_auth: dict | None = None):
+                 registry_auth: dict | None = None, windows: WindowSource | None = None):
         self.engine, self.layout, self.plan = engine, engine.layout, plan
         self.registry_auth = registry_auth
+        # Where canary windows are measured: Prometheus where the stack has one, else the
+        # servers' own /metrics; the verdict is the same function either way.
+        self.windows = windows or DirectMetrics(self._scrape)
         self.proxy_url = self.layout.proxy_url
         self.replayer = Replayer(self.proxy_url, images, plan.replay_rate,
                                  plan.replay_concurrency)
@@ -276,21 +280,21 @@ class Rollout:
         self._route(Routing(self.layout.port(stable.slot), self.layout.port(candidate.slot),
                             percent))
         needed = step_minimum(self.plan.budgets, percent)
+        slots = (candidate.slot, stable.slot)
         try:
-            before = (self._scrape(candidate.slot), self._scrape(stable.slot))
+            mark = self.windows.begin(slots)
             # Replay a window at a time until the step has its answers (a loaded host replays
             # slower than the rate), at most MAX_WINDOWS_PER_STEP windows.
             for _ in range(MAX_WINDOWS_PER_STEP):
                 self.replayer.run(seconds=self.plan.window_seconds)
-                after = (self._scrape(candidate.slot), self._scrape(stable.slot))
-                windows: tuple[Window, Window] = (window(before[0], after[0]),
-                                                  window(before[1], after[1]))
-                if windows[0].requests >= needed:
+                measured = self.windows.end(mark, slots)
+                if measured[candidate.slot].requests >= needed:
                     break
         except (MetricsError, httpx.HTTPError) as exc:
-            return Verdict(False, f"at {percent} %: the candidate's /metrics failed: "
+            return Verdict(False, f"at {percent} %: {self.windows.name} failed: "
                            f"{type(exc).__name__}: {exc}", {"percent": percent})
-        return canary_verdict(windows[0], windows[1], self.plan.budgets, percent)
+        return canary_verdict(measured[candidate.slot], measured[stable.slot],
+                              self.plan.budgets, percent)
 
     def _finish(self, current: st.ServingState, note: str) -> st.ServingState:
         self._route(Routing.stable_only(self.layout.port(current.candidate.slot)))
