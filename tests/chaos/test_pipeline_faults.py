@@ -325,3 +325,30 @@ def test_labelled_images_are_what_makes_the_run_retrain(faulted_run):
     assert counts["train"] == {cls: SMALL_SUBSET["train"] + LABELLED_PER_CLASS
                                for cls in counts["train"]}, counts
     assert faulted_run.states("train")[-1] == "success"
+
+
+def test_the_canary_steps_were_measured_by_prometheus(faulted_run):
+    """This run's challenger rolled out against the first run's model: each canary step's
+    answers and p99 came from the stack's Prometheus (PromQL), which holds the candidate's
+    traffic under its slot and model version; roll_out links the rollout's graph there."""
+    from tests.helpers.prometheus_api import Prometheus
+
+    run, api = faulted_run, faulted_run.api
+    served = api.xcom(run.run_id, "roll_out")
+    assert served and served["served"], served
+    assert [v for v in served["verdicts"] if v.startswith("at 10 %")], served["verdicts"]
+    last_try = run.tries["roll_out"][-1]["try_number"]
+    log = api.log(run.run_id, "roll_out", last_try)
+    assert "canary windows measured by Prometheus" in log, log[-3000:]
+    prometheus = Prometheus(run.stack.env)
+    version = served["model_version"]
+    slot = prometheus.query(f'rice_serving_model_info{{model_version="{version}"}}')
+    assert len(slot) == 1, slot
+    answered = prometheus.query('sum(rice_serving_requests_total{endpoint="/predict",'
+                                f'slot="{slot[0]["metric"]["slot"]}"}})')
+    assert answered and float(answered[0]["value"][1]) > 0, answered
+    links = api.get(f"/dags/rice_classifier_cicd/dagRuns/{run.run_id}/taskInstances/"
+                    "roll_out/links")
+    graph = links["extra_links"].get("Rollout in Prometheus") or ""
+    assert graph.startswith(f"{prometheus.url}/graph?g0.expr="), links
+    assert prometheus.get(graph.removeprefix(prometheus.url).split("?")[0]).status_code == 200
