@@ -352,3 +352,33 @@ def test_the_canary_steps_were_measured_by_prometheus(faulted_run):
     graph = links["extra_links"].get("Rollout in Prometheus") or ""
     assert graph.startswith(f"{prometheus.url}/graph?g0.expr="), links
     assert prometheus.get(graph.removeprefix(prometheus.url).split("?")[0]).status_code == 200
+
+
+def test_the_rollout_is_seen_in_prometheus_and_reached_from_the_task(faulted_run):
+    """A person's path (issue 38): the roll_out task in the Airflow UI shows its links; the
+    Prometheus one opens the graph of the rollout (each slot's answers a second, the shift
+    from stable to the candidate). The two screenshots are the README's pictures."""
+    from tests.helpers.browser import airflow_login, browser_page, screenshot
+    from tests.helpers.prometheus_api import Prometheus
+
+    run, api = faulted_run, faulted_run.api
+    prometheus = Prometheus(run.stack.env)
+    links = api.get(f"/dags/rice_classifier_cicd/dagRuns/{run.run_id}/taskInstances/"
+                    "roll_out/links")["extra_links"]
+    graph = links["Rollout in Prometheus"]
+    with browser_page(http_credentials=prometheus.auth) as page:
+        airflow_login(page, run.stack.airflow, run.stack.env["AIRFLOW_ADMIN_PASSWORD"])
+        page.goto(f"{run.stack.airflow}/dags/rice_classifier_cicd/runs/{run.run_id}/tasks/"
+                  "roll_out")
+        button = page.get_by_role("link", name="Rollout in Prometheus")
+        button.wait_for(timeout=60_000)
+        page.get_by_role("link", name="Served version").wait_for(timeout=10_000)
+        assert screenshot(page, "airflow-roll-out-links.png").stat().st_size > 10_000
+        assert button.get_attribute("href") == graph
+        page.goto(graph)
+        # The graph's legend lists each slot once its series are drawn.
+        page.locator(".graph-legend").get_by_text('slot="', exact=False).first.wait_for(
+            timeout=60_000)
+        text = page.inner_text("body")
+        assert "rice_serving_requests_total" in text
+        assert screenshot(page, "prometheus-rollout.png").stat().st_size > 10_000

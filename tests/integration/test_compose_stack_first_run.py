@@ -39,9 +39,12 @@ def test_a_push_webhook_runs_the_pipeline_on_celery_workers(stack, compose_pushe
     faults = {"disk": compose_pushed_run.disk, "load": compose_pushed_run.load,
               "read_errors": compose_pushed_run.errors}
     run = follow(api, run_id, timeout=1500)
-    summary = summarize(api, run, stack.airflow, stack.mlflow)
+    prometheus = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}"
+    summary = summarize(api, run, stack.airflow, stack.mlflow, prometheus)
     states = summary["task_states"]
     assert run["state"] == "success", (states, faults)
+    # The summary points at the stack's Prometheus: the graph of this run's rollout.
+    assert (summary["rollout_graph"] or "").startswith(f"{prometheus}/graph?g0.expr="), summary
     assert states["open_pull_request"] == "skipped"  # no GitHub token in this .env
     log = api.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
                              "open_pull_request/logs/1")

@@ -275,6 +275,21 @@ def test_a_dataset_with_an_unreadable_image_fails_the_run_red(airflow_pg, tiny_r
     failed = airflow_pg.api("GET", "/dags/rice_classifier_cicd/dagRuns",
                             params={"state": "failed", "limit": 100}).json()["dag_runs"]
     assert "e2e-unreadable" in {r["dag_run_id"] for r in failed}  # the UI's failed filter
+    _the_ui_lists_it_among_the_failed_runs(airflow_pg, "e2e-unreadable")
+
+
+def _the_ui_lists_it_among_the_failed_runs(airflow_pg, run_id: str) -> None:
+    """In the Airflow UI's run list filtered to failed runs, the run is there and a shipped
+    one is not."""
+    from tests.helpers.browser import airflow_login, browser_page, screenshot
+
+    with browser_page() as page:
+        airflow_login(page, airflow_pg.url, airflow_pg.admin_password)
+        page.goto(f"{airflow_pg.url}/dags/rice_classifier_cicd/runs?state=failed")
+        page.get_by_text(run_id).first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        assert "e2e-shipped" not in text, text[-2000:]
+        assert screenshot(page, "airflow-failed-runs.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from rice_mlops.core import readers
-from rice_mlops.core.airflow_rest import AirflowRejected, AirflowRest
+from rice_mlops.core.airflow_rest import AirflowRejected, AirflowRest, AirflowUnavailable
 from rice_mlops.core.handoffs import unwrapped  # a typed hand-off is read as its fields
 from rice_mlops.core.vocabulary import DAG_ID
 from rice_mlops.ingress.send import push_payload, send
@@ -153,7 +153,17 @@ def skip_reasons(api: Api, run_id: str, tasks: dict[str, dict]) -> dict[str, str
     return reasons
 
 
-def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
+def rollout_graph(api: Api, run_id: str) -> str | None:
+    """roll_out's link to its graph in Prometheus, when the stack has one and it rolled out."""
+    try:
+        links = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/roll_out/links")
+    except (AirflowRejected, AirflowUnavailable):  # no such task instance yet: no link
+        return None
+    return (links.get("extra_links") or {}).get("Rollout in Prometheus") or None
+
+
+def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str,
+              prometheus_url: str = "") -> dict:
     run_id = run["dag_run_id"]
     trained = api.xcom(run_id, "train") or {}
     image = api.xcom(run_id, "record_image") or {}
@@ -183,6 +193,8 @@ def summarize(api: Api, run: dict, airflow_url: str, mlflow_url: str) -> dict:
         "task_states": states,
         "skip_reasons": skip_reasons(api, run_id, tasks),
         "airflow_url": f"{airflow_url}/dags/{DAG_ID}/runs/{run_id}",
+        "prometheus_url": prometheus_url or None,
+        "rollout_graph": rollout_graph(api, run_id) if prometheus_url else None,
         "note": run.get("note"),
     }
 
@@ -200,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, default=Path(".demo/summary.json"))
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--data-dir", help="the dataset the run trains on (for the summary)")
+    parser.add_argument("--prometheus-url", default="",
+                        help="the stack's Prometheus, when it has one (the compose stack)")
     parser.add_argument("--synthetic", action="store_true",
                         help="the dataset is the embedded synthetic one")
     args = parser.parse_args(argv)
@@ -229,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                        args.mlflow_admin_password_file.is_file() else None)
     run = follow(api, run_id, args.timeout, LiveView(),
                  TrainingWatch(args.mlflow_url, mlflow_password, run_id), args.airflow_url)
-    summary = summarize(api, run, args.airflow_url, args.mlflow_url)
+    summary = summarize(api, run, args.airflow_url, args.mlflow_url, args.prometheus_url)
     summary["data"] = {"dir": args.data_dir, "synthetic": args.synthetic}
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     args.summary.write_text(json.dumps(summary, indent=2) + "\n")
@@ -267,6 +281,8 @@ serving          {serving}
 pull request     {pull}
 Airflow UI       {summary['airflow_url']}
                  log in as admin, password in {args.admin_password_file}
+Prometheus       {summary['rollout_graph'] or summary['prometheus_url'] or
+                  'none in this stack (the compose stack has one: docs/monitoring.md)'}
 summary          {args.summary}        stop everything: make down
 """)
     return 0 if summary["state"] == "success" else 1
