@@ -40,6 +40,35 @@ def _rice_cnn(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
 
 
+def _squeeze_excite(x: keras.KerasTensor, ratio: int = 4) -> keras.KerasTensor:
+    # Channel attention (Hu et al., 2018): a grain's tip or chalky spot can weigh more than
+    # the field of black around it, for the cost of two tiny dense layers per stage.
+    channels = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = layers.Dense(channels // ratio, activation="relu")(s)
+    s = layers.Dense(channels, activation="sigmoid")(s)
+    return layers.Multiply()([x, s])
+
+
+def _patch_cnn(x: keras.KerasTensor, num_classes: int, excite: bool) -> keras.KerasTensor:
+    # A larger input at nearly a small one's cost: a non-overlapping patch stem brings any
+    # input down to 32 x 32 in one cheap layer, where the detail of the larger image is kept
+    # as channels instead of being averaged away by the resize.
+    patch = max(1, x.shape[1] // 32)
+    x = layers.Conv2D(32, patch, strides=patch, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.ReLU()(x)
+    for filters in (48, 96, 128, 192):
+        x = _conv_bn(x, filters)
+        if excite:
+            x = _squeeze_excite(x)
+        if filters != 192:
+            x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.2)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+
+
 def _seed_cnn(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     # The original project's network (DESIGN.md), kept as the baseline.
     for filters in (32, 64, 128):
@@ -57,5 +86,7 @@ def build_model(num_classes: int, image_size: int, architecture: str = DEFAULT_A
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
     x = _preprocess(inputs, image_size)
-    head = _rice_cnn if architecture == "rice_cnn" else _seed_cnn
-    return keras.Model(inputs, head(x, num_classes), name=architecture)
+    heads = {"rice_cnn": _rice_cnn, "seed_cnn": _seed_cnn,
+             "patch_cnn": lambda x, n: _patch_cnn(x, n, excite=False),
+             "patch_se": lambda x, n: _patch_cnn(x, n, excite=True)}
+    return keras.Model(inputs, heads[architecture](x, num_classes), name=architecture)

@@ -8,7 +8,7 @@ from pathlib import Path
 from rice_mlops.core.vocabulary import MODEL_NAME
 
 # Here rather than in model.py, so the CLI and the DAG name them without importing Keras.
-ARCHITECTURES = ("rice_cnn", "seed_cnn")
+ARCHITECTURES = ("rice_cnn", "seed_cnn", "patch_cnn", "patch_se")
 DEFAULT_ARCHITECTURE = "rice_cnn"
 
 
