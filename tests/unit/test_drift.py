@@ -194,3 +194,28 @@ def test_a_window_starts_at_the_watermark_within_bounds(stored, expected):
     from rice_mlops.stages.monitoring import window_start
 
     assert window_start(stored, 1000.0, 2) == expected
+
+
+def test_a_streamed_window_holds_what_observe_computes_from_the_same_predictions():
+    """read_window keeps typed columns, not the parsed lines: the same numbers, class by class
+    and feature by feature, as `observe` on the same rows (a swapped column would show)."""
+    from rice_mlops.monitoring.drift import observe, read_window
+
+    rng = np.random.default_rng(4)
+    names = ["Arborio", "Basmati", "Ipsala"]
+    rows = []
+    for i in range(300):
+        p = rng.dirichlet(np.ones(3)).round(4).tolist()
+        rows.append((names[i % 3], p, {"height": 200 + i, "width": 150 + i % 7,
+                                       "mean": rng.random(3).tolist(),
+                                       "std": rng.random(3).tolist()}))
+    lines = [json.dumps({"time": 10.0 + i, "model_version": "3", "classes": [c],
+                         "probabilities": [p], "input": [s]}) for i, (c, p, s) in enumerate(rows)]
+    window = read_window(lines, model_version="3", since=0, until=1e6)
+    expected = observe([c for c, _, _ in rows], [p for _, p, _ in rows], [s for *_, s in rows])
+    assert window.observations.classes == expected.classes
+    for feature, values in expected.values.items():
+        np.testing.assert_array_equal(window.observations.values[feature], values)
+    empty = read_window([], model_version="3", since=0, until=1)
+    assert empty.observations.count == 0
+    assert all(len(v) == 0 for v in empty.observations.values.values())

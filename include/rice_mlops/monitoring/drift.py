@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,11 +115,15 @@ class LiveWindow:
 def read_window(lines: Iterable[str | bytes], *, model_version: str, since: float,
                 until: float) -> LiveWindow:
     """Predictions logged in [since, until) by `model_version`, answered to clients (a shadow
-    copy is the candidate's). Anything else is counted under the reason it was left out."""
+    copy is the candidate's). Anything else is counted under the reason it was left out.
+
+    Streamed: each prediction keeps only its class (one shared string per class) and nine
+    floats in typed arrays, never the parsed line, so a window of a million predictions holds
+    tens of MiB, not the parsed records' GiB (benchmarks/cost_curves.py)."""
     skipped: Counter[str] = Counter()
     classes: list[str] = []
-    probabilities: list[list[float]] = []
-    inputs: list[dict] = []
+    shared: dict[str, str] = {}  # one string object per class name
+    columns = {name: array("d") for name in FEATURES}
     for line in lines:
         if len(line) > MAX_LINE:
             skipped["too long"] += 1
@@ -148,10 +153,16 @@ def read_window(lines: Iterable[str | bytes], *, model_version: str, since: floa
             skipped["not a prediction line (torn, corrupt or another format)"] += 1
             continue
         for name, row, stats in rows:
-            classes.append(name)
-            probabilities.append(row)
-            inputs.append(stats)
-    return LiveWindow(observe(classes, probabilities, inputs), dict(skipped))
+            classes.append(shared.setdefault(name, name))
+            columns["confidence"].append(max(float(p) for p in row))
+            columns["height"].append(float(stats["height"]))
+            columns["width"].append(float(stats["width"]))
+            for i, channel in enumerate("rgb"):
+                columns[f"mean_{channel}"].append(float(stats["mean"][i]))
+                columns[f"std_{channel}"].append(float(stats["std"][i]))
+    return LiveWindow(Observations(tuple(classes), {
+        name: np.frombuffer(column, dtype=np.float64) if column else np.zeros(0)
+        for name, column in columns.items()}), dict(skipped))
 
 
 def _well_formed(row) -> bool:
