@@ -37,6 +37,9 @@ def test_the_exposition_says_when_each_dag_last_succeeded_and_failed():
                 and ("dag_id", "rice_monitoring") in key[1]]
     assert samples[("rice_airflow_oldest_queued_task_seconds", (("queue", "docker"),))] == 100.0
     assert samples[("rice_drift_events", ())] == 3
+    assert samples[("rice_drift_last_event_timestamp_seconds", ())] == 1050.0
+    never = _samples(pm.exposition(pm.PipelineFacts(), now=1200.0))
+    assert never == {("rice_drift_events", ()): 0}  # no drift yet: no timestamp of 1970
     assert samples[("rice_drift_adjusted_p_value", (("check", "confidence"),))] == 0.001
 
 

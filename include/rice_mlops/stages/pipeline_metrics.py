@@ -55,8 +55,6 @@ def exposition(facts: PipelineFacts, now: float) -> bytes:
                     ["queue"], registry=registry)
     events = Gauge("rice_drift_events", "rice_drift events the monitoring raised (all time)",
                    registry=registry)
-    last_drift = Gauge("rice_drift_last_event_timestamp_seconds",
-                       "When the monitoring last raised drift", registry=registry)
     p_values = Gauge("rice_drift_adjusted_p_value",
                      "Adjusted p-value of each check in the latest drift the monitoring raised",
                      ["check"], registry=registry)
@@ -68,8 +66,9 @@ def exposition(facts: PipelineFacts, now: float) -> bytes:
     for queue, since in sorted(facts.oldest_queued.items())[:MAX_QUEUES]:
         waiting.labels(queue).set(max(0.0, now - since))
     events.set(facts.drift_events)
-    if facts.last_drift is not None:
-        last_drift.set(facts.last_drift)
+    if facts.last_drift is not None:  # no sample before the first drift (not 1970)
+        Gauge("rice_drift_last_event_timestamp_seconds", "When the monitoring last raised drift",
+              registry=registry).set(facts.last_drift)
     for check, value in sorted(facts.drift_p_values.items())[:MAX_CHECKS]:
         if isinstance(value, int | float) and math.isfinite(value):
             p_values.labels(check[:64]).set(value)
