@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.helpers.paths import REPO
 
-ONE_SHOT = ("airflow-init", "registry-init", "mlflow-users")
+ONE_SHOT = ("airflow-init", "registry-init", "mlflow-users", "prometheus-init")
 REMOTE_SERVICE = "airflow-worker-remote"
 
 
