@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers.chaos_report import ChaosReport
@@ -351,7 +352,8 @@ def test_the_canary_steps_were_measured_by_prometheus(faulted_run):
                     "roll_out/links")
     graph = links["extra_links"].get("Rollout in Prometheus") or ""
     assert graph.startswith(f"{prometheus.url}/graph?g0.expr="), links
-    assert prometheus.get(graph.removeprefix(prometheus.url).split("?")[0]).status_code == 200
+    page = httpx.get(graph, auth=prometheus.auth, timeout=30, follow_redirects=True)
+    assert page.status_code == 200 and "g0.expr=" in str(page.url), page.url
 
 
 def test_the_rollout_is_seen_in_prometheus_and_reached_from_the_task(faulted_run):
@@ -368,8 +370,9 @@ def test_the_rollout_is_seen_in_prometheus_and_reached_from_the_task(faulted_run
     graph = links["Rollout in Prometheus"]
     with browser_page(http_credentials=prometheus.auth) as page:
         airflow_login(page, run.stack.airflow, run.stack.env["AIRFLOW_ADMIN_PASSWORD"])
+        # The task instance's Details tab lists its extra links.
         page.goto(f"{run.stack.airflow}/dags/rice_classifier_cicd/runs/{run.run_id}/tasks/"
-                  "roll_out")
+                  "roll_out/details")
         button = page.get_by_role("link", name="Rollout in Prometheus")
         button.wait_for(timeout=60_000)
         page.get_by_role("link", name="Served version").wait_for(timeout=10_000)
@@ -377,8 +380,7 @@ def test_the_rollout_is_seen_in_prometheus_and_reached_from_the_task(faulted_run
         assert button.get_attribute("href") == graph
         page.goto(graph)
         # The graph's legend lists each slot once its series are drawn.
-        page.locator(".graph-legend").get_by_text('slot="', exact=False).first.wait_for(
-            timeout=60_000)
+        page.get_by_text('{slot="', exact=False).first.wait_for(timeout=60_000)
         text = page.inner_text("body")
         assert "rice_serving_requests_total" in text
         assert screenshot(page, "prometheus-rollout.png").stat().st_size > 10_000

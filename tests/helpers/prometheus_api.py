@@ -14,7 +14,8 @@ class Prometheus:
         self.auth = (env.get("PROMETHEUS_USER", "prometheus"), env["PROMETHEUS_PASSWORD"])
 
     def get(self, path: str, **params) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", params=params, auth=self.auth, timeout=30)
+        return httpx.get(f"{self.url}{path}", params=params, auth=self.auth, timeout=30,
+                         follow_redirects=True)
 
     def query(self, expression: str, at: float | None = None) -> list[dict]:
         params = {"query": expression} | ({"time": f"{at:.3f}"} if at else {})

@@ -67,6 +67,16 @@ def test_each_task_links_to_what_it_made_and_the_links_lead_there(airflow_pg, sh
     assert httpx.get(version, timeout=30).json()["model_version"]
     # A task that made nothing a person would open has no link; one that was skipped, an empty one.
     assert links("validate_data") == {}
+    # In the UI: the task instance's Details tab shows the link, pointing where the API said.
+    from tests.helpers.browser import airflow_login, browser_page
+
+    with browser_page() as page:
+        airflow_login(page, airflow_pg.url, airflow_pg.admin_password)
+        page.goto(f"{airflow_pg.url}/dags/rice_classifier_cicd/runs/e2e-shipped/tasks/train/"
+                  "details")
+        shown = page.get_by_role("link", name="MLflow run")
+        shown.wait_for(timeout=60_000)
+        assert shown.get_attribute("href") == run_page
 
 
 def test_training_log_has_one_line_per_epoch(airflow_pg, shipped_run):

@@ -175,7 +175,8 @@ def test_an_answer_that_is_not_prometheuss_is_refused_with_what_was_wrong(mode, 
     thread.start()
     try:
         source = PrometheusMetrics(f"http://127.0.0.1:{server.server_port}",
-                                   auth=("prometheus", "secret-password"), scrape_seconds=0)
+                                   auth=("prometheus", "secret-password"), scrape_seconds=0,
+                                   sleep=lambda seconds: None)
         with pytest.raises(MetricsError, match=says) as caught:
             source.end(source.begin(("green",)), ("green",))
         assert "secret-password" not in str(caught.value)

@@ -78,7 +78,7 @@ def test_roll_out_links_the_rollout_graph_in_prometheus_served_or_rolled_back(mo
     query = parse_qs(parts.query)
     assert query["g0.expr"] == [links.ROLLOUT_QUERY]
     assert query["g0.range_input"] == ["5m"]  # 130 s of rollout and a minute each side
-    assert query["g0.end_input"] == ["2026-12-07 17:47:40"]
+    assert query["g0.end_input"] == ["2026-12-07 17:47"]
     rolled_back = {"roll_out": {**served.__dict__, "served": False}}
     assert _link(links.RolloutGraphLink(), "roll_out", rolled_back, monkeypatch,
                  RICE_PROMETHEUS_URL="http://127.0.0.1:9090").startswith("http://127.0.0.1:9090")

@@ -107,7 +107,9 @@ def rollout_graph_url(settings: PipelineSettings, served: dict, now: float) -> s
         return ""
     import time
 
-    end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now + 60))
+    # Minutes: the form both of Prometheus 2's graph pages read (Debian's serves the classic
+    # one, /graph redirecting to /classic/graph with the query kept).
+    end = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now + 60))
     span = f"{int(seconds) // 60 + 3}m"
     return (f"{base}/graph?g0.expr={quote(ROLLOUT_QUERY, safe='')}&g0.tab=0&g0.stacked=1"
             f"&g0.range_input={span}&g0.end_input={quote(end)}")
