@@ -239,7 +239,8 @@ def test_the_app_is_built_only_where_the_plugin_is_mounted():
     mounted = _plugin(_MOUNT + "; print(github_webhook.GitHubWebhookPlugin.fastapi_apps[0]"
                       "['app'] is github_webhook.GitHubWebhookPlugin().fastapi_apps[0]['app'])")
     assert mounted.returncode == 0, mounted.stderr
-    assert mounted.stdout.splitlines()[-2:] == ["1", "True"]  # built once, then the same
+    # Two apps (the webhook, the pipeline's metrics), built once, then the same.
+    assert mounted.stdout.splitlines()[-2:] == ["2", "True"]
     # The API server's warning (Airflow's logging writes it to stdout).
     assert "GITHUB_WEBHOOK_SECRET is not set" in mounted.stdout + mounted.stderr
 
