@@ -21,3 +21,5 @@ PYTHONPATH="$PWD/include${PYTHONPATH:+:$PYTHONPATH}" "$lint_imports" --no-cache 
 promtool=$(tool promtool prometheus)
 "$promtool" check rules docker/prometheus/rules/*.yml
 "$promtool" test rules docker/prometheus/tests/*.yml
+# Alertmanager's checker, for the tests that check the rendered alertmanager.yml.
+tool amtool prometheus-alertmanager >/dev/null

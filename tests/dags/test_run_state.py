@@ -57,8 +57,13 @@ def test_a_training_that_fails_after_its_retries_fails_the_run(airflow_home):
         assert tasks[task] == "upstream_failed", tasks
 
 
-def test_a_run_that_was_not_admitted_is_red_though_every_task_after_it_skipped(airflow_home):
-    run = _run(airflow_home, "not_admitted")
+@pytest.fixture(scope="module")
+def not_admitted(airflow_home) -> dict:
+    return _run(airflow_home, "not_admitted")
+
+
+def test_a_run_that_was_not_admitted_is_red_though_every_task_after_it_skipped(not_admitted):
+    run = not_admitted
     tasks = {task: ti["state"] for task, ti in run["tasks"].items()}
     assert tasks["admitted"] == "success" and tasks["train"] == "skipped", tasks
     assert tasks["promote"] == "skipped" and tasks["report"] == "failed", tasks
@@ -67,11 +72,12 @@ def test_a_run_that_was_not_admitted_is_red_though_every_task_after_it_skipped(a
 
 
 
-def test_the_pipeline_metrics_read_the_failed_runs_from_airflows_record(airflow_home):
+def test_the_pipeline_metrics_read_the_failed_runs_from_airflows_record(airflow_home,
+                                                                       not_admitted):
     """Prometheus's view of those runs (`/rice/metrics`): the training DAG last failed when its
     latest red run ended, never succeeded (no sample, so `absent()` alerts), and no drift was
     raised; read from the same metadata database by the API server's query."""
-    _run(airflow_home, "not_admitted")  # at least one red run, whatever ran before
+    assert not_admitted["state"] == "failed"
     probe = ("import json, time\n"
              "from rice_mlops.stages.pipeline_metrics import read_facts, exposition\n"
              "facts = read_facts()\n"
