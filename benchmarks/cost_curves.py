@@ -181,7 +181,8 @@ def monitoring_curve(data: Path) -> list[dict]:
         result = json.loads(out[out.index("{"):])
         rows.append({"lines": lines, "log_mib": result["log_mib"],
                      "read_s": result["read_seconds"], "judge_s": result["judge_seconds"],
-                     "peak_rss_mib": round(peak / 2**20, 1)})
+                     "peak_rss_mib": round(peak / 2**20, 1),
+                     "window_peak_rss_mib": result["window_peak_rss_mib"]})
         print(rows[-1], flush=True)
     return rows
 

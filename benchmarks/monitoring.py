@@ -15,6 +15,7 @@ draws. Appends to benchmarks/results/monitoring.jsonl.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -41,6 +42,31 @@ def image_rows(paths, rng, brightness=1.0):
         top = float(rng.beta(30, 1.2))
         rows.append((name, top, input_statistics(np.asarray(rgb)[None])[0]))
     return rows
+
+
+_WINDOW_ONLY = """
+import sys, time
+from pathlib import Path
+from rice_mlops.monitoring.drift import Reference, compare, read_window
+from rice_mlops.monitoring.log_reader import log_lines
+reference = Reference.from_json(Path(sys.argv[2]).read_text())
+window = read_window(log_lines(Path(sys.argv[1]), max_read=1 << 30), model_version="1",
+                     since=0, until=time.time() + 60)
+compare(reference, window, min_predictions=500, alpha=0.01)
+# VmHWM: this address space's peak (ru_maxrss would carry the forking parent's over exec)
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+"""
+
+
+def _window_peak_rss(log: Path, reference: Path) -> float:
+    """Peak RSS (MiB) of a process that only reads and judges the window."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _WINDOW_ONLY, str(log), str(reference)],
+                          capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.environ.get(
+                              "RICE_WINDOW_PYTHONPATH", str(REPO / "include"))})
+    return round(int(done.stdout.split()[-1]) / 1024, 1)
 
 
 def main() -> int:
@@ -90,6 +116,10 @@ def main() -> int:
         read_seconds = time.perf_counter() - started
         report = compare(reference, window, min_predictions=500, alpha=0.01)
         total_seconds = time.perf_counter() - started
+        # The window's own memory: read and judged again in a fresh process, whose peak RSS
+        # is the window's (this one's also holds the writer's queue of every generated line).
+        (Path(scratch) / "reference.json").write_text(reference.to_json())
+        window_peak = _window_peak_rss(path, Path(scratch) / "reference.json")
     assert window.observations.count == args.lines, window.skipped
 
     bright_rows = image_rows(live_paths, rng, brightness=1.2)
@@ -119,6 +149,7 @@ def main() -> int:
     record("monitoring", {
         "lines": args.lines, "log_mib": round(size / 2**20, 1),
         "read_seconds": round(read_seconds, 2), "judge_seconds": round(total_seconds, 2),
+        "window_peak_rss_mib": window_peak,
         "verdict_on_unshifted": report.verdict,
         "predictions_to_see_1_2x_brightness": delay,
         "reference_predictions": reference.observations.count,
