@@ -132,3 +132,10 @@ def test_the_script_runs_alone_with_the_standard_library(tmp_path):
                           env={**env, "PROMETHEUS_PASSWORD": ""}, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "PROMETHEUS_PASSWORD must be set" in done.stderr
+
+
+def test_its_slots_are_the_rollouts():
+    """The script runs alone (no package import), so it names the slots itself: the same."""
+    from rice_mlops.release.rollout.state import SLOTS
+
+    assert ms.SLOTS == SLOTS

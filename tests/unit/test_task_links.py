@@ -119,3 +119,9 @@ def test_a_reference_that_is_not_a_pushed_digest_links_nowhere(reference):
 ])
 def test_an_mlflow_link_needs_every_part_checked(trained, why):
     assert links.mlflow_run_url(PipelineSettings.from_env({}), trained) == "", why
+
+
+def test_the_rollout_graph_counts_the_endpoints_the_verdicts_count():
+    from rice_mlops.release.rollout.verdicts import PREDICTION_ENDPOINTS
+
+    assert f'endpoint=~"{"|".join(PREDICTION_ENDPOINTS)}"' in links.ROLLOUT_QUERY

@@ -58,11 +58,12 @@ def _patch_cnn(x: keras.KerasTensor, num_classes: int, excite: bool) -> keras.Ke
     x = layers.Conv2D(32, patch, strides=patch, use_bias=False)(x)
     x = layers.BatchNormalization(momentum=0.9)(x)
     x = layers.ReLU()(x)
-    for filters in (48, 96, 128, 192):
+    widths = (48, 96, 128, 192)
+    for filters in widths:
         x = _conv_bn(x, filters)
         if excite:
             x = _squeeze_excite(x)
-        if filters != 192:
+        if filters != widths[-1]:  # pooled between stages, not after the last
             x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.2)(x)

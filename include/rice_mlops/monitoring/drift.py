@@ -47,6 +47,32 @@ class Observations:
         return len(self.classes)
 
 
+class _Rows:
+    """Observations built one prediction at a time: its class (one string object per class
+    name) and each feature in a typed array, never the prediction's parsed record, so a
+    million rows hold tens of MiB."""
+
+    def __init__(self) -> None:
+        self._classes: list[str] = []
+        self._names: dict[str, str] = {}
+        self._columns = {name: array("d") for name in FEATURES}
+
+    def add(self, name: str, probabilities: Sequence[float], stats: Mapping) -> None:
+        columns = self._columns
+        self._classes.append(self._names.setdefault(name, name))
+        columns["confidence"].append(max(float(p) for p in probabilities))
+        columns["height"].append(float(stats["height"]))
+        columns["width"].append(float(stats["width"]))
+        for i, channel in enumerate("rgb"):
+            columns[f"mean_{channel}"].append(float(stats["mean"][i]))
+            columns[f"std_{channel}"].append(float(stats["std"][i]))
+
+    def observations(self) -> Observations:
+        return Observations(tuple(self._classes), {
+            name: np.frombuffer(column, dtype=np.float64) if column else np.zeros(0)
+            for name, column in self._columns.items()})
+
+
 def observe(classes: Sequence[str], probabilities: Sequence[Sequence[float]],
             inputs: Sequence[Mapping]) -> Observations:
     """Rows from what a prediction holds: its classes, probabilities and input statistics
@@ -54,16 +80,10 @@ def observe(classes: Sequence[str], probabilities: Sequence[Sequence[float]],
     if not len(classes) == len(probabilities) == len(inputs):
         raise ValueError(f"{len(classes)} classes, {len(probabilities)} probability rows and "
                          f"{len(inputs)} input rows: one of each per prediction")
-    columns: dict[str, list[float]] = {name: [] for name in FEATURES}
-    for row, stats in zip(probabilities, inputs, strict=True):
-        columns["confidence"].append(max(row))
-        columns["height"].append(stats["height"])
-        columns["width"].append(stats["width"])
-        for i, channel in enumerate("rgb"):
-            columns[f"mean_{channel}"].append(stats["mean"][i])
-            columns[f"std_{channel}"].append(stats["std"][i])
-    return Observations(tuple(classes), {name: np.asarray(values, dtype=np.float64)
-                                         for name, values in columns.items()})
+    rows = _Rows()
+    for name, row, stats in zip(classes, probabilities, inputs, strict=True):
+        rows.add(name, row, stats)
+    return rows.observations()
 
 
 @dataclass(frozen=True)
@@ -117,13 +137,11 @@ def read_window(lines: Iterable[str | bytes], *, model_version: str, since: floa
     """Predictions logged in [since, until) by `model_version`, answered to clients (a shadow
     copy is the candidate's). Anything else is counted under the reason it was left out.
 
-    Streamed: each prediction keeps only its class (one shared string per class) and nine
-    floats in typed arrays, never the parsed line, so a window of a million predictions holds
-    tens of MiB, not the parsed records' GiB (benchmarks/cost_curves.py)."""
+    Streamed: each prediction keeps only its class and nine floats (`_Rows`), never the
+    parsed line, so a window of a million predictions holds tens of MiB, not the parsed
+    records' GiB (benchmarks/cost_curves.py)."""
     skipped: Counter[str] = Counter()
-    classes: list[str] = []
-    shared: dict[str, str] = {}  # one string object per class name
-    columns = {name: array("d") for name in FEATURES}
+    kept = _Rows()
     for line in lines:
         if len(line) > MAX_LINE:
             skipped["too long"] += 1
@@ -153,16 +171,8 @@ def read_window(lines: Iterable[str | bytes], *, model_version: str, since: floa
             skipped["not a prediction line (torn, corrupt or another format)"] += 1
             continue
         for name, row, stats in rows:
-            classes.append(shared.setdefault(name, name))
-            columns["confidence"].append(max(float(p) for p in row))
-            columns["height"].append(float(stats["height"]))
-            columns["width"].append(float(stats["width"]))
-            for i, channel in enumerate("rgb"):
-                columns[f"mean_{channel}"].append(float(stats["mean"][i]))
-                columns[f"std_{channel}"].append(float(stats["std"][i]))
-    return LiveWindow(Observations(tuple(classes), {
-        name: np.frombuffer(column, dtype=np.float64) if column else np.zeros(0)
-        for name, column in columns.items()}), dict(skipped))
+            kept.add(name, row, stats)
+    return LiveWindow(kept.observations(), dict(skipped))
 
 
 def _well_formed(row) -> bool:

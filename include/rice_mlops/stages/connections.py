@@ -60,12 +60,17 @@ def prometheus_windows(conn_id: str):
     if not isinstance(scrape, int | float) or isinstance(scrape, bool) or not 0 < scrape <= 60:
         raise ValueError(f"connection {conn_id!r}: extra scrape_seconds must be a number of "
                          f"seconds from 1 to 60 (Prometheus's scrape interval), got {scrape!r}")
-    host = conn.host.removeprefix("https://").removeprefix("http://").rstrip("/")
-    scheme = "https" if (conn.schema or "") == "https" or conn.host.startswith("https://") \
-        else "http"
-    url = f"{scheme}://{host}:{conn.port}" if conn.port else f"{scheme}://{host}"
     auth = (conn.login, conn.password or "") if conn.login else None
-    return PrometheusMetrics(url=url, auth=auth, scrape_seconds=float(scrape))
+    return PrometheusMetrics(url=http_base(conn), auth=auth, scrape_seconds=float(scrape))
+
+
+def http_base(conn: Connection) -> str:
+    """`scheme://host[:port]` of an http connection: the host's own scheme when it names one,
+    else the connection's schema when it is `https`, else http."""
+    host = conn.host.rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        host = f"{'https' if conn.schema == 'https' else 'http'}://{host}"
+    return f"{host}:{conn.port}" if conn.port else host
 
 
 def airflow_rest(conn_id: str) -> AirflowRest | None:
@@ -74,9 +79,7 @@ def airflow_rest(conn_id: str) -> AirflowRest | None:
     conn = optional_connection(conn_id)
     if conn is None or not conn.host:
         return None
-    host = conn.host if conn.host.startswith("http") else f"http://{conn.host}"
-    base = f"{host}:{conn.port}" if conn.port else host
-    return AirflowRest(base, conn.login or "", conn.password or "")
+    return AirflowRest(http_base(conn), conn.login or "", conn.password or "")
 
 
 def unusable_connection_reason(conn_id: str) -> str | None:

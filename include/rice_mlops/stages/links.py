@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import time
 from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
@@ -91,6 +92,8 @@ def served_version_url(settings: PipelineSettings, served: dict) -> str:
 
 # The rollout as Prometheus saw it: each slot's answers a second, the shift of traffic from
 # stable to the candidate through shadow, 10, 50 and 100 %.
+# (The endpoints are verdicts.PREDICTION_ENDPOINTS, written out: the DAG file imports this
+# module, and the rollout's verdicts, with prometheus_client, need not load at parse time.)
 ROLLOUT_QUERY = ('sum by (slot) (rate(rice_serving_requests_total'
                  '{endpoint=~"/predict|/invocations"}[15s]))')
 
@@ -105,8 +108,6 @@ def rollout_graph_url(settings: PipelineSettings, served: dict, now: float) -> s
             not isinstance(seconds, int | float) or isinstance(seconds, bool) or \
             not 0 <= seconds < 86400:
         return ""
-    import time
-
     # Minutes: the form both of Prometheus 2's graph pages read (Debian's serves the classic
     # one, /graph redirecting to /classic/graph with the query kept).
     end = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now + 60))
@@ -187,8 +188,6 @@ class RolloutGraphLink(BaseOperatorLink):
     name = "Rollout in Prometheus"
 
     def get_link(self, operator, *, ti_key) -> str:
-        import time
-
         return rollout_graph_url(_settings(), _pull(ti_key), time.time())
 
 
