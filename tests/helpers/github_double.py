@@ -16,6 +16,7 @@ Test-only: product code never imports this module.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -266,7 +267,8 @@ class GitHubDouble:
             pull = {"number": number, "state": "open", "head": body["head"],
                     "base": body["base"], "title": body["title"], "body": body.get("body"),
                     "url": f"{self.api}/pulls/{number}",
-                    "html_url": f"https://github.example/{self.repository}/pull/{number}"}
+                    # The web page, on the double's host as on a GitHub Enterprise server's.
+                    "html_url": f"{self.url}/{self.repository}/pull/{number}"}
             self.pulls.append(pull)
             return 201, self._pull_doc(pull)
         if method == "POST" and (m := re.fullmatch(r"statuses/([0-9a-f]{40})", rest)):
@@ -306,6 +308,21 @@ class GitHubDouble:
             return 200, self._pull_doc(pull)
         return 404, {"message": "Not Found"}
 
+    def web_page(self, path: str) -> str | None:
+        """The pull request's page a browser opens from its `html_url` (GitHub's web pages
+        are not the API: no token, HTML); None for any other path."""
+        match = re.fullmatch(rf"/{re.escape(self.repository)}/pull/(\d+)", path)
+        pull = next((p for p in self.pulls if match and p["number"] == int(match[1])), None)
+        if pull is None:
+            return None
+        files = "".join(f"<li>{html.escape(name)}</li>"
+                        for name in sorted(self.branch_files(pull["head"])))
+        return (f"<!doctype html><title>{html.escape(pull['title'])} · Pull Request "
+                f"#{pull['number']} · {html.escape(self.repository)}</title>"
+                f"<h1>{html.escape(pull['title'])} #{pull['number']}</h1>"
+                f"<p>{html.escape(pull['state'])}: wants to merge {html.escape(pull['head'])} "
+                f"into {html.escape(pull['base'])}</p><ul>{files}</ul>")
+
     def _handler(self):
         double = self
 
@@ -330,6 +347,17 @@ class GitHubDouble:
 
             def _any(self):
                 url = urlparse(self.path)
+                if self.command == "GET" and not url.path.startswith("/repos/"):
+                    with double._lock:
+                        page = double.web_page(url.path)
+                    if page is not None:
+                        data = page.encode()
+                        self.send_response(200)
+                        self.send_header("Content-Type", "text/html; charset=utf-8")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return None
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""

@@ -42,7 +42,8 @@ def test_train_links_its_mlflow_run_where_people_reach_mlflow(monkeypatch):
 def test_the_gate_links_the_model_card_once_it_judged_a_version(monkeypatch):
     results = {"train": TRAINED, "quality_gate": {"passed": False, "version": "7"}}
     assert _link(links.ModelCardLink(), "quality_gate", results, monkeypatch) == (
-        "http://mlflow:5000/get-artifact?path=model_card%2FMODEL_CARD.md&run_uuid=" + "a" * 32)
+        "http://mlflow:5000/#/experiments/4/runs/" + "a" * 32
+        + "/artifacts/model_card/MODEL_CARD.md")
     assert _link(links.ModelCardLink(), "quality_gate", {"train": TRAINED}, monkeypatch) == ""
 
 

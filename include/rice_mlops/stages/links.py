@@ -59,11 +59,10 @@ def mlflow_run_url(settings: PipelineSettings, trained: dict) -> str:
 
 
 def model_card_url(settings: PipelineSettings, trained: dict) -> str:
-    """The model card as MLflow's server sends an artifact (the UI's own download route)."""
-    base, run = mlflow_base(settings, trained), str(trained.get("run_id") or "")
-    if not (base and _RUN_ID.fullmatch(run)):
-        return ""
-    return f"{base}/get-artifact?path={quote(MODEL_CARD, safe='')}&run_uuid={run}"
+    """The model card shown in MLflow's UI, on its run's artifacts tab (the server's own
+    `get-artifact` route would make the browser download it instead)."""
+    run_page = mlflow_run_url(settings, trained)
+    return f"{run_page}/artifacts/{MODEL_CARD}" if run_page else ""
 
 
 def manifest_url(reference: str) -> str:
