@@ -1,5 +1,7 @@
 """Mounts the GitHub webhook receiver on the Airflow API server at /webhooks/github, and the
-pipeline's metrics from Airflow's own record at /rice/metrics (rice_mlops.stages.pipeline_metrics).
+pipeline's metrics from Airflow's own record at /rice/metrics (rice_mlops.stages.pipeline_metrics);
+adds the middleware that holds service accounts' writes to their grants
+(rice_mlops.operations.accounts.GrantedWritesOnly).
 
 The receiver only verifies, filters and triggers; its code lives in rice_mlops.ingress.
 Configuration: the API server's environment, read once by
@@ -40,6 +42,20 @@ class _WebhookApps:
         return apps
 
 
+class _AccountMiddlewares:
+    """`fastapi_root_middlewares`: the service accounts' writes held to their grants
+    (rice_mlops.operations.accounts.GrantedWritesOnly), imported when first read."""
+
+    def __get__(self, instance, owner) -> list[dict]:
+        from rice_mlops.operations.accounts import GrantedWritesOnly
+
+        middlewares = [{"middleware": GrantedWritesOnly, "args": [], "kwargs": {},
+                        "name": "Service accounts' writes (rice-mlops)"}]
+        owner.fastapi_root_middlewares = middlewares
+        return middlewares
+
+
 class GitHubWebhookPlugin(AirflowPlugin):
     name = "rice_mlops_github_webhook"
     fastapi_apps = _WebhookApps()
+    fastapi_root_middlewares = _AccountMiddlewares()

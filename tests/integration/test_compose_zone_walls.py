@@ -329,3 +329,60 @@ def _image_tags(stack: ComposeStack) -> list[str]:
                          auth=(stack.env["REGISTRY_USER"], stack.env["REGISTRY_PASSWORD"]))
     response.raise_for_status()
     return sorted(response.json()["tags"])
+
+
+def test_the_pipeline_account_may_write_a_note_and_nothing_else_of_a_run(stack,
+                                                                        compose_pushed_run):
+    """The pipeline's account (grant `annotate`, held by the default worker) writes run notes.
+    Airflow authorizes a note, a state and a clearing with one permission; the API server's
+    GrantedWritesOnly refuses every write of that account but a PATCH with update_mask=note,
+    so the pushed run cannot be failed, cleared or rerun with its token. The admin gets past
+    the same requests (dry-run clears), so the 403 is the grant's."""
+    import httpx
+
+    from rice_mlops.operations.demo import DAG_ID
+
+    def token(user: str, password: str) -> dict[str, str]:
+        answer = httpx.post(f"{stack.airflow}/auth/token", timeout=30,
+                            json={"username": user, "password": password})
+        assert answer.status_code == 201, answer.status_code
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    pipeline = token("pipeline", stack.env["AIRFLOW_PIPELINE_PASSWORD"])
+    admin = token("admin", stack.env["AIRFLOW_ADMIN_PASSWORD"])
+    runs = f"{stack.airflow}/api/v2/dags/{DAG_ID}"
+    run = f"{runs}/dagRuns/{compose_pushed_run.run_id}"
+    before = httpx.get(run, headers=admin, timeout=30).json()
+    forged = {
+        "state by mask": ("PATCH", run, {"update_mask": "state"}, {"state": "failed"}),
+        "state beside the note": ("PATCH", run, {}, {"note": "x", "state": "failed"}),
+        "state, mask smuggled": ("PATCH", run, {"update_mask": ["note", "state"]},
+                                 {"note": "x", "state": "failed"}),
+        "clear": ("POST", f"{run}/clear", {}, {"dry_run": True}),
+        "bulk state": ("PATCH", f"{runs}/dagRuns", {}, {"actions": [{
+            "action": "update", "entities": [{"dag_run_id": compose_pushed_run.run_id,
+                                              "state": "failed"}]}]}),
+        "bulk clear": ("POST", f"{runs}/clearDagRuns", {}, {
+            "dry_run": True, "dag_runs": [{"dag_run_id": compose_pushed_run.run_id}]}),
+    }
+    for name, (method, url, params, body) in forged.items():
+        refused = httpx.request(method, url, params=params, json=body, headers=pipeline,
+                                timeout=30)
+        assert refused.status_code == 403, (name, refused.status_code, refused.text[:300])
+        assert "grant 'annotate'" in refused.text, refused.text[:300]
+    for name in ("clear", "bulk clear"):
+        method, url, params, body = forged[name]
+        past = httpx.request(method, url, params=params, json=body, headers=admin, timeout=30)
+        assert past.status_code == 200, (name, past.status_code, past.text[:300])
+    after = httpx.get(run, headers=admin, timeout=30).json()
+    assert after["state"] == before["state"] and after["note"] == before["note"], after
+    # What it is for still works: the note, and nothing but the note.
+    try:
+        noted = httpx.patch(run, params={"update_mask": "note"}, headers=pipeline, timeout=30,
+                            json={"note": "annotated by the pipeline's account"})
+        assert noted.status_code == 200, noted.text[:300]
+        assert noted.json()["note"] == "annotated by the pipeline's account"
+        assert noted.json()["state"] == before["state"]
+    finally:
+        httpx.patch(run, params={"update_mask": "note"}, headers=admin, timeout=30,
+                    json={"note": before["note"]})

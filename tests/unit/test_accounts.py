@@ -130,3 +130,97 @@ def test_the_release_account_may_read_approvals_and_answer_none(manager, role):
     assert not manager.is_authorized_hitl_task(assigned_users={"release"}, user=release)
     assert not manager.is_authorized_variable(method="GET", user=release,
                                               details=VariableDetails(key="x"))
+
+
+# The writes a grant names, before Airflow's routes: the auth manager sees "PUT on a run" for a
+# note, a state and a clearing alike.
+RUN = f"/api/v2/dags/{DAG_ID}/dagRuns/manual__2026-12-07T21:00:00+00:00"
+
+
+@pytest.mark.parametrize(("grant", "method", "path", "query", "allowed"), [
+    ("annotate", "PATCH", RUN, "update_mask=note", True),
+    ("annotate", "PATCH", RUN, "", False),  # no mask: the body's state would apply too
+    ("annotate", "PATCH", RUN, "update_mask=state", False),
+    ("annotate", "PATCH", RUN, "update_mask=note&update_mask=state", False),
+    ("annotate", "PATCH", RUN, "update_mask=note,state", False),
+    ("annotate", "POST", RUN + "/clear", "", False),
+    ("annotate", "PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns", "", False),  # bulk
+    ("annotate", "POST", f"/api/v2/dags/{DAG_ID}/clearDagRuns", "", False),
+    ("annotate", "DELETE", RUN, "", False),
+    ("annotate", "PATCH", "/api/v2/dags/other_dag/dagRuns/x", "update_mask=note", False),
+    ("annotate", "PATCH", RUN + "/taskInstances/train", "update_mask=note", False),
+    ("trigger", "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", "", True),
+    ("trigger", "POST", RUN + "/clear", "", False),
+    ("trigger", "PATCH", RUN, "update_mask=note", False),
+    ("verify", "PATCH", RUN, "update_mask=note", False),
+])
+def test_a_grant_names_its_writes_exactly(grant, method, path, query, allowed):
+    from rice_mlops.operations.accounts import write_allowed
+
+    assert write_allowed(grant, method, path, query) is allowed
+
+
+def _through_middleware(monkeypatch, method, path, query="", headers=(), user="pipeline"):
+    """One request through GrantedWritesOnly in front of an app that records what reached it;
+    the auth manager's token check answers `user` for the token "valid" and refuses others."""
+    import asyncio
+
+    from jwt import InvalidTokenError
+
+    from rice_mlops.operations.accounts import GrantedWritesOnly
+
+    class Manager:
+        async def get_user_from_token(self, token):
+            if token != "valid":
+                raise InvalidTokenError("bad signature")
+            return _user(user)
+
+    monkeypatch.setattr("airflow.api_fastapi.app.get_auth_manager", lambda: Manager())
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append((scope["method"], scope["path"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = GrantedWritesOnly(app, {"pipeline": "annotate", "webhook": "trigger"})
+    scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(),
+             "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    asyncio.run(middleware(scope, receive, send))
+    return reached, sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize("headers", [[("authorization", "Bearer valid")],
+                                     [("cookie", "_token=valid")],
+                                     [("authorization", "Bearer nonsense"),
+                                      ("cookie", "_token=valid")]])
+def test_the_pipelines_token_may_write_a_note_and_not_a_state(monkeypatch, headers):
+    reached, status, _ = _through_middleware(monkeypatch, "PATCH", RUN, "update_mask=note",
+                                             headers)
+    assert status == 200 and reached == [("PATCH", RUN)]
+    reached, status, body = _through_middleware(monkeypatch, "POST", RUN + "/clear", "",
+                                                headers)
+    assert status == 403 and reached == []
+    assert b"service account 'pipeline' (grant 'annotate') may not POST" in body
+
+
+def test_people_invalid_tokens_and_reads_pass_to_airflow(monkeypatch):
+    clear = RUN + "/clear"
+    for kwargs in ({"user": "ana"},  # a person: Airflow's roles decide
+                   {"headers": [("authorization", "Bearer forged")]},  # Airflow refuses it
+                   {"method": "GET"}):
+        method = kwargs.pop("method", "POST")
+        headers = kwargs.pop("headers", [("authorization", "Bearer valid")])
+        reached, status, _ = _through_middleware(monkeypatch, method, clear, "", headers,
+                                                 **kwargs)
+        assert status == 200 and reached == [(method, clear)], kwargs
+    # Outside the public API (the webhook, the execution API, the UI's pages): untouched.
+    reached, status, _ = _through_middleware(monkeypatch, "POST", "/webhooks/github", "",
+                                             [("authorization", "Bearer valid")])
+    assert status == 200 and reached

@@ -285,3 +285,16 @@ async def test_a_short_secret_in_a_variable_is_refused_with_its_name(caplog):
         await secrets.current()
     assert "Variable 'hook' is 9 characters long" in caplog.text
     assert "change-me" not in caplog.text
+
+
+def test_the_api_server_gets_the_service_accounts_write_check_and_tasks_do_not():
+    """plugins_manager adds each plugin's `fastapi_root_middlewares` to the API server's root
+    app; a task process that only imports the plugin loads none of it."""
+    loaded = _plugin("import sys, github_webhook; print('rice_mlops.operations.accounts' in "
+                     "sys.modules)")
+    assert loaded.returncode == 0 and loaded.stdout.split()[-1:] == ["False"], loaded.stderr
+    mounted = _plugin("import github_webhook; [m] = github_webhook.GitHubWebhookPlugin"
+                      ".fastapi_root_middlewares; print(m['middleware'].__qualname__, "
+                      "m['middleware'].__module__)")
+    assert mounted.returncode == 0, mounted.stderr
+    assert mounted.stdout.split()[-2:] == ["GrantedWritesOnly", "rice_mlops.operations.accounts"]

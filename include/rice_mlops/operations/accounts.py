@@ -11,10 +11,13 @@ refused every request except what its grant allows on the pipeline's Dag, whatev
 
 - `trigger`: POST a run of `rice_classifier_cicd` (what the webhook does). Nothing else, not even
   reading it back.
-- `annotate`: read `rice_classifier_cicd` and its runs, and PUT a run (what the pipeline's own
-  account does for run notes and the newer-push check). Airflow checks a run's note, state and
-  clearing with the same PUT, so this grant cannot tell them apart; it still reaches no XCom,
-  task instance, approval, connection, variable, pool or other Dag.
+- `annotate`: read `rice_classifier_cicd` and its runs, and write a run's note (what the
+  pipeline's own account does for run notes and the newer-push check). Airflow checks a run's
+  note, its state, clearing it and the bulk forms of both with one permission (PUT on the
+  run), so the auth manager alone cannot tell them apart: `GrantedWritesOnly`, a middleware
+  of the API server, lets through only the writes a grant names (here a PATCH of one run with
+  `update_mask=note`). It reaches no XCom, task instance, approval, connection, variable, pool
+  or other Dag.
 - `verify`: read the approval records of `rice_classifier_cicd` (what the release zone's own
   account does before it builds: `rice_mlops.release.approval_check`). It cannot answer one.
 
@@ -23,7 +26,11 @@ Read once when the API server creates its auth manager; an unknown grant name st
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections.abc import Mapping
+from urllib.parse import parse_qs
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
@@ -38,6 +45,26 @@ GRANTS: Mapping[str, frozenset[tuple[str, DagAccessEntity | None]]] = {
                            ("PUT", DagAccessEntity.RUN)}),
     "verify": frozenset({("GET", DagAccessEntity.HITL_DETAIL)}),
 }
+
+
+# grant -> the writes (any method but GET, HEAD, OPTIONS) its account may send to the public
+# API at all: method, path, and the exact `update_mask` values (None: no mask asked). Checked
+# by GrantedWritesOnly before Airflow's own route and auth manager see the request.
+_RUN = rf"/api/v2/dags/{re.escape(DAG_ID)}/dagRuns"
+WRITES: Mapping[str, tuple[tuple[str, re.Pattern, frozenset[str] | None], ...]] = {
+    "trigger": (("POST", re.compile(_RUN), None),),
+    "annotate": (("PATCH", re.compile(_RUN + r"/[^/]+"), frozenset({"note"})),),
+    "verify": (),
+}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger(__name__)
+
+
+def write_allowed(grant: str, method: str, path: str, query: str) -> bool:
+    """Whether a service account with `grant` may send this write (see WRITES)."""
+    masks = frozenset(parse_qs(query, keep_blank_values=True).get("update_mask", []))
+    return any(method == allowed and pattern.fullmatch(path) and masks == (mask or frozenset())
+               for allowed, pattern, mask in WRITES[grant])
 
 
 def parse_service_accounts(value: str) -> dict[str, str]:
@@ -119,3 +146,65 @@ class ServiceAccountAuthManager(SimpleAuthManager):
         if self._grant(user) is not None:
             return []
         return super().filter_authorized_menu_items(menu_items, user=user)
+
+
+class GrantedWritesOnly:
+    """ASGI middleware of the API server: a write to the public API sent with a service
+    account's token (the Bearer header or the UI's cookie, each one presented) must be one its
+    grant names in WRITES, or it is refused with 403 before any route runs.
+
+    Needed because Airflow authorizes a run's note, its state and clearing it with the same
+    permission; the auth manager still decides everything else. A token that is not valid is
+    left to Airflow, which refuses it. Reads and everything outside /api/v2 pass untouched.
+    """
+
+    def __init__(self, app, accounts: Mapping[str, str] | None = None) -> None:
+        self.app = app
+        self.accounts = (parse_service_accounts(ToolSettings.from_env().service_accounts)
+                         if accounts is None else dict(accounts))
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] != "http" or scope["method"] in SAFE_METHODS or not self.accounts
+                or not scope["path"].startswith("/api/v2/")):
+            return await self.app(scope, receive, send)
+        query = scope.get("query_string", b"").decode("latin-1")
+        for name in await self._service_accounts(scope):
+            if not write_allowed(self.accounts[name], scope["method"], scope["path"], query):
+                log.warning("refused %s %s for service account %r (grant %s)", scope["method"],
+                            scope["path"][:200], name, self.accounts[name])
+                return await _refuse(send, f"service account {name!r} (grant "
+                                           f"{self.accounts[name]!r}) may not "
+                                           f"{scope['method']} {scope['path'][:200]}")
+        return await self.app(scope, receive, send)
+
+    async def _service_accounts(self, scope) -> list[str]:
+        """The service accounts whose valid tokens the request presents."""
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+        from jwt import InvalidTokenError
+        from starlette.requests import Request
+
+        request = Request(scope)
+        tokens = []
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            tokens.append(credentials.strip())
+        if cookie := request.cookies.get(COOKIE_NAME_JWT_TOKEN):
+            tokens.append(cookie)
+        names = []
+        for token in tokens:
+            try:
+                user = await get_auth_manager().get_user_from_token(token)
+            except (InvalidTokenError, ValueError, KeyError):
+                continue
+            if (name := getattr(user, "username", None)) in self.accounts:
+                names.append(name)
+        return names
+
+
+async def _refuse(send, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": 403,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
