@@ -160,7 +160,8 @@ def test_a_grant_names_its_writes_exactly(grant, method, path, query, allowed):
     assert write_allowed(grant, method, path, query) is allowed
 
 
-def _through_middleware(monkeypatch, method, path, query="", headers=(), user="pipeline"):
+def _through_middleware(monkeypatch, method, path, query="", headers=(), user="pipeline",
+                        root_path=""):
     """One request through GrantedWritesOnly in front of an app that records what reached it;
     the auth manager's token check answers `user` for the token "valid" and refuses others."""
     import asyncio
@@ -190,7 +191,8 @@ def _through_middleware(monkeypatch, method, path, query="", headers=(), user="p
         sent.append(message)
 
     middleware = GrantedWritesOnly(app, {"pipeline": "annotate", "webhook": "trigger"})
-    scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(),
+    scope = {"type": "http", "method": method, "path": root_path + path,
+             "root_path": root_path, "query_string": query.encode(),
              "headers": [(k.encode(), v.encode()) for k, v in headers]}
     asyncio.run(middleware(scope, receive, send))
     return reached, sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
@@ -223,4 +225,15 @@ def test_people_invalid_tokens_and_reads_pass_to_airflow(monkeypatch):
     # Outside the public API (the webhook, the execution API, the UI's pages): untouched.
     reached, status, _ = _through_middleware(monkeypatch, "POST", "/webhooks/github", "",
                                              [("authorization", "Bearer valid")])
+    assert status == 200 and reached
+
+
+def test_behind_a_base_url_path_the_same_writes_are_refused(monkeypatch):
+    """Airflow served under /airflow ([api] base_url): the routes' paths start with it."""
+    bearer = [("authorization", "Bearer valid")]
+    reached, status, _ = _through_middleware(monkeypatch, "POST", RUN + "/clear", "", bearer,
+                                             root_path="/airflow")
+    assert status == 403 and reached == []
+    reached, status, _ = _through_middleware(monkeypatch, "PATCH", RUN, "update_mask=note",
+                                             bearer, root_path="/airflow")
     assert status == 200 and reached

@@ -164,17 +164,22 @@ class GrantedWritesOnly:
                          if accounts is None else dict(accounts))
 
     async def __call__(self, scope, receive, send) -> None:
-        if (scope["type"] != "http" or scope["method"] in SAFE_METHODS or not self.accounts
-                or not scope["path"].startswith("/api/v2/")):
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or not self.accounts:
+            return await self.app(scope, receive, send)
+        # Behind a base URL with a path ([api] base_url), the routes are under root_path.
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if not path.startswith("/api/v2/"):
             return await self.app(scope, receive, send)
         query = scope.get("query_string", b"").decode("latin-1")
         for name in await self._service_accounts(scope):
-            if not write_allowed(self.accounts[name], scope["method"], scope["path"], query):
+            if not write_allowed(self.accounts[name], scope["method"], path, query):
                 log.warning("refused %s %s for service account %r (grant %s)", scope["method"],
-                            scope["path"][:200], name, self.accounts[name])
+                            path[:200], name, self.accounts[name])
                 return await _refuse(send, f"service account {name!r} (grant "
                                            f"{self.accounts[name]!r}) may not "
-                                           f"{scope['method']} {scope['path'][:200]}")
+                                           f"{scope['method']} {path[:200]}")
         return await self.app(scope, receive, send)
 
     async def _service_accounts(self, scope) -> list[str]:
