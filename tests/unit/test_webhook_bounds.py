@@ -232,15 +232,22 @@ def test_a_short_secret_stops_the_plugin_with_the_variable_named():
 def test_the_app_is_built_only_where_the_plugin_is_mounted():
     """Every task process loads plugins/: there the module costs no FastAPI import and logs
     no warning about the secret, which only the API server holds."""
-    loaded = _plugin("import sys, github_webhook; print('fastapi' in sys.modules)")
+    loaded = _plugin("import sys, github_webhook; print('fastapi' in sys.modules, "
+                     "'rice_mlops.operations.accounts' in sys.modules)")
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.split() == ["False"]
+    assert loaded.stdout.split() == ["False", "False"]
     assert "GITHUB_WEBHOOK_SECRET" not in loaded.stdout + loaded.stderr
+    # plugins_manager also adds `fastapi_root_middlewares` to the API server's root app: the
+    # check that holds service accounts' writes to their grants.
     mounted = _plugin(_MOUNT + "; print(github_webhook.GitHubWebhookPlugin.fastapi_apps[0]"
-                      "['app'] is github_webhook.GitHubWebhookPlugin().fastapi_apps[0]['app'])")
+                      "['app'] is github_webhook.GitHubWebhookPlugin().fastapi_apps[0]['app'])"
+                      "; [m] = github_webhook.GitHubWebhookPlugin.fastapi_root_middlewares"
+                      "; print(m['middleware'].__module__, m['middleware'].__qualname__)")
     assert mounted.returncode == 0, mounted.stderr
     # Two apps (the webhook, the pipeline's metrics), built once, then the same.
-    assert mounted.stdout.splitlines()[-2:] == ["2", "True"]
+    printed = [line for line in mounted.stdout.splitlines()
+               if line in ("2", "True") or line.startswith("rice_mlops.")]
+    assert printed == ["2", "True", "rice_mlops.operations.accounts GrantedWritesOnly"]
     # The API server's warning (Airflow's logging writes it to stdout).
     assert "GITHUB_WEBHOOK_SECRET is not set" in mounted.stdout + mounted.stderr
 
@@ -286,15 +293,3 @@ async def test_a_short_secret_in_a_variable_is_refused_with_its_name(caplog):
     assert "Variable 'hook' is 9 characters long" in caplog.text
     assert "change-me" not in caplog.text
 
-
-def test_the_api_server_gets_the_service_accounts_write_check_and_tasks_do_not():
-    """plugins_manager adds each plugin's `fastapi_root_middlewares` to the API server's root
-    app; a task process that only imports the plugin loads none of it."""
-    loaded = _plugin("import sys, github_webhook; print('rice_mlops.operations.accounts' in "
-                     "sys.modules)")
-    assert loaded.returncode == 0 and loaded.stdout.split()[-1:] == ["False"], loaded.stderr
-    mounted = _plugin("import github_webhook; [m] = github_webhook.GitHubWebhookPlugin"
-                      ".fastapi_root_middlewares; print(m['middleware'].__qualname__, "
-                      "m['middleware'].__module__)")
-    assert mounted.returncode == 0, mounted.stderr
-    assert mounted.stdout.split()[-2:] == ["GrantedWritesOnly", "rice_mlops.operations.accounts"]
