@@ -7,6 +7,7 @@ import pytest
 from rice_mlops.core.handoffs import Gate
 from rice_mlops.core.vocabulary import MODEL_ASSET
 from tests.helpers.airflow_stack import stored_xcom
+from tests.helpers.browser import failed_runs_in_the_ui
 from tests.helpers.pipeline import SHA, dag_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,8 +50,7 @@ def test_each_task_links_to_what_it_made_and_the_links_lead_there(airflow_pg, sh
     assert run_page.endswith(f"/#/experiments/{trained['experiment_id']}/runs/"
                              f"{trained['run_id']}"), run_page
     assert httpx.get(run_page.split("#")[0], auth=mlflow_auth, timeout=30).status_code == 200
-    card = httpx.get(links("quality_gate")["Model card"], auth=mlflow_auth, timeout=30)
-    assert card.status_code == 200 and "Model card" in card.text, card.text[:500]
+    assert links("quality_gate")["Model card"] == f"{run_page}/artifacts/model_card/MODEL_CARD.md"
     registry_auth = (docker_engine["RICE_REGISTRY_USER"], docker_engine["RICE_REGISTRY_PASSWORD"])
     image = airflow_pg.xcom("e2e-shipped", "attest_image")
     for task_id in ("push_image", "attest_image"):
@@ -67,16 +67,42 @@ def test_each_task_links_to_what_it_made_and_the_links_lead_there(airflow_pg, sh
     assert httpx.get(version, timeout=30).json()["model_version"]
     # A task that made nothing a person would open has no link; one that was skipped, an empty one.
     assert links("validate_data") == {}
-    # In the UI: the task instance's Details tab shows the link, pointing where the API said.
-    from tests.helpers.browser import airflow_login, browser_page
+    # In the UI, as a person does it: each task's Details tab shows its link where the API
+    # said, and clicking it opens the target (the registry and MLflow ask for their logins).
+    from tests.helpers.browser import airflow_login, browser_page, click_extra_link
 
-    with browser_page() as page:
-        airflow_login(page, airflow_pg.url, airflow_pg.admin_password)
-        page.goto(f"{airflow_pg.url}/dags/rice_classifier_cicd/runs/e2e-shipped/tasks/train/"
-                  "details")
-        shown = page.get_by_role("link", name="MLflow run")
-        shown.wait_for(timeout=60_000)
-        assert shown.get_attribute("href") == run_page
+    pull = next(p for p in github_double.pulls if p["html_url"] == pull)
+
+    def run_page(page, _):
+        page.get_by_text(trained["run_id"]).first.wait_for(timeout=60_000)  # MLflow's SPA
+
+    def model_card(page, _):
+        page.get_by_text("Model card: rice-classifier v").first.wait_for(timeout=60_000)
+
+    def manifest(_, answer):
+        assert answer.headers["docker-content-digest"] == image["digest"]
+
+    def pull_page(page, _):
+        shown = page.inner_text("body")
+        assert pull["title"] in shown and all(
+            name in shown for name in github_double.branch_files(pull["head"])), shown[:2000]
+
+    def served_version(page, _):
+        assert '"model_version"' in page.inner_text("body")
+
+    clicks = {mlflow_auth: {"train": ("MLflow run", run_page),
+                            "quality_gate": ("Model card", model_card),
+                            "open_pull_request": ("Pull request", pull_page),
+                            "roll_out": ("Served version", served_version)},
+              registry_auth: {"push_image": ("Image in the registry", manifest),
+                              "attest_image": ("Image in the registry", manifest)}}
+    for credentials, checks in clicks.items():
+        with browser_page(http_credentials=credentials) as page:
+            airflow_login(page, airflow_pg.url, airflow_pg.admin_password)
+            for task_id, (name, check) in checks.items():
+                check(*click_extra_link(
+                    page, f"{airflow_pg.url}/dags/rice_classifier_cicd/runs/e2e-shipped/tasks/"
+                          f"{task_id}/details", name, links(task_id)[name]))
 
 
 def test_training_log_has_one_line_per_epoch(airflow_pg, shipped_run):
@@ -285,21 +311,45 @@ def test_a_dataset_with_an_unreadable_image_fails_the_run_red(airflow_pg, tiny_r
     failed = airflow_pg.api("GET", "/dags/rice_classifier_cicd/dagRuns",
                             params={"state": "failed", "limit": 100}).json()["dag_runs"]
     assert "e2e-unreadable" in {r["dag_run_id"] for r in failed}  # the UI's failed filter
-    _the_ui_lists_it_among_the_failed_runs(airflow_pg, "e2e-unreadable")
+    failed_runs_in_the_ui(airflow_pg.url, airflow_pg.admin_password, "e2e-unreadable",
+                          shipped="e2e-shipped")
 
 
-def _the_ui_lists_it_among_the_failed_runs(airflow_pg, run_id: str) -> None:
-    """In the Airflow UI's run list filtered to failed runs, the run is there and a shipped
-    one is not."""
-    from tests.helpers.browser import airflow_login, browser_page, screenshot
+def test_a_training_that_fails_after_its_retries_fails_the_run_red(
+        airflow_pg, shipped_run, mlflow_control, tiny_real_dataset, tmp_path, github_double):
+    """Issue 38: `train` crashing on every try (someone deleted the run's MLflow experiment in
+    the MLflow UI: MLflow refuses to record into it) is retried, then fails for good, and the
+    run is `failed` (red), not a green run with a note; restoring the experiment mends it."""
+    import shutil
 
-    with browser_page() as page:
-        airflow_login(page, airflow_pg.url, airflow_pg.admin_password)
-        page.goto(f"{airflow_pg.url}/dags/rice_classifier_cicd/runs?state=failed")
-        page.get_by_text(run_id).first.wait_for(timeout=60_000)
-        text = page.inner_text("body")
-        assert "e2e-shipped" not in text, text[-2000:]
-        assert screenshot(page, "airflow-failed-runs.png").stat().st_size > 10_000
+    import httpx
+
+    data = tmp_path / "rice"
+    shutil.copytree(tiny_real_dataset, data)
+    sorted((data / "train").glob("*/*"))[0].unlink()  # a dataset no run has trained on
+    experiments = f"{mlflow_control.url}/api/2.0/mlflow/experiments"
+    experiment_id = airflow_pg.xcom("e2e-shipped", "train")["experiment_id"]
+    httpx.post(f"{experiments}/delete", json={"experiment_id": experiment_id},
+               auth=mlflow_control.admin, timeout=30).raise_for_status()
+    sha = "5" * 40
+    try:
+        assert airflow_pg.trigger(_conf(data, source_commit=sha),
+                                  "e2e-train-crash").status_code == 200
+        run = airflow_pg.wait_for_run("e2e-train-crash", timeout=600)
+    finally:
+        httpx.post(f"{experiments}/restore", json={"experiment_id": experiment_id},
+                   auth=mlflow_control.admin, timeout=30).raise_for_status()
+    states = airflow_pg.task_states("e2e-train-crash")
+    assert run["state"] == "failed", airflow_pg.describe("e2e-train-crash")
+    assert states["train"] == "failed" and states["report"] == "failed", states
+    train = airflow_pg.task_instance("e2e-train-crash", "train")
+    assert train["try_number"] == 3, train  # the DAG's two retries were spent
+    assert "deleted experiment" in airflow_pg.task_log("e2e-train-crash", "train", 3)
+    assert airflow_pg.note("e2e-train-crash").startswith("FAILED: train failed")
+    statuses = [s for s in github_double.statuses if s["sha"] == sha]
+    assert statuses and statuses[-1]["state"] == "error", statuses
+    failed_runs_in_the_ui(airflow_pg.url, airflow_pg.admin_password, "e2e-train-crash",
+                          shipped="e2e-shipped")
 
 
 @pytest.mark.parametrize(

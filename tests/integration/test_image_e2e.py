@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.browser import failed_runs_in_the_ui
 from tests.helpers.datasets import CLASSES
 from tests.helpers.pipeline import SHA
 from tests.helpers.pipeline import dag_conf as _conf
@@ -171,6 +172,8 @@ def test_rejected_credentials_fail_the_push_clearly(airflow_pg, pushed, docker_e
         assert "rejected the credentials of Airflow connection 'rice_registry'" in log
         assert wrong not in log
         assert sha not in registry_tags(docker_engine)
+        failed_runs_in_the_ui(airflow_pg.url, airflow_pg.admin_password, "e2e-badcreds",
+                              shipped="e2e-shipped")
     finally:
         airflow_pg.api("PATCH", "/connections/rice_registry",
                        json={"connection_id": "rice_registry", "conn_type": "generic",
