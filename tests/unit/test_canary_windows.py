@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,23 +23,11 @@ from rice_mlops.release.rollout.verdicts import (
     parse_scrape,
 )
 from rice_mlops.release.rollout.windows import DirectMetrics, PrometheusMetrics
-from tests.helpers.paths import REPO
+from tests.helpers.monitoring_binaries import debian_binary
+from tests.helpers.ports import free_port
 from tests.helpers.serving_in_thread import jpeg_bytes, request, run_server
 
 SCRAPE = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _prometheus_binary() -> str:
-    found = shutil.which("prometheus") or str(REPO / ".run/tools/usr/bin/prometheus")
-    if not os.access(found, os.X_OK):
-        pytest.skip("Debian's prometheus not unpacked yet (scripts/lint.sh does it first)")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +42,15 @@ def slots(model_dir):
 @pytest.fixture(scope="module")
 def prometheus(slots, tmp_path_factory):
     root = tmp_path_factory.mktemp("prometheus")
-    port = _free_port()
-    targets = dict(slots, gone=_free_port())  # "gone": a slot nothing listens on
+    port = free_port()
+    targets = dict(slots, gone=free_port())  # "gone": a slot nothing listens on
     config = {"global": {"scrape_interval": f"{SCRAPE:g}s"},
               "scrape_configs": [{"job_name": "rice-serving", "static_configs": [
                   {"targets": [f"127.0.0.1:{p}"], "labels": {"slot": slot}}
                   for slot, p in targets.items()]}]}
     (root / "prometheus.yml").write_text(json.dumps(config))
     process = subprocess.Popen(
-        [_prometheus_binary(), f"--config.file={root / 'prometheus.yml'}",
+        [debian_binary("prometheus"), f"--config.file={root / 'prometheus.yml'}",
          f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=(root / "log").open("w"))
     url = f"http://127.0.0.1:{port}"
