@@ -26,7 +26,6 @@ Read once when the API server creates its auth manager; an unknown grant name st
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -48,11 +47,11 @@ GRANTS: Mapping[str, frozenset[tuple[str, DagAccessEntity | None]]] = {
 
 
 # grant -> the writes (any method but GET, HEAD, OPTIONS) its account may send to the public
-# API at all: method, path, and the exact `update_mask` values (None: no mask asked). Checked
+# API at all: method, path, and the exact set of `update_mask` values (empty: none). Checked
 # by GrantedWritesOnly before Airflow's own route and auth manager see the request.
 _RUN = rf"/api/v2/dags/{re.escape(DAG_ID)}/dagRuns"
-WRITES: Mapping[str, tuple[tuple[str, re.Pattern, frozenset[str] | None], ...]] = {
-    "trigger": (("POST", re.compile(_RUN), None),),
+WRITES: Mapping[str, tuple[tuple[str, re.Pattern, frozenset[str]], ...]] = {
+    "trigger": (("POST", re.compile(_RUN), frozenset()),),
     "annotate": (("PATCH", re.compile(_RUN + r"/[^/]+"), frozenset({"note"})),),
     "verify": (),
 }
@@ -63,7 +62,7 @@ log = logging.getLogger(__name__)
 def write_allowed(grant: str, method: str, path: str, query: str) -> bool:
     """Whether a service account with `grant` may send this write (see WRITES)."""
     masks = frozenset(parse_qs(query, keep_blank_values=True).get("update_mask", []))
-    return any(method == allowed and pattern.fullmatch(path) and masks == (mask or frozenset())
+    return any(method == allowed and pattern.fullmatch(path) and masks == mask
                for allowed, pattern, mask in WRITES[grant])
 
 
@@ -177,9 +176,13 @@ class GrantedWritesOnly:
             if not write_allowed(self.accounts[name], scope["method"], path, query):
                 log.warning("refused %s %s for service account %r (grant %s)", scope["method"],
                             path[:200], name, self.accounts[name])
-                return await _refuse(send, f"service account {name!r} (grant "
-                                           f"{self.accounts[name]!r}) may not "
-                                           f"{scope['method']} {path[:200]}")
+                from starlette.responses import JSONResponse
+
+                refused = JSONResponse({"detail": f"service account {name!r} (grant "
+                                                  f"{self.accounts[name]!r}) may not "
+                                                  f"{scope['method']} {path[:200]}"},
+                                       status_code=403)
+                return await refused(scope, receive, send)
         return await self.app(scope, receive, send)
 
     async def _service_accounts(self, scope) -> list[str]:
@@ -206,10 +209,3 @@ class GrantedWritesOnly:
                 names.append(name)
         return names
 
-
-async def _refuse(send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": 403,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
