@@ -27,35 +27,41 @@ def read_variable(key: str) -> str | None:
     return Variable.get(key, default_var=None)
 
 
-class _WebhookApps:
-    """`fastapi_apps`, built when first read and then kept on the class."""
+class _BuiltOnFirstRead:
+    """A plugin attribute built by `build` when first read (only the API server reads these),
+    then kept on the class in its place."""
+
+    def __init__(self, build) -> None:
+        self.build = build
+
+    def __set_name__(self, owner, name) -> None:
+        self.name = name
 
     def __get__(self, instance, owner) -> list[dict]:
-        from rice_mlops.ingress.app import create_app
-        from rice_mlops.stages import pipeline_metrics
-
-        apps = [{"app": create_app(variable_lookup=read_variable), "url_prefix": "/webhooks",
-                 "name": "GitHub webhook (rice-mlops)"},
-                {"app": pipeline_metrics.create_app(), "url_prefix": "/rice",
-                 "name": "Pipeline metrics (rice-mlops)"}]
-        owner.fastapi_apps = apps
-        return apps
+        built = self.build()
+        setattr(owner, self.name, built)
+        return built
 
 
-class _AccountMiddlewares:
-    """`fastapi_root_middlewares`: the service accounts' writes held to their grants
-    (rice_mlops.operations.accounts.GrantedWritesOnly), imported when first read."""
+def _webhook_apps() -> list[dict]:
+    from rice_mlops.ingress.app import create_app
+    from rice_mlops.stages import pipeline_metrics
 
-    def __get__(self, instance, owner) -> list[dict]:
-        from rice_mlops.operations.accounts import GrantedWritesOnly
+    return [{"app": create_app(variable_lookup=read_variable), "url_prefix": "/webhooks",
+             "name": "GitHub webhook (rice-mlops)"},
+            {"app": pipeline_metrics.create_app(), "url_prefix": "/rice",
+             "name": "Pipeline metrics (rice-mlops)"}]
 
-        middlewares = [{"middleware": GrantedWritesOnly, "args": [], "kwargs": {},
-                        "name": "Service accounts' writes (rice-mlops)"}]
-        owner.fastapi_root_middlewares = middlewares
-        return middlewares
+
+def _account_middlewares() -> list[dict]:
+    """The service accounts' writes held to their grants."""
+    from rice_mlops.operations.accounts import GrantedWritesOnly
+
+    return [{"middleware": GrantedWritesOnly, "args": [], "kwargs": {},
+             "name": "Service accounts' writes (rice-mlops)"}]
 
 
 class GitHubWebhookPlugin(AirflowPlugin):
     name = "rice_mlops_github_webhook"
-    fastapi_apps = _WebhookApps()
-    fastapi_root_middlewares = _AccountMiddlewares()
+    fastapi_apps = _BuiltOnFirstRead(_webhook_apps)
+    fastapi_root_middlewares = _BuiltOnFirstRead(_account_middlewares)
